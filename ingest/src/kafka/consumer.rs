@@ -1,0 +1,143 @@
+//! The consumer helper: owned records out, offsets committed by hand after processing.
+//!
+//! Workers (archiver, detectors) process a batch, make its effect durable, and only then call
+//! [`TopicConsumer::commit`]. A crash between the two replays the batch: at-least-once
+//! delivery, made exactly-once by deterministic, idempotent writes downstream.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::error::KafkaError;
+use rdkafka::{Message, Offset, TopicPartitionList};
+
+use super::{KafkaCluster, KafkaSetupError};
+
+/// One consumed message, owned so it can outlive the consumer's buffer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsumedRecord {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<Vec<u8>>,
+    pub payload: Vec<u8>,
+}
+
+/// The highest processed offset of each (topic, partition) since the last commit.
+#[derive(Debug, Default, Clone)]
+pub struct PartitionOffsets {
+    highest: BTreeMap<(String, i32), i64>,
+}
+
+impl PartitionOffsets {
+    /// Marks `record` as processed.
+    pub fn record(&mut self, record: &ConsumedRecord) {
+        let highest = self
+            .highest
+            .entry((record.topic.clone(), record.partition))
+            .or_insert(record.offset);
+        *highest = (*highest).max(record.offset);
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.highest.is_empty()
+    }
+
+    pub fn clear(&mut self) {
+        self.highest.clear();
+    }
+
+    /// The list to commit: Kafka's committed offset is the next one to read.
+    fn to_commit_list(&self) -> Result<TopicPartitionList, KafkaError> {
+        let mut list = TopicPartitionList::new();
+        for ((topic, partition), offset) in &self.highest {
+            list.add_partition_offset(topic, *partition, Offset::Offset(offset + 1))?;
+        }
+        Ok(list)
+    }
+}
+
+/// A consumer-group member subscribed to some topics, with manual commits.
+#[derive(Clone)]
+pub struct TopicConsumer {
+    consumer: Arc<StreamConsumer>,
+}
+
+impl std::fmt::Debug for TopicConsumer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TopicConsumer").finish_non_exhaustive()
+    }
+}
+
+impl TopicConsumer {
+    /// Joins `group_id` and subscribes to `topics`.
+    pub fn subscribe(
+        cluster: &KafkaCluster,
+        group_id: &str,
+        topics: &[&str],
+    ) -> Result<Self, KafkaSetupError> {
+        let consumer: StreamConsumer = cluster.consumer_config(group_id).create()?;
+        consumer.subscribe(topics)?;
+        Ok(Self {
+            consumer: Arc::new(consumer),
+        })
+    }
+
+    /// Waits for the next record.
+    pub async fn recv(&self) -> Result<ConsumedRecord, KafkaError> {
+        let message = self.consumer.recv().await?;
+        Ok(ConsumedRecord {
+            topic: message.topic().to_owned(),
+            partition: message.partition(),
+            offset: message.offset(),
+            key: message.key().map(<[u8]>::to_vec),
+            payload: message.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+        })
+    }
+
+    /// Commits `offsets` synchronously (on a blocking thread): when this returns `Ok`, the
+    /// group will not see those records again.
+    pub async fn commit(&self, offsets: &PartitionOffsets) -> Result<(), KafkaError> {
+        if offsets.is_empty() {
+            return Ok(());
+        }
+        let list = offsets.to_commit_list()?;
+        let consumer = self.consumer.clone();
+        tokio::task::spawn_blocking(move || consumer.commit(&list, CommitMode::Sync))
+            .await
+            .map_err(|_| KafkaError::Canceled)?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(partition: i32, offset: i64) -> ConsumedRecord {
+        ConsumedRecord {
+            topic: "t".into(),
+            partition,
+            offset,
+            key: None,
+            payload: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn commits_the_offset_after_the_highest_processed_one() {
+        let mut offsets = PartitionOffsets::default();
+        for (partition, offset) in [(0, 5), (0, 3), (1, 10), (0, 7)] {
+            offsets.record(&record(partition, offset));
+        }
+        let list = offsets.to_commit_list().expect("list");
+        let committed: Vec<(i32, Offset)> = list
+            .elements()
+            .iter()
+            .map(|e| (e.partition(), e.offset()))
+            .collect();
+        assert_eq!(
+            committed,
+            vec![(0, Offset::Offset(8)), (1, Offset::Offset(11))]
+        );
+    }
+}

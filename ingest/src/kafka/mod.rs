@@ -1,0 +1,144 @@
+//! Kafka in and out: cluster connection and topic setup, the event publisher, the consumer
+//! helper, and the embedded broker used by `warden up`.
+//!
+//! Everything talks to Kafka through librdkafka (`rdkafka`), also in embedded mode, where the
+//! "broker" is librdkafka's in-process mock cluster listening on loopback: the same client
+//! code path as production, minus durability.
+
+mod config;
+mod consumer;
+mod embedded;
+mod publisher;
+
+use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use tracing::{info, warn};
+
+pub use config::{EMBEDDED_BROKERS, KafkaConfig, TopicNames};
+pub use consumer::{ConsumedRecord, PartitionOffsets, TopicConsumer};
+pub use embedded::EmbeddedBroker;
+pub use publisher::{DeadLetterPublisher, KafkaEventPublisher, PublisherStats};
+
+/// Errors setting up or talking to Kafka.
+#[derive(Debug, thiserror::Error)]
+pub enum KafkaSetupError {
+    #[error("starting the embedded broker: {0}")]
+    Embedded(String),
+    #[error("kafka client: {0}")]
+    Client(#[from] KafkaError),
+    #[error("creating topic {topic}: {code}")]
+    CreateTopic {
+        topic: String,
+        code: RDKafkaErrorCode,
+    },
+}
+
+/// A reachable Kafka cluster and the settings every Warden client uses with it.
+///
+/// Cheap to clone and `Send + Sync`; the embedded broker, when there is one, is owned
+/// separately ([`EmbeddedBroker`]) by whoever started it, and must outlive the clients.
+#[derive(Debug, Clone)]
+pub struct KafkaCluster {
+    bootstrap_servers: String,
+    config: KafkaConfig,
+}
+
+impl KafkaCluster {
+    /// Connects to the configured brokers and creates missing topics; or, given the already
+    /// started embedded broker (which created its topics itself), uses its address.
+    pub async fn connect(
+        config: &KafkaConfig,
+        embedded: Option<&EmbeddedBroker>,
+    ) -> Result<Self, KafkaSetupError> {
+        let cluster = Self {
+            bootstrap_servers: embedded
+                .map(|broker| broker.bootstrap_servers().to_owned())
+                .unwrap_or_else(|| config.brokers.clone()),
+            config: config.clone(),
+        };
+        if embedded.is_none() {
+            cluster.ensure_topics().await?;
+        }
+        Ok(cluster)
+    }
+
+    pub fn bootstrap_servers(&self) -> &str {
+        &self.bootstrap_servers
+    }
+
+    pub fn topics(&self) -> &TopicNames {
+        &self.config.topics
+    }
+
+    /// Settings shared by every client: the brokers and the user's overrides.
+    pub fn client_config(&self) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        config.set("bootstrap.servers", &self.bootstrap_servers);
+        for (key, value) in &self.config.properties {
+            config.set(key, value);
+        }
+        config
+    }
+
+    /// Producer settings: idempotent, every in-sync replica acknowledges, compressed.
+    pub fn producer_config(&self) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        config
+            .set("bootstrap.servers", &self.bootstrap_servers)
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("compression.type", &self.config.compression)
+            .set("linger.ms", "5")
+            .set("queue.buffering.max.messages", "1000000");
+        for (key, value) in &self.config.properties {
+            config.set(key, value);
+        }
+        config
+    }
+
+    /// Consumer settings for `group_id`: offsets are committed by hand after processing.
+    pub fn consumer_config(&self, group_id: &str) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        config
+            .set("bootstrap.servers", &self.bootstrap_servers)
+            .set("group.id", group_id)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("enable.partition.eof", "false");
+        for (key, value) in &self.config.properties {
+            config.set(key, value);
+        }
+        config
+    }
+
+    async fn ensure_topics(&self) -> Result<(), KafkaSetupError> {
+        let admin: AdminClient<DefaultClientContext> = self.client_config().create()?;
+        let new_topics: Vec<NewTopic<'_>> = self
+            .config
+            .topics
+            .all()
+            .into_iter()
+            .map(|name| {
+                let replication = TopicReplication::Fixed(self.config.replication_factor);
+                NewTopic::new(name, self.config.partitions, replication)
+            })
+            .collect();
+        let results = admin
+            .create_topics(&new_topics, &AdminOptions::new())
+            .await?;
+        for result in results {
+            match result {
+                Ok(topic) => info!(%topic, "created topic"),
+                Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((topic, code)) => {
+                    warn!(%topic, %code, "could not create topic");
+                    return Err(KafkaSetupError::CreateTopic { topic, code });
+                }
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,205 @@
+//! The HTTP front door: routes, shared state, and the request-path glue between auth,
+//! routing, translation and the audit trail.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::{Map, Value};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+use warden_ingest::EventEmitter;
+use warden_ingest::event::ResponseInfo;
+
+use crate::audit::{CallAudit, prompt_hash};
+use crate::auth::{AuthOutcome, ClientRegistry, RejectReason};
+use crate::chat::{self, ChatReply};
+use crate::config::{ProxySettings, Target};
+use crate::error::ProxyError;
+use crate::upstream::Upstream;
+
+/// Header carrying the call's request id back to the client.
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// Everything the handlers share. Immutable after startup.
+#[derive(Debug)]
+pub struct ProxyState {
+    settings: ProxySettings,
+    clients: ClientRegistry,
+    upstream: Upstream,
+    emitter: EventEmitter,
+}
+
+/// Why the proxy could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxySetupError {
+    #[error("building the upstream HTTP client: {0}")]
+    HttpClient(#[from] reqwest::Error),
+}
+
+impl ProxyState {
+    pub fn new(
+        settings: ProxySettings,
+        emitter: EventEmitter,
+    ) -> Result<Arc<Self>, ProxySetupError> {
+        let clients = ClientRegistry::new(settings.clients.clone());
+        if clients.is_open() {
+            warn!(
+                "OPEN MODE: no [[proxy.clients]] configured, every caller is let through; \
+                 configure client keys before exposing this proxy"
+            );
+        }
+        Ok(Arc::new(Self {
+            clients,
+            upstream: Upstream::new()?,
+            emitter,
+            settings,
+        }))
+    }
+
+    fn target_for(&self, requested_model: &str) -> Option<&Target> {
+        self.settings
+            .targets
+            .iter()
+            .find(|target| target.serves(requested_model))
+    }
+
+    fn start_call(&self, endpoint: &str, request: &Request) -> CallAudit {
+        let client_ip = request
+            .extensions()
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|info| info.0.ip());
+        CallAudit::start(
+            self.emitter.clone(),
+            &self.settings.proxy_id,
+            self.settings.environment.as_deref(),
+            endpoint,
+            client_ip,
+            request.headers(),
+        )
+    }
+}
+
+/// The proxy's routes.
+pub fn router(state: Arc<ProxyState>) -> Router {
+    Router::new()
+        .route("/v1/chat/completions", post(chat_completions))
+        .route("/healthz", get(healthz))
+        .fallback(unknown_endpoint)
+        .with_state(state)
+}
+
+/// Serves until `shutdown` fires, then finishes in-flight calls and returns.
+pub async fn serve(
+    listener: TcpListener,
+    state: Arc<ProxyState>,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    info!(listen = %listener.local_addr()?, "proxy listening");
+    axum::serve(
+        listener,
+        router(state).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown.cancelled_owned())
+    .await
+}
+
+async fn healthz() -> impl IntoResponse {
+    axum::Json(serde_json::json!({"status": "ok"}))
+}
+
+async fn unknown_endpoint(request: Request) -> ProxyError {
+    ProxyError::InvalidRequest(format!(
+        "Unknown endpoint {} {}",
+        request.method(),
+        request.uri().path()
+    ))
+}
+
+async fn chat_completions(State(state): State<Arc<ProxyState>>, request: Request) -> Response {
+    let mut call = state.start_call("/v1/chat/completions", &request);
+    let request_id = call.request_id.clone();
+    let (parts, body) = request.into_parts();
+    let mut response = match forward_chat(&state, &mut call, &parts.headers, body).await {
+        Ok(reply) => {
+            call.request.input_tokens = reply.input_tokens;
+            call.finish(reply.response);
+            ([(header::CONTENT_TYPE, "application/json")], reply.body).into_response()
+        }
+        Err(err) => {
+            call.finish(ResponseInfo {
+                status: err.status().as_u16(),
+                error_type: Some(err.code().to_owned()),
+                ..ResponseInfo::default()
+            });
+            err.into_response()
+        }
+    };
+    if let Ok(value) = HeaderValue::from_str(request_id.as_str()) {
+        response.headers_mut().insert(REQUEST_ID_HEADER, value);
+    }
+    response
+}
+
+async fn forward_chat(
+    state: &ProxyState,
+    call: &mut CallAudit,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<ChatReply, ProxyError> {
+    let auth = state.clients.authenticate(headers);
+    call.authenticated(&auth);
+    if let AuthOutcome::Rejected { reason, .. } = auth {
+        return Err(match reason {
+            RejectReason::MissingKey => ProxyError::MissingApiKey,
+            RejectReason::UnknownKey => ProxyError::InvalidApiKey,
+        });
+    }
+
+    let body = read_body(body, state.settings.max_body_bytes).await?;
+    call.request.bytes = body.len() as u64;
+    let request: Map<String, Value> =
+        serde_json::from_slice(&body).map_err(|err| ProxyError::InvalidJson(err.to_string()))?;
+    call.request.prompt_hash = Some(prompt_hash(&request));
+    call.route.stream = request.get("stream").and_then(Value::as_bool) == Some(true);
+    let model = request
+        .get("model")
+        .and_then(Value::as_str)
+        .ok_or_else(|| {
+            ProxyError::InvalidRequest("you must provide a 'model' parameter".to_owned())
+        })?
+        .to_owned();
+    call.route.model = Some(model.clone());
+    let target = state
+        .target_for(&model)
+        .ok_or_else(|| ProxyError::UnknownModel(model.clone()))?;
+    call.route.target_id = Some(target.id.clone());
+    if call.route.stream {
+        return Err(ProxyError::Unsupported(
+            "stream=true is not supported by this Warden build yet; send stream=false".to_owned(),
+        ));
+    }
+    call.request_received();
+    chat::complete(&state.upstream, target, &model, request).await
+}
+
+/// Reads the whole request body, refusing more than `limit` bytes.
+async fn read_body(body: Body, limit: usize) -> Result<bytes::Bytes, ProxyError> {
+    axum::body::to_bytes(body, limit).await.map_err(|err| {
+        let source = err.into_inner();
+        if source
+            .downcast_ref::<http_body_util::LengthLimitError>()
+            .is_some()
+        {
+            ProxyError::BodyTooLarge { limit }
+        } else {
+            ProxyError::BodyRead(source.to_string())
+        }
+    })
+}

@@ -1,0 +1,193 @@
+//! The audit trail of one call: every call emits exactly one `request` and one `response`
+//! event (whatever the outcome, 401s included), plus a `policy_decision` per policy that
+//! decided. All share the call's `request_id`. Emitting never blocks (see
+//! [`warden_ingest::EventEmitter`]).
+
+use std::net::IpAddr;
+use std::time::Instant;
+
+use axum::http::HeaderMap;
+use axum::http::header::USER_AGENT;
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+use warden_ingest::event::{ClientInfo, DecisionInfo, RequestInfo, ResponseInfo, RouteInfo};
+use warden_ingest::{AuditEvent, EventEmitter, EventKind, RequestId};
+
+use crate::auth::AuthOutcome;
+
+/// Longest user agent kept in events.
+const MAX_USER_AGENT_CHARS: usize = 256;
+
+/// Collects what is known about a call as it proceeds, and emits its events.
+#[derive(Debug)]
+pub(crate) struct CallAudit {
+    emitter: EventEmitter,
+    proxy_id: String,
+    environment: Option<String>,
+    pub(crate) request_id: RequestId,
+    pub(crate) started: Instant,
+    pub(crate) client: ClientInfo,
+    pub(crate) route: RouteInfo,
+    pub(crate) request: RequestInfo,
+    request_emitted: bool,
+}
+
+impl CallAudit {
+    pub(crate) fn start(
+        emitter: EventEmitter,
+        proxy_id: &str,
+        environment: Option<&str>,
+        endpoint: &str,
+        client_ip: Option<IpAddr>,
+        headers: &HeaderMap,
+    ) -> Self {
+        let user_agent = headers
+            .get(USER_AGENT)
+            .and_then(|value| value.to_str().ok())
+            .map(|agent| agent.chars().take(MAX_USER_AGENT_CHARS).collect());
+        Self {
+            emitter,
+            proxy_id: proxy_id.to_owned(),
+            environment: environment.map(str::to_owned),
+            request_id: RequestId::new(),
+            started: Instant::now(),
+            client: ClientInfo {
+                ip: client_ip.map(|ip| ip.to_string()),
+                user_agent,
+                ..ClientInfo::default()
+            },
+            route: RouteInfo {
+                endpoint: endpoint.to_owned(),
+                ..RouteInfo::default()
+            },
+            request: RequestInfo::default(),
+            request_emitted: false,
+        }
+    }
+
+    fn event(&self, kind: EventKind) -> AuditEvent {
+        let mut event = AuditEvent::new(kind, self.request_id.clone(), self.proxy_id.as_str());
+        event.environment = self.environment.clone();
+        event.client = self.client.clone();
+        event.route = Some(self.route.clone());
+        event
+    }
+
+    /// Records the authentication outcome on the call and emits its policy decision.
+    pub(crate) fn authenticated(&mut self, outcome: &AuthOutcome) {
+        self.client.token_id = outcome.token_id().cloned();
+        self.client.name = outcome.client_name().map(str::to_owned);
+        let (decision, reason) = match outcome {
+            AuthOutcome::Open { .. } => ("allow", Some("open mode: no clients configured")),
+            AuthOutcome::Authenticated { .. } => ("allow", None),
+            AuthOutcome::Rejected { reason, .. } => ("deny", Some(reason.as_str())),
+        };
+        let mut event = self.event(EventKind::PolicyDecision);
+        event.decision = Some(DecisionInfo {
+            policy: "auth".to_owned(),
+            outcome: decision.to_owned(),
+            reason: reason.map(str::to_owned),
+        });
+        self.emitter.emit(event);
+    }
+
+    /// Emits the `request` event (once) with what is known so far.
+    pub(crate) fn request_received(&mut self) {
+        if self.request_emitted {
+            return;
+        }
+        self.request_emitted = true;
+        let mut event = self.event(EventKind::Request);
+        event.request = Some(self.request.clone());
+        self.emitter.emit(event);
+    }
+
+    /// Emits the `response` event (and the `request` event first, if the call failed before
+    /// it was sent). `response.latency_ms` is measured here.
+    pub(crate) fn finish(mut self, mut response: ResponseInfo) {
+        self.request_received();
+        response.latency_ms = Some(self.started.elapsed().as_secs_f64() * 1000.0);
+        let mut event = self.event(EventKind::Response);
+        event.request = Some(self.request.clone());
+        event.response = Some(response);
+        self.emitter.emit(event);
+    }
+}
+
+/// Request fields that change how an answer is delivered or attributed, not what is asked.
+const FIELDS_NOT_HASHED: &[&str] = &["stream", "stream_options", "user"];
+
+/// SHA-256 (hex) of the request with object keys sorted at every level, ignoring
+/// [`FIELDS_NOT_HASHED`]: identical questions hash equal however their JSON was laid out,
+/// which is what retry-loop detection needs.
+pub(crate) fn prompt_hash(request: &Map<String, Value>) -> String {
+    let mut canonical = Vec::new();
+    let mut keys: Vec<&String> = request
+        .keys()
+        .filter(|key| !FIELDS_NOT_HASHED.contains(&key.as_str()))
+        .collect();
+    keys.sort();
+    canonical.push(b'{');
+    for (index, key) in keys.into_iter().enumerate() {
+        if index > 0 {
+            canonical.push(b',');
+        }
+        write_canonical(&Value::String(key.clone()), &mut canonical);
+        canonical.push(b':');
+        write_canonical(&request[key], &mut canonical);
+    }
+    canonical.push(b'}');
+    hex::encode(Sha256::digest(&canonical))
+}
+
+fn write_canonical(value: &Value, out: &mut Vec<u8>) {
+    match value {
+        Value::Object(map) => {
+            let mut keys: Vec<&String> = map.keys().collect();
+            keys.sort();
+            out.push(b'{');
+            for (index, key) in keys.into_iter().enumerate() {
+                if index > 0 {
+                    out.push(b',');
+                }
+                write_canonical(&Value::String(key.clone()), out);
+                out.push(b':');
+                write_canonical(&map[key], out);
+            }
+            out.push(b'}');
+        }
+        Value::Array(items) => {
+            out.push(b'[');
+            for (index, item) in items.iter().enumerate() {
+                if index > 0 {
+                    out.push(b',');
+                }
+                write_canonical(item, out);
+            }
+            out.push(b']');
+        }
+        scalar => out.extend_from_slice(scalar.to_string().as_bytes()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn object(json: &str) -> Map<String, Value> {
+        serde_json::from_str(json).expect("object")
+    }
+
+    #[test]
+    fn prompt_hash_ignores_layout_and_delivery_fields() {
+        let a =
+            object(r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"stream":true}"#);
+        let b = object(
+            r#"{ "messages" : [ {"content":"hi", "role":"user"} ], "model":"m", "user":"u1" }"#,
+        );
+        assert_eq!(prompt_hash(&a), prompt_hash(&b));
+        let c = object(r#"{"model":"m","messages":[{"role":"user","content":"hi!"}]}"#);
+        assert_ne!(prompt_hash(&a), prompt_hash(&c));
+        assert_eq!(prompt_hash(&a).len(), 64);
+    }
+}

@@ -1,0 +1,196 @@
+//! Client authentication: `Authorization: Bearer <key>` against the configured key hashes.
+//!
+//! Keys are never stored or logged: the config holds their SHA-256, the comparison is
+//! constant-time over every configured client, and events carry only a [`TokenId`]
+//! fingerprint (a prefix of the key's SHA-256), also for rejected keys, so detectors can
+//! see token stuffing without ever seeing a key.
+
+use axum::http::HeaderMap;
+use axum::http::header::AUTHORIZATION;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use warden_ingest::TokenId;
+
+use crate::config::ClientKey;
+
+/// Hex characters of the key's SHA-256 kept in a token id: enough to tell keys apart.
+const TOKEN_ID_HEX_CHARS: usize = 16;
+
+/// The outcome of authenticating one request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuthOutcome {
+    /// No clients are configured: everyone is let through.
+    Open {
+        token_id: Option<TokenId>,
+    },
+    Authenticated {
+        name: String,
+        token_id: TokenId,
+    },
+    Rejected {
+        token_id: Option<TokenId>,
+        reason: RejectReason,
+    },
+}
+
+/// Why a request was not authenticated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RejectReason {
+    MissingKey,
+    UnknownKey,
+}
+
+impl RejectReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::MissingKey => "missing_api_key",
+            Self::UnknownKey => "invalid_api_key",
+        }
+    }
+}
+
+impl AuthOutcome {
+    pub fn token_id(&self) -> Option<&TokenId> {
+        match self {
+            Self::Open { token_id } | Self::Rejected { token_id, .. } => token_id.as_ref(),
+            Self::Authenticated { token_id, .. } => Some(token_id),
+        }
+    }
+
+    pub fn client_name(&self) -> Option<&str> {
+        match self {
+            Self::Authenticated { name, .. } => Some(name),
+            _ => None,
+        }
+    }
+}
+
+/// The configured clients.
+#[derive(Debug, Clone)]
+pub struct ClientRegistry {
+    clients: Vec<ClientKey>,
+}
+
+impl ClientRegistry {
+    pub fn new(clients: Vec<ClientKey>) -> Self {
+        Self { clients }
+    }
+
+    pub fn is_open(&self) -> bool {
+        self.clients.is_empty()
+    }
+
+    pub fn authenticate(&self, headers: &HeaderMap) -> AuthOutcome {
+        let key = bearer_key(headers);
+        let digest = key.map(|key| Sha256::digest(key.as_bytes()));
+        let token_id = digest.as_ref().map(|digest| token_id_of(digest));
+        if self.is_open() {
+            return AuthOutcome::Open { token_id };
+        }
+        let Some(digest) = digest else {
+            return AuthOutcome::Rejected {
+                token_id: None,
+                reason: RejectReason::MissingKey,
+            };
+        };
+        // Compare against every client, without early exit, in constant time per compare.
+        let mut matched: Option<&ClientKey> = None;
+        for client in &self.clients {
+            if bool::from(client.key_sha256.ct_eq(digest.as_slice())) {
+                matched = Some(client);
+            }
+        }
+        let token_id = token_id_of(&digest);
+        match matched {
+            Some(client) => AuthOutcome::Authenticated {
+                name: client.name.clone(),
+                token_id,
+            },
+            None => AuthOutcome::Rejected {
+                token_id: Some(token_id),
+                reason: RejectReason::UnknownKey,
+            },
+        }
+    }
+}
+
+fn bearer_key(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, key) = value.trim().split_once(' ')?;
+    let key = key.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !key.is_empty()).then_some(key)
+}
+
+fn token_id_of(digest: &[u8]) -> TokenId {
+    let mut hex = hex::encode(digest);
+    hex.truncate(TOKEN_ID_HEX_CHARS);
+    TokenId(format!("tok_{hex}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn registry() -> ClientRegistry {
+        ClientRegistry::new(vec![ClientKey {
+            name: "app".into(),
+            key_sha256: Sha256::digest(b"sk-right").into(),
+        }])
+    }
+
+    fn headers(authorization: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(AUTHORIZATION, authorization.parse().expect("header"));
+        headers
+    }
+
+    #[test]
+    fn right_key_authenticates_and_wrong_key_is_fingerprinted() {
+        let registry = registry();
+        let right = registry.authenticate(&headers("Bearer sk-right"));
+        assert_eq!(right.client_name(), Some("app"));
+        let wrong = registry.authenticate(&headers("bearer sk-wrong"));
+        assert!(matches!(
+            wrong,
+            AuthOutcome::Rejected {
+                reason: RejectReason::UnknownKey,
+                ..
+            }
+        ));
+        let (right_id, wrong_id) = (right.token_id().expect("id"), wrong.token_id().expect("id"));
+        assert_ne!(right_id, wrong_id);
+        assert!(right_id.0.starts_with("tok_") && right_id.0.len() == 4 + TOKEN_ID_HEX_CHARS);
+        assert!(!right_id.0.contains("sk-right"));
+    }
+
+    #[test]
+    fn missing_or_malformed_header_is_rejected() {
+        let registry = registry();
+        for value in ["", "Bearer", "Bearer   ", "Basic sk-right", "sk-right"] {
+            let outcome = if value.is_empty() {
+                registry.authenticate(&HeaderMap::new())
+            } else {
+                registry.authenticate(&headers(value))
+            };
+            assert!(
+                matches!(
+                    outcome,
+                    AuthOutcome::Rejected {
+                        reason: RejectReason::MissingKey,
+                        ..
+                    }
+                ),
+                "{value:?}: {outcome:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn open_mode_lets_everyone_through() {
+        let registry = ClientRegistry::new(Vec::new());
+        assert!(matches!(
+            registry.authenticate(&HeaderMap::new()),
+            AuthOutcome::Open { token_id: None }
+        ));
+    }
+}

@@ -1,0 +1,139 @@
+//! `POST /v1/chat/completions` for targets that speak OpenAI's chat format (TGI's Messages
+//! API and the HF router): the request is forwarded with the fixes each needs, the answer is
+//! normalized back to what an OpenAI client expects, and usage is read for the audit event.
+
+use serde_json::{Map, Value};
+use warden_ingest::event::ResponseInfo;
+
+use crate::config::{Target, TargetKind};
+use crate::error::ProxyError;
+use crate::upstream::{Upstream, UpstreamReply, upstream_error};
+
+/// The upstream path of the chat API, relative to the target's base URL.
+const CHAT_PATH: &str = "v1/chat/completions";
+
+/// A successful chat answer, ready for the client, with what the audit needs.
+#[derive(Debug)]
+pub(crate) struct ChatReply {
+    pub(crate) body: Vec<u8>,
+    pub(crate) input_tokens: Option<u64>,
+    pub(crate) response: ResponseInfo,
+}
+
+/// Forwards a parsed chat request to `target`.
+pub(crate) async fn complete(
+    upstream: &Upstream,
+    target: &Target,
+    requested_model: &str,
+    mut request: Map<String, Value>,
+) -> Result<ChatReply, ProxyError> {
+    let upstream_model = match target.kind {
+        // TGI treats any other model name as a LoRA adapter id.
+        TargetKind::TgiMessages => "tgi".to_owned(),
+        TargetKind::HfServerless => target.model.clone().unwrap_or_else(|| target.id.clone()),
+        TargetKind::Tgi => {
+            return Err(ProxyError::Unsupported(
+                "native TGI targets are not supported by this build".to_owned(),
+            ));
+        }
+    };
+    request.insert("model".to_owned(), Value::String(upstream_model));
+    let body =
+        serde_json::to_vec(&request).map_err(|err| ProxyError::InvalidRequest(err.to_string()))?;
+    let reply = upstream.post_json(target, CHAT_PATH, body).await?;
+    if !reply.status.is_success() {
+        return Err(upstream_error(&reply));
+    }
+    normalize_reply(&reply, requested_model)
+}
+
+/// Rewrites the upstream answer for the client and extracts usage and finish reason.
+fn normalize_reply(reply: &UpstreamReply, requested_model: &str) -> Result<ChatReply, ProxyError> {
+    let mut answer: Map<String, Value> = serde_json::from_slice(&reply.body)
+        .map_err(|err| ProxyError::UpstreamInvalid(format!("not a chat completion: {err}")))?;
+    // Clients see the model they asked for, not TGI's "tgi".
+    answer.insert(
+        "model".to_owned(),
+        Value::String(requested_model.to_owned()),
+    );
+    let mut finish_reason = None;
+    if let Some(Value::Array(choices)) = answer.get_mut("choices") {
+        for choice in choices {
+            if let Some(reason) = choice.get_mut("finish_reason") {
+                if let Some(normalized) = reason.as_str().map(normalize_finish_reason) {
+                    let normalized = normalized.to_owned();
+                    finish_reason.get_or_insert_with(|| normalized.clone());
+                    *reason = Value::String(normalized);
+                }
+            }
+        }
+    }
+    let usage = answer.get("usage");
+    let count = |field: &str| usage.and_then(|u| u.get(field)).and_then(Value::as_u64);
+    let input_tokens = count("prompt_tokens");
+    let output_tokens = count("completion_tokens");
+    let body =
+        serde_json::to_vec(&answer).map_err(|err| ProxyError::UpstreamInvalid(err.to_string()))?;
+    Ok(ChatReply {
+        body,
+        input_tokens,
+        response: ResponseInfo {
+            status: 200,
+            ttft_ms: Some(reply.time_to_headers.as_secs_f64() * 1000.0),
+            output_tokens,
+            finish_reason,
+            ..ResponseInfo::default()
+        },
+    })
+}
+
+/// Maps TGI's finish reasons to OpenAI's (`eos_token`, `stop_sequence` → `stop`).
+pub(crate) fn normalize_finish_reason(reason: &str) -> &str {
+    match reason {
+        "eos_token" | "stop_sequence" => "stop",
+        other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use axum::http::StatusCode;
+    use bytes::Bytes;
+
+    use super::*;
+
+    #[test]
+    fn tgi_answer_is_normalized_for_openai_clients() {
+        let reply = UpstreamReply {
+            status: StatusCode::OK,
+            body: Bytes::from_static(
+                br#"{"object":"chat.completion","id":"","created":1,"model":"tgi",
+                    "choices":[{"index":0,"message":{"role":"assistant","content":"hi"},
+                                "finish_reason":"stop_sequence"}],
+                    "usage":{"prompt_tokens":7,"completion_tokens":2,"total_tokens":9}}"#,
+            ),
+            time_to_headers: Duration::from_millis(5),
+        };
+        let chat = normalize_reply(&reply, "llama").expect("normalized");
+        let body: Value = serde_json::from_slice(&chat.body).expect("json");
+        assert_eq!(body["model"], "llama");
+        assert_eq!(body["choices"][0]["finish_reason"], "stop");
+        assert_eq!(body["choices"][0]["message"]["content"], "hi");
+        assert_eq!(chat.input_tokens, Some(7));
+        assert_eq!(chat.response.output_tokens, Some(2));
+        assert_eq!(chat.response.finish_reason.as_deref(), Some("stop"));
+    }
+
+    #[test]
+    fn non_json_answer_is_an_upstream_error() {
+        let reply = UpstreamReply {
+            status: StatusCode::OK,
+            body: Bytes::from_static(b"<html>"),
+            time_to_headers: Duration::ZERO,
+        };
+        let err = normalize_reply(&reply, "m").expect_err("invalid");
+        assert_eq!(err.status(), StatusCode::BAD_GATEWAY);
+    }
+}

@@ -1,0 +1,449 @@
+//! `[proxy]` configuration: parsed as written ([`ProxyConfig`]), then validated into the
+//! runtime form ([`ProxySettings`]) with every secret resolved and no "filled in later" field.
+//!
+//! Validation does no IO; it reads the environment only through the [`Environment`] seam, so
+//! tests never touch the process environment. It collects every problem, each prefixed with
+//! the exact key path (`proxy.targets[2].token: ...`), before failing.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde::Deserialize;
+use url::Url;
+
+/// Raw `[proxy]` section as written in TOML.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProxyConfig {
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    /// Names this replica in events; defaults to the host name.
+    #[serde(default)]
+    pub proxy_id: Option<String>,
+    /// Deployment environment stamped on events (`prod`, `staging`, ...).
+    #[serde(default)]
+    pub environment: Option<String>,
+    /// Largest request body accepted, in bytes (413 above).
+    #[serde(default = "default_max_body_bytes")]
+    pub max_body_bytes: usize,
+    #[serde(default)]
+    pub targets: Vec<TargetConfig>,
+    #[serde(default)]
+    pub clients: Vec<ClientConfig>,
+}
+
+impl Default for ProxyConfig {
+    fn default() -> Self {
+        Self {
+            listen: default_listen(),
+            proxy_id: None,
+            environment: None,
+            max_body_bytes: default_max_body_bytes(),
+            targets: Vec::new(),
+            clients: Vec::new(),
+        }
+    }
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:8080".to_owned()
+}
+
+fn default_max_body_bytes() -> usize {
+    4 * 1024 * 1024
+}
+
+fn default_timeout_s() -> f64 {
+    120.0
+}
+
+/// The kind of Hugging Face API a target speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TargetKind {
+    /// TGI's native `/generate` and `/generate_stream`.
+    Tgi,
+    /// TGI's OpenAI-compatible Messages API (`/v1/chat/completions`).
+    TgiMessages,
+    /// The HF router / serverless Inference API.
+    HfServerless,
+}
+
+impl TargetKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Tgi => "tgi",
+            Self::TgiMessages => "tgi-messages",
+            Self::HfServerless => "hf-serverless",
+        }
+    }
+}
+
+/// One `[[proxy.targets]]` entry as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TargetConfig {
+    pub id: String,
+    pub kind: TargetKind,
+    pub base_url: String,
+    /// The model name clients put in `"model"` (the target's `id` works too).
+    #[serde(default)]
+    pub model: Option<String>,
+    /// Upstream token, as a secret reference: `env:NAME`.
+    #[serde(default)]
+    pub token: Option<String>,
+    /// Whole-request upstream timeout, in seconds.
+    #[serde(default = "default_timeout_s")]
+    pub timeout_s: f64,
+}
+
+/// One `[[proxy.clients]]` entry as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientConfig {
+    pub name: String,
+    /// Hex SHA-256 of the client's API key.
+    pub key_sha256: String,
+}
+
+/// A secret value: never printed, never serialized.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// Where secret references are resolved from.
+pub trait Environment {
+    fn var(&self, name: &str) -> Option<String>;
+}
+
+/// The process environment.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ProcessEnvironment;
+
+impl Environment for ProcessEnvironment {
+    fn var(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok()
+    }
+}
+
+impl Environment for HashMap<String, String> {
+    fn var(&self, name: &str) -> Option<String> {
+        self.get(name).cloned()
+    }
+}
+
+/// A validated upstream target.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub id: String,
+    pub kind: TargetKind,
+    /// Always ends with `/`, so joining a relative path keeps any base path.
+    pub base_url: Url,
+    pub model: Option<String>,
+    pub token: Option<Secret>,
+    pub timeout: Duration,
+}
+
+impl Target {
+    /// Whether a client's `"model"` selects this target.
+    pub fn serves(&self, requested_model: &str) -> bool {
+        self.id == requested_model || self.model.as_deref() == Some(requested_model)
+    }
+}
+
+/// A validated client key.
+#[derive(Debug, Clone)]
+pub struct ClientKey {
+    pub name: String,
+    pub key_sha256: [u8; 32],
+}
+
+/// The proxy's runtime settings.
+#[derive(Debug, Clone)]
+pub struct ProxySettings {
+    pub listen: SocketAddr,
+    pub proxy_id: String,
+    pub environment: Option<String>,
+    pub max_body_bytes: usize,
+    pub targets: Vec<Target>,
+    /// Empty means open mode: every caller is let through (a loud warning at startup).
+    pub clients: Vec<ClientKey>,
+}
+
+impl ProxyConfig {
+    /// Validates into [`ProxySettings`], or returns every problem found.
+    pub fn validate(&self, env: &dyn Environment) -> Result<ProxySettings, Vec<String>> {
+        let mut errors = Vec::new();
+        let listen = self
+            .listen
+            .parse::<SocketAddr>()
+            .map_err(|err| errors.push(format!("proxy.listen: {:?}: {err}", self.listen)))
+            .ok();
+        if self.max_body_bytes == 0 {
+            errors.push("proxy.max_body_bytes: must be at least 1".to_owned());
+        }
+
+        let mut targets = Vec::new();
+        for (index, target) in self.targets.iter().enumerate() {
+            let path = format!("proxy.targets[{index}]");
+            if let Some(target) = validate_target(target, &path, env, &mut errors) {
+                targets.push(target);
+            }
+        }
+        for (index, target) in self.targets.iter().enumerate() {
+            let names = [Some(&target.id), target.model.as_ref()];
+            for earlier in &self.targets[..index] {
+                if names.into_iter().flatten().any(|name| {
+                    earlier.id == *name || earlier.model.as_deref() == Some(name.as_str())
+                }) {
+                    errors.push(format!(
+                        "proxy.targets[{index}]: id or model {:?} is already used by target {:?}",
+                        target.model.as_deref().unwrap_or(&target.id),
+                        earlier.id
+                    ));
+                }
+            }
+        }
+
+        let mut clients = Vec::new();
+        for (index, client) in self.clients.iter().enumerate() {
+            let path = format!("proxy.clients[{index}]");
+            if client.name.trim().is_empty() {
+                errors.push(format!("{path}.name: must not be empty"));
+            }
+            match parse_sha256_hex(&client.key_sha256) {
+                Some(key_sha256) => clients.push(ClientKey {
+                    name: client.name.clone(),
+                    key_sha256,
+                }),
+                None => errors.push(format!(
+                    "{path}.key_sha256: must be 64 hex characters (sha256 of the key)"
+                )),
+            }
+        }
+
+        match (listen, errors.is_empty()) {
+            (Some(listen), true) => Ok(ProxySettings {
+                listen,
+                proxy_id: self.proxy_id.clone().unwrap_or_else(default_proxy_id),
+                environment: self.environment.clone(),
+                max_body_bytes: self.max_body_bytes,
+                targets,
+                clients,
+            }),
+            _ => Err(errors),
+        }
+    }
+}
+
+fn validate_target(
+    target: &TargetConfig,
+    path: &str,
+    env: &dyn Environment,
+    errors: &mut Vec<String>,
+) -> Option<Target> {
+    let num_errors = errors.len();
+    if target.id.trim().is_empty() {
+        errors.push(format!("{path}.id: must not be empty"));
+    }
+    if target.kind == TargetKind::Tgi {
+        errors.push(format!(
+            "{path}.kind: \"tgi\" (native /generate) is not supported by this build yet; \
+             use \"tgi-messages\" for TGI's /v1 API"
+        ));
+    }
+    let base_url = match Url::parse(&target.base_url) {
+        Ok(url) if matches!(url.scheme(), "http" | "https") => {
+            let mut url = url;
+            if !url.path().ends_with('/') {
+                url.set_path(&format!("{}/", url.path()));
+            }
+            Some(url)
+        }
+        Ok(url) => {
+            errors.push(format!(
+                "{path}.base_url: scheme {:?} is not http or https",
+                url.scheme()
+            ));
+            None
+        }
+        Err(err) => {
+            errors.push(format!("{path}.base_url: {:?}: {err}", target.base_url));
+            None
+        }
+    };
+    if target.kind == TargetKind::HfServerless && target.model.is_none() {
+        errors.push(format!(
+            "{path}.model: required for hf-serverless targets (the Hub model id)"
+        ));
+    }
+    let token = target
+        .token
+        .as_deref()
+        .and_then(|reference| resolve_secret(reference, &format!("{path}.token"), env, errors));
+    if !(target.timeout_s > 0.0 && target.timeout_s <= 3600.0) {
+        errors.push(format!("{path}.timeout_s: must be in (0, 3600]"));
+    }
+    if errors.len() > num_errors {
+        return None;
+    }
+    Some(Target {
+        id: target.id.clone(),
+        kind: target.kind,
+        base_url: base_url?,
+        model: target.model.clone(),
+        token,
+        timeout: Duration::from_secs_f64(target.timeout_s),
+    })
+}
+
+/// Resolves a secret reference. Only references are accepted: an inline value in a config
+/// file is exactly what this design exists to prevent.
+fn resolve_secret(
+    reference: &str,
+    path: &str,
+    env: &dyn Environment,
+    errors: &mut Vec<String>,
+) -> Option<Secret> {
+    let Some(name) = reference.strip_prefix("env:") else {
+        errors.push(format!(
+            "{path}: must be a reference like \"env:HF_API_TOKEN\", not an inline value"
+        ));
+        return None;
+    };
+    match env.var(name) {
+        Some(value) if !value.is_empty() => Some(Secret(value)),
+        _ => {
+            errors.push(format!("{path}: env var {name} is not set"));
+            None
+        }
+    }
+}
+
+fn parse_sha256_hex(value: &str) -> Option<[u8; 32]> {
+    let mut digest = [0u8; 32];
+    hex::decode_to_slice(value.trim(), &mut digest).ok()?;
+    Some(digest)
+}
+
+fn default_proxy_id() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "warden-proxy".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(toml_text: &str) -> ProxyConfig {
+        #[derive(Deserialize)]
+        struct Wrapper {
+            proxy: ProxyConfig,
+        }
+        toml::from_str::<Wrapper>(toml_text).expect("parses").proxy
+    }
+
+    #[test]
+    fn valid_config_resolves_secret_references() {
+        let config = parse(
+            r#"
+            [proxy]
+            listen = "127.0.0.1:0"
+            [[proxy.targets]]
+            id = "llama"
+            kind = "tgi-messages"
+            base_url = "http://127.0.0.1:3000/base"
+            model = "meta-llama/Llama"
+            token = "env:TEST_HF_TOKEN"
+            [[proxy.clients]]
+            name = "app"
+            key_sha256 = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
+            "#,
+        );
+        let env = HashMap::from([("TEST_HF_TOKEN".to_owned(), "hf_xxx".to_owned())]);
+        let settings = config.validate(&env).expect("valid");
+        let target = &settings.targets[0];
+        assert_eq!(target.base_url.as_str(), "http://127.0.0.1:3000/base/");
+        assert_eq!(target.token.as_ref().map(Secret::expose), Some("hf_xxx"));
+        assert!(target.serves("llama") && target.serves("meta-llama/Llama"));
+        assert_eq!(format!("{:?}", target.token), "Some(Secret(***))");
+        assert_eq!(settings.clients[0].name, "app");
+    }
+
+    #[test]
+    fn every_error_is_collected_with_its_path() {
+        let config = parse(
+            r#"
+            [proxy]
+            listen = "nowhere"
+            [[proxy.targets]]
+            id = "a"
+            kind = "tgi-messages"
+            base_url = "ftp://x"
+            token = "hf_inline_secret"
+            [[proxy.targets]]
+            id = "b"
+            kind = "hf-serverless"
+            base_url = "https://router.huggingface.co"
+            token = "env:MISSING_TOKEN"
+            [[proxy.clients]]
+            name = "app"
+            key_sha256 = "not-hex"
+            "#,
+        );
+        let errors = config.validate(&HashMap::new()).expect_err("invalid");
+        let expected_prefixes = [
+            "proxy.listen:",
+            "proxy.targets[0].base_url: scheme \"ftp\"",
+            "proxy.targets[0].token: must be a reference",
+            "proxy.targets[1].model: required",
+            "proxy.targets[1].token: env var MISSING_TOKEN is not set",
+            "proxy.clients[0].key_sha256:",
+        ];
+        assert_eq!(errors.len(), expected_prefixes.len(), "{errors:#?}");
+        for (error, prefix) in errors.iter().zip(expected_prefixes) {
+            assert!(
+                error.starts_with(prefix),
+                "{error:?} should start with {prefix:?}"
+            );
+        }
+        // The inline secret is never echoed back.
+        assert!(!errors.iter().any(|e| e.contains("hf_inline_secret")));
+    }
+
+    #[test]
+    fn duplicate_model_names_are_rejected() {
+        let config = parse(
+            r#"
+            [proxy]
+            [[proxy.targets]]
+            id = "a"
+            kind = "tgi-messages"
+            base_url = "http://127.0.0.1:1"
+            model = "m"
+            [[proxy.targets]]
+            id = "m"
+            kind = "tgi-messages"
+            base_url = "http://127.0.0.1:2"
+            "#,
+        );
+        let errors = config.validate(&HashMap::new()).expect_err("invalid");
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(errors[0].starts_with("proxy.targets[1]:"), "{errors:?}");
+    }
+}

@@ -1,0 +1,133 @@
+//! Every way a proxied call can fail, and the one place failures become HTTP responses in
+//! OpenAI's error shape: `{"error": {"message", "type", "param", "code"}}`.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+/// A failed call, as the client will see it.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("You didn't provide an API key. Send it as 'Authorization: Bearer YOUR_KEY'.")]
+    MissingApiKey,
+    #[error("Incorrect API key provided.")]
+    InvalidApiKey,
+    #[error("Request body is larger than the {limit} byte limit.")]
+    BodyTooLarge { limit: usize },
+    #[error("Could not read the request body: {0}")]
+    BodyRead(String),
+    #[error("We could not parse the JSON body of your request: {0}")]
+    InvalidJson(String),
+    #[error("Invalid request: {0}")]
+    InvalidRequest(String),
+    #[error("The model '{0}' does not exist or you do not have access to it.")]
+    UnknownModel(String),
+    #[error("{0}")]
+    Unsupported(String),
+    #[error("The upstream could not be reached: {0}")]
+    UpstreamUnreachable(String),
+    #[error("The upstream did not answer within {0} s.")]
+    UpstreamTimeout(u64),
+    #[error("The upstream answered with a response Warden could not read: {0}")]
+    UpstreamInvalid(String),
+    #[error("Upstream error ({status}): {message}")]
+    Upstream { status: StatusCode, message: String },
+}
+
+impl ProxyError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::MissingApiKey | Self::InvalidApiKey => StatusCode::UNAUTHORIZED,
+            Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::BodyRead(_) | Self::InvalidJson(_) | Self::InvalidRequest(_) => {
+                StatusCode::BAD_REQUEST
+            }
+            Self::UnknownModel(_) => StatusCode::NOT_FOUND,
+            Self::Unsupported(_) => StatusCode::BAD_REQUEST,
+            Self::UpstreamUnreachable(_) | Self::UpstreamInvalid(_) => StatusCode::BAD_GATEWAY,
+            Self::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            Self::Upstream { status, .. } => *status,
+        }
+    }
+
+    /// OpenAI's error `type`.
+    fn openai_type(&self) -> &'static str {
+        match self {
+            Self::MissingApiKey | Self::InvalidApiKey => "invalid_request_error",
+            Self::Upstream { status, .. } if *status == StatusCode::TOO_MANY_REQUESTS => {
+                "rate_limit_error"
+            }
+            Self::UpstreamUnreachable(_)
+            | Self::UpstreamTimeout(_)
+            | Self::UpstreamInvalid(_)
+            | Self::Upstream { .. } => "upstream_error",
+            _ => "invalid_request_error",
+        }
+    }
+
+    /// Machine-readable code: OpenAI's `code` and the audit event's `error_type`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::MissingApiKey => "missing_api_key",
+            Self::InvalidApiKey => "invalid_api_key",
+            Self::BodyTooLarge { .. } => "request_too_large",
+            Self::BodyRead(_) => "body_read_error",
+            Self::InvalidJson(_) => "invalid_json",
+            Self::InvalidRequest(_) => "invalid_request",
+            Self::UnknownModel(_) => "model_not_found",
+            Self::Unsupported(_) => "unsupported",
+            Self::UpstreamUnreachable(_) => "upstream_unreachable",
+            Self::UpstreamTimeout(_) => "upstream_timeout",
+            Self::UpstreamInvalid(_) => "upstream_invalid_response",
+            Self::Upstream { status, .. } => match status.as_u16() {
+                401 => "upstream_unauthorized",
+                403 => "upstream_forbidden",
+                429 => "upstream_rate_limited",
+                503 => "upstream_unavailable",
+                _ => "upstream_error",
+            },
+        }
+    }
+}
+
+impl IntoResponse for ProxyError {
+    fn into_response(self) -> Response {
+        let body = json!({
+            "error": {
+                "message": self.to_string(),
+                "type": self.openai_type(),
+                "param": null,
+                "code": self.code(),
+            }
+        });
+        (self.status(), Json(body)).into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn errors_use_openai_shape_and_keep_meaningful_upstream_status() {
+        let response = ProxyError::Upstream {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            message: "Model is overloaded".into(),
+        }
+        .into_response();
+        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+        let body = axum::body::to_bytes(response.into_body(), 4096)
+            .await
+            .expect("body");
+        let value: serde_json::Value = serde_json::from_slice(&body).expect("json");
+        assert_eq!(value["error"]["type"], "rate_limit_error");
+        assert_eq!(value["error"]["code"], "upstream_rate_limited");
+        assert!(
+            value["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("overloaded"))
+        );
+        assert!(value["error"]["param"].is_null());
+    }
+}

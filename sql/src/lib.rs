@@ -1,0 +1,167 @@
+//! `warden-sql`: audit history with plain SQL, no server needed.
+//!
+//! A DataFusion session over the Parquet archive. Each archive table (`events`, later `alerts`
+//! and `actions`) is registered as a hive-partitioned listing table with the schema from
+//! `warden-ingest`, so `dt` (a `YYYY-MM-DD` string) and `hour` (an integer) prune partitions
+//! in `WHERE`, nested parts read as `response.status`, and an empty archive is an empty table
+//! rather than an error. Sessions are read-only: DDL and DML are refused.
+
+use std::io::Write;
+use std::path::Path;
+use std::sync::Arc;
+
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::listing::{
+    ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
+};
+use datafusion::error::DataFusionError;
+use datafusion::execution::context::SQLOptions;
+use datafusion::prelude::SessionContext;
+use warden_ingest::columnar::event_schema;
+use warden_ingest::layout::{ArchiveUrl, EVENTS_TABLE};
+
+/// Errors of a SQL session.
+#[derive(Debug, thiserror::Error)]
+pub enum SqlError {
+    #[error("archive location: {0}")]
+    Location(String),
+    #[error("{0}")]
+    Query(#[from] DataFusionError),
+    #[error("formatting results: {0}")]
+    Format(#[from] datafusion::arrow::error::ArrowError),
+    #[error("writing results: {0}")]
+    Io(#[from] std::io::Error),
+    #[error(
+        "column {0:?} is nested and CSV cannot hold it; select its fields instead (e.g. response.status)"
+    )]
+    NestedColumnInCsv(String),
+}
+
+/// How query results are printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OutputFormat {
+    /// An aligned text table for people.
+    #[default]
+    Table,
+    /// CSV with a header row.
+    Csv,
+    /// One JSON object per row (JSON Lines).
+    Json,
+}
+
+/// A read-only SQL session over one archive.
+pub struct ArchiveSession {
+    context: SessionContext,
+}
+
+impl std::fmt::Debug for ArchiveSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ArchiveSession").finish_non_exhaustive()
+    }
+}
+
+/// The results of one query: its schema (known even when there are no rows) and its batches.
+#[derive(Debug)]
+pub struct QueryResult {
+    pub schema: SchemaRef,
+    pub batches: Vec<RecordBatch>,
+}
+
+impl QueryResult {
+    pub fn num_rows(&self) -> usize {
+        self.batches.iter().map(RecordBatch::num_rows).sum()
+    }
+}
+
+impl ArchiveSession {
+    /// Opens a session over the archive at `url` with every archive table registered.
+    pub fn open(url: &str) -> Result<Self, SqlError> {
+        let archive = ArchiveUrl::parse(url).map_err(SqlError::Location)?;
+        let context = SessionContext::new();
+        let ArchiveUrl::Local(root) = archive else {
+            return Err(SqlError::Location(format!(
+                "{url}: only local archives can be queried by this build"
+            )));
+        };
+        register_table(&context, &root, EVENTS_TABLE, event_schema())?;
+        Ok(Self { context })
+    }
+
+    /// Runs one read-only query.
+    pub async fn query(&self, sql: &str) -> Result<QueryResult, SqlError> {
+        let options = SQLOptions::new()
+            .with_allow_ddl(false)
+            .with_allow_dml(false)
+            .with_allow_statements(false);
+        let frame = self.context.sql_with_options(sql, options).await?;
+        let schema: SchemaRef = Arc::new(frame.schema().as_arrow().clone());
+        let batches = frame.collect().await?;
+        Ok(QueryResult { schema, batches })
+    }
+}
+
+fn register_table(
+    context: &SessionContext,
+    root: &Path,
+    table: &str,
+    schema: SchemaRef,
+) -> Result<(), SqlError> {
+    let directory = std::path::absolute(root.join(table))?;
+    // A table nobody has written yet is empty, not missing.
+    std::fs::create_dir_all(&directory)?;
+    let table_url = ListingTableUrl::parse(format!("{}/", directory.display()))?;
+    let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
+        .with_file_extension(".parquet")
+        .with_table_partition_cols(vec![
+            ("dt".to_owned(), DataType::Utf8),
+            ("hour".to_owned(), DataType::Int32),
+        ]);
+    let config = ListingTableConfig::new(table_url)
+        .with_listing_options(options)
+        .with_schema(schema);
+    context.register_table(table, Arc::new(ListingTable::try_new(config)?))?;
+    Ok(())
+}
+
+/// Prints `result` to `out` in `format`.
+pub fn write_result(
+    result: &QueryResult,
+    format: OutputFormat,
+    out: &mut dyn Write,
+) -> Result<(), SqlError> {
+    use datafusion::arrow::{csv, json, util::pretty};
+    match format {
+        OutputFormat::Table => {
+            let table =
+                pretty::pretty_format_batches_with_schema(result.schema.clone(), &result.batches)?;
+            writeln!(out, "{table}")?;
+        }
+        OutputFormat::Csv => {
+            if let Some(field) = result
+                .schema
+                .fields()
+                .iter()
+                .find(|f| f.data_type().is_nested())
+            {
+                return Err(SqlError::NestedColumnInCsv(field.name().clone()));
+            }
+            let mut writer = csv::WriterBuilder::new().with_header(true).build(out);
+            if result.batches.is_empty() {
+                writer.write(&RecordBatch::new_empty(result.schema.clone()))?;
+            }
+            for batch in &result.batches {
+                writer.write(batch)?;
+            }
+        }
+        OutputFormat::Json => {
+            let mut writer = json::LineDelimitedWriter::new(out);
+            for batch in &result.batches {
+                writer.write(batch)?;
+            }
+            writer.finish()?;
+        }
+    }
+    Ok(())
+}

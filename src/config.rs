@@ -1,0 +1,115 @@
+//! The whole `warden.toml`: each section is owned by the crate that uses it; this file only
+//! composes them, finds the file, and reports every problem at once.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use serde::Deserialize;
+use warden_detectors::DetectConfig;
+use warden_ingest::kafka::KafkaConfig;
+use warden_proxy::config::{Environment, ProxyConfig, ProxySettings};
+use warden_sinks::archive::ArchiveConfig;
+
+/// The config file as written. Unknown keys are errors, so typos don't pass silently.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WardenConfig {
+    pub proxy: ProxyConfig,
+    pub kafka: KafkaConfig,
+    pub archive: ArchiveConfig,
+    pub detect: DetectConfig,
+}
+
+/// The validated config: the proxy's settings resolved, the other sections checked.
+#[derive(Debug, Clone)]
+pub struct ValidatedConfig {
+    pub proxy: ProxySettings,
+    pub kafka: KafkaConfig,
+    pub archive: ArchiveConfig,
+    pub detect: DetectConfig,
+}
+
+/// The default file looked for when neither `--config` nor `$WARDEN_CONFIG` is given.
+const DEFAULT_CONFIG_FILE: &str = "warden.toml";
+
+impl WardenConfig {
+    /// Loads `explicit` (from `--config` or `$WARDEN_CONFIG`; must exist), else
+    /// `./warden.toml` if present, else the built-in defaults.
+    pub fn load(explicit: Option<&Path>) -> anyhow::Result<(Self, Option<PathBuf>)> {
+        let path = match explicit {
+            Some(path) => path.to_path_buf(),
+            None if Path::new(DEFAULT_CONFIG_FILE).is_file() => PathBuf::from(DEFAULT_CONFIG_FILE),
+            None => return Ok((Self::default(), None)),
+        };
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading config file {}", path.display()))?;
+        let config = toml::from_str(&text)
+            .with_context(|| format!("parsing config file {}", path.display()))?;
+        Ok((config, Some(path)))
+    }
+
+    /// Validates every section and returns all problems together.
+    pub fn validate(self, env: &dyn Environment) -> anyhow::Result<ValidatedConfig> {
+        let mut errors = Vec::new();
+        let proxy = self
+            .proxy
+            .validate(env)
+            .map_err(|proxy_errors| errors.extend(proxy_errors))
+            .ok();
+        errors.extend(self.kafka.validate());
+        errors.extend(self.archive.validate());
+        errors.extend(self.detect.validate());
+        match proxy {
+            Some(proxy) if errors.is_empty() => Ok(ValidatedConfig {
+                proxy,
+                kafka: self.kafka,
+                archive: self.archive,
+                detect: self.detect,
+            }),
+            _ => bail!("invalid configuration:\n  {}", errors.join("\n  ")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    #[test]
+    fn the_example_config_is_valid() {
+        let text = include_str!("../deploy/warden.example.toml");
+        let config: WardenConfig = toml::from_str(text).expect("parses");
+        let env = HashMap::from([("HF_API_TOKEN".to_owned(), "hf_test".to_owned())]);
+        config.validate(&env).expect("valid");
+    }
+
+    #[test]
+    fn problems_of_every_section_are_reported_together() {
+        let config: WardenConfig = toml::from_str(
+            r#"
+            [proxy]
+            listen = "bad"
+            [kafka]
+            brokers = "nohost"
+            [archive]
+            url = "ftp://x"
+            "#,
+        )
+        .expect("parses");
+        let message = config
+            .validate(&HashMap::new())
+            .expect_err("invalid")
+            .to_string();
+        for key in ["proxy.listen", "kafka.brokers", "archive.url"] {
+            assert!(message.contains(key), "{message}");
+        }
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected() {
+        let err = toml::from_str::<WardenConfig>("[archive]\nurll = \"x\"\n").expect_err("typo");
+        assert!(err.to_string().contains("urll"), "{err}");
+    }
+}

@@ -1,0 +1,120 @@
+//! `warden`: the one binary. Parses the command line, loads and validates the config, and
+//! wires the roles (proxy, archive, detect, sql) together; the roles themselves live in the
+//! workspace crates.
+
+mod config;
+mod roles;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use tracing_subscriber::EnvFilter;
+
+use crate::config::WardenConfig;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "warden",
+    version,
+    about = "Inline audit proxy and anomaly-detection pipeline for Hugging Face inference"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, clap::Args)]
+struct ConfigArg {
+    /// Config file [default: $WARDEN_CONFIG, then ./warden.toml, then built-in defaults]
+    #[arg(long, env = "WARDEN_CONFIG")]
+    config: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// All roles in one process; embedded broker unless [kafka].brokers is set.
+    Up(ConfigArg),
+    /// The HTTP proxy only.
+    Proxy(ConfigArg),
+    /// The archiver only (warden.events → Parquet).
+    Archive(ConfigArg),
+    /// The detectors only.
+    Detect(ConfigArg),
+    /// Query the archive with SQL (tables: events).
+    Sql {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+        /// The query, e.g. "SELECT request_id, kind, response.status FROM events".
+        query: String,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Format {
+    Table,
+    Csv,
+    Json,
+}
+
+impl From<Format> for warden_sql::OutputFormat {
+    fn from(format: Format) -> Self {
+        match format {
+            Format::Table => Self::Table,
+            Format::Csv => Self::Csv,
+            Format::Json => Self::Json,
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_env("WARDEN_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("error: starting the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli.command)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command) -> anyhow::Result<()> {
+    let config_arg = match &command {
+        Command::Up(arg) | Command::Proxy(arg) | Command::Archive(arg) | Command::Detect(arg) => {
+            arg
+        }
+        Command::Sql { config, .. } => config,
+    };
+    let (config, path) = WardenConfig::load(config_arg.config.as_deref())?;
+    match &path {
+        Some(path) => tracing::debug!(config = %path.display(), "config loaded"),
+        None => tracing::info!("no config file; using built-in defaults"),
+    }
+    let config = config.validate(&warden_proxy::ProcessEnvironment)?;
+    match command {
+        Command::Up(_) => roles::up(config).await,
+        Command::Proxy(_) => roles::proxy(config).await,
+        Command::Archive(_) => roles::archive(config).await,
+        Command::Detect(_) => roles::detect(config).await,
+        Command::Sql { format, query, .. } => roles::sql(&config, &query, format.into()).await,
+    }
+}

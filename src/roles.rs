@@ -1,0 +1,193 @@
+//! Wiring of the roles: what each subcommand starts, and the shutdown order that keeps every
+//! accepted event: stop taking calls → flush the publisher into Kafka → let the archiver drain
+//! the topic and write its last files → stop the broker.
+
+use std::io::Write;
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+use warden_detectors::DetectLoop;
+use warden_ingest::emitter::DEFAULT_EMIT_CAPACITY;
+use warden_ingest::event_channel;
+use warden_ingest::kafka::{EmbeddedBroker, KafkaCluster, KafkaEventPublisher, PublisherStats};
+use warden_proxy::ProxyState;
+use warden_sinks::archive::Archiver;
+use warden_sql::{ArchiveSession, OutputFormat};
+
+use crate::config::ValidatedConfig;
+
+/// `warden up`: every role in one process.
+pub async fn up(config: ValidatedConfig) -> anyhow::Result<()> {
+    let embedded = start_embedded_broker(&config)?;
+    let cluster = KafkaCluster::connect(&config.kafka, embedded.as_ref())
+        .await
+        .context("connecting to kafka")?;
+    let workers = CancellationToken::new();
+    let archiver = Archiver::new(&cluster, &config.archive).context("starting the archiver")?;
+    let archiver = tokio::spawn(archiver.run(workers.clone()));
+    let detector = DetectLoop::new(&cluster, &config.detect).context("starting detect")?;
+    let detector = tokio::spawn(detector.run(workers.clone()));
+    let proxy = RunningProxy::start(&config, &cluster).await?;
+    info!("warden is up: proxy, archive and detect running");
+
+    let proxy_result = proxy.run_until_signal().await;
+    workers.cancel();
+    let archived = archiver.await.context("archiver task")?;
+    let _ = detector.await;
+    info!(events = archived.num_events_archived, "warden stopped");
+    drop(embedded);
+    proxy_result
+}
+
+/// `warden proxy`: the HTTP front door and its event publisher.
+pub async fn proxy(config: ValidatedConfig) -> anyhow::Result<()> {
+    let embedded = start_embedded_broker(&config)?;
+    if embedded.is_some() {
+        warn!(
+            "the proxy role alone on the embedded broker keeps events in this process only; \
+             set [kafka].brokers, or use `warden up`"
+        );
+    }
+    let cluster = KafkaCluster::connect(&config.kafka, embedded.as_ref())
+        .await
+        .context("connecting to kafka")?;
+    let result = RunningProxy::start(&config, &cluster)
+        .await?
+        .run_until_signal()
+        .await;
+    drop(embedded);
+    result
+}
+
+/// `warden archive`: one member of the archive consumer group.
+pub async fn archive(config: ValidatedConfig) -> anyhow::Result<()> {
+    let cluster = connect_external(&config).await?;
+    let shutdown = CancellationToken::new();
+    let archiver = Archiver::new(&cluster, &config.archive).context("starting the archiver")?;
+    let task = tokio::spawn(archiver.run(shutdown.clone()));
+    shutdown_signal().await;
+    shutdown.cancel();
+    task.await.context("archiver task")?;
+    Ok(())
+}
+
+/// `warden detect`: one member of the detect consumer group.
+pub async fn detect(config: ValidatedConfig) -> anyhow::Result<()> {
+    let cluster = connect_external(&config).await?;
+    let shutdown = CancellationToken::new();
+    let detector = DetectLoop::new(&cluster, &config.detect).context("starting detect")?;
+    let task = tokio::spawn(detector.run(shutdown.clone()));
+    shutdown_signal().await;
+    shutdown.cancel();
+    task.await.context("detect task")?;
+    Ok(())
+}
+
+/// `warden sql`: one query over the archive, printed to stdout.
+pub async fn sql(
+    config: &ValidatedConfig,
+    query: &str,
+    format: OutputFormat,
+) -> anyhow::Result<()> {
+    let session = ArchiveSession::open(&config.archive.url)?;
+    let result = session.query(query).await?;
+    let mut stdout = std::io::stdout().lock();
+    warden_sql::write_result(&result, format, &mut stdout)?;
+    stdout.flush()?;
+    Ok(())
+}
+
+fn start_embedded_broker(config: &ValidatedConfig) -> anyhow::Result<Option<EmbeddedBroker>> {
+    if !config.kafka.is_embedded() {
+        return Ok(None);
+    }
+    Ok(Some(
+        EmbeddedBroker::start(&config.kafka).context("starting the embedded broker")?,
+    ))
+}
+
+/// Worker roles on their own read what other processes wrote: they need a real broker.
+async fn connect_external(config: &ValidatedConfig) -> anyhow::Result<KafkaCluster> {
+    anyhow::ensure!(
+        !config.kafka.is_embedded(),
+        "this role reads what other processes wrote and needs a real broker: set \
+         [kafka].brokers (or run everything in one process with `warden up`)"
+    );
+    KafkaCluster::connect(&config.kafka, None)
+        .await
+        .context("connecting to kafka")
+}
+
+/// The proxy server and the publisher draining its events into Kafka.
+struct RunningProxy {
+    server: JoinHandle<std::io::Result<()>>,
+    publisher: JoinHandle<Arc<PublisherStats>>,
+    shutdown: CancellationToken,
+}
+
+impl RunningProxy {
+    async fn start(config: &ValidatedConfig, cluster: &KafkaCluster) -> anyhow::Result<Self> {
+        let (emitter, events) = event_channel(DEFAULT_EMIT_CAPACITY);
+        let publisher = KafkaEventPublisher::spawn(cluster, events)?;
+        // The state owns the only emitter: when the server stops, the publisher's channel
+        // closes and it flushes.
+        let state = ProxyState::new(config.proxy.clone(), emitter)?;
+        let listener = TcpListener::bind(config.proxy.listen)
+            .await
+            .with_context(|| format!("proxy.listen: cannot listen on {}", config.proxy.listen))?;
+        let shutdown = CancellationToken::new();
+        let server = tokio::spawn(warden_proxy::serve(listener, state, shutdown.clone()));
+        Ok(Self {
+            server,
+            publisher,
+            shutdown,
+        })
+    }
+
+    /// Serves until Ctrl-C / SIGTERM (or the server fails), then stops taking calls, finishes
+    /// the ones in flight, and flushes their events into Kafka.
+    async fn run_until_signal(mut self) -> anyhow::Result<()> {
+        let served = tokio::select! {
+            () = shutdown_signal() => {
+                info!("shutting down: finishing in-flight calls");
+                self.shutdown.cancel();
+                (&mut self.server).await
+            }
+            finished = &mut self.server => finished,
+        };
+        let stats = self.publisher.await.context("event publisher task")?;
+        info!(
+            delivered = stats.num_delivered(),
+            failed = stats.num_failed(),
+            "proxy stopped"
+        );
+        served.context("proxy task")?.context("proxy server")
+    }
+}
+
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut terminate) => {
+                tokio::select! {
+                    _ = interrupt => {}
+                    _ = terminate.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = interrupt.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = interrupt.await;
+    }
+}

@@ -1,0 +1,19 @@
+//! `warden-testkit`: the real peers Warden's tests run against.
+//!
+//! - [`tgi`]: a TGI emulator (also the `tgi-emulator` binary, for trying Warden by hand).
+//! - [`tansu`]: starts a real Kafka-protocol broker (tansu) on a free loopback port.
+//!
+//! Nothing here is part of the `warden` binary.
+
+pub mod tansu;
+pub mod tgi;
+
+pub use tansu::TansuBroker;
+pub use tgi::{EmulatorOptions, RecordedRequest, TgiEmulator};
+
+/// A TCP port that was free a moment ago on loopback.
+pub fn free_port() -> std::io::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}

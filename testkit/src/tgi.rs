@@ -1,0 +1,475 @@
+//! A TGI emulator: an HTTP server answering like text-generation-inference (v3), following
+//! `shared/reference/tgi-openapi.json` and the wire facts in `hf-wire-formats.md`, with
+//! deterministic output so tests can assert exact text and token counts.
+//!
+//! What it reproduces, because the proxy must cope with it:
+//! - native `/generate` and `/generate_stream` (per-token SSE, no `[DONE]`, `details` only when
+//!   asked for, `x-prompt-tokens` / `x-generated-tokens` headers);
+//! - the Messages API `/v1/chat/completions` (non-stream and stream, `stop_sequence` as a
+//!   non-OpenAI finish reason is not produced here but `eos_token` → `stop` is);
+//! - TGI's validation (422 for `temperature <= 0`, `top_p` outside (0, 1), more than 4 stop
+//!   sequences, `max_new_tokens == 0`), and, on `/generate_stream`, those errors in-band with
+//!   HTTP 200;
+//! - `/health`, `/info`, `/v1/models`.
+//!
+//! Tokens are the words of the configured reply; prompt tokens are the whitespace-separated
+//! words of the prompt. Every request is recorded for assertions.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use futures::StreamExt;
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+/// How the emulator behaves.
+#[derive(Debug, Clone)]
+pub struct EmulatorOptions {
+    /// The model id reported by `/info` and `/v1/models`.
+    pub model_id: String,
+    /// The text every generation produces (cut short by `max_new_tokens`).
+    pub reply: String,
+    /// Delay before each streamed token.
+    pub token_delay: Duration,
+    /// TGI's `MAX_STOP_SEQUENCES`.
+    pub max_stop_sequences: usize,
+}
+
+impl Default for EmulatorOptions {
+    fn default() -> Self {
+        Self {
+            model_id: "meta-llama/Meta-Llama-3.1-8B-Instruct".to_owned(),
+            reply: "Hello from the TGI emulator. It answers every prompt the same way.".to_owned(),
+            token_delay: Duration::ZERO,
+            max_stop_sequences: 4,
+        }
+    }
+}
+
+/// One request the emulator received.
+#[derive(Debug, Clone)]
+pub struct RecordedRequest {
+    pub path: String,
+    pub authorization: Option<String>,
+    pub body: Value,
+}
+
+#[derive(Debug)]
+struct EmulatorState {
+    options: EmulatorOptions,
+    requests: Mutex<Vec<RecordedRequest>>,
+}
+
+/// A running emulator; stops when dropped.
+#[derive(Debug)]
+pub struct TgiEmulator {
+    address: SocketAddr,
+    state: Arc<EmulatorState>,
+    server: JoinHandle<()>,
+}
+
+impl TgiEmulator {
+    /// Starts an emulator on a free loopback port.
+    pub async fn start(options: EmulatorOptions) -> std::io::Result<Self> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        Self::serve(listener, options).await
+    }
+
+    /// Starts an emulator on `listener`.
+    pub async fn serve(listener: TcpListener, options: EmulatorOptions) -> std::io::Result<Self> {
+        let address = listener.local_addr()?;
+        let state = Arc::new(EmulatorState {
+            options,
+            requests: Mutex::new(Vec::new()),
+        });
+        let app = router(state.clone());
+        let server = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Ok(Self {
+            address,
+            state,
+            server,
+        })
+    }
+
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+
+    /// `http://127.0.0.1:PORT`
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.address)
+    }
+
+    /// Every request received so far.
+    pub fn requests(&self) -> Vec<RecordedRequest> {
+        self.state
+            .requests
+            .lock()
+            .map(|requests| requests.clone())
+            .unwrap_or_default()
+    }
+
+    /// Serves until the process is stopped (for the standalone binary).
+    pub async fn wait(mut self) {
+        let _ = (&mut self.server).await;
+    }
+}
+
+impl Drop for TgiEmulator {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+fn router(state: Arc<EmulatorState>) -> Router {
+    Router::new()
+        .route("/health", get(|| async { StatusCode::OK }))
+        .route("/info", get(info))
+        .route("/v1/models", get(models))
+        .route("/generate", post(generate))
+        .route("/generate_stream", post(generate_stream))
+        .route("/v1/chat/completions", post(chat_completions))
+        .with_state(state)
+}
+
+impl EmulatorState {
+    fn record(&self, path: &str, headers: &HeaderMap, body: &Value) {
+        if let Ok(mut requests) = self.requests.lock() {
+            requests.push(RecordedRequest {
+                path: path.to_owned(),
+                authorization: headers
+                    .get(header::AUTHORIZATION)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned),
+                body: body.clone(),
+            });
+        }
+    }
+
+    /// The reply's tokens: each word with its leading space, as TGI's tokenizers produce.
+    fn tokens(&self, max_new_tokens: Option<u64>) -> (Vec<String>, &'static str) {
+        let words: Vec<String> = self
+            .options
+            .reply
+            .split_whitespace()
+            .enumerate()
+            .map(|(i, w)| {
+                if i == 0 {
+                    w.to_owned()
+                } else {
+                    format!(" {w}")
+                }
+            })
+            .collect();
+        match max_new_tokens {
+            Some(max) if (max as usize) < words.len() => (words[..max as usize].to_vec(), "length"),
+            _ => (words, "eos_token"),
+        }
+    }
+}
+
+fn count_words(text: &str) -> u64 {
+    text.split_whitespace().count() as u64
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default()
+}
+
+/// TGI's error body.
+fn tgi_error(status: StatusCode, message: &str, error_type: &str) -> Response {
+    (
+        status,
+        axum::Json(json!({"error": message, "error_type": error_type})),
+    )
+        .into_response()
+}
+
+fn parse_json(body: &Bytes) -> Result<Value, Response> {
+    serde_json::from_slice(body).map_err(|err| {
+        tgi_error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            &format!("Failed to deserialize the JSON body into the target type: {err}"),
+            "validation",
+        )
+    })
+}
+
+/// TGI's parameter validation (router/src/validation.rs).
+fn validate_parameters(parameters: &Value, max_stop_sequences: usize) -> Result<(), String> {
+    if let Some(temperature) = parameters.get("temperature").and_then(Value::as_f64) {
+        if temperature <= 0.0 {
+            return Err("`temperature` must be strictly positive".to_owned());
+        }
+    }
+    for name in ["top_p", "typical_p"] {
+        if let Some(value) = parameters.get(name).and_then(Value::as_f64) {
+            if value <= 0.0 || value >= 1.0 {
+                return Err(format!("`{name}` must be > 0.0 and < 1.0"));
+            }
+        }
+    }
+    if parameters.get("max_new_tokens").and_then(Value::as_u64) == Some(0) {
+        return Err("`max_new_tokens` must be strictly positive".to_owned());
+    }
+    if let Some(stop) = parameters.get("stop").and_then(Value::as_array) {
+        if stop.len() > max_stop_sequences {
+            return Err(format!(
+                "`stop` supports up to {max_stop_sequences} stop sequences. Given: {}",
+                stop.len()
+            ));
+        }
+    }
+    Ok(())
+}
+
+async fn info(State(state): State<Arc<EmulatorState>>) -> impl IntoResponse {
+    axum::Json(json!({
+        "model_id": state.options.model_id,
+        "model_dtype": "torch.float16",
+        "model_device_type": "cpu",
+        "max_concurrent_requests": 128,
+        "max_best_of": 2,
+        "max_stop_sequences": state.options.max_stop_sequences,
+        "max_input_tokens": 4095,
+        "max_total_tokens": 4096,
+        "max_client_batch_size": 4,
+        "validation_workers": 2,
+        "router": "text-generation-router",
+        "version": "3.3.6-emulator",
+    }))
+}
+
+async fn models(State(state): State<Arc<EmulatorState>>) -> impl IntoResponse {
+    axum::Json(json!({
+        "object": "list",
+        "data": [{"id": state.options.model_id, "object": "model", "created": unix_now(), "owned_by": "system"}],
+    }))
+}
+
+async fn generate(
+    State(state): State<Arc<EmulatorState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let request = match parse_json(&body) {
+        Ok(request) => request,
+        Err(response) => return response,
+    };
+    state.record("/generate", &headers, &request);
+    let Some(inputs) = request.get("inputs").and_then(Value::as_str) else {
+        return tgi_error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "missing field `inputs`",
+            "validation",
+        );
+    };
+    let parameters = request.get("parameters").cloned().unwrap_or(json!({}));
+    if let Err(message) = validate_parameters(&parameters, state.options.max_stop_sequences) {
+        return tgi_error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            &format!("Input validation error: {message}"),
+            "validation",
+        );
+    }
+    let (tokens, finish_reason) =
+        state.tokens(parameters.get("max_new_tokens").and_then(Value::as_u64));
+    let generated_text: String = tokens.concat();
+    let prompt_tokens = count_words(inputs);
+    let mut answer = json!({"generated_text": generated_text});
+    // serde default of `details` is false in TGI, whatever the schema says.
+    if parameters.get("details").and_then(Value::as_bool) == Some(true) {
+        answer["details"] = json!({
+            "finish_reason": finish_reason,
+            "generated_tokens": tokens.len(),
+            "seed": null,
+            "prefill": [],
+            "tokens": tokens.iter().enumerate().map(|(i, t)| json!({"id": i, "text": t, "logprob": -0.1, "special": false})).collect::<Vec<_>>(),
+            "top_tokens": [],
+            "best_of_sequences": null,
+        });
+    }
+    (
+        [
+            ("x-compute-type", "cpu".to_owned()),
+            ("x-prompt-tokens", prompt_tokens.to_string()),
+            ("x-generated-tokens", tokens.len().to_string()),
+        ],
+        axum::Json(answer),
+    )
+        .into_response()
+}
+
+fn sse_response(events: Vec<String>, delay: Duration) -> Response {
+    let stream = futures::stream::iter(events).then(move |event| async move {
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
+        Ok::<_, Infallible>(Bytes::from(format!("data: {event}\n\n")))
+    });
+    Response::builder()
+        .header(header::CONTENT_TYPE, "text/event-stream")
+        .header("x-accel-buffering", "no")
+        .body(Body::from_stream(stream))
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}
+
+async fn generate_stream(
+    State(state): State<Arc<EmulatorState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let request = match parse_json(&body) {
+        Ok(request) => request,
+        Err(response) => return response,
+    };
+    state.record("/generate_stream", &headers, &request);
+    let inputs = request
+        .get("inputs")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let parameters = request.get("parameters").cloned().unwrap_or(json!({}));
+    // TGI answers 200 and reports validation errors in-band on the stream endpoint.
+    if let Err(message) = validate_parameters(&parameters, state.options.max_stop_sequences) {
+        let error = json!({"error": format!("Input validation error: {message}"), "error_type": "validation"});
+        return sse_response(vec![error.to_string()], Duration::ZERO);
+    }
+    let details = parameters.get("details").and_then(Value::as_bool) == Some(true);
+    let (tokens, finish_reason) =
+        state.tokens(parameters.get("max_new_tokens").and_then(Value::as_u64));
+    let generated_text: String = tokens.concat();
+    let last = tokens.len().saturating_sub(1);
+    let events = tokens
+        .iter()
+        .enumerate()
+        .map(|(i, token)| {
+            let is_last = i == last;
+            json!({
+                "index": i + 1,
+                "token": {"id": i, "text": token, "logprob": -0.1, "special": false},
+                "top_tokens": [],
+                "generated_text": if is_last { json!(generated_text) } else { Value::Null },
+                "details": if is_last && details {
+                    json!({"finish_reason": finish_reason, "generated_tokens": tokens.len(), "seed": null, "input_length": count_words(inputs)})
+                } else { Value::Null },
+            })
+            .to_string()
+        })
+        .collect();
+    sse_response(events, state.options.token_delay)
+}
+
+async fn chat_completions(
+    State(state): State<Arc<EmulatorState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let request = match parse_json(&body) {
+        Ok(request) => request,
+        Err(response) => return response,
+    };
+    state.record("/v1/chat/completions", &headers, &request);
+    let Some(messages) = request.get("messages").and_then(Value::as_array) else {
+        return tgi_error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "missing field `messages`",
+            "validation",
+        );
+    };
+    let prompt: String = messages
+        .iter()
+        .filter_map(|m| m.get("content").and_then(Value::as_str))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let mut parameters = json!({
+        "temperature": request.get("temperature"),
+        "top_p": request.get("top_p"),
+        "stop": request.get("stop"),
+        "max_new_tokens": request.get("max_tokens"),
+    });
+    // The Messages API maps temperature 0 to greedy decoding instead of rejecting it.
+    if parameters["temperature"].as_f64() == Some(0.0) {
+        parameters["temperature"] = Value::Null;
+    }
+    if let Err(message) = validate_parameters(&parameters, state.options.max_stop_sequences) {
+        return tgi_error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            &format!("Input validation error: {message}"),
+            "validation",
+        );
+    }
+    let (tokens, finish_reason) = state.tokens(request.get("max_tokens").and_then(Value::as_u64));
+    let finish_reason = if finish_reason == "eos_token" {
+        "stop"
+    } else {
+        finish_reason
+    };
+    let prompt_tokens = count_words(&prompt);
+    let usage = json!({
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": tokens.len(),
+        "total_tokens": prompt_tokens + tokens.len() as u64,
+    });
+    // TGI echoes the model it was given ("tgi" unless an adapter was asked for).
+    let model = request.get("model").cloned().unwrap_or(json!("tgi"));
+    let created = unix_now();
+    if request.get("stream").and_then(Value::as_bool) == Some(true) {
+        let include_usage = request
+            .pointer("/stream_options/include_usage")
+            .and_then(Value::as_bool)
+            == Some(true);
+        let last = tokens.len().saturating_sub(1);
+        let mut events: Vec<String> = tokens
+            .iter()
+            .enumerate()
+            .map(|(i, token)| {
+                json!({
+                    "object": "chat.completion.chunk", "id": "", "created": created, "model": model,
+                    "system_fingerprint": "3.3.6-emulator",
+                    "choices": [{"index": 0, "delta": {"role": "assistant", "content": token},
+                                 "logprobs": null, "finish_reason": if i == last { json!(finish_reason) } else { Value::Null }}],
+                    "usage": null,
+                })
+                .to_string()
+            })
+            .collect();
+        if include_usage {
+            events.push(
+                json!({"object": "chat.completion.chunk", "id": "", "created": created, "model": model,
+                       "system_fingerprint": "3.3.6-emulator", "choices": [], "usage": usage})
+                .to_string(),
+            );
+        }
+        events.push("[DONE]".to_owned());
+        return sse_response(events, state.options.token_delay);
+    }
+    axum::Json(json!({
+        "object": "chat.completion",
+        "id": "",
+        "created": created,
+        "model": model,
+        "system_fingerprint": "3.3.6-emulator",
+        "choices": [{
+            "index": 0,
+            "message": {"role": "assistant", "content": tokens.concat()},
+            "logprobs": null,
+            "finish_reason": finish_reason,
+        }],
+        "usage": usage,
+    }))
+    .into_response()
+}
