@@ -191,11 +191,7 @@ impl Archiver {
     async fn flush(&mut self, pending: &mut PendingBatch) {
         let objects = std::mem::take(&mut pending.objects);
         for ((directory, partition), events) in objects {
-            let (first, last) = pending.offset_ranges[&partition];
-            let key = Path::from(format!(
-                "{directory}/{topic}-{partition}-{first:020}-{last:020}.parquet",
-                topic = self.topic
-            ));
+            let key = self.object_key(&directory, partition, pending, &events);
             loop {
                 match self.write_object(&key, &events).await {
                     Ok(size) => {
@@ -226,6 +222,28 @@ impl Archiver {
             }
         }
         *pending = PendingBatch::default();
+    }
+
+    /// `{hour dir}/{topic}-{partition}-{first offset}-{last offset}-{first event id}.parquet`:
+    /// the offsets say where the rows came from; the event id (UUIDv7) keeps names unique when
+    /// offsets restart (the embedded broker begins at 0 on every `warden up`). A replay of the
+    /// same batch yields the same name, so it overwrites instead of duplicating.
+    fn object_key(
+        &self,
+        directory: &str,
+        partition: i32,
+        pending: &PendingBatch,
+        events: &[AuditEvent],
+    ) -> Path {
+        let (first, last) = pending.offset_ranges[&partition];
+        let first_event = events
+            .first()
+            .map(|e| e.event_id.to_string())
+            .unwrap_or_default();
+        Path::from(format!(
+            "{directory}/{topic}-{partition}-{first:020}-{last:020}-{first_event}.parquet",
+            topic = self.topic
+        ))
     }
 
     async fn write_object(&self, key: &Path, events: &[AuditEvent]) -> Result<usize, ArchiveError> {

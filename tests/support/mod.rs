@@ -1,0 +1,173 @@
+//! Shared helpers of the end-to-end tests: run the real `warden` binary with a config, talk to
+//! it, stop it the way an operator does (SIGINT), and find the Python test clients.
+
+#![allow(
+    dead_code,
+    reason = "each test binary uses a different subset of the helpers"
+)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// The `warden` binary under test.
+pub fn warden_binary() -> &'static str {
+    env!("CARGO_BIN_EXE_warden")
+}
+
+/// The Python with the test clients installed (`scripts/test.sh` creates `.venv`).
+pub fn python() -> PathBuf {
+    if let Some(path) = std::env::var_os("WARDEN_TEST_PYTHON") {
+        return PathBuf::from(path);
+    }
+    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
+    assert!(
+        venv.is_file(),
+        "{} is missing: run scripts/test.sh (it creates the venv with the test clients)",
+        venv.display()
+    );
+    venv
+}
+
+/// Runs a script of `tests/python/` and parses the JSON it prints.
+pub fn run_python(script: &str, args: &[&str]) -> Value {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/python")
+        .join(script);
+    let output = Command::new(python())
+        .arg(&path)
+        .args(args)
+        .output()
+        .expect("python runs");
+    assert!(
+        output.status.success(),
+        "{script} failed: {}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).unwrap_or_else(|err| {
+        panic!(
+            "{script} printed no JSON ({err}): {}",
+            String::from_utf8_lossy(&output.stdout)
+        )
+    })
+}
+
+/// A plain HTTP client for talking to Warden in tests.
+pub fn http_client() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::new()
+}
+
+/// A `warden` process started with a config file; interrupted and reaped on drop.
+pub struct WardenProcess {
+    child: Child,
+    log: PathBuf,
+}
+
+impl WardenProcess {
+    /// Starts `warden <role> --config <config>`; logs go to `<config dir>/<role>.log`.
+    pub fn start(role: &str, config: &Path) -> Self {
+        let log = config.with_file_name(format!("{role}.log"));
+        let log_file = std::fs::File::create(&log).expect("log file");
+        let child = Command::new(warden_binary())
+            .args([role, "--config"])
+            .arg(config)
+            .env("WARDEN_LOG", "info,warden=debug")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log_file)
+            .spawn()
+            .expect("warden starts");
+        Self { child, log }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits until `GET http://{listen}/healthz` answers 200.
+    pub async fn wait_healthy(&mut self, listen: &str) {
+        let client = http_client();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                panic!("warden exited early ({status}):\n{}", self.log());
+            }
+            if let Ok(response) = client.get(format!("http://{listen}/healthz")).send().await {
+                if response.status().is_success() {
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("warden did not become healthy:\n{}", self.log());
+    }
+
+    /// Sends SIGINT (Ctrl-C) and waits for the process to exit.
+    pub async fn interrupt(&mut self) -> ExitStatus {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-INT", &pid]).status();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("warden did not stop after SIGINT:\n{}", self.log());
+    }
+}
+
+impl Drop for WardenProcess {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Runs `warden sql --format json` and returns one JSON object per row.
+pub fn sql(config: &Path, query: &str) -> Vec<Value> {
+    let output = Command::new(warden_binary())
+        .args(["sql", "--format", "json", "--config"])
+        .arg(config)
+        .arg(query)
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("warden sql runs");
+    assert!(
+        output.status.success(),
+        "warden sql failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter(|line| !line.trim().is_empty())
+        .map(|line| serde_json::from_str(line).expect("json row"))
+        .collect()
+}
+
+/// Polls `warden sql` until `query` returns `expected_rows` rows.
+pub async fn sql_until(config: &Path, query: &str, expected_rows: usize) -> Vec<Value> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let rows = sql(config, query);
+        if rows.len() >= expected_rows || Instant::now() > deadline {
+            return rows;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// A client API key made up for this test run (never a fixture), and its SHA-256 hex.
+pub fn fresh_client_key() -> (String, String) {
+    use sha2::{Digest, Sha256};
+    let key = format!("sk-test-{}", uuid::Uuid::new_v4().simple());
+    let digest = hex::encode(Sha256::digest(key.as_bytes()));
+    (key, digest)
+}
