@@ -59,12 +59,12 @@ fn normalize_reply(reply: &UpstreamReply, requested_model: &str) -> Result<ChatR
     let mut finish_reason = None;
     if let Some(Value::Array(choices)) = answer.get_mut("choices") {
         for choice in choices {
-            if let Some(reason) = choice.get_mut("finish_reason") {
-                if let Some(normalized) = reason.as_str().map(normalize_finish_reason) {
-                    let normalized = normalized.to_owned();
-                    finish_reason.get_or_insert_with(|| normalized.clone());
-                    *reason = Value::String(normalized);
-                }
+            if let Some(reason) = choice.get_mut("finish_reason")
+                && let Some(normalized) = reason.as_str().map(normalize_finish_reason)
+            {
+                let normalized = normalized.to_owned();
+                finish_reason.get_or_insert_with(|| normalized.clone());
+                *reason = Value::String(normalized);
             }
         }
     }

@@ -32,10 +32,10 @@ impl TansuBroker {
         let cargo_home = std::env::var_os("CARGO_HOME")
             .map(PathBuf::from)
             .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cargo")));
-        if let Some(candidate) = cargo_home.map(|home| home.join("bin/tansu")) {
-            if candidate.is_file() {
-                return Some(candidate);
-            }
+        if let Some(candidate) = cargo_home.map(|home| home.join("bin/tansu"))
+            && candidate.is_file()
+        {
+            return Some(candidate);
         }
         std::env::var_os("PATH").and_then(|paths| {
             std::env::split_paths(&paths)
@@ -102,10 +102,10 @@ impl TansuBroker {
             if TcpStream::connect_timeout(&address, Duration::from_millis(200)).is_ok() {
                 return Ok(());
             }
-            if let Some(child) = self.child.as_mut() {
-                if let Some(status) = child.try_wait()? {
-                    bail!("tansu exited during startup: {status}");
-                }
+            if let Some(child) = self.child.as_mut()
+                && let Some(status) = child.try_wait()?
+            {
+                bail!("tansu exited during startup: {status}");
             }
             std::thread::sleep(Duration::from_millis(100));
         }

@@ -199,40 +199,40 @@ fn tgi_error(status: StatusCode, message: &str, error_type: &str) -> Response {
         .into_response()
 }
 
-fn parse_json(body: &Bytes) -> Result<Value, Response> {
+fn parse_json(body: &Bytes) -> Result<Value, Box<Response>> {
     serde_json::from_slice(body).map_err(|err| {
-        tgi_error(
+        Box::new(tgi_error(
             StatusCode::UNPROCESSABLE_ENTITY,
             &format!("Failed to deserialize the JSON body into the target type: {err}"),
             "validation",
-        )
+        ))
     })
 }
 
 /// TGI's parameter validation (router/src/validation.rs).
 fn validate_parameters(parameters: &Value, max_stop_sequences: usize) -> Result<(), String> {
-    if let Some(temperature) = parameters.get("temperature").and_then(Value::as_f64) {
-        if temperature <= 0.0 {
-            return Err("`temperature` must be strictly positive".to_owned());
-        }
+    if let Some(temperature) = parameters.get("temperature").and_then(Value::as_f64)
+        && temperature <= 0.0
+    {
+        return Err("`temperature` must be strictly positive".to_owned());
     }
     for name in ["top_p", "typical_p"] {
-        if let Some(value) = parameters.get(name).and_then(Value::as_f64) {
-            if value <= 0.0 || value >= 1.0 {
-                return Err(format!("`{name}` must be > 0.0 and < 1.0"));
-            }
+        if let Some(value) = parameters.get(name).and_then(Value::as_f64)
+            && (value <= 0.0 || value >= 1.0)
+        {
+            return Err(format!("`{name}` must be > 0.0 and < 1.0"));
         }
     }
     if parameters.get("max_new_tokens").and_then(Value::as_u64) == Some(0) {
         return Err("`max_new_tokens` must be strictly positive".to_owned());
     }
-    if let Some(stop) = parameters.get("stop").and_then(Value::as_array) {
-        if stop.len() > max_stop_sequences {
-            return Err(format!(
-                "`stop` supports up to {max_stop_sequences} stop sequences. Given: {}",
-                stop.len()
-            ));
-        }
+    if let Some(stop) = parameters.get("stop").and_then(Value::as_array)
+        && stop.len() > max_stop_sequences
+    {
+        return Err(format!(
+            "`stop` supports up to {max_stop_sequences} stop sequences. Given: {}",
+            stop.len()
+        ));
     }
     Ok(())
 }
@@ -268,7 +268,7 @@ async fn generate(
 ) -> Response {
     let request = match parse_json(&body) {
         Ok(request) => request,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     state.record("/generate", &headers, &request);
     let Some(inputs) = request.get("inputs").and_then(Value::as_str) else {
@@ -335,7 +335,7 @@ async fn generate_stream(
 ) -> Response {
     let request = match parse_json(&body) {
         Ok(request) => request,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     state.record("/generate_stream", &headers, &request);
     let inputs = request
@@ -380,7 +380,7 @@ async fn chat_completions(
 ) -> Response {
     let request = match parse_json(&body) {
         Ok(request) => request,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     state.record("/v1/chat/completions", &headers, &request);
     let Some(messages) = request.get("messages").and_then(Value::as_array) else {

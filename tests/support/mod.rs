@@ -97,10 +97,10 @@ impl WardenProcess {
             if let Some(status) = self.child.try_wait().expect("try_wait") {
                 panic!("warden exited early ({status}):\n{}", self.log());
             }
-            if let Ok(response) = client.get(format!("http://{listen}/healthz")).send().await {
-                if response.status().is_success() {
-                    return;
-                }
+            if let Ok(response) = client.get(format!("http://{listen}/healthz")).send().await
+                && response.status().is_success()
+            {
+                return;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
