@@ -115,11 +115,7 @@ async fn healthz() -> impl IntoResponse {
 }
 
 async fn unknown_endpoint(request: Request) -> ProxyError {
-    ProxyError::InvalidRequest(format!(
-        "Unknown endpoint {} {}",
-        request.method(),
-        request.uri().path()
-    ))
+    ProxyError::UnknownEndpoint(format!("{} {}", request.method(), request.uri().path()))
 }
 
 async fn chat_completions(State(state): State<Arc<ProxyState>>, request: Request) -> Response {

@@ -25,6 +25,8 @@ pub enum ProxyError {
     UnknownModel(String),
     #[error("{0}")]
     Unsupported(String),
+    #[error("Unknown endpoint: {0}")]
+    UnknownEndpoint(String),
     #[error("The upstream could not be reached: {0}")]
     UpstreamUnreachable(String),
     #[error("The upstream did not answer within {0} s.")]
@@ -43,7 +45,7 @@ impl ProxyError {
             Self::BodyRead(_) | Self::InvalidJson(_) | Self::InvalidRequest(_) => {
                 StatusCode::BAD_REQUEST
             }
-            Self::UnknownModel(_) => StatusCode::NOT_FOUND,
+            Self::UnknownModel(_) | Self::UnknownEndpoint(_) => StatusCode::NOT_FOUND,
             Self::Unsupported(_) => StatusCode::BAD_REQUEST,
             Self::UpstreamUnreachable(_) | Self::UpstreamInvalid(_) => StatusCode::BAD_GATEWAY,
             Self::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
@@ -77,6 +79,7 @@ impl ProxyError {
             Self::InvalidRequest(_) => "invalid_request",
             Self::UnknownModel(_) => "model_not_found",
             Self::Unsupported(_) => "unsupported",
+            Self::UnknownEndpoint(_) => "unknown_endpoint",
             Self::UpstreamUnreachable(_) => "upstream_unreachable",
             Self::UpstreamTimeout(_) => "upstream_timeout",
             Self::UpstreamInvalid(_) => "upstream_invalid_response",

@@ -2,9 +2,14 @@
 //!
 //! A DataFusion session over the Parquet archive. Each archive table (`events`, later `alerts`
 //! and `actions`) is registered as a hive-partitioned listing table with the schema from
-//! `warden-ingest`, so `dt` (a `YYYY-MM-DD` string) and `hour` (an integer) prune partitions
-//! in `WHERE`, nested parts read as `response.status`, and an empty archive is an empty table
-//! rather than an error. Sessions are read-only: DDL and DML are refused.
+//! `warden-ingest`, so `dt` (`YYYY-MM-DD`) and `hour` (`HH`) prune partitions in `WHERE`, nested
+//! parts read as `response.status`, and an empty archive is an empty table rather than an
+//! error. Sessions are read-only: DDL and DML are refused.
+//!
+//! Both partition columns are strings, exactly the directory names. `hour` must not be typed
+//! as an integer: DataFusion turns `hour = 9` on an integer partition column into the literal
+//! path prefix `hour=9/`, which misses the zero-padded `hour=09/`. As a string column,
+//! `hour = 9`, `hour = '09'` and ranges all select the right hour (tested).
 
 use std::io::Write;
 use std::path::Path;
@@ -116,7 +121,7 @@ fn register_table(
         .with_file_extension(".parquet")
         .with_table_partition_cols(vec![
             ("dt".to_owned(), DataType::Utf8),
-            ("hour".to_owned(), DataType::Int32),
+            ("hour".to_owned(), DataType::Utf8),
         ]);
     let config = ListingTableConfig::new(table_url)
         .with_listing_options(options)

@@ -1,0 +1,336 @@
+//! The chat endpoint in-process (`router().oneshot()`), against the TGI emulator: what the
+//! client gets back, what goes upstream, and the audit events each outcome leaves.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use tower::ServiceExt;
+use warden_ingest::{AuditEvent, EventKind, EventReceiver, event_channel};
+use warden_proxy::{ProxyConfig, ProxyState, REQUEST_ID_HEADER, router};
+use warden_testkit::{EmulatorOptions, TgiEmulator};
+
+/// Made up per test run: never a fixture secret.
+fn client_key() -> String {
+    format!("sk-{}", uuid::Uuid::new_v4().simple())
+}
+
+struct Harness {
+    app: axum::Router,
+    events: EventReceiver,
+    emulator: Option<TgiEmulator>,
+    key: String,
+}
+
+async fn harness_with_upstream(upstream: Option<String>) -> Harness {
+    let emulator = match upstream {
+        Some(_) => None,
+        None => Some(
+            TgiEmulator::start(EmulatorOptions::default())
+                .await
+                .expect("emulator"),
+        ),
+    };
+    let base_url = upstream.unwrap_or_else(|| {
+        emulator
+            .as_ref()
+            .map(TgiEmulator::base_url)
+            .unwrap_or_default()
+    });
+    let key = client_key();
+    let config: ProxyConfig = toml::from_str(&format!(
+        r#"
+        listen = "127.0.0.1:0"
+        proxy_id = "proxy-test"
+        max_body_bytes = 2048
+        [[targets]]
+        id = "llama"
+        kind = "tgi-messages"
+        base_url = "{base_url}"
+        model = "meta-llama/Llama"
+        timeout_s = 5
+        [[clients]]
+        name = "app"
+        key_sha256 = "{}"
+        "#,
+        hex::encode(Sha256::digest(key.as_bytes()))
+    ))
+    .expect("config");
+    let settings = config.validate(&HashMap::new()).expect("valid");
+    let (emitter, events) = event_channel(1024);
+    let state = ProxyState::new(settings, emitter).expect("state");
+    Harness {
+        app: router(state),
+        events,
+        emulator,
+        key,
+    }
+}
+
+async fn harness() -> Harness {
+    harness_with_upstream(None).await
+}
+
+impl Harness {
+    async fn post(
+        &self,
+        key: Option<&str>,
+        body: impl Into<Body>,
+    ) -> (StatusCode, Option<String>, Value) {
+        let mut request =
+            Request::post("/v1/chat/completions").header("content-type", "application/json");
+        if let Some(key) = key {
+            request = request.header("authorization", format!("Bearer {key}"));
+        }
+        let response = self
+            .app
+            .clone()
+            .oneshot(request.body(body.into()).expect("request"))
+            .await
+            .expect("response");
+        let status = response.status();
+        let request_id = response
+            .headers()
+            .get(REQUEST_ID_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .expect("body");
+        let value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        (status, request_id, value)
+    }
+
+    async fn chat(&self, body: Value) -> (StatusCode, Option<String>, Value) {
+        let key = self.key.clone();
+        self.post(Some(&key), body.to_string()).await
+    }
+
+    /// The events emitted so far.
+    fn drain_events(&mut self) -> Vec<AuditEvent> {
+        let mut events = Vec::new();
+        while let Ok(event) = self.events.try_recv() {
+            events.push(event);
+        }
+        events
+    }
+
+    fn upstream_calls(&self) -> usize {
+        self.emulator.as_ref().map_or(0, |e| e.requests().len())
+    }
+}
+
+fn hello() -> Value {
+    json!({"model": "llama", "messages": [{"role": "user", "content": "Say hello please"}]})
+}
+
+fn kinds(events: &[AuditEvent]) -> Vec<EventKind> {
+    events.iter().map(|e| e.kind).collect()
+}
+
+fn response_of(events: &[AuditEvent]) -> &warden_ingest::event::ResponseInfo {
+    events
+        .iter()
+        .find(|e| e.kind == EventKind::Response)
+        .and_then(|e| e.response.as_ref())
+        .expect("a response event")
+}
+
+#[tokio::test]
+async fn successful_chat_is_answered_and_fully_audited() {
+    let mut harness = harness().await;
+    let (status, request_id, body) = harness.chat(hello()).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["model"], "llama");
+    assert_eq!(body["object"], "chat.completion");
+    assert_eq!(body["usage"]["prompt_tokens"], 3);
+
+    let events = harness.drain_events();
+    assert_eq!(
+        kinds(&events),
+        [
+            EventKind::PolicyDecision,
+            EventKind::Request,
+            EventKind::Response
+        ]
+    );
+    let request_id = request_id.expect("x-request-id");
+    assert!(events.iter().all(|e| e.request_id.as_str() == request_id));
+    assert!(events.iter().all(|e| e.proxy_id == "proxy-test"));
+    let decision = events[0].decision.as_ref().expect("decision");
+    assert_eq!(
+        (decision.policy.as_str(), decision.outcome.as_str()),
+        ("auth", "allow")
+    );
+    let route = events[1].route.as_ref().expect("route");
+    assert_eq!(route.target_id.as_deref(), Some("llama"));
+    assert_eq!(route.endpoint, "/v1/chat/completions");
+    let response = response_of(&events);
+    assert_eq!(response.status, 200);
+    assert_eq!(response.output_tokens, Some(12));
+    assert_eq!(
+        events[2].request.as_ref().and_then(|r| r.input_tokens),
+        Some(3)
+    );
+    assert_eq!(events[2].client.name.as_deref(), Some("app"));
+}
+
+#[tokio::test]
+async fn missing_and_wrong_keys_are_401_audited_and_never_reach_upstream() {
+    let mut harness = harness().await;
+    let (status, _, body) = harness.post(None, hello().to_string()).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(body["error"]["code"], "missing_api_key");
+    let (status, _, body) = harness
+        .post(Some("sk-not-a-client"), hello().to_string())
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(body["error"]["code"], "invalid_api_key");
+    assert_eq!(harness.upstream_calls(), 0);
+
+    let events = harness.drain_events();
+    assert_eq!(events.len(), 6, "{events:#?}");
+    let denials: Vec<_> = events
+        .iter()
+        .filter_map(|e| e.decision.as_ref())
+        .map(|d| (d.outcome.as_str(), d.reason.as_deref()))
+        .collect();
+    assert_eq!(
+        denials,
+        [
+            ("deny", Some("missing_api_key")),
+            ("deny", Some("invalid_api_key"))
+        ]
+    );
+    let wrong_key_response = &events[5];
+    assert_eq!(
+        wrong_key_response.response.as_ref().map(|r| r.status),
+        Some(401)
+    );
+    let token_id = wrong_key_response
+        .client
+        .token_id
+        .as_ref()
+        .expect("fingerprinted");
+    assert!(!token_id.0.contains("sk-not-a-client"));
+}
+
+#[tokio::test]
+async fn bad_requests_get_openai_errors_and_events() {
+    let mut harness = harness().await;
+    let cases: Vec<(Body, StatusCode, &str)> = vec![
+        (
+            Body::from("{not json"),
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+        ),
+        (
+            Body::from(r#"{"messages": []}"#),
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
+        (
+            Body::from(r#"{"model": "gpt-4", "messages": []}"#),
+            StatusCode::NOT_FOUND,
+            "model_not_found",
+        ),
+        (
+            Body::from("x".repeat(4096)),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "request_too_large",
+        ),
+        (
+            Body::from(r#"{"model": "llama", "stream": true, "messages": []}"#),
+            StatusCode::BAD_REQUEST,
+            "unsupported",
+        ),
+    ];
+    let key = harness.key.clone();
+    for (body, expected_status, expected_code) in cases {
+        let (status, request_id, answer) = harness.post(Some(&key), body).await;
+        assert_eq!(status, expected_status, "{answer}");
+        assert_eq!(answer["error"]["code"], expected_code);
+        assert!(answer["error"]["message"].is_string());
+        assert!(request_id.is_some());
+        let events = harness.drain_events();
+        assert_eq!(
+            kinds(&events),
+            [
+                EventKind::PolicyDecision,
+                EventKind::Request,
+                EventKind::Response
+            ]
+        );
+        let response = response_of(&events);
+        assert_eq!(response.status, expected_status.as_u16());
+        assert_eq!(response.error_type.as_deref(), Some(expected_code));
+    }
+    assert_eq!(harness.upstream_calls(), 0);
+}
+
+#[tokio::test]
+async fn upstream_validation_errors_keep_their_message() {
+    let mut harness = harness().await;
+    let mut request = hello();
+    request["top_p"] = json!(1.0);
+    let (status, _, body) = harness.chat(request).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("top_p")),
+        "{body}"
+    );
+    assert_eq!(
+        response_of(&harness.drain_events()).error_type.as_deref(),
+        Some("upstream_error")
+    );
+}
+
+#[tokio::test]
+async fn unreachable_upstream_is_a_502() {
+    let port = warden_testkit::free_port().expect("port");
+    let mut harness = harness_with_upstream(Some(format!("http://127.0.0.1:{port}"))).await;
+    let started = std::time::Instant::now();
+    let (status, _, body) = harness.chat(hello()).await;
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert_eq!(status, StatusCode::BAD_GATEWAY);
+    assert_eq!(body["error"]["code"], "upstream_unreachable");
+    assert!(
+        !body["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("127.0.0.1")
+    );
+    assert_eq!(response_of(&harness.drain_events()).status, 502);
+}
+
+#[tokio::test]
+async fn unknown_endpoints_are_openai_404s_and_health_is_ok() {
+    let harness = harness().await;
+    let response = harness
+        .app
+        .clone()
+        .oneshot(
+            Request::get("/v1/nope")
+                .body(Body::empty())
+                .expect("request"),
+        )
+        .await
+        .expect("response");
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    let health = harness
+        .app
+        .clone()
+        .oneshot(
+            Request::get("/healthz")
+                .body(Body::empty())
+                .expect("request"),
+        )
+        .await
+        .expect("response");
+    assert_eq!(health.status(), StatusCode::OK);
+}
