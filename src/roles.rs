@@ -15,7 +15,7 @@ use warden_ingest::emitter::DEFAULT_EMIT_CAPACITY;
 use warden_ingest::event_channel;
 use warden_ingest::kafka::{EmbeddedBroker, KafkaCluster, KafkaEventPublisher, PublisherStats};
 use warden_proxy::ProxyState;
-use warden_sinks::archive::Archiver;
+use warden_sinks::archive::{Archiver, ShutdownMode};
 use warden_sql::{ArchiveSession, OutputFormat};
 
 use crate::config::ValidatedConfig;
@@ -28,7 +28,7 @@ pub async fn up(config: ValidatedConfig) -> anyhow::Result<()> {
         .context("connecting to kafka")?;
     let workers = CancellationToken::new();
     let archiver = Archiver::new(&cluster, &config.archive).context("starting the archiver")?;
-    let archiver = tokio::spawn(archiver.run(workers.clone()));
+    let archiver = tokio::spawn(archiver.run(workers.clone(), ShutdownMode::DrainTopic));
     let detector = DetectLoop::new(&cluster, &config.detect).context("starting detect")?;
     let detector = tokio::spawn(detector.run(workers.clone()));
     let proxy = RunningProxy::start(&config, &cluster).await?;
@@ -68,7 +68,7 @@ pub async fn archive(config: ValidatedConfig) -> anyhow::Result<()> {
     let cluster = connect_external(&config).await?;
     let shutdown = CancellationToken::new();
     let archiver = Archiver::new(&cluster, &config.archive).context("starting the archiver")?;
-    let task = tokio::spawn(archiver.run(shutdown.clone()));
+    let task = tokio::spawn(archiver.run(shutdown.clone(), ShutdownMode::FlushPending));
     shutdown_signal().await;
     shutdown.cancel();
     task.await.context("archiver task")?;

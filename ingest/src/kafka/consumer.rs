@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
@@ -93,6 +94,49 @@ impl TopicConsumer {
             key: message.key().map(<[u8]>::to_vec),
             payload: message.payload().map(<[u8]>::to_vec).unwrap_or_default(),
         })
+    }
+
+    /// How many records of the assigned partitions this member has yet to read, or `None`
+    /// while it has no assignment (e.g. still joining the group).
+    pub async fn remaining(&self) -> Result<Option<i64>, KafkaError> {
+        const TIMEOUT: Duration = Duration::from_secs(5);
+        let consumer = self.consumer.clone();
+        tokio::task::spawn_blocking(move || {
+            let assignment = consumer.assignment()?;
+            if assignment.count() == 0 {
+                return Ok(None);
+            }
+            let positions = consumer.position()?;
+            let mut committed = None;
+            let mut remaining = 0;
+            for element in positions.elements() {
+                let (low, high) =
+                    consumer.fetch_watermarks(element.topic(), element.partition(), TIMEOUT)?;
+                // Nothing read yet in this partition: reading starts at the committed offset,
+                // or at the beginning for a new group.
+                let next = match element.offset() {
+                    Offset::Offset(offset) => offset,
+                    _ => {
+                        let committed = match &committed {
+                            Some(list) => list,
+                            None => committed
+                                .insert(consumer.committed_offsets(assignment.clone(), TIMEOUT)?),
+                        };
+                        match committed
+                            .find_partition(element.topic(), element.partition())
+                            .map(|e| e.offset())
+                        {
+                            Some(Offset::Offset(offset)) => offset,
+                            _ => low,
+                        }
+                    }
+                };
+                remaining += (high - next).max(0);
+            }
+            Ok(Some(remaining))
+        })
+        .await
+        .map_err(|_| KafkaError::Canceled)?
     }
 
     /// Commits `offsets` synchronously (on a blocking thread): when this returns `Ok`, the

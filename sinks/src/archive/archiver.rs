@@ -18,14 +18,26 @@ use warden_ingest::layout::{ArchiveUrl, EVENTS_TABLE, hour_partition};
 
 use super::{ArchiveConfig, ArchiveError, ParquetArchive};
 
-/// On shutdown, keep consuming until the topic has been quiet this long...
-const DRAIN_IDLE: Duration = Duration::from_millis(750);
-/// ...but never longer than this.
+/// While draining, how long the topic must be quiet before the remaining lag is checked.
+const DRAIN_QUIET: Duration = Duration::from_millis(200);
+/// Draining stops after this long even if records remain (they stay in Kafka).
 const DRAIN_MAX: Duration = Duration::from_secs(30);
 /// Pause before retrying a failed write, commit or dead-letter send.
 const RETRY_BACKOFF: Duration = Duration::from_millis(500);
 /// Offset commits tried before a batch is left to be replayed.
 const COMMIT_ATTEMPTS: u32 = 5;
+
+/// What an archiver does when told to stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShutdownMode {
+    /// Write what is in memory, commit, stop. Right for a worker of a durable cluster: what
+    /// it has not read stays in Kafka for the next member.
+    FlushPending,
+    /// First read the assigned partitions to their end (bounded by [`DRAIN_MAX`]), then
+    /// write and stop. Right for `warden up`: it archives every event the process accepted,
+    /// which the in-memory embedded broker would otherwise lose.
+    DrainTopic,
+}
 
 /// What an archiver did before it stopped.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -102,9 +114,8 @@ impl Archiver {
         })
     }
 
-    /// Archives until `shutdown` fires, then drains what the topic still holds (until it has
-    /// been idle briefly), writes it, commits, and returns what it did.
-    pub async fn run(mut self, shutdown: CancellationToken) -> ArchiverReport {
+    /// Archives until `shutdown` fires, then stops as `mode` says and returns what it did.
+    pub async fn run(mut self, shutdown: CancellationToken, mode: ShutdownMode) -> ArchiverReport {
         let mut pending = PendingBatch::default();
         let mut flush_timer = tokio::time::interval(self.flush_interval);
         flush_timer.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -131,7 +142,12 @@ impl Archiver {
                 },
             }
         }
-        self.drain(&mut pending).await;
+        if mode == ShutdownMode::DrainTopic {
+            self.drain(&mut pending).await;
+        }
+        if !pending.is_empty() {
+            self.flush(&mut pending).await;
+        }
         info!(
             events = self.report.num_events_archived,
             objects = self.report.num_objects_written,
@@ -141,17 +157,27 @@ impl Archiver {
         self.report
     }
 
+    /// Reads until every assigned partition is consumed to its end, or [`DRAIN_MAX`] passes.
     async fn drain(&mut self, pending: &mut PendingBatch) {
         let deadline = Instant::now() + DRAIN_MAX;
-        while Instant::now() < deadline {
-            match tokio::time::timeout(DRAIN_IDLE, self.consumer.recv()).await {
-                Ok(Ok(record)) => self.take(record, pending).await,
+        loop {
+            match tokio::time::timeout(DRAIN_QUIET, self.consumer.recv()).await {
+                Ok(Ok(record)) => {
+                    self.take(record, pending).await;
+                    continue;
+                }
                 Ok(Err(err)) => warn!(error = %err, "kafka receive failed while draining"),
-                Err(_idle) => break,
+                Err(_quiet) => match self.consumer.remaining().await {
+                    Ok(Some(0)) => return,
+                    Ok(Some(remaining)) => debug!(remaining, "draining"),
+                    Ok(None) => debug!("draining: waiting for a partition assignment"),
+                    Err(err) => warn!(error = %err, "could not measure the remaining records"),
+                },
             }
-        }
-        if !pending.is_empty() {
-            self.flush(pending).await;
+            if Instant::now() >= deadline {
+                warn!("drain stopped after {DRAIN_MAX:?}; unread events stay in kafka");
+                return;
+            }
         }
     }
 

@@ -8,6 +8,6 @@ mod archiver;
 mod config;
 mod store;
 
-pub use archiver::{Archiver, ArchiverReport, ArchiverSetupError};
+pub use archiver::{Archiver, ArchiverReport, ArchiverSetupError, ShutdownMode};
 pub use config::ArchiveConfig;
 pub use store::{ArchiveError, ParquetArchive};
