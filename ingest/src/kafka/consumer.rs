@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
+use rdkafka::message::Headers;
 use rdkafka::{Message, Offset, TopicPartitionList};
 
 use super::{KafkaCluster, KafkaSetupError};
@@ -22,6 +23,8 @@ pub struct ConsumedRecord {
     pub offset: i64,
     pub key: Option<Vec<u8>>,
     pub payload: Vec<u8>,
+    /// Header names and values, in order (values absent for null headers).
+    pub headers: Vec<(String, Option<Vec<u8>>)>,
 }
 
 /// The highest processed offset of each (topic, partition) since the last commit.
@@ -93,6 +96,15 @@ impl TopicConsumer {
             offset: message.offset(),
             key: message.key().map(<[u8]>::to_vec),
             payload: message.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+            headers: message
+                .headers()
+                .map(|headers| {
+                    headers
+                        .iter()
+                        .map(|h| (h.key.to_owned(), h.value.map(<[u8]>::to_vec)))
+                        .collect()
+                })
+                .unwrap_or_default(),
         })
     }
 
@@ -164,6 +176,7 @@ mod tests {
             offset,
             key: None,
             payload: Vec::new(),
+            headers: Vec::new(),
         }
     }
 

@@ -1,0 +1,112 @@
+//! The standalone `warden archive` role on a real broker (tansu): malformed records go to
+//! `warden.dlq` with their reason and source coordinates, and the archiver keeps archiving.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use warden_ingest::kafka::{ConsumedRecord, KafkaCluster, KafkaConfig, TopicConsumer};
+use warden_ingest::{AuditEvent, EventKind, RequestId};
+use warden_testkit::TansuBroker;
+
+use support::{WardenProcess, sql_until};
+
+#[tokio::test(flavor = "multi_thread")]
+async fn malformed_records_are_dead_lettered_and_archiving_goes_on() {
+    let broker = TansuBroker::start().expect("tansu");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let kafka = KafkaConfig {
+        brokers: broker.bootstrap_servers(),
+        partitions: 1,
+        replication_factor: 1,
+        ..KafkaConfig::default()
+    };
+    let cluster = KafkaCluster::connect(&kafka, None)
+        .await
+        .expect("topics created");
+
+    let mut valid = AuditEvent::new(EventKind::Request, RequestId::new(), "proxy-x");
+    valid.client.ip = Some("198.51.100.4".into());
+    let mut future_version = AuditEvent::new(EventKind::Request, RequestId::new(), "proxy-x");
+    future_version.schema_version = 99;
+    let producer: FutureProducer = cluster.producer_config().create().expect("producer");
+    for payload in [
+        b"this is not json".to_vec(),
+        future_version.to_json(),
+        valid.to_json(),
+    ] {
+        producer
+            .send(
+                FutureRecord::<[u8], [u8]>::to("warden.events").payload(&payload),
+                Duration::from_secs(10),
+            )
+            .await
+            .expect("produced");
+    }
+
+    let config = dir.path().join("warden.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+            [kafka]
+            brokers = "{brokers}"
+            partitions = 1
+            replication_factor = 1
+            [archive]
+            url = "{archive}"
+            flush_interval_s = 1
+            "#,
+            brokers = broker.bootstrap_servers(),
+            archive = dir.path().join("archive").display(),
+        ),
+    )
+    .expect("config");
+    let mut archiver = WardenProcess::start("archive", &config);
+
+    let rows = sql_until(&config, "SELECT request_id, client.ip AS ip FROM events", 1).await;
+    assert_eq!(rows.len(), 1, "{rows:?}\n{}", archiver.log());
+    assert_eq!(rows[0]["request_id"], valid.request_id.as_str());
+    assert_eq!(rows[0]["ip"], "198.51.100.4");
+
+    let dead = read_topic(&cluster, "warden.dlq", 2).await;
+    assert_eq!(dead.len(), 2, "{}", archiver.log());
+    assert_eq!(dead[0].payload, b"this is not json");
+    assert_eq!(dead[1].payload, future_version.to_json());
+    let header = |record: &ConsumedRecord, name: &str| {
+        record
+            .headers
+            .iter()
+            .find(|(key, _)| key == name)
+            .and_then(|(_, value)| value.clone())
+            .map(|value| String::from_utf8_lossy(&value).into_owned())
+            .unwrap_or_default()
+    };
+    assert!(header(&dead[0], "warden-dlq-reason").contains("not a valid audit event"));
+    assert_eq!(
+        header(&dead[1], "warden-dlq-reason"),
+        "unsupported schema_version 99"
+    );
+    assert_eq!(header(&dead[0], "warden-source-topic"), "warden.events");
+    assert_eq!(header(&dead[0], "warden-source-offset"), "0");
+    assert_eq!(header(&dead[1], "warden-source-offset"), "1");
+
+    let status = archiver.interrupt().await;
+    assert!(status.success(), "exit {status}:\n{}", archiver.log());
+}
+
+async fn read_topic(cluster: &KafkaCluster, topic: &str, count: usize) -> Vec<ConsumedRecord> {
+    let group = format!("test-reader-{}", uuid::Uuid::new_v4());
+    let consumer = TopicConsumer::subscribe(cluster, &group, &[topic]).expect("subscribe");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut records = Vec::new();
+    while records.len() < count && Instant::now() < deadline {
+        if let Ok(Ok(record)) = tokio::time::timeout(Duration::from_secs(5), consumer.recv()).await
+        {
+            records.push(record);
+        }
+    }
+    records.sort_by_key(|record| record.offset);
+    records
+}
