@@ -86,6 +86,15 @@ mod tests {
     }
 
     #[test]
+    fn the_docker_compose_config_is_valid() {
+        let text = include_str!("../deploy/warden.compose.toml");
+        let config: WardenConfig = toml::from_str(text).expect("parses");
+        let env = HashMap::from([("HF_API_TOKEN".to_owned(), "hf_test".to_owned())]);
+        let config = config.validate(&env).expect("valid");
+        assert!(!config.kafka.is_embedded());
+    }
+
+    #[test]
     fn problems_of_every_section_are_reported_together() {
         let config: WardenConfig = toml::from_str(
             r#"
