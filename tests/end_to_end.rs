@@ -92,8 +92,8 @@ async fn openai_sdk_chat_lands_in_kafka_and_in_the_parquet_archive() {
     let upstream_calls = emulator.requests();
     assert_eq!(
         upstream_calls.len(),
-        1,
-        "only the authorized call goes upstream"
+        2,
+        "only the authorized calls go upstream"
     );
     assert_eq!(upstream_calls[0].body["model"], "tgi");
     assert_eq!(upstream_calls[0].authorization, None);

@@ -19,7 +19,8 @@ use warden_ingest::event::ResponseInfo;
 
 use crate::audit::{CallAudit, prompt_hash};
 use crate::auth::{AuthOutcome, ClientRegistry, RejectReason};
-use crate::chat::{self, ChatReply};
+use crate::chat::{self, ChatReply, OpenedStream};
+use crate::chat_stream::ChatStream;
 use crate::config::{ProxySettings, Target};
 use crate::error::ProxyError;
 use crate::upstream::Upstream;
@@ -123,10 +124,22 @@ async fn chat_completions(State(state): State<Arc<ProxyState>>, request: Request
     let request_id = call.request_id.clone();
     let (parts, body) = request.into_parts();
     let mut response = match forward_chat(&state, &mut call, &parts.headers, body).await {
-        Ok(reply) => {
+        Ok(Forwarded::Complete(reply)) => {
             call.request.input_tokens = reply.input_tokens;
             call.finish(reply.response);
             ([(header::CONTENT_TYPE, "application/json")], reply.body).into_response()
+        }
+        Ok(Forwarded::Stream { opened, model }) => {
+            let stream = ChatStream::new(opened.response, call, model, opened.client_wants_usage);
+            (
+                [
+                    (header::CONTENT_TYPE, "text/event-stream"),
+                    (header::CACHE_CONTROL, "no-cache"),
+                    (header::HeaderName::from_static("x-accel-buffering"), "no"),
+                ],
+                Body::from_stream(stream),
+            )
+                .into_response()
         }
         Err(err) => {
             call.finish(ResponseInfo {
@@ -143,12 +156,18 @@ async fn chat_completions(State(state): State<Arc<ProxyState>>, request: Request
     response
 }
 
+/// What the upstream gave for a chat call.
+enum Forwarded {
+    Complete(ChatReply),
+    Stream { opened: OpenedStream, model: String },
+}
+
 async fn forward_chat(
     state: &ProxyState,
     call: &mut CallAudit,
     headers: &HeaderMap,
     body: Body,
-) -> Result<ChatReply, ProxyError> {
+) -> Result<Forwarded, ProxyError> {
     let auth = state.clients.authenticate(headers);
     call.authenticated(&auth);
     if let AuthOutcome::Rejected { reason, .. } = auth {
@@ -176,13 +195,14 @@ async fn forward_chat(
         .target_for(&model)
         .ok_or_else(|| ProxyError::UnknownModel(model.clone()))?;
     call.route.target_id = Some(target.id.clone());
-    if call.route.stream {
-        return Err(ProxyError::Unsupported(
-            "stream=true is not supported by this Warden build yet; send stream=false".to_owned(),
-        ));
-    }
     call.request_received();
-    chat::complete(&state.upstream, target, &model, request).await
+    if call.route.stream {
+        let opened = chat::open_stream(&state.upstream, target, request).await?;
+        return Ok(Forwarded::Stream { opened, model });
+    }
+    chat::complete(&state.upstream, target, &model, request)
+        .await
+        .map(Forwarded::Complete)
 }
 
 /// Reads the whole request body, refusing more than `limit` bytes.

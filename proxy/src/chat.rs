@@ -20,13 +20,62 @@ pub(crate) struct ChatReply {
     pub(crate) response: ResponseInfo,
 }
 
-/// Forwards a parsed chat request to `target`.
+/// Forwards a parsed, non-streaming chat request to `target`.
 pub(crate) async fn complete(
     upstream: &Upstream,
     target: &Target,
     requested_model: &str,
-    mut request: Map<String, Value>,
+    request: Map<String, Value>,
 ) -> Result<ChatReply, ProxyError> {
+    let body = upstream_body(target, request)?;
+    let reply = upstream.post_json(target, CHAT_PATH, body).await?;
+    if !reply.status.is_success() {
+        return Err(upstream_error(&reply));
+    }
+    normalize_reply(&reply, requested_model)
+}
+
+/// An upstream stream, ready to be translated for the client.
+#[derive(Debug)]
+pub(crate) struct OpenedStream {
+    pub(crate) response: reqwest::Response,
+    /// Whether the client asked for the final usage chunk itself.
+    pub(crate) client_wants_usage: bool,
+}
+
+/// Starts a streaming chat request to `target`; always asks for usage, for exact audit.
+pub(crate) async fn open_stream(
+    upstream: &Upstream,
+    target: &Target,
+    mut request: Map<String, Value>,
+) -> Result<OpenedStream, ProxyError> {
+    let client_wants_usage = request
+        .get("stream_options")
+        .and_then(|options| options.get("include_usage"))
+        .and_then(Value::as_bool)
+        == Some(true);
+    let options = request
+        .entry("stream_options")
+        .or_insert_with(|| Value::Object(Map::new()));
+    if let Value::Object(options) = options {
+        options.insert("include_usage".to_owned(), Value::Bool(true));
+    } else {
+        return Err(ProxyError::InvalidRequest(
+            "'stream_options' must be an object".to_owned(),
+        ));
+    }
+    let body = upstream_body(target, request)?;
+    let response = upstream
+        .post_json_streaming(target, CHAT_PATH, body)
+        .await?;
+    Ok(OpenedStream {
+        response,
+        client_wants_usage,
+    })
+}
+
+/// The request as the target expects it.
+fn upstream_body(target: &Target, mut request: Map<String, Value>) -> Result<Vec<u8>, ProxyError> {
     let upstream_model = match target.kind {
         // TGI treats any other model name as a LoRA adapter id.
         TargetKind::TgiMessages => "tgi".to_owned(),
@@ -38,13 +87,7 @@ pub(crate) async fn complete(
         }
     };
     request.insert("model".to_owned(), Value::String(upstream_model));
-    let body =
-        serde_json::to_vec(&request).map_err(|err| ProxyError::InvalidRequest(err.to_string()))?;
-    let reply = upstream.post_json(target, CHAT_PATH, body).await?;
-    if !reply.status.is_success() {
-        return Err(upstream_error(&reply));
-    }
-    normalize_reply(&reply, requested_model)
+    serde_json::to_vec(&request).map_err(|err| ProxyError::InvalidRequest(err.to_string()))
 }
 
 /// Rewrites the upstream answer for the client and extracts usage and finish reason.

@@ -7,15 +7,17 @@
 //!
 //! - [`config`]: `[proxy]` settings, validated, secrets resolved through an env seam.
 //! - [`app`]: routes, state and serving.
-//! - `auth`, `chat`, `upstream`, `audit`: the stages of a call.
+//! - `auth`, `chat`, `chat_stream` (+ `sse`), `upstream`, `audit`: the stages of a call.
 //! - [`error`]: every failure and its OpenAI-shaped response.
 
 pub mod app;
 mod audit;
 mod auth;
 mod chat;
+mod chat_stream;
 pub mod config;
 pub mod error;
+mod sse;
 mod upstream;
 
 pub use app::{ProxySetupError, ProxyState, REQUEST_ID_HEADER, router, serve};

@@ -47,6 +47,50 @@ impl Upstream {
         path: &str,
         body: Vec<u8>,
     ) -> Result<UpstreamReply, ProxyError> {
+        let (response, time_to_headers) = self.send_json(target, path, body).await?;
+        let status = response.status();
+        let body = response
+            .bytes()
+            .await
+            .map_err(|err| classify(&err, target))?;
+        Ok(UpstreamReply {
+            status,
+            body,
+            time_to_headers,
+        })
+    }
+
+    /// POSTs a JSON body and returns as soon as a successful answer's headers arrive, for
+    /// the caller to stream its body. An error answer is read whole and returned as the
+    /// client's error.
+    pub(crate) async fn post_json_streaming(
+        &self,
+        target: &Target,
+        path: &str,
+        body: Vec<u8>,
+    ) -> Result<reqwest::Response, ProxyError> {
+        let (response, time_to_headers) = self.send_json(target, path, body).await?;
+        if response.status().is_success() {
+            return Ok(response);
+        }
+        let status = response.status();
+        let body = response
+            .bytes()
+            .await
+            .map_err(|err| classify(&err, target))?;
+        Err(upstream_error(&UpstreamReply {
+            status,
+            body,
+            time_to_headers,
+        }))
+    }
+
+    async fn send_json(
+        &self,
+        target: &Target,
+        path: &str,
+        body: Vec<u8>,
+    ) -> Result<(reqwest::Response, Duration), ProxyError> {
         let url = target
             .base_url
             .join(path)
@@ -65,17 +109,7 @@ impl Upstream {
         }
         let started = Instant::now();
         let response = request.send().await.map_err(|err| classify(&err, target))?;
-        let time_to_headers = started.elapsed();
-        let status = response.status();
-        let body = response
-            .bytes()
-            .await
-            .map_err(|err| classify(&err, target))?;
-        Ok(UpstreamReply {
-            status,
-            body,
-            time_to_headers,
-        })
+        Ok((response, started.elapsed()))
     }
 }
 

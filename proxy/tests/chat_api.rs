@@ -26,13 +26,13 @@ struct Harness {
 }
 
 async fn harness_with_upstream(upstream: Option<String>) -> Harness {
+    harness_with(upstream, EmulatorOptions::default()).await
+}
+
+async fn harness_with(upstream: Option<String>, options: EmulatorOptions) -> Harness {
     let emulator = match upstream {
         Some(_) => None,
-        None => Some(
-            TgiEmulator::start(EmulatorOptions::default())
-                .await
-                .expect("emulator"),
-        ),
+        None => Some(TgiEmulator::start(options).await.expect("emulator")),
     };
     let base_url = upstream.unwrap_or_else(|| {
         emulator
@@ -102,6 +102,16 @@ impl Harness {
             .expect("body");
         let value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
         (status, request_id, value)
+    }
+
+    /// Sends a chat request and returns the response with its body unread.
+    async fn open(&self, body: Value) -> axum::response::Response {
+        let request = Request::post("/v1/chat/completions")
+            .header("content-type", "application/json")
+            .header("authorization", format!("Bearer {}", self.key))
+            .body(Body::from(body.to_string()))
+            .expect("request");
+        self.app.clone().oneshot(request).await.expect("response")
     }
 
     async fn chat(&self, body: Value) -> (StatusCode, Option<String>, Value) {
@@ -243,9 +253,11 @@ async fn bad_requests_get_openai_errors_and_events() {
             "request_too_large",
         ),
         (
-            Body::from(r#"{"model": "llama", "stream": true, "messages": []}"#),
+            Body::from(
+                r#"{"model": "llama", "stream": true, "stream_options": 5, "messages": []}"#,
+            ),
             StatusCode::BAD_REQUEST,
-            "unsupported",
+            "invalid_request",
         ),
     ];
     let key = harness.key.clone();
@@ -333,4 +345,175 @@ async fn unknown_endpoints_are_openai_404s_and_health_is_ok() {
         .await
         .expect("response");
     assert_eq!(health.status(), StatusCode::OK);
+}
+
+/// The `data` payloads of an SSE body.
+fn sse_data(body: &[u8]) -> Vec<String> {
+    String::from_utf8_lossy(body)
+        .split("\n\n")
+        .filter_map(|event| event.strip_prefix("data: "))
+        .map(str::to_owned)
+        .collect()
+}
+
+fn streamed_text(data: &[String]) -> String {
+    data.iter()
+        .filter(|d| *d != "[DONE]")
+        .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+        .filter_map(|chunk| {
+            chunk["choices"][0]["delta"]["content"]
+                .as_str()
+                .map(str::to_owned)
+        })
+        .collect()
+}
+
+fn streaming_hello() -> Value {
+    let mut request = hello();
+    request["stream"] = json!(true);
+    request
+}
+
+#[tokio::test]
+async fn streamed_chat_is_translated_and_audited_with_exact_usage() {
+    let mut harness = harness().await;
+    let response = harness.open(streaming_hello()).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()["content-type"], "text/event-stream");
+    let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+        .await
+        .expect("body");
+    let data = sse_data(&body);
+    assert_eq!(data.last().map(String::as_str), Some("[DONE]"));
+    assert_eq!(
+        streamed_text(&data),
+        "Hello from the TGI emulator. It answers every prompt the same way."
+    );
+    let chunks: Vec<Value> = data[..data.len() - 1]
+        .iter()
+        .map(|d| serde_json::from_str(d).expect("chunk"))
+        .collect();
+    assert!(
+        chunks
+            .iter()
+            .all(|c| c["model"] == "llama" && c["object"] == "chat.completion.chunk")
+    );
+    assert_eq!(
+        chunks.last().expect("last")["choices"][0]["finish_reason"],
+        "stop"
+    );
+    assert!(
+        chunks
+            .iter()
+            .all(|c| !c["choices"].as_array().is_some_and(|a| a.is_empty())),
+        "the usage chunk is not sent to a client that did not ask for it"
+    );
+
+    // Usage was requested upstream anyway, for the audit.
+    let upstream = &harness.emulator.as_ref().expect("emulator").requests()[0];
+    assert_eq!(upstream.body["stream_options"]["include_usage"], true);
+    let events = harness.drain_events();
+    let response = response_of(&events);
+    assert_eq!(response.status, 200);
+    assert_eq!(response.output_tokens, Some(12));
+    assert_eq!(response.finish_reason.as_deref(), Some("stop"));
+    assert!(response.ttft_ms.is_some());
+    assert_eq!(response.error_type, None);
+    assert_eq!(
+        events[2].request.as_ref().and_then(|r| r.input_tokens),
+        Some(3)
+    );
+    assert!(events[1].route.as_ref().is_some_and(|r| r.stream));
+}
+
+#[tokio::test]
+async fn usage_chunk_is_passed_on_when_the_client_asks() {
+    let harness = harness().await;
+    let mut request = streaming_hello();
+    request["stream_options"] = json!({"include_usage": true});
+    let response = harness.open(request).await;
+    let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+        .await
+        .expect("body");
+    let data = sse_data(&body);
+    let usage: Value = serde_json::from_str(&data[data.len() - 2]).expect("usage chunk");
+    assert_eq!(usage["usage"]["completion_tokens"], 12);
+    assert_eq!(usage["choices"], json!([]));
+}
+
+#[tokio::test]
+async fn first_token_reaches_the_client_long_before_the_last_is_produced() {
+    let options = EmulatorOptions {
+        token_delay: Duration::from_millis(100),
+        ..EmulatorOptions::default()
+    };
+    let harness = harness_with(None, options).await;
+    let started = std::time::Instant::now();
+    let response = harness.open(streaming_hello()).await;
+    let mut body = response.into_body();
+    use http_body_util::BodyExt;
+    let first = body.frame().await.expect("a frame").expect("ok");
+    let first_at = started.elapsed();
+    assert!(
+        first
+            .data_ref()
+            .is_some_and(|d| String::from_utf8_lossy(d).contains("Hello"))
+    );
+    while body.frame().await.is_some() {}
+    let last_at = started.elapsed();
+    // 12 tokens, 100 ms apart: a buffering proxy would deliver everything at ~1.2 s.
+    assert!(last_at >= Duration::from_millis(1100), "{last_at:?}");
+    assert!(
+        first_at < Duration::from_millis(500),
+        "first chunk after {first_at:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_client_leaving_mid_stream_is_audited_as_aborted() {
+    let options = EmulatorOptions {
+        token_delay: Duration::from_millis(50),
+        ..EmulatorOptions::default()
+    };
+    let mut harness = harness_with(None, options).await;
+    let response = harness.open(streaming_hello()).await;
+    let mut body = response.into_body();
+    use http_body_util::BodyExt;
+    body.frame().await.expect("a frame").expect("ok");
+    drop(body);
+    let events = harness.drain_events();
+    let response = response_of(&events);
+    assert_eq!(response.status, 499);
+    assert_eq!(response.error_type.as_deref(), Some("client_aborted"));
+    assert!(response.ttft_ms.is_some());
+}
+
+#[tokio::test]
+async fn in_band_upstream_errors_become_openai_error_chunks() {
+    let mut harness = harness().await;
+    let mut request = streaming_hello();
+    request["messages"][0]["content"] = json!(warden_testkit::tgi::STREAM_ERROR_TRIGGER);
+    let response = harness.open(request).await;
+    assert_eq!(response.status(), StatusCode::OK, "TGI reports it in-band");
+    let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+        .await
+        .expect("body");
+    let data = sse_data(&body);
+    let error: Value = data
+        .iter()
+        .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+        .find(|chunk| chunk.get("error").is_some())
+        .expect("an error chunk");
+    assert_eq!(error["error"]["code"], "upstream_stream_error");
+    assert!(
+        error["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("overloaded"))
+    );
+    assert_eq!(data.last().map(String::as_str), Some("[DONE]"));
+    let events = harness.drain_events();
+    assert_eq!(
+        response_of(&events).error_type.as_deref(),
+        Some("upstream_stream_error")
+    );
 }

@@ -31,6 +31,10 @@ use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
+/// A chat message with exactly this content makes a streamed answer fail mid-stream the way
+/// TGI's Messages API does: two tokens, then an in-band error (HTTP status stays 200).
+pub const STREAM_ERROR_TRIGGER: &str = "EMULATE_STREAM_ERROR";
+
 /// How the emulator behaves.
 #[derive(Debug, Clone)]
 pub struct EmulatorOptions {
@@ -452,6 +456,13 @@ async fn chat_completions(
                 json!({"object": "chat.completion.chunk", "id": "", "created": created, "model": model,
                        "system_fingerprint": "3.3.6-emulator", "choices": [], "usage": usage})
                 .to_string(),
+            );
+        }
+        if prompt == STREAM_ERROR_TRIGGER {
+            events.truncate(2);
+            events.push(
+                json!({"error": {"message": "Model is overloaded", "http_status_code": 422}})
+                    .to_string(),
             );
         }
         events.push("[DONE]".to_owned());

@@ -1,8 +1,8 @@
 """Drives Warden with the official OpenAI Python SDK, as an application would.
 
 Usage: openai_chat.py BASE_URL API_KEY MODEL
-Prints one JSON object: the chat answer and request id, and the outcome of a wrong key
-and an unknown model (the SDK raises its typed errors for Warden's OpenAI-shaped errors).
+Prints one JSON object: the chat answer and request id, a streamed answer, and the outcome
+of a wrong key and an unknown model (the SDK raises its typed errors for Warden's OpenAI-shaped errors).
 """
 
 import json
@@ -28,6 +28,21 @@ result = {
     "prompt_tokens": completion.usage.prompt_tokens,
     "completion_tokens": completion.usage.completion_tokens,
 }
+
+stream = client.chat.completions.create(
+    model=model,
+    messages=[{"role": "user", "content": "Stream it"}],
+    stream=True,
+    stream_options={"include_usage": True},
+)
+streamed = {"text": "", "finish_reason": None, "completion_tokens": None}
+for chunk in stream:
+    if chunk.choices:
+        streamed["text"] += chunk.choices[0].delta.content or ""
+        streamed["finish_reason"] = chunk.choices[0].finish_reason or streamed["finish_reason"]
+    if chunk.usage:
+        streamed["completion_tokens"] = chunk.usage.completion_tokens
+result["stream"] = streamed
 
 try:
     openai.OpenAI(base_url=base_url, api_key="sk-wrong", max_retries=0).chat.completions.create(
