@@ -195,6 +195,7 @@ async fn forward_chat(
         .target_for(&model)
         .ok_or_else(|| ProxyError::UnknownModel(model.clone()))?;
     call.route.target_id = Some(target.id.clone());
+    call.pricing = target.pricing;
     call.request_received();
     if call.route.stream {
         let opened = chat::open_stream(&state.upstream, target, request).await?;

@@ -14,6 +14,7 @@ use warden_ingest::event::{ClientInfo, DecisionInfo, RequestInfo, ResponseInfo, 
 use warden_ingest::{AuditEvent, EventEmitter, EventKind, RequestId};
 
 use crate::auth::AuthOutcome;
+use crate::config::Pricing;
 
 /// Longest user agent kept in events.
 const MAX_USER_AGENT_CHARS: usize = 256;
@@ -29,6 +30,8 @@ pub(crate) struct CallAudit {
     pub(crate) client: ClientInfo,
     pub(crate) route: RouteInfo,
     pub(crate) request: RequestInfo,
+    /// The target's prices, once the call is routed.
+    pub(crate) pricing: Option<Pricing>,
     request_emitted: bool,
 }
 
@@ -61,6 +64,7 @@ impl CallAudit {
                 ..RouteInfo::default()
             },
             request: RequestInfo::default(),
+            pricing: None,
             request_emitted: false,
         }
     }
@@ -103,10 +107,17 @@ impl CallAudit {
     }
 
     /// Emits the `response` event (and the `request` event first, if the call failed before
-    /// it was sent). `response.latency_ms` is measured here.
+    /// it was sent). `response.latency_ms`, and `response.cost_usd` for a priced target, are
+    /// computed here.
     pub(crate) fn finish(mut self, mut response: ResponseInfo) {
         self.request_received();
-        response.latency_ms = Some(self.started.elapsed().as_secs_f64() * 1000.0);
+        let elapsed = self.started.elapsed().as_secs_f64();
+        response.latency_ms = Some(elapsed * 1000.0);
+        if let Some(pricing) = &self.pricing {
+            let input_tokens = self.request.input_tokens.unwrap_or(0);
+            let output_tokens = response.output_tokens.unwrap_or(0);
+            response.cost_usd = Some(pricing.cost_usd(input_tokens, output_tokens, elapsed));
+        }
         let mut event = self.event(EventKind::Response);
         event.request = Some(self.request.clone());
         event.response = Some(response);

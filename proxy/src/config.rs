@@ -97,6 +97,31 @@ pub struct TargetConfig {
     /// Whole-request upstream timeout, in seconds.
     #[serde(default = "default_timeout_s")]
     pub timeout_s: f64,
+    /// What calls to this target cost, for `cost_usd` in response events.
+    #[serde(default)]
+    pub pricing: Option<Pricing>,
+}
+
+/// `[proxy.targets.pricing]`: token prices (serverless, router providers) and/or a price per
+/// second of upstream time (dedicated endpoints). Any part may be left out.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Pricing {
+    /// USD per 1,000 input (prompt) tokens.
+    pub input_per_1k_tokens: f64,
+    /// USD per 1,000 output (generated) tokens.
+    pub output_per_1k_tokens: f64,
+    /// USD per second the upstream spent on the call.
+    pub per_upstream_second: f64,
+}
+
+impl Pricing {
+    /// The cost of one call.
+    pub fn cost_usd(&self, input_tokens: u64, output_tokens: u64, upstream_seconds: f64) -> f64 {
+        self.input_per_1k_tokens * input_tokens as f64 / 1000.0
+            + self.output_per_1k_tokens * output_tokens as f64 / 1000.0
+            + self.per_upstream_second * upstream_seconds
+    }
 }
 
 /// One `[[proxy.clients]]` entry as written.
@@ -155,6 +180,7 @@ pub struct Target {
     pub model: Option<String>,
     pub token: Option<Secret>,
     pub timeout: Duration,
+    pub pricing: Option<Pricing>,
 }
 
 impl Target {
@@ -297,6 +323,17 @@ fn validate_target(
     if !(target.timeout_s > 0.0 && target.timeout_s <= 3600.0) {
         errors.push(format!("{path}.timeout_s: must be in (0, 3600]"));
     }
+    if let Some(pricing) = &target.pricing {
+        for (key, price) in [
+            ("input_per_1k_tokens", pricing.input_per_1k_tokens),
+            ("output_per_1k_tokens", pricing.output_per_1k_tokens),
+            ("per_upstream_second", pricing.per_upstream_second),
+        ] {
+            if !(price.is_finite() && price >= 0.0) {
+                errors.push(format!("{path}.pricing.{key}: must be a price >= 0"));
+            }
+        }
+    }
     if errors.len() > num_errors {
         return None;
     }
@@ -307,6 +344,7 @@ fn validate_target(
         model: target.model.clone(),
         token,
         timeout: Duration::from_secs_f64(target.timeout_s),
+        pricing: target.pricing,
     })
 }
 
@@ -401,6 +439,7 @@ mod tests {
             kind = "hf-serverless"
             base_url = "https://router.huggingface.co"
             token = "env:MISSING_TOKEN"
+            pricing = { output_per_1k_tokens = -1.0 }
             [[proxy.clients]]
             name = "app"
             key_sha256 = "not-hex"
@@ -413,6 +452,7 @@ mod tests {
             "proxy.targets[0].token: must be a reference",
             "proxy.targets[1].model: required",
             "proxy.targets[1].token: env var MISSING_TOKEN is not set",
+            "proxy.targets[1].pricing.output_per_1k_tokens: must be a price",
             "proxy.clients[0].key_sha256:",
         ];
         assert_eq!(errors.len(), expected_prefixes.len(), "{errors:#?}");
@@ -424,6 +464,18 @@ mod tests {
         }
         // The inline secret is never echoed back.
         assert!(!errors.iter().any(|e| e.contains("hf_inline_secret")));
+    }
+
+    #[test]
+    fn pricing_adds_token_and_time_costs() {
+        let pricing = Pricing {
+            input_per_1k_tokens: 0.5,
+            output_per_1k_tokens: 1.5,
+            per_upstream_second: 0.001,
+        };
+        let cost = pricing.cost_usd(2000, 1000, 3.0);
+        assert!((cost - (1.0 + 1.5 + 0.003)).abs() < 1e-12, "{cost}");
+        assert_eq!(Pricing::default().cost_usd(10, 10, 10.0), 0.0);
     }
 
     #[test]

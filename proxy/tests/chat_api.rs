@@ -52,6 +52,7 @@ async fn harness_with(upstream: Option<String>, options: EmulatorOptions) -> Har
         base_url = "{base_url}"
         model = "meta-llama/Llama"
         timeout_s = 5
+        pricing = {{ input_per_1k_tokens = 1.0, output_per_1k_tokens = 2.0 }}
         [[clients]]
         name = "app"
         key_sha256 = "{}"
@@ -419,6 +420,11 @@ async fn streamed_chat_is_translated_and_audited_with_exact_usage() {
     assert_eq!(response.finish_reason.as_deref(), Some("stop"));
     assert!(response.ttft_ms.is_some());
     assert_eq!(response.error_type, None);
+    assert!(
+        response
+            .cost_usd
+            .is_some_and(|cost| (cost - 0.027).abs() < 1e-9)
+    );
     assert_eq!(
         events[2].request.as_ref().and_then(|r| r.input_tokens),
         Some(3)
