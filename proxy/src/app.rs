@@ -10,12 +10,12 @@ use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use serde_json::{Map, Value};
+use serde_json::{Map, Value, json};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
-use warden_ingest::EventEmitter;
 use warden_ingest::event::ResponseInfo;
+use warden_ingest::{EventEmitter, RequestId};
 
 use crate::audit::{CallAudit, prompt_hash};
 use crate::auth::{AuthOutcome, ClientRegistry, RejectReason};
@@ -71,6 +71,19 @@ impl ProxyState {
             .find(|target| target.serves(requested_model))
     }
 
+    /// Authenticates the caller and records the decision on the call.
+    fn authorize(&self, call: &mut CallAudit, headers: &HeaderMap) -> Result<(), ProxyError> {
+        let auth = self.clients.authenticate(headers);
+        call.authenticated(&auth);
+        match auth {
+            AuthOutcome::Rejected { reason, .. } => Err(match reason {
+                RejectReason::MissingKey => ProxyError::MissingApiKey,
+                RejectReason::UnknownKey => ProxyError::InvalidApiKey,
+            }),
+            AuthOutcome::Open { .. } | AuthOutcome::Authenticated { .. } => Ok(()),
+        }
+    }
+
     fn start_call(&self, endpoint: &str, request: &Request) -> CallAudit {
         let client_ip = request
             .extensions()
@@ -91,6 +104,7 @@ impl ProxyState {
 pub fn router(state: Arc<ProxyState>) -> Router {
     Router::new()
         .route("/v1/chat/completions", post(chat_completions))
+        .route("/v1/models", get(list_models))
         .route("/healthz", get(healthz))
         .fallback(unknown_endpoint)
         .with_state(state)
@@ -123,7 +137,7 @@ async fn chat_completions(State(state): State<Arc<ProxyState>>, request: Request
     let mut call = state.start_call("/v1/chat/completions", &request);
     let request_id = call.request_id.clone();
     let (parts, body) = request.into_parts();
-    let mut response = match forward_chat(&state, &mut call, &parts.headers, body).await {
+    let response = match forward_chat(&state, &mut call, &parts.headers, body).await {
         Ok(Forwarded::Complete(reply)) => {
             call.request.input_tokens = reply.input_tokens;
             call.finish(reply.response);
@@ -141,15 +155,52 @@ async fn chat_completions(State(state): State<Arc<ProxyState>>, request: Request
             )
                 .into_response()
         }
-        Err(err) => {
+        Err(err) => fail(call, err),
+    };
+    with_request_id(response, &request_id)
+}
+
+/// `GET /v1/models`: the configured targets, by the names clients use.
+async fn list_models(State(state): State<Arc<ProxyState>>, request: Request) -> Response {
+    let mut call = state.start_call("/v1/models", &request);
+    let request_id = call.request_id.clone();
+    let response = match state.authorize(&mut call, request.headers()) {
+        Ok(()) => {
+            let data: Vec<Value> = state
+                .settings
+                .targets
+                .iter()
+                .map(|target| {
+                    json!({
+                        "id": target.model.as_deref().unwrap_or(&target.id),
+                        "object": "model",
+                        "created": 0,
+                        "owned_by": target.kind.as_str(),
+                    })
+                })
+                .collect();
             call.finish(ResponseInfo {
-                status: err.status().as_u16(),
-                error_type: Some(err.code().to_owned()),
+                status: 200,
                 ..ResponseInfo::default()
             });
-            err.into_response()
+            axum::Json(json!({"object": "list", "data": data})).into_response()
         }
+        Err(err) => fail(call, err),
     };
+    with_request_id(response, &request_id)
+}
+
+/// Ends a failed call: its response event, then the client's error.
+fn fail(call: CallAudit, err: ProxyError) -> Response {
+    call.finish(ResponseInfo {
+        status: err.status().as_u16(),
+        error_type: Some(err.code().to_owned()),
+        ..ResponseInfo::default()
+    });
+    err.into_response()
+}
+
+fn with_request_id(mut response: Response, request_id: &RequestId) -> Response {
     if let Ok(value) = HeaderValue::from_str(request_id.as_str()) {
         response.headers_mut().insert(REQUEST_ID_HEADER, value);
     }
@@ -168,15 +219,7 @@ async fn forward_chat(
     headers: &HeaderMap,
     body: Body,
 ) -> Result<Forwarded, ProxyError> {
-    let auth = state.clients.authenticate(headers);
-    call.authenticated(&auth);
-    if let AuthOutcome::Rejected { reason, .. } = auth {
-        return Err(match reason {
-            RejectReason::MissingKey => ProxyError::MissingApiKey,
-            RejectReason::UnknownKey => ProxyError::InvalidApiKey,
-        });
-    }
-
+    state.authorize(call, headers)?;
     let body = read_body(body, state.settings.max_body_bytes).await?;
     call.request.bytes = body.len() as u64;
     let request: Map<String, Value> =

@@ -523,3 +523,36 @@ async fn in_band_upstream_errors_become_openai_error_chunks() {
         Some("upstream_stream_error")
     );
 }
+
+#[tokio::test]
+async fn models_lists_targets_by_client_name_for_authenticated_callers() {
+    let mut harness = harness().await;
+    let get = |key: Option<String>| {
+        let mut request = Request::get("/v1/models");
+        if let Some(key) = key {
+            request = request.header("authorization", format!("Bearer {key}"));
+        }
+        harness
+            .app
+            .clone()
+            .oneshot(request.body(Body::empty()).expect("request"))
+    };
+    let response = get(Some(harness.key.clone())).await.expect("response");
+    assert_eq!(response.status(), StatusCode::OK);
+    let body = axum::body::to_bytes(response.into_body(), 1 << 16)
+        .await
+        .expect("body");
+    let models: Value = serde_json::from_slice(&body).expect("json");
+    assert_eq!(models["object"], "list");
+    assert_eq!(models["data"][0]["id"], "meta-llama/Llama");
+    assert_eq!(models["data"][0]["owned_by"], "tgi-messages");
+    let response = get(None).await.expect("response");
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    let events = harness.drain_events();
+    assert_eq!(events.len(), 6, "every call is audited");
+    assert!(
+        events
+            .iter()
+            .all(|e| e.route.as_ref().is_some_and(|r| r.endpoint == "/v1/models"))
+    );
+}
