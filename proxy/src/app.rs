@@ -23,6 +23,7 @@ use crate::chat::{self, ChatReply, OpenedStream};
 use crate::chat_stream::ChatStream;
 use crate::config::{ProxySettings, Target};
 use crate::error::ProxyError;
+use crate::metrics::{ProxyMetrics, SharedMetrics};
 use crate::upstream::Upstream;
 
 /// Header carrying the call's request id back to the client.
@@ -35,6 +36,7 @@ pub struct ProxyState {
     clients: ClientRegistry,
     upstream: Upstream,
     emitter: EventEmitter,
+    metrics: SharedMetrics,
 }
 
 /// Why the proxy could not start.
@@ -59,6 +61,7 @@ impl ProxyState {
         Ok(Arc::new(Self {
             clients,
             upstream: Upstream::new()?,
+            metrics: Arc::new(ProxyMetrics::new(emitter.clone())),
             emitter,
             settings,
         }))
@@ -91,6 +94,7 @@ impl ProxyState {
             .map(|info| info.0.ip());
         CallAudit::start(
             self.emitter.clone(),
+            self.metrics.clone(),
             &self.settings.proxy_id,
             self.settings.environment.as_deref(),
             endpoint,
@@ -106,6 +110,7 @@ pub fn router(state: Arc<ProxyState>) -> Router {
         .route("/v1/chat/completions", post(chat_completions))
         .route("/v1/models", get(list_models))
         .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
         .fallback(unknown_endpoint)
         .with_state(state)
 }
@@ -129,6 +134,16 @@ async fn healthz() -> impl IntoResponse {
     axum::Json(serde_json::json!({"status": "ok"}))
 }
 
+async fn metrics(State(state): State<Arc<ProxyState>>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        state.metrics.render(),
+    )
+}
+
 async fn unknown_endpoint(request: Request) -> ProxyError {
     ProxyError::UnknownEndpoint(format!("{} {}", request.method(), request.uri().path()))
 }
@@ -140,6 +155,7 @@ async fn chat_completions(State(state): State<Arc<ProxyState>>, request: Request
     let response = match forward_chat(&state, &mut call, &parts.headers, body).await {
         Ok(Forwarded::Complete(reply)) => {
             call.request.input_tokens = reply.input_tokens;
+            call.upstream_seconds = Some(reply.upstream_seconds);
             call.finish(reply.response);
             ([(header::CONTENT_TYPE, "application/json")], reply.body).into_response()
         }

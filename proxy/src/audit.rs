@@ -15,6 +15,7 @@ use warden_ingest::{AuditEvent, EventEmitter, EventKind, RequestId};
 
 use crate::auth::AuthOutcome;
 use crate::config::Pricing;
+use crate::metrics::SharedMetrics;
 
 /// Longest user agent kept in events.
 const MAX_USER_AGENT_CHARS: usize = 256;
@@ -23,6 +24,7 @@ const MAX_USER_AGENT_CHARS: usize = 256;
 #[derive(Debug)]
 pub(crate) struct CallAudit {
     emitter: EventEmitter,
+    metrics: SharedMetrics,
     proxy_id: String,
     environment: Option<String>,
     pub(crate) request_id: RequestId,
@@ -32,12 +34,15 @@ pub(crate) struct CallAudit {
     pub(crate) request: RequestInfo,
     /// The target's prices, once the call is routed.
     pub(crate) pricing: Option<Pricing>,
+    /// Time the upstream took, for a non-streamed call that reached it.
+    pub(crate) upstream_seconds: Option<f64>,
     request_emitted: bool,
 }
 
 impl CallAudit {
     pub(crate) fn start(
         emitter: EventEmitter,
+        metrics: SharedMetrics,
         proxy_id: &str,
         environment: Option<&str>,
         endpoint: &str,
@@ -50,6 +55,7 @@ impl CallAudit {
             .map(|agent| agent.chars().take(MAX_USER_AGENT_CHARS).collect());
         Self {
             emitter,
+            metrics,
             proxy_id: proxy_id.to_owned(),
             environment: environment.map(str::to_owned),
             request_id: RequestId::new(),
@@ -65,6 +71,7 @@ impl CallAudit {
             },
             request: RequestInfo::default(),
             pricing: None,
+            upstream_seconds: None,
             request_emitted: false,
         }
     }
@@ -118,6 +125,13 @@ impl CallAudit {
             let output_tokens = response.output_tokens.unwrap_or(0);
             response.cost_usd = Some(pricing.cost_usd(input_tokens, output_tokens, elapsed));
         }
+        self.metrics.record_call(
+            &self.route.endpoint,
+            self.route.target_id.as_deref(),
+            response.status,
+            elapsed,
+            self.upstream_seconds,
+        );
         let mut event = self.event(EventKind::Response);
         event.request = Some(self.request.clone());
         event.response = Some(response);

@@ -17,6 +17,7 @@ const CHAT_PATH: &str = "v1/chat/completions";
 pub(crate) struct ChatReply {
     pub(crate) body: Vec<u8>,
     pub(crate) input_tokens: Option<u64>,
+    pub(crate) upstream_seconds: f64,
     pub(crate) response: ResponseInfo,
 }
 
@@ -120,6 +121,7 @@ fn normalize_reply(reply: &UpstreamReply, requested_model: &str) -> Result<ChatR
     Ok(ChatReply {
         body,
         input_tokens,
+        upstream_seconds: reply.elapsed.as_secs_f64(),
         response: ResponseInfo {
             status: 200,
             ttft_ms: Some(reply.time_to_headers.as_secs_f64() * 1000.0),
@@ -158,6 +160,7 @@ mod tests {
                     "usage":{"prompt_tokens":7,"completion_tokens":2,"total_tokens":9}}"#,
             ),
             time_to_headers: Duration::from_millis(5),
+            elapsed: Duration::from_millis(6),
         };
         let chat = normalize_reply(&reply, "llama").expect("normalized");
         let body: Value = serde_json::from_slice(&chat.body).expect("json");
@@ -175,6 +178,7 @@ mod tests {
             status: StatusCode::OK,
             body: Bytes::from_static(b"<html>"),
             time_to_headers: Duration::ZERO,
+            elapsed: Duration::ZERO,
         };
         let err = normalize_reply(&reply, "m").expect_err("invalid");
         assert_eq!(err.status(), StatusCode::BAD_GATEWAY);

@@ -9,6 +9,7 @@
 //! - [`app`]: routes, state and serving.
 //! - `auth`, `chat`, `chat_stream` (+ `sse`), `upstream`, `audit`: the stages of a call.
 //! - [`error`]: every failure and its OpenAI-shaped response.
+//! - `metrics`: Prometheus metrics at `GET /metrics`.
 
 pub mod app;
 mod audit;
@@ -17,6 +18,7 @@ mod chat;
 mod chat_stream;
 pub mod config;
 pub mod error;
+mod metrics;
 mod sse;
 mod upstream;
 

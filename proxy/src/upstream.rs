@@ -26,6 +26,8 @@ pub(crate) struct UpstreamReply {
     pub(crate) body: Bytes,
     /// Time until the response headers arrived.
     pub(crate) time_to_headers: Duration,
+    /// Time until the whole answer was read.
+    pub(crate) elapsed: Duration,
 }
 
 impl Upstream {
@@ -47,6 +49,7 @@ impl Upstream {
         path: &str,
         body: Vec<u8>,
     ) -> Result<UpstreamReply, ProxyError> {
+        let started = Instant::now();
         let (response, time_to_headers) = self.send_json(target, path, body).await?;
         let status = response.status();
         let body = response
@@ -57,6 +60,7 @@ impl Upstream {
             status,
             body,
             time_to_headers,
+            elapsed: started.elapsed(),
         })
     }
 
@@ -69,6 +73,7 @@ impl Upstream {
         path: &str,
         body: Vec<u8>,
     ) -> Result<reqwest::Response, ProxyError> {
+        let started = Instant::now();
         let (response, time_to_headers) = self.send_json(target, path, body).await?;
         if response.status().is_success() {
             return Ok(response);
@@ -82,6 +87,7 @@ impl Upstream {
             status,
             body,
             time_to_headers,
+            elapsed: started.elapsed(),
         }))
     }
 
@@ -196,6 +202,7 @@ mod tests {
             status: StatusCode::from_u16(status).expect("status"),
             body: Bytes::from_static(b"{}"),
             time_to_headers: Duration::ZERO,
+            elapsed: Duration::ZERO,
         };
         for (upstream, client) in [
             (401, 401),

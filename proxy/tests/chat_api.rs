@@ -556,3 +556,37 @@ async fn models_lists_targets_by_client_name_for_authenticated_callers() {
             .all(|e| e.route.as_ref().is_some_and(|r| r.endpoint == "/v1/models"))
     );
 }
+
+#[tokio::test]
+async fn metrics_count_calls_by_target_and_status_and_events() {
+    let harness = harness().await;
+    harness.chat(hello()).await;
+    harness
+        .chat(json!({"model": "gpt-4", "messages": []}))
+        .await;
+    let response = harness
+        .app
+        .clone()
+        .oneshot(
+            Request::get("/metrics")
+                .body(Body::empty())
+                .expect("request"),
+        )
+        .await
+        .expect("response");
+    assert_eq!(response.status(), StatusCode::OK);
+    let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+        .await
+        .expect("body");
+    let text = String::from_utf8_lossy(&body);
+    for expected in [
+        r#"warden_proxy_requests_total{endpoint="/v1/chat/completions",target="llama",status="200"} 1"#,
+        r#"warden_proxy_requests_total{endpoint="/v1/chat/completions",target="none",status="404"} 1"#,
+        r#"warden_proxy_upstream_latency_seconds_count{target="llama"} 1"#,
+        "warden_proxy_added_latency_seconds_count 1",
+        "warden_events_emitted_total 6",
+        "warden_events_dropped_total 0",
+    ] {
+        assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
+    }
+}
