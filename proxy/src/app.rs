@@ -156,7 +156,12 @@ async fn chat_completions(State(state): State<Arc<ProxyState>>, request: Request
         Ok(Forwarded::Complete(reply)) => {
             call.request.input_tokens = reply.input_tokens;
             call.upstream_seconds = Some(reply.upstream_seconds);
-            call.finish(reply.response);
+            let mut response = reply.response;
+            response.content = reply
+                .content
+                .as_deref()
+                .and_then(|text| call.captured(text));
+            call.finish(response);
             ([(header::CONTENT_TYPE, "application/json")], reply.body).into_response()
         }
         Ok(Forwarded::Stream { opened, model }) => {
@@ -253,8 +258,8 @@ async fn forward_chat(
     let target = state
         .target_for(&model)
         .ok_or_else(|| ProxyError::UnknownModel(model.clone()))?;
-    call.route.target_id = Some(target.id.clone());
-    call.pricing = target.pricing;
+    call.routed(target);
+    call.request.content = call.captured(&String::from_utf8_lossy(&body));
     call.request_received();
     if call.route.stream {
         let opened = chat::open_stream(&state.upstream, target, request).await?;

@@ -14,7 +14,7 @@ use warden_ingest::event::{ClientInfo, DecisionInfo, RequestInfo, ResponseInfo, 
 use warden_ingest::{AuditEvent, EventEmitter, EventKind, RequestId};
 
 use crate::auth::AuthOutcome;
-use crate::config::Pricing;
+use crate::config::{CapturePolicy, Pricing, Target};
 use crate::metrics::SharedMetrics;
 
 /// Longest user agent kept in events.
@@ -36,6 +36,8 @@ pub(crate) struct CallAudit {
     pub(crate) pricing: Option<Pricing>,
     /// Time the upstream took, for a non-streamed call that reached it.
     pub(crate) upstream_seconds: Option<f64>,
+    /// The target's capture policy and size cap, once the call is routed.
+    capture: (CapturePolicy, usize),
     request_emitted: bool,
 }
 
@@ -72,6 +74,7 @@ impl CallAudit {
             request: RequestInfo::default(),
             pricing: None,
             upstream_seconds: None,
+            capture: (CapturePolicy::None, 0),
             request_emitted: false,
         }
     }
@@ -100,6 +103,34 @@ impl CallAudit {
             reason: reason.map(str::to_owned),
         });
         self.emitter.emit(event);
+    }
+
+    /// Records the target the call was routed to: its id, prices and capture policy.
+    pub(crate) fn routed(&mut self, target: &Target) {
+        self.route.target_id = Some(target.id.clone());
+        self.pricing = target.pricing;
+        self.capture = (target.capture, target.capture_max_bytes);
+    }
+
+    /// `text` as the target's capture policy keeps it.
+    pub(crate) fn captured(&self, text: &str) -> Option<String> {
+        let (policy, max_bytes) = self.capture;
+        match policy {
+            CapturePolicy::None => None,
+            CapturePolicy::Hash => Some(hex::encode(Sha256::digest(text.as_bytes()))),
+            CapturePolicy::Full => {
+                let mut end = text.len().min(max_bytes);
+                while !text.is_char_boundary(end) {
+                    end -= 1;
+                }
+                Some(text[..end].to_owned())
+            }
+        }
+    }
+
+    /// Whether response content is kept at all (streams only accumulate it then).
+    pub(crate) fn captures_content(&self) -> bool {
+        self.capture.0 != CapturePolicy::None
     }
 
     /// Emits the `request` event (once) with what is known so far.

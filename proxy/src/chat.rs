@@ -18,6 +18,8 @@ pub(crate) struct ChatReply {
     pub(crate) body: Vec<u8>,
     pub(crate) input_tokens: Option<u64>,
     pub(crate) upstream_seconds: f64,
+    /// The first choice's message text, for content capture.
+    pub(crate) content: Option<String>,
     pub(crate) response: ResponseInfo,
 }
 
@@ -116,10 +118,16 @@ fn normalize_reply(reply: &UpstreamReply, requested_model: &str) -> Result<ChatR
     let count = |field: &str| usage.and_then(|u| u.get(field)).and_then(Value::as_u64);
     let input_tokens = count("prompt_tokens");
     let output_tokens = count("completion_tokens");
+    let content = answer
+        .get("choices")
+        .and_then(|choices| choices.pointer("/0/message/content"))
+        .and_then(Value::as_str)
+        .map(str::to_owned);
     let body =
         serde_json::to_vec(&answer).map_err(|err| ProxyError::UpstreamInvalid(err.to_string()))?;
     Ok(ChatReply {
         body,
+        content,
         input_tokens,
         upstream_seconds: reply.elapsed.as_secs_f64(),
         response: ResponseInfo {

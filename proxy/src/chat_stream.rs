@@ -38,6 +38,8 @@ struct StreamTally {
     output_tokens: Option<u64>,
     ttft_ms: Option<f64>,
     error_type: Option<&'static str>,
+    /// The streamed text, when the target captures content.
+    content: Option<String>,
 }
 
 /// The client-facing body of a streamed chat call.
@@ -64,7 +66,10 @@ impl ChatStream {
             parser: SseParser::default(),
             requested_model,
             client_wants_usage,
-            tally: StreamTally::default(),
+            tally: StreamTally {
+                content: call.captures_content().then(String::new),
+                ..StreamTally::default()
+            },
             call: Some(call),
             done: false,
         }
@@ -104,10 +109,11 @@ impl ChatStream {
         let choices = chunk.get_mut("choices").and_then(Value::as_array_mut);
         let is_usage_only = choices.as_ref().is_none_or(|c| c.is_empty());
         for choice in choices.into_iter().flatten() {
-            let has_content = choice
-                .pointer("/delta/content")
-                .and_then(Value::as_str)
-                .is_some_and(|text| !text.is_empty());
+            let text = choice.pointer("/delta/content").and_then(Value::as_str);
+            if let (Some(content), Some(text)) = (self.tally.content.as_mut(), text) {
+                content.push_str(text);
+            }
+            let has_content = text.is_some_and(|text| !text.is_empty());
             if has_content && self.tally.ttft_ms.is_none() {
                 self.tally.ttft_ms = self
                     .call
@@ -136,7 +142,13 @@ impl ChatStream {
     fn finish(&mut self, status: u16, error_type: Option<&str>) {
         if let Some(mut call) = self.call.take() {
             call.request.input_tokens = self.tally.input_tokens;
+            let content = self
+                .tally
+                .content
+                .as_deref()
+                .and_then(|text| call.captured(text));
             call.finish(ResponseInfo {
+                content,
                 status,
                 ttft_ms: self.tally.ttft_ms,
                 output_tokens: self.tally.output_tokens,

@@ -100,6 +100,29 @@ pub struct TargetConfig {
     /// What calls to this target cost, for `cost_usd` in response events.
     #[serde(default)]
     pub pricing: Option<Pricing>,
+    /// How much of prompts and answers the audit events keep.
+    #[serde(default)]
+    pub capture: CapturePolicy,
+    /// Longest captured content per event, in bytes (cut at a character boundary).
+    #[serde(default = "default_capture_max_bytes")]
+    pub capture_max_bytes: usize,
+}
+
+fn default_capture_max_bytes() -> usize {
+    16 * 1024
+}
+
+/// How much content a target's audit events keep.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CapturePolicy {
+    /// No content (the default: prompts may hold personal data).
+    #[default]
+    None,
+    /// The SHA-256 of the content: proves what was sent without keeping it.
+    Hash,
+    /// The content itself, up to `capture_max_bytes`.
+    Full,
 }
 
 /// `[proxy.targets.pricing]`: token prices (serverless, router providers) and/or a price per
@@ -181,6 +204,8 @@ pub struct Target {
     pub token: Option<Secret>,
     pub timeout: Duration,
     pub pricing: Option<Pricing>,
+    pub capture: CapturePolicy,
+    pub capture_max_bytes: usize,
 }
 
 impl Target {
@@ -345,6 +370,8 @@ fn validate_target(
         token,
         timeout: Duration::from_secs_f64(target.timeout_s),
         pricing: target.pricing,
+        capture: target.capture,
+        capture_max_bytes: target.capture_max_bytes,
     })
 }
 

@@ -53,6 +53,17 @@ async fn harness_with(upstream: Option<String>, options: EmulatorOptions) -> Har
         model = "meta-llama/Llama"
         timeout_s = 5
         pricing = {{ input_per_1k_tokens = 1.0, output_per_1k_tokens = 2.0 }}
+        [[targets]]
+        id = "full-capture"
+        kind = "tgi-messages"
+        base_url = "{base_url}"
+        capture = "full"
+        capture_max_bytes = 20
+        [[targets]]
+        id = "hash-capture"
+        kind = "tgi-messages"
+        base_url = "{base_url}"
+        capture = "hash"
         [[clients]]
         name = "app"
         key_sha256 = "{}"
@@ -589,4 +600,62 @@ async fn metrics_count_calls_by_target_and_status_and_events() {
     ] {
         assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
     }
+}
+
+#[tokio::test]
+async fn content_is_captured_per_target_policy_and_capped() {
+    let mut harness = harness().await;
+    // Default policy: nothing kept.
+    harness.chat(hello()).await;
+    let events = harness.drain_events();
+    assert!(
+        events
+            .iter()
+            .all(|e| e.request.as_ref().is_none_or(|r| r.content.is_none()))
+    );
+    assert!(
+        events
+            .iter()
+            .all(|e| e.response.as_ref().is_none_or(|r| r.content.is_none()))
+    );
+
+    // Full: capped at 20 bytes, for plain and streamed answers alike.
+    for stream in [false, true] {
+        let request = json!({"model": "full-capture", "stream": stream,
+                             "messages": [{"role": "user", "content": "Say hello please"}]});
+        let (status, _, _) = harness.chat(request.clone()).await;
+        assert_eq!(status, StatusCode::OK);
+        let events = harness.drain_events();
+        let response_event = events
+            .iter()
+            .find(|e| e.kind == EventKind::Response)
+            .expect("response");
+        let sent = request.to_string();
+        assert_eq!(
+            response_event
+                .request
+                .as_ref()
+                .and_then(|r| r.content.as_deref()),
+            Some(&sent[..20])
+        );
+        assert_eq!(
+            response_event
+                .response
+                .as_ref()
+                .and_then(|r| r.content.as_deref()),
+            Some("Hello from the TGI e"),
+            "stream={stream}"
+        );
+    }
+
+    // Hash: the SHA-256 of the answer, never the text.
+    harness
+        .chat(json!({"model": "hash-capture", "messages": [{"role": "user", "content": "x"}]}))
+        .await;
+    let events = harness.drain_events();
+    let response = response_of(&events);
+    let expected = hex::encode(Sha256::digest(
+        "Hello from the TGI emulator. It answers every prompt the same way.".as_bytes(),
+    ));
+    assert_eq!(response.content.as_deref(), Some(expected.as_str()));
 }
