@@ -97,6 +97,10 @@ pub struct TargetConfig {
     /// Whole-request upstream timeout, in seconds.
     #[serde(default = "default_timeout_s")]
     pub timeout_s: f64,
+    /// How long a call may wait and retry while the target answers 503 (a cold model or a
+    /// scaled-to-zero endpoint starting). 0 disables the retries.
+    #[serde(default = "default_cold_start_timeout_s")]
+    pub cold_start_timeout_s: f64,
     /// What calls to this target cost, for `cost_usd` in response events.
     #[serde(default)]
     pub pricing: Option<Pricing>,
@@ -106,6 +110,10 @@ pub struct TargetConfig {
     /// Longest captured content per event, in bytes (cut at a character boundary).
     #[serde(default = "default_capture_max_bytes")]
     pub capture_max_bytes: usize,
+}
+
+fn default_cold_start_timeout_s() -> f64 {
+    30.0
 }
 
 fn default_capture_max_bytes() -> usize {
@@ -203,6 +211,7 @@ pub struct Target {
     pub model: Option<String>,
     pub token: Option<Secret>,
     pub timeout: Duration,
+    pub cold_start_timeout: Duration,
     pub pricing: Option<Pricing>,
     pub capture: CapturePolicy,
     pub capture_max_bytes: usize,
@@ -348,6 +357,9 @@ fn validate_target(
     if !(target.timeout_s > 0.0 && target.timeout_s <= 3600.0) {
         errors.push(format!("{path}.timeout_s: must be in (0, 3600]"));
     }
+    if !(target.cold_start_timeout_s >= 0.0 && target.cold_start_timeout_s <= 3600.0) {
+        errors.push(format!("{path}.cold_start_timeout_s: must be in [0, 3600]"));
+    }
     if let Some(pricing) = &target.pricing {
         for (key, price) in [
             ("input_per_1k_tokens", pricing.input_per_1k_tokens),
@@ -369,6 +381,7 @@ fn validate_target(
         model: target.model.clone(),
         token,
         timeout: Duration::from_secs_f64(target.timeout_s),
+        cold_start_timeout: Duration::from_secs_f64(target.cold_start_timeout_s),
         pricing: target.pricing,
         capture: target.capture,
         capture_max_bytes: target.capture_max_bytes,

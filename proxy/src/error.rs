@@ -33,6 +33,8 @@ pub enum ProxyError {
     UpstreamTimeout(u64),
     #[error("The upstream answered with a response Warden could not read: {0}")]
     UpstreamInvalid(String),
+    #[error("The model is still starting up: {0}")]
+    UpstreamLoading(String),
     #[error("Upstream error ({status}): {message}")]
     Upstream { status: StatusCode, message: String },
 }
@@ -49,6 +51,7 @@ impl ProxyError {
             Self::Unsupported(_) => StatusCode::BAD_REQUEST,
             Self::UpstreamUnreachable(_) | Self::UpstreamInvalid(_) => StatusCode::BAD_GATEWAY,
             Self::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            Self::UpstreamLoading(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Upstream { status, .. } => *status,
         }
     }
@@ -63,6 +66,7 @@ impl ProxyError {
             Self::UpstreamUnreachable(_)
             | Self::UpstreamTimeout(_)
             | Self::UpstreamInvalid(_)
+            | Self::UpstreamLoading(_)
             | Self::Upstream { .. } => "upstream_error",
             _ => "invalid_request_error",
         }
@@ -83,6 +87,7 @@ impl ProxyError {
             Self::UpstreamUnreachable(_) => "upstream_unreachable",
             Self::UpstreamTimeout(_) => "upstream_timeout",
             Self::UpstreamInvalid(_) => "upstream_invalid_response",
+            Self::UpstreamLoading(_) => "upstream_loading",
             Self::Upstream { status, .. } => match status.as_u16() {
                 401 => "upstream_unauthorized",
                 403 => "upstream_forbidden",

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use axum::http::{HeaderValue, StatusCode, header};
 use bytes::Bytes;
 use serde_json::Value;
+use tracing::debug;
 
 use crate::config::Target;
 use crate::error::ProxyError;
@@ -91,6 +92,10 @@ impl Upstream {
         }))
     }
 
+    /// Sends the request; a 503 (cold model, scale-to-zero endpoint) is retried within the
+    /// target's cold-start budget, waiting as long as HF's `estimated_time` says (clamped),
+    /// and asking HF to hold the retry until the model is up. Attempts are capped too: seed
+    /// 000's retry amplification is what this must never cause.
     async fn send_json(
         &self,
         target: &Target,
@@ -101,22 +106,78 @@ impl Upstream {
             .base_url
             .join(path)
             .map_err(|err| ProxyError::UpstreamUnreachable(err.to_string()))?;
-        let mut request = self
-            .http
-            .post(url)
-            .timeout(target.timeout)
-            .header(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json"),
-            )
-            .body(body);
-        if let Some(token) = &target.token {
-            request = request.bearer_auth(token.expose());
-        }
+        let body = Bytes::from(body);
         let started = Instant::now();
-        let response = request.send().await.map_err(|err| classify(&err, target))?;
-        Ok((response, started.elapsed()))
+        let deadline = started + target.cold_start_timeout;
+        let mut attempt: u32 = 0;
+        loop {
+            attempt += 1;
+            let mut request = self
+                .http
+                .post(url.clone())
+                .timeout(target.timeout)
+                .header(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                )
+                .body(body.clone());
+            if let Some(token) = &target.token {
+                request = request.bearer_auth(token.expose());
+            }
+            if attempt > 1 {
+                let remaining = deadline.saturating_duration_since(Instant::now());
+                request = request
+                    .header("x-wait-for-model", "true")
+                    .header("x-scale-up-timeout", remaining.as_secs().max(1).to_string());
+            }
+            let response = request.send().await.map_err(|err| classify(&err, target))?;
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            if response.status() != StatusCode::SERVICE_UNAVAILABLE
+                || remaining.is_zero()
+                || attempt >= MAX_COLD_START_ATTEMPTS
+            {
+                return Ok((response, started.elapsed()));
+            }
+            let time_to_headers = started.elapsed();
+            let status = response.status();
+            let answer = response
+                .bytes()
+                .await
+                .map_err(|err| classify(&err, target))?;
+            let wait = estimated_time(&answer)
+                .unwrap_or(DEFAULT_COLD_START_WAIT)
+                .clamp(MIN_COLD_START_WAIT, MAX_COLD_START_WAIT)
+                .min(remaining);
+            debug!(target_id = %target.id, attempt, ?wait, "upstream is starting; retrying");
+            tokio::time::sleep(wait).await;
+            if Instant::now() >= deadline {
+                return Err(upstream_error(&UpstreamReply {
+                    status,
+                    body: answer,
+                    time_to_headers,
+                    elapsed: started.elapsed(),
+                }));
+            }
+        }
     }
+}
+
+/// Most attempts one call makes against a starting upstream.
+const MAX_COLD_START_ATTEMPTS: u32 = 6;
+/// Wait when a 503 gives no `estimated_time`.
+const DEFAULT_COLD_START_WAIT: Duration = Duration::from_secs(1);
+const MIN_COLD_START_WAIT: Duration = Duration::from_millis(100);
+const MAX_COLD_START_WAIT: Duration = Duration::from_secs(10);
+
+/// HF's `estimated_time` (seconds) in a cold-start 503, plain or inside a one-element list.
+fn estimated_time(body: &[u8]) -> Option<Duration> {
+    let value: Value = serde_json::from_slice(body).ok()?;
+    let value = value
+        .as_array()
+        .and_then(|items| items.first())
+        .unwrap_or(&value);
+    let seconds = value.get("estimated_time")?.as_f64()?;
+    (seconds.is_finite() && seconds >= 0.0).then(|| Duration::from_secs_f64(seconds))
 }
 
 fn classify(err: &reqwest::Error, target: &Target) -> ProxyError {
@@ -140,6 +201,11 @@ fn classify(err: &reqwest::Error, target: &Target) -> ProxyError {
 pub(crate) fn upstream_error(reply: &UpstreamReply) -> ProxyError {
     let message = error_message(&reply.body)
         .unwrap_or_else(|| format!("upstream answered HTTP {}", reply.status.as_u16()));
+    if reply.status == StatusCode::SERVICE_UNAVAILABLE
+        && (estimated_time(&reply.body).is_some() || message.contains("currently loading"))
+    {
+        return ProxyError::UpstreamLoading(message);
+    }
     let status = match reply.status.as_u16() {
         401 | 403 | 429 | 503 => reply.status,
         400 | 404 | 413 | 422 => StatusCode::BAD_REQUEST,
@@ -194,6 +260,27 @@ mod tests {
             );
         }
         assert_eq!(error_message(b"<html>bad gateway</html>"), None);
+    }
+
+    #[test]
+    fn cold_start_503s_are_told_apart_from_capacity_503s() {
+        let reply = |body: &'static str| UpstreamReply {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            body: Bytes::from_static(body.as_bytes()),
+            time_to_headers: Duration::ZERO,
+            elapsed: Duration::ZERO,
+        };
+        let loading = upstream_error(&reply(
+            r#"[{"error":"Model m is currently loading","estimated_time":20.0}]"#,
+        ));
+        assert_eq!(loading.code(), "upstream_loading");
+        assert_eq!(loading.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let busy = upstream_error(&reply(r#"{"error":"Service Unavailable"}"#));
+        assert_eq!(busy.code(), "upstream_unavailable");
+        assert_eq!(
+            estimated_time(br#"{"error":"x","estimated_time":1.5}"#),
+            Some(Duration::from_millis(1500))
+        );
     }
 
     #[test]

@@ -60,6 +60,11 @@ async fn harness_with(upstream: Option<String>, options: EmulatorOptions) -> Har
         capture = "full"
         capture_max_bytes = 20
         [[targets]]
+        id = "short-cold-start"
+        kind = "tgi-messages"
+        base_url = "{base_url}"
+        cold_start_timeout_s = 0.5
+        [[targets]]
         id = "hash-capture"
         kind = "tgi-messages"
         base_url = "{base_url}"
@@ -658,4 +663,64 @@ async fn content_is_captured_per_target_policy_and_capped() {
         "Hello from the TGI emulator. It answers every prompt the same way.".as_bytes(),
     ));
     assert_eq!(response.content.as_deref(), Some(expected.as_str()));
+}
+
+fn cold_emulator(num_503s: usize) -> EmulatorOptions {
+    EmulatorOptions {
+        cold_start_503s: num_503s,
+        cold_start_estimated_time: Duration::from_millis(150),
+        ..EmulatorOptions::default()
+    }
+}
+
+#[tokio::test]
+async fn a_cold_model_is_waited_for_within_the_budget() {
+    let mut harness = harness_with(None, cold_emulator(2)).await;
+    let (status, _, body) = harness.chat(hello()).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let calls = harness.emulator.as_ref().expect("emulator").requests();
+    assert_eq!(calls.len(), 3, "two 503s, then the answer");
+    let wait_header = |call: &warden_testkit::RecordedRequest| {
+        call.headers
+            .iter()
+            .any(|(name, value)| name == "x-wait-for-model" && value == "true")
+    };
+    assert!(!wait_header(&calls[0]), "the first try is a plain request");
+    assert!(
+        calls[1..].iter().all(wait_header),
+        "retries ask HF to hold them"
+    );
+    assert_eq!(response_of(&harness.drain_events()).status, 200);
+}
+
+#[tokio::test]
+async fn a_model_still_loading_after_the_budget_is_a_503_upstream_loading() {
+    let mut harness = harness_with(None, cold_emulator(usize::MAX)).await;
+    let started = std::time::Instant::now();
+    let (status, _, body) = harness
+        .chat(json!({"model": "short-cold-start", "messages": []}))
+        .await;
+    let elapsed = started.elapsed();
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(body["error"]["code"], "upstream_loading");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("currently loading"))
+    );
+    assert!(
+        elapsed < Duration::from_secs(3),
+        "bounded by the 0.5 s budget: {elapsed:?}"
+    );
+    let attempts = harness
+        .emulator
+        .as_ref()
+        .expect("emulator")
+        .requests()
+        .len();
+    assert!((2..=6).contains(&attempts), "{attempts} attempts");
+    assert_eq!(
+        response_of(&harness.drain_events()).error_type.as_deref(),
+        Some("upstream_loading")
+    );
 }

@@ -17,6 +17,7 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -46,6 +47,10 @@ pub struct EmulatorOptions {
     pub token_delay: Duration,
     /// TGI's `MAX_STOP_SEQUENCES`.
     pub max_stop_sequences: usize,
+    /// The first this-many generation requests get HF's cold-start 503 ("currently loading").
+    pub cold_start_503s: usize,
+    /// The `estimated_time` those 503s announce.
+    pub cold_start_estimated_time: Duration,
 }
 
 impl Default for EmulatorOptions {
@@ -55,6 +60,8 @@ impl Default for EmulatorOptions {
             reply: "Hello from the TGI emulator. It answers every prompt the same way.".to_owned(),
             token_delay: Duration::ZERO,
             max_stop_sequences: 4,
+            cold_start_503s: 0,
+            cold_start_estimated_time: Duration::from_millis(100),
         }
     }
 }
@@ -64,6 +71,8 @@ impl Default for EmulatorOptions {
 pub struct RecordedRequest {
     pub path: String,
     pub authorization: Option<String>,
+    /// Every header, lower-case names.
+    pub headers: Vec<(String, String)>,
     pub body: Value,
 }
 
@@ -71,6 +80,8 @@ pub struct RecordedRequest {
 struct EmulatorState {
     options: EmulatorOptions,
     requests: Mutex<Vec<RecordedRequest>>,
+    /// Generation requests answered so far (for the cold-start 503s).
+    num_generations: AtomicUsize,
 }
 
 /// A running emulator; stops when dropped.
@@ -94,6 +105,7 @@ impl TgiEmulator {
         let state = Arc::new(EmulatorState {
             options,
             requests: Mutex::new(Vec::new()),
+            num_generations: AtomicUsize::new(0),
         });
         let app = router(state.clone());
         let server = tokio::spawn(async move {
@@ -156,9 +168,33 @@ impl EmulatorState {
                     .get(header::AUTHORIZATION)
                     .and_then(|v| v.to_str().ok())
                     .map(str::to_owned),
+                headers: headers
+                    .iter()
+                    .map(|(name, value)| {
+                        (
+                            name.to_string(),
+                            value.to_str().unwrap_or_default().to_owned(),
+                        )
+                    })
+                    .collect(),
                 body: body.clone(),
             });
         }
+    }
+
+    /// HF's cold-start answer, while the emulated model is "loading".
+    fn cold_start(&self) -> Option<Response> {
+        let served = self.num_generations.fetch_add(1, Ordering::Relaxed);
+        (served < self.options.cold_start_503s).then(|| {
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                axum::Json(json!({
+                    "error": format!("Model {} is currently loading", self.options.model_id),
+                    "estimated_time": self.options.cold_start_estimated_time.as_secs_f64(),
+                })),
+            )
+                .into_response()
+        })
     }
 
     /// The reply's tokens: each word with its leading space, as TGI's tokenizers produce.
@@ -275,6 +311,9 @@ async fn generate(
         Err(response) => return *response,
     };
     state.record("/generate", &headers, &request);
+    if let Some(loading) = state.cold_start() {
+        return loading;
+    }
     let Some(inputs) = request.get("inputs").and_then(Value::as_str) else {
         return tgi_error(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -342,6 +381,9 @@ async fn generate_stream(
         Err(response) => return *response,
     };
     state.record("/generate_stream", &headers, &request);
+    if let Some(loading) = state.cold_start() {
+        return loading;
+    }
     let inputs = request
         .get("inputs")
         .and_then(Value::as_str)
@@ -387,6 +429,9 @@ async fn chat_completions(
         Err(response) => return *response,
     };
     state.record("/v1/chat/completions", &headers, &request);
+    if let Some(loading) = state.cold_start() {
+        return loading;
+    }
     let Some(messages) = request.get("messages").and_then(Value::as_array) else {
         return tgi_error(
             StatusCode::UNPROCESSABLE_ENTITY,
