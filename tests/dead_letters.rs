@@ -10,7 +10,7 @@ use warden_ingest::kafka::{ConsumedRecord, KafkaCluster, KafkaConfig, TopicConsu
 use warden_ingest::{AuditEvent, EventKind, RequestId};
 use warden_testkit::TansuBroker;
 
-use support::{WardenProcess, sql_until};
+use support::{WardenProcess, sql_until, write_config};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn malformed_records_are_dead_lettered_and_archiving_goes_on() {
@@ -45,10 +45,9 @@ async fn malformed_records_are_dead_lettered_and_archiving_goes_on() {
             .expect("produced");
     }
 
-    let config = dir.path().join("warden.toml");
-    std::fs::write(
-        &config,
-        format!(
+    let config = write_config(
+        dir.path(),
+        &format!(
             r#"
             [kafka]
             brokers = "{brokers}"
@@ -61,8 +60,7 @@ async fn malformed_records_are_dead_lettered_and_archiving_goes_on() {
             brokers = broker.bootstrap_servers(),
             archive = dir.path().join("archive").display(),
         ),
-    )
-    .expect("config");
+    );
     let mut archiver = WardenProcess::start("archive", &config);
 
     let rows = sql_until(&config, "SELECT request_id, client.ip AS ip FROM events", 1).await;

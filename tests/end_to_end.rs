@@ -10,9 +10,11 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use warden_ingest::kafka::{KafkaCluster, KafkaConfig, TopicConsumer};
 use warden_ingest::{AuditEvent, EventKind};
-use warden_testkit::{EmulatorOptions, TansuBroker, TgiEmulator, free_port};
+use warden_testkit::{EmulatorOptions, TansuBroker, TgiEmulator};
 
-use support::{WardenProcess, fresh_client_key, run_python, sql_until};
+use support::{
+    WardenProcess, free_listen_address, fresh_client_key, run_python, sql_until, write_config,
+};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn openai_sdk_chat_lands_in_kafka_and_in_the_parquet_archive() {
@@ -21,13 +23,12 @@ async fn openai_sdk_chat_lands_in_kafka_and_in_the_parquet_archive() {
         .await
         .expect("emulator starts");
     let dir = tempfile::tempdir().expect("tempdir");
-    let listen = format!("127.0.0.1:{}", free_port().expect("port"));
+    let listen = free_listen_address();
     let archive = dir.path().join("archive");
     let (api_key, key_sha256) = fresh_client_key();
-    let config = dir.path().join("warden.toml");
-    std::fs::write(
-        &config,
-        format!(
+    let config = write_config(
+        dir.path(),
+        &format!(
             r#"
             [proxy]
             listen = "{listen}"
@@ -52,8 +53,7 @@ async fn openai_sdk_chat_lands_in_kafka_and_in_the_parquet_archive() {
             brokers = broker.bootstrap_servers(),
             archive = archive.display(),
         ),
-    )
-    .expect("config written");
+    );
 
     let mut warden = WardenProcess::start("up", &config);
     warden.wait_healthy(&listen).await;

@@ -5,9 +5,9 @@
 mod support;
 
 use serde_json::json;
-use warden_testkit::{EmulatorOptions, TgiEmulator, free_port};
+use warden_testkit::{EmulatorOptions, TgiEmulator};
 
-use support::{WardenProcess, http_client, sql};
+use support::{WardenProcess, free_listen_address, http_client, sql, write_config};
 
 const NUM_CALLS: usize = 20;
 
@@ -17,11 +17,10 @@ async fn ctrl_c_archives_every_accepted_call_on_the_embedded_broker() {
         .await
         .expect("emulator");
     let dir = tempfile::tempdir().expect("tempdir");
-    let listen = format!("127.0.0.1:{}", free_port().expect("port"));
-    let config = dir.path().join("warden.toml");
-    std::fs::write(
-        &config,
-        format!(
+    let listen = free_listen_address();
+    let config = write_config(
+        dir.path(),
+        &format!(
             r#"
             [proxy]
             listen = "{listen}"
@@ -36,8 +35,7 @@ async fn ctrl_c_archives_every_accepted_call_on_the_embedded_broker() {
             upstream = emulator.base_url(),
             archive = dir.path().join("archive").display(),
         ),
-    )
-    .expect("config");
+    );
 
     let mut warden = WardenProcess::start("up", &config);
     warden.wait_healthy(&listen).await;

@@ -121,6 +121,19 @@ impl Harness {
         (status, request_id, value)
     }
 
+    /// `GET path`, with the client key when `authorized`.
+    async fn get(&self, path: &str, authorized: bool) -> axum::response::Response {
+        let mut request = Request::get(path);
+        if authorized {
+            request = request.header("authorization", format!("Bearer {}", self.key));
+        }
+        self.app
+            .clone()
+            .oneshot(request.body(Body::empty()).expect("request"))
+            .await
+            .expect("response")
+    }
+
     /// Sends a chat request and returns the response with its body unread.
     async fn open(&self, body: Value) -> axum::response::Response {
         let request = Request::post("/v1/chat/completions")
@@ -340,28 +353,17 @@ async fn unreachable_upstream_is_a_502() {
 #[tokio::test]
 async fn unknown_endpoints_are_openai_404s_and_health_is_ok() {
     let harness = harness().await;
-    let response = harness
-        .app
-        .clone()
-        .oneshot(
-            Request::get("/v1/nope")
-                .body(Body::empty())
-                .expect("request"),
-        )
-        .await
-        .expect("response");
+    let response = harness.get("/v1/nope", true).await;
     assert_eq!(response.status(), StatusCode::NOT_FOUND);
-    let health = harness
-        .app
-        .clone()
-        .oneshot(
-            Request::get("/healthz")
-                .body(Body::empty())
-                .expect("request"),
-        )
+    let body = axum::body::to_bytes(response.into_body(), 1 << 16)
         .await
-        .expect("response");
-    assert_eq!(health.status(), StatusCode::OK);
+        .expect("body");
+    let error: Value = serde_json::from_slice(&body).expect("json");
+    assert_eq!(error["error"]["code"], "unknown_endpoint");
+    assert_eq!(
+        harness.get("/healthz", false).await.status(),
+        StatusCode::OK
+    );
 }
 
 /// The `data` payloads of an SSE body.
@@ -543,17 +545,7 @@ async fn in_band_upstream_errors_become_openai_error_chunks() {
 #[tokio::test]
 async fn models_lists_targets_by_client_name_for_authenticated_callers() {
     let mut harness = harness().await;
-    let get = |key: Option<String>| {
-        let mut request = Request::get("/v1/models");
-        if let Some(key) = key {
-            request = request.header("authorization", format!("Bearer {key}"));
-        }
-        harness
-            .app
-            .clone()
-            .oneshot(request.body(Body::empty()).expect("request"))
-    };
-    let response = get(Some(harness.key.clone())).await.expect("response");
+    let response = harness.get("/v1/models", true).await;
     assert_eq!(response.status(), StatusCode::OK);
     let body = axum::body::to_bytes(response.into_body(), 1 << 16)
         .await
@@ -562,7 +554,7 @@ async fn models_lists_targets_by_client_name_for_authenticated_callers() {
     assert_eq!(models["object"], "list");
     assert_eq!(models["data"][0]["id"], "meta-llama/Llama");
     assert_eq!(models["data"][0]["owned_by"], "tgi-messages");
-    let response = get(None).await.expect("response");
+    let response = harness.get("/v1/models", false).await;
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
     let events = harness.drain_events();
     assert_eq!(events.len(), 6, "every call is audited");
@@ -580,16 +572,7 @@ async fn metrics_count_calls_by_target_and_status_and_events() {
     harness
         .chat(json!({"model": "gpt-4", "messages": []}))
         .await;
-    let response = harness
-        .app
-        .clone()
-        .oneshot(
-            Request::get("/metrics")
-                .body(Body::empty())
-                .expect("request"),
-        )
-        .await
-        .expect("response");
+    let response = harness.get("/metrics", false).await;
     assert_eq!(response.status(), StatusCode::OK);
     let body = axum::body::to_bytes(response.into_body(), 1 << 20)
         .await

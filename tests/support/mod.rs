@@ -164,6 +164,21 @@ pub async fn sql_until(config: &Path, query: &str, expected_rows: usize) -> Vec<
     }
 }
 
+/// Writes `warden.toml` into `dir` and returns its path.
+pub fn write_config(dir: &Path, text: &str) -> PathBuf {
+    let path = dir.join("warden.toml");
+    std::fs::write(&path, text).expect("config written");
+    path
+}
+
+/// A loopback `host:port` that was free a moment ago, for `[proxy].listen`.
+pub fn free_listen_address() -> String {
+    format!(
+        "127.0.0.1:{}",
+        warden_testkit::free_port().expect("free port")
+    )
+}
+
 /// A client API key made up for this test run (never a fixture), and its SHA-256 hex.
 pub fn fresh_client_key() -> (String, String) {
     use sha2::{Digest, Sha256};
