@@ -259,7 +259,9 @@ async fn forward_chat(
         .target_for(&model)
         .ok_or_else(|| ProxyError::UnknownModel(model.clone()))?;
     call.routed(target);
-    call.request.content = call.captured(&String::from_utf8_lossy(&body));
+    if call.captures_content() {
+        call.request.content = call.captured(&String::from_utf8_lossy(&body));
+    }
     call.request_received();
     if call.route.stream {
         let opened = chat::open_stream(&state.upstream, target, request).await?;

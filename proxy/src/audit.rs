@@ -178,40 +178,17 @@ const FIELDS_NOT_HASHED: &[&str] = &["stream", "stream_options", "user"];
 /// which is what retry-loop detection needs.
 pub(crate) fn prompt_hash(request: &Map<String, Value>) -> String {
     let mut canonical = Vec::new();
-    let mut keys: Vec<&String> = request
-        .keys()
-        .filter(|key| !FIELDS_NOT_HASHED.contains(&key.as_str()))
-        .collect();
-    keys.sort();
-    canonical.push(b'{');
-    for (index, key) in keys.into_iter().enumerate() {
-        if index > 0 {
-            canonical.push(b',');
-        }
-        write_canonical(&Value::String(key.clone()), &mut canonical);
-        canonical.push(b':');
-        write_canonical(&request[key], &mut canonical);
-    }
-    canonical.push(b'}');
+    let question = request
+        .iter()
+        .filter(|(key, _)| !FIELDS_NOT_HASHED.contains(&key.as_str()));
+    write_canonical_object(question, &mut canonical);
     hex::encode(Sha256::digest(&canonical))
 }
 
+/// Writes JSON with every object's keys sorted (the canonical form that gets hashed).
 fn write_canonical(value: &Value, out: &mut Vec<u8>) {
     match value {
-        Value::Object(map) => {
-            let mut keys: Vec<&String> = map.keys().collect();
-            keys.sort();
-            out.push(b'{');
-            for (index, key) in keys.into_iter().enumerate() {
-                if index > 0 {
-                    out.push(b',');
-                }
-                write_canonical(&Value::String(key.clone()), out);
-                out.push(b':');
-                write_canonical(&map[key], out);
-            }
-            out.push(b'}');
-        }
+        Value::Object(map) => write_canonical_object(map.iter(), out),
         Value::Array(items) => {
             out.push(b'[');
             for (index, item) in items.iter().enumerate() {
@@ -222,8 +199,29 @@ fn write_canonical(value: &Value, out: &mut Vec<u8>) {
             }
             out.push(b']');
         }
-        scalar => out.extend_from_slice(scalar.to_string().as_bytes()),
+        // Writing a scalar into a Vec cannot fail.
+        scalar => {
+            let _ = serde_json::to_writer(&mut *out, scalar);
+        }
     }
+}
+
+fn write_canonical_object<'a>(
+    entries: impl Iterator<Item = (&'a String, &'a Value)>,
+    out: &mut Vec<u8>,
+) {
+    let mut entries: Vec<(&String, &Value)> = entries.collect();
+    entries.sort_unstable_by_key(|(key, _)| *key);
+    out.push(b'{');
+    for (index, (key, value)) in entries.into_iter().enumerate() {
+        if index > 0 {
+            out.push(b',');
+        }
+        let _ = serde_json::to_writer(&mut *out, key);
+        out.push(b':');
+        write_canonical(value, out);
+    }
+    out.push(b'}');
 }
 
 #[cfg(test)]

@@ -105,13 +105,8 @@ fn normalize_reply(reply: &UpstreamReply, requested_model: &str) -> Result<ChatR
     let mut finish_reason = None;
     if let Some(Value::Array(choices)) = answer.get_mut("choices") {
         for choice in choices {
-            if let Some(reason) = choice.get_mut("finish_reason")
-                && let Some(normalized) = reason.as_str().map(normalize_finish_reason)
-            {
-                let normalized = normalized.to_owned();
-                finish_reason.get_or_insert_with(|| normalized.clone());
-                *reason = Value::String(normalized);
-            }
+            let normalized = normalize_choice_finish_reason(choice);
+            finish_reason = finish_reason.or(normalized);
         }
     }
     let usage = answer.get("usage");
@@ -140,8 +135,17 @@ fn normalize_reply(reply: &UpstreamReply, requested_model: &str) -> Result<ChatR
     })
 }
 
+/// Rewrites a choice's `finish_reason` (message or stream delta) to OpenAI's vocabulary in
+/// place, and returns it.
+pub(crate) fn normalize_choice_finish_reason(choice: &mut Value) -> Option<String> {
+    let reason = choice.get_mut("finish_reason")?;
+    let normalized = normalize_finish_reason(reason.as_str()?).to_owned();
+    *reason = Value::String(normalized.clone());
+    Some(normalized)
+}
+
 /// Maps TGI's finish reasons to OpenAI's (`eos_token`, `stop_sequence` → `stop`).
-pub(crate) fn normalize_finish_reason(reason: &str) -> &str {
+fn normalize_finish_reason(reason: &str) -> &str {
     match reason {
         "eos_token" | "stop_sequence" => "stop",
         other => other,

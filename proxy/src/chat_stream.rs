@@ -22,7 +22,7 @@ use serde_json::{Map, Value, json};
 use warden_ingest::event::ResponseInfo;
 
 use crate::audit::CallAudit;
-use crate::chat::normalize_finish_reason;
+use crate::chat::normalize_choice_finish_reason;
 use crate::sse::SseParser;
 
 /// HTTP status recorded for calls the client abandoned (nginx's convention).
@@ -120,12 +120,8 @@ impl ChatStream {
                     .as_ref()
                     .map(|call| call.started.elapsed().as_secs_f64() * 1000.0);
             }
-            if let Some(reason) = choice.get_mut("finish_reason")
-                && let Some(normalized) = reason.as_str().map(normalize_finish_reason)
-            {
-                let normalized = normalized.to_owned();
-                self.tally.finish_reason = Some(normalized.clone());
-                *reason = Value::String(normalized);
+            if let Some(normalized) = normalize_choice_finish_reason(choice) {
+                self.tally.finish_reason = Some(normalized);
             }
         }
         if is_usage_only && !self.client_wants_usage {

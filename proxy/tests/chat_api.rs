@@ -167,6 +167,13 @@ fn hello() -> Value {
     json!({"model": "llama", "messages": [{"role": "user", "content": "Say hello please"}]})
 }
 
+/// The events every call leaves, in order.
+const ONE_CALL_TRAIL: [EventKind; 3] = [
+    EventKind::PolicyDecision,
+    EventKind::Request,
+    EventKind::Response,
+];
+
 fn kinds(events: &[AuditEvent]) -> Vec<EventKind> {
     events.iter().map(|e| e.kind).collect()
 }
@@ -189,14 +196,7 @@ async fn successful_chat_is_answered_and_fully_audited() {
     assert_eq!(body["usage"]["prompt_tokens"], 3);
 
     let events = harness.drain_events();
-    assert_eq!(
-        kinds(&events),
-        [
-            EventKind::PolicyDecision,
-            EventKind::Request,
-            EventKind::Response
-        ]
-    );
+    assert_eq!(kinds(&events), ONE_CALL_TRAIL);
     let request_id = request_id.expect("x-request-id");
     assert!(events.iter().all(|e| e.request_id.as_str() == request_id));
     assert!(events.iter().all(|e| e.proxy_id == "proxy-test"));
@@ -298,14 +298,7 @@ async fn bad_requests_get_openai_errors_and_events() {
         assert!(answer["error"]["message"].is_string());
         assert!(request_id.is_some());
         let events = harness.drain_events();
-        assert_eq!(
-            kinds(&events),
-            [
-                EventKind::PolicyDecision,
-                EventKind::Request,
-                EventKind::Response
-            ]
-        );
+        assert_eq!(kinds(&events), ONE_CALL_TRAIL);
         let response = response_of(&events);
         assert_eq!(response.status, expected_status.as_u16());
         assert_eq!(response.error_type.as_deref(), Some(expected_code));
