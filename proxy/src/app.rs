@@ -3,13 +3,14 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{any, get, post};
 use serde_json::{Map, Value, json};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -17,14 +18,16 @@ use tracing::{info, warn};
 use warden_ingest::event::ResponseInfo;
 use warden_ingest::{EventEmitter, RequestId};
 
+use crate::answer::Answer;
 use crate::audit::{CallAudit, prompt_hash};
 use crate::auth::{AuthOutcome, ClientRegistry, RejectReason};
-use crate::chat::{self, ChatReply, OpenedStream};
-use crate::chat_stream::ChatStream;
-use crate::config::{ProxySettings, Target};
+use crate::config::{ProxySettings, Target, TargetKind};
 use crate::error::ProxyError;
+use crate::generation::Generation;
 use crate::metrics::{ProxyMetrics, SharedMetrics};
+use crate::stream::{StreamTranslator, TranslatedStream, client_wants_usage};
 use crate::upstream::Upstream;
+use crate::{chat, embeddings, passthrough};
 
 /// Header carrying the call's request id back to the client.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
@@ -32,9 +35,9 @@ pub const REQUEST_ID_HEADER: &str = "x-request-id";
 /// Everything the handlers share. Immutable after startup.
 #[derive(Debug)]
 pub struct ProxyState {
-    settings: ProxySettings,
-    clients: ClientRegistry,
-    upstream: Upstream,
+    pub(crate) settings: ProxySettings,
+    pub(crate) clients: ClientRegistry,
+    pub(crate) upstream: Upstream,
     emitter: EventEmitter,
     metrics: SharedMetrics,
 }
@@ -60,7 +63,7 @@ impl ProxyState {
         }
         Ok(Arc::new(Self {
             clients,
-            upstream: Upstream::new()?,
+            upstream: Upstream::new(&settings.targets)?,
             metrics: Arc::new(ProxyMetrics::new(emitter.clone())),
             emitter,
             settings,
@@ -74,20 +77,55 @@ impl ProxyState {
             .find(|target| target.serves(requested_model))
     }
 
-    /// Authenticates the caller and records the decision on the call.
-    fn authorize(&self, call: &mut CallAudit, headers: &HeaderMap) -> Result<(), ProxyError> {
-        let auth = self.clients.authenticate(headers);
+    /// Records the authentication outcome on the call; a rejected caller goes no further.
+    pub(crate) fn admit(
+        &self,
+        call: &mut CallAudit,
+        auth: AuthOutcome,
+    ) -> Result<AuthOutcome, ProxyError> {
         call.authenticated(&auth);
         match auth {
             AuthOutcome::Rejected { reason, .. } => Err(match reason {
                 RejectReason::MissingKey => ProxyError::MissingApiKey,
                 RejectReason::UnknownKey => ProxyError::InvalidApiKey,
             }),
-            AuthOutcome::Open { .. } | AuthOutcome::Authenticated { .. } => Ok(()),
+            admitted => Ok(admitted),
         }
     }
 
-    fn start_call(&self, endpoint: &str, request: &Request) -> CallAudit {
+    /// Authenticates the caller's bearer key and records the decision on the call.
+    fn authorize(
+        &self,
+        call: &mut CallAudit,
+        headers: &HeaderMap,
+    ) -> Result<AuthOutcome, ProxyError> {
+        self.admit(call, self.clients.authenticate(headers))
+    }
+
+    /// A client restricted to some targets gets a 403 (and a `target_access` decision) for
+    /// any other.
+    pub(crate) fn check_access(
+        &self,
+        call: &CallAudit,
+        auth: &AuthOutcome,
+        target: &Target,
+    ) -> Result<(), ProxyError> {
+        match auth.client() {
+            Some(client) if !client.may_call(&target.id) => {
+                let reason = format!(
+                    "client {:?} may not use target {:?}",
+                    client.name, target.id
+                );
+                call.decided("target_access", "deny", Some(&reason));
+                Err(ProxyError::TargetNotAllowed(
+                    target.public_name().to_owned(),
+                ))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    pub(crate) fn start_call(&self, endpoint: &str, request: &Request) -> CallAudit {
         let client_ip = request
             .extensions()
             .get::<ConnectInfo<SocketAddr>>()
@@ -106,13 +144,25 @@ impl ProxyState {
 
 /// The proxy's routes.
 pub fn router(state: Arc<ProxyState>) -> Router {
-    Router::new()
+    let mut router = Router::new()
         .route("/v1/chat/completions", post(chat_completions))
+        .route("/v1/completions", post(completions))
+        .route("/v1/embeddings", post(embeddings))
         .route("/v1/models", get(list_models))
         .route("/healthz", get(healthz))
-        .route("/metrics", get(metrics))
-        .fallback(unknown_endpoint)
-        .with_state(state)
+        .route("/metrics", get(metrics));
+    if let Some(passthrough) = &state.settings.passthrough {
+        router = router
+            .route(
+                &format!("{}/{{target}}", passthrough.prefix),
+                any(passthrough::handle),
+            )
+            .route(
+                &format!("{}/{{target}}/{{*path}}", passthrough.prefix),
+                any(passthrough::handle),
+            );
+    }
+    router.fallback(unknown_endpoint).with_state(state)
 }
 
 /// Serves until `shutdown` fires, then finishes in-flight calls and returns.
@@ -148,52 +198,186 @@ async fn unknown_endpoint(request: Request) -> ProxyError {
     ProxyError::UnknownEndpoint(format!("{} {}", request.method(), request.uri().path()))
 }
 
+/// The OpenAI endpoints Warden serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OpenAiEndpoint {
+    Chat,
+    Completions,
+    Embeddings,
+}
+
+impl OpenAiEndpoint {
+    fn path(self) -> &'static str {
+        match self {
+            Self::Chat => "/v1/chat/completions",
+            Self::Completions => "/v1/completions",
+            Self::Embeddings => "/v1/embeddings",
+        }
+    }
+}
+
 async fn chat_completions(State(state): State<Arc<ProxyState>>, request: Request) -> Response {
-    let mut call = state.start_call("/v1/chat/completions", &request);
+    openai_call(&state, OpenAiEndpoint::Chat, request).await
+}
+
+async fn completions(State(state): State<Arc<ProxyState>>, request: Request) -> Response {
+    openai_call(&state, OpenAiEndpoint::Completions, request).await
+}
+
+async fn embeddings(State(state): State<Arc<ProxyState>>, request: Request) -> Response {
+    openai_call(&state, OpenAiEndpoint::Embeddings, request).await
+}
+
+/// One OpenAI call, start to finish: admitted, routed, forwarded, answered, audited.
+async fn openai_call(state: &ProxyState, endpoint: OpenAiEndpoint, request: Request) -> Response {
+    let mut call = state.start_call(endpoint.path(), &request);
     let request_id = call.request_id.clone();
     let (parts, body) = request.into_parts();
-    let response = match forward_chat(&state, &mut call, &parts.headers, body).await {
-        Ok(Forwarded::Complete(reply)) => {
-            call.request.input_tokens = reply.input_tokens;
-            call.upstream_seconds = Some(reply.upstream_seconds);
-            let mut response = reply.response;
-            response.content = reply
-                .content
-                .as_deref()
-                .and_then(|text| call.captured(text));
-            call.finish(response);
-            ([(header::CONTENT_TYPE, "application/json")], reply.body).into_response()
-        }
-        Ok(Forwarded::Stream { opened, model }) => {
-            let stream = ChatStream::new(opened.response, call, model, opened.client_wants_usage);
-            (
-                [
-                    (header::CONTENT_TYPE, "text/event-stream"),
-                    (header::CACHE_CONTROL, "no-cache"),
-                    (header::HeaderName::from_static("x-accel-buffering"), "no"),
-                ],
-                Body::from_stream(stream),
-            )
-                .into_response()
-        }
+    let response = match forward(state, &mut call, endpoint, &parts.headers, body).await {
+        Ok(Outcome::Complete(answer)) => answer.deliver(call),
+        Ok(Outcome::Stream(respond)) => respond(call),
         Err(err) => fail(call, err),
     };
     with_request_id(response, &request_id)
 }
 
-/// `GET /v1/models`: the configured targets, by the names clients use.
+/// What forwarding a call produced.
+enum Outcome {
+    Complete(Box<Answer>),
+    /// Builds the streamed response once it is handed the call to audit.
+    Stream(Box<dyn FnOnce(CallAudit) -> Response + Send>),
+}
+
+impl Outcome {
+    fn complete(answer: Answer) -> Self {
+        Self::Complete(Box::new(answer))
+    }
+
+    fn stream<T: StreamTranslator>(
+        upstream: reqwest::Response,
+        translator: T,
+        first_token_timeout: Duration,
+    ) -> Self {
+        Self::Stream(Box::new(move |call| {
+            TranslatedStream::new(upstream, call, translator, first_token_timeout).into_response()
+        }))
+    }
+}
+
+/// A parsed request, admitted and routed.
+struct Routed<'a> {
+    request: Map<String, Value>,
+    model: String,
+    target: &'a Target,
+}
+
+async fn forward(
+    state: &ProxyState,
+    call: &mut CallAudit,
+    endpoint: OpenAiEndpoint,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Outcome, ProxyError> {
+    let Routed {
+        request,
+        model,
+        target,
+    } = route(state, call, headers, body).await?;
+    let upstream = &state.upstream;
+    let stream = call.route.stream;
+    let timeout = target.first_token_timeout;
+    match (endpoint, target.kind) {
+        (OpenAiEndpoint::Chat, TargetKind::TgiMessages | TargetKind::HfServerless) => {
+            if stream {
+                let (response, translator) =
+                    chat::open_stream(upstream, target, &model, request).await?;
+                Ok(Outcome::stream(response, translator, timeout))
+            } else {
+                chat::complete(upstream, target, &model, request)
+                    .await
+                    .map(Outcome::complete)
+            }
+        }
+        (OpenAiEndpoint::Chat | OpenAiEndpoint::Completions, _) => {
+            let generation = if endpoint == OpenAiEndpoint::Chat {
+                Generation::chat(&request, target, &model, &call.request_id)?
+            } else {
+                Generation::completions(&request, target, &model, &call.request_id)?
+            };
+            if stream {
+                let (response, translator) = generation
+                    .open_stream(upstream, target, client_wants_usage(&request))
+                    .await?;
+                Ok(Outcome::stream(response, translator, timeout))
+            } else {
+                generation
+                    .complete(upstream, target)
+                    .await
+                    .map(Outcome::complete)
+            }
+        }
+        (OpenAiEndpoint::Embeddings, _) => embeddings::embed(upstream, target, &model, &request)
+            .await
+            .map(Outcome::complete),
+    }
+}
+
+/// Admits the caller, reads and parses the body, and finds the target its `model` names;
+/// emits the `request` event.
+async fn route<'a>(
+    state: &'a ProxyState,
+    call: &mut CallAudit,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Routed<'a>, ProxyError> {
+    let auth = state.authorize(call, headers)?;
+    let body = read_body(body, state.settings.max_body_bytes).await?;
+    call.request.bytes = body.len() as u64;
+    let request: Map<String, Value> =
+        serde_json::from_slice(&body).map_err(|err| ProxyError::InvalidJson(err.to_string()))?;
+    call.request.prompt_hash = Some(prompt_hash(&request));
+    call.route.stream = request.get("stream").and_then(Value::as_bool) == Some(true);
+    let model = request
+        .get("model")
+        .and_then(Value::as_str)
+        .ok_or_else(|| {
+            ProxyError::InvalidRequest("you must provide a 'model' parameter".to_owned())
+        })?
+        .to_owned();
+    call.route.model = Some(model.clone());
+    let target = state
+        .target_for(&model)
+        .ok_or_else(|| ProxyError::UnknownModel(model.clone()))?;
+    state.check_access(call, &auth, target)?;
+    call.routed(target);
+    if call.captures_content() {
+        call.request.content = call.captured(&String::from_utf8_lossy(&body));
+    }
+    call.request_received();
+    Ok(Routed {
+        request,
+        model,
+        target,
+    })
+}
+
+/// `GET /v1/models`: the configured targets the caller may use, by the names clients use.
 async fn list_models(State(state): State<Arc<ProxyState>>, request: Request) -> Response {
     let mut call = state.start_call("/v1/models", &request);
     let request_id = call.request_id.clone();
     let response = match state.authorize(&mut call, request.headers()) {
-        Ok(()) => {
+        Ok(auth) => {
             let data: Vec<Value> = state
                 .settings
                 .targets
                 .iter()
+                .filter(|target| {
+                    auth.client()
+                        .is_none_or(|client| client.may_call(&target.id))
+                })
                 .map(|target| {
                     json!({
-                        "id": target.model.as_deref().unwrap_or(&target.id),
+                        "id": target.public_name(),
                         "object": "model",
                         "created": 0,
                         "owned_by": target.kind.as_str(),
@@ -212,7 +396,7 @@ async fn list_models(State(state): State<Arc<ProxyState>>, request: Request) -> 
 }
 
 /// Ends a failed call: its response event, then the client's error.
-fn fail(call: CallAudit, err: ProxyError) -> Response {
+pub(crate) fn fail(call: CallAudit, err: ProxyError) -> Response {
     call.finish(ResponseInfo {
         status: err.status().as_u16(),
         error_type: Some(err.code().to_owned()),
@@ -221,59 +405,15 @@ fn fail(call: CallAudit, err: ProxyError) -> Response {
     err.into_response()
 }
 
-fn with_request_id(mut response: Response, request_id: &RequestId) -> Response {
+pub(crate) fn with_request_id(mut response: Response, request_id: &RequestId) -> Response {
     if let Ok(value) = HeaderValue::from_str(request_id.as_str()) {
         response.headers_mut().insert(REQUEST_ID_HEADER, value);
     }
     response
 }
 
-/// What the upstream gave for a chat call.
-enum Forwarded {
-    Complete(ChatReply),
-    Stream { opened: OpenedStream, model: String },
-}
-
-async fn forward_chat(
-    state: &ProxyState,
-    call: &mut CallAudit,
-    headers: &HeaderMap,
-    body: Body,
-) -> Result<Forwarded, ProxyError> {
-    state.authorize(call, headers)?;
-    let body = read_body(body, state.settings.max_body_bytes).await?;
-    call.request.bytes = body.len() as u64;
-    let request: Map<String, Value> =
-        serde_json::from_slice(&body).map_err(|err| ProxyError::InvalidJson(err.to_string()))?;
-    call.request.prompt_hash = Some(prompt_hash(&request));
-    call.route.stream = request.get("stream").and_then(Value::as_bool) == Some(true);
-    let model = request
-        .get("model")
-        .and_then(Value::as_str)
-        .ok_or_else(|| {
-            ProxyError::InvalidRequest("you must provide a 'model' parameter".to_owned())
-        })?
-        .to_owned();
-    call.route.model = Some(model.clone());
-    let target = state
-        .target_for(&model)
-        .ok_or_else(|| ProxyError::UnknownModel(model.clone()))?;
-    call.routed(target);
-    if call.captures_content() {
-        call.request.content = call.captured(&String::from_utf8_lossy(&body));
-    }
-    call.request_received();
-    if call.route.stream {
-        let opened = chat::open_stream(&state.upstream, target, request).await?;
-        return Ok(Forwarded::Stream { opened, model });
-    }
-    chat::complete(&state.upstream, target, &model, request)
-        .await
-        .map(Forwarded::Complete)
-}
-
 /// Reads the whole request body, refusing more than `limit` bytes.
-async fn read_body(body: Body, limit: usize) -> Result<bytes::Bytes, ProxyError> {
+pub(crate) async fn read_body(body: Body, limit: usize) -> Result<bytes::Bytes, ProxyError> {
     axum::body::to_bytes(body, limit).await.map_err(|err| {
         let source = err.into_inner();
         if source

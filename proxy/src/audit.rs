@@ -87,19 +87,28 @@ impl CallAudit {
         event
     }
 
-    /// Records the authentication outcome on the call and emits its policy decision.
+    /// Records the authentication outcome on the call (the client's environment replaces
+    /// the proxy's) and emits its policy decision.
     pub(crate) fn authenticated(&mut self, outcome: &AuthOutcome) {
         self.client.token_id = outcome.token_id().cloned();
         self.client.name = outcome.client_name().map(str::to_owned);
+        if let Some(environment) = outcome.client().and_then(|c| c.environment.as_ref()) {
+            self.environment = Some(environment.clone());
+        }
         let (decision, reason) = match outcome {
             AuthOutcome::Open { .. } => ("allow", Some("open mode: no clients configured")),
             AuthOutcome::Authenticated { .. } => ("allow", None),
             AuthOutcome::Rejected { reason, .. } => ("deny", Some(reason.as_str())),
         };
+        self.decided("auth", decision, reason);
+    }
+
+    /// Emits a `policy_decision` event.
+    pub(crate) fn decided(&self, policy: &str, outcome: &str, reason: Option<&str>) {
         let mut event = self.event(EventKind::PolicyDecision);
         event.decision = Some(DecisionInfo {
-            policy: "auth".to_owned(),
-            outcome: decision.to_owned(),
+            policy: policy.to_owned(),
+            outcome: outcome.to_owned(),
             reason: reason.map(str::to_owned),
         });
         self.emitter.emit(event);

@@ -5,6 +5,8 @@
 //! fingerprint (a prefix of the key's SHA-256), also for rejected keys, so detectors can
 //! see token stuffing without ever seeing a key.
 
+use std::sync::Arc;
+
 use axum::http::HeaderMap;
 use axum::http::header::AUTHORIZATION;
 use sha2::{Digest, Sha256};
@@ -20,11 +22,9 @@ const TOKEN_ID_HEX_CHARS: usize = 16;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AuthOutcome {
     /// No clients are configured: everyone is let through.
-    Open {
-        token_id: Option<TokenId>,
-    },
+    Open { token_id: Option<TokenId> },
     Authenticated {
-        name: String,
+        client: Arc<ClientKey>,
         token_id: TokenId,
     },
     Rejected {
@@ -57,31 +57,43 @@ impl AuthOutcome {
         }
     }
 
-    pub fn client_name(&self) -> Option<&str> {
+    /// The configured client, when one authenticated.
+    pub fn client(&self) -> Option<&ClientKey> {
         match self {
-            Self::Authenticated { name, .. } => Some(name),
+            Self::Authenticated { client, .. } => Some(client),
             _ => None,
         }
+    }
+
+    pub fn client_name(&self) -> Option<&str> {
+        self.client().map(|client| client.name.as_str())
     }
 }
 
 /// The configured clients.
 #[derive(Debug, Clone)]
 pub struct ClientRegistry {
-    clients: Vec<ClientKey>,
+    clients: Vec<Arc<ClientKey>>,
 }
 
 impl ClientRegistry {
     pub fn new(clients: Vec<ClientKey>) -> Self {
-        Self { clients }
+        Self {
+            clients: clients.into_iter().map(Arc::new).collect(),
+        }
     }
 
     pub fn is_open(&self) -> bool {
         self.clients.is_empty()
     }
 
+    /// Authenticates `Authorization: Bearer <key>`.
     pub fn authenticate(&self, headers: &HeaderMap) -> AuthOutcome {
-        let key = bearer_key(headers);
+        self.authenticate_key(bearer_key(headers))
+    }
+
+    /// Authenticates a key presented some other way (pass-through's `X-Warden-Key`).
+    pub fn authenticate_key(&self, key: Option<&str>) -> AuthOutcome {
         let digest = key.map(|key| Sha256::digest(key.as_bytes()));
         let token_id = digest.as_ref().map(|digest| token_id_of(digest));
         if self.is_open() {
@@ -94,7 +106,7 @@ impl ClientRegistry {
             };
         };
         // Compare against every client, without early exit, in constant time per compare.
-        let mut matched: Option<&ClientKey> = None;
+        let mut matched: Option<&Arc<ClientKey>> = None;
         for client in &self.clients {
             if bool::from(client.key_sha256.ct_eq(digest.as_slice())) {
                 matched = Some(client);
@@ -103,7 +115,7 @@ impl ClientRegistry {
         let token_id = token_id_of(&digest);
         match matched {
             Some(client) => AuthOutcome::Authenticated {
-                name: client.name.clone(),
+                client: Arc::clone(client),
                 token_id,
             },
             None => AuthOutcome::Rejected {
@@ -135,6 +147,8 @@ mod tests {
         ClientRegistry::new(vec![ClientKey {
             name: "app".into(),
             key_sha256: Sha256::digest(b"sk-right").into(),
+            environment: None,
+            allowed_targets: Vec::new(),
         }])
     }
 

@@ -1,27 +1,27 @@
 //! `POST /v1/chat/completions` for targets that speak OpenAI's chat format (TGI's Messages
 //! API and the HF router): the request is forwarded with the fixes each needs, the answer is
-//! normalized back to what an OpenAI client expects, and usage is read for the audit event.
+//! normalized back to what an OpenAI client expects, and usage is read for the audit.
+//!
+//! Streams ([`OpenAiChunks`]): per event, `model` becomes the model the client asked for,
+//! TGI's `finish_reason` values are normalized, TGI's in-band errors (sent with HTTP 200)
+//! become OpenAI error chunks, and the usage chunk is read for the audit. Usage is always
+//! requested upstream (`stream_options.include_usage`) so token counts are exact; the usage
+//! chunk is passed on only to clients that asked for it.
 
 use serde_json::{Map, Value};
 use warden_ingest::event::ResponseInfo;
 
+use crate::answer::Answer;
 use crate::config::{Target, TargetKind};
 use crate::error::ProxyError;
+use crate::stream::{
+    StreamTally, StreamTranslator, client_wants_usage, in_band_error_message, openai_error_chunk,
+    write_done, write_event,
+};
 use crate::upstream::{Upstream, UpstreamReply, upstream_error};
 
 /// The upstream path of the chat API, relative to the target's base URL.
 const CHAT_PATH: &str = "v1/chat/completions";
-
-/// A successful chat answer, ready for the client, with what the audit needs.
-#[derive(Debug)]
-pub(crate) struct ChatReply {
-    pub(crate) body: Vec<u8>,
-    pub(crate) input_tokens: Option<u64>,
-    pub(crate) upstream_seconds: f64,
-    /// The first choice's message text, for content capture.
-    pub(crate) content: Option<String>,
-    pub(crate) response: ResponseInfo,
-}
 
 /// Forwards a parsed, non-streaming chat request to `target`.
 pub(crate) async fn complete(
@@ -29,7 +29,7 @@ pub(crate) async fn complete(
     target: &Target,
     requested_model: &str,
     request: Map<String, Value>,
-) -> Result<ChatReply, ProxyError> {
+) -> Result<Answer, ProxyError> {
     let body = upstream_body(target, request)?;
     let reply = upstream.post_json(target, CHAT_PATH, body).await?;
     if !reply.status.is_success() {
@@ -38,25 +38,15 @@ pub(crate) async fn complete(
     normalize_reply(&reply, requested_model)
 }
 
-/// An upstream stream, ready to be translated for the client.
-#[derive(Debug)]
-pub(crate) struct OpenedStream {
-    pub(crate) response: reqwest::Response,
-    /// Whether the client asked for the final usage chunk itself.
-    pub(crate) client_wants_usage: bool,
-}
-
 /// Starts a streaming chat request to `target`; always asks for usage, for exact audit.
+/// Returns the upstream response and the translator for its events.
 pub(crate) async fn open_stream(
     upstream: &Upstream,
     target: &Target,
+    requested_model: &str,
     mut request: Map<String, Value>,
-) -> Result<OpenedStream, ProxyError> {
-    let client_wants_usage = request
-        .get("stream_options")
-        .and_then(|options| options.get("include_usage"))
-        .and_then(Value::as_bool)
-        == Some(true);
+) -> Result<(reqwest::Response, OpenAiChunks), ProxyError> {
+    let client_wants_usage = client_wants_usage(&request);
     let options = request
         .entry("stream_options")
         .or_insert_with(|| Value::Object(Map::new()));
@@ -71,21 +61,25 @@ pub(crate) async fn open_stream(
     let response = upstream
         .post_json_streaming(target, CHAT_PATH, body)
         .await?;
-    Ok(OpenedStream {
-        response,
+    let translator = OpenAiChunks {
+        requested_model: requested_model.to_owned(),
         client_wants_usage,
-    })
+    };
+    Ok((response, translator))
 }
 
 /// The request as the target expects it.
 fn upstream_body(target: &Target, mut request: Map<String, Value>) -> Result<Vec<u8>, ProxyError> {
     let upstream_model = match target.kind {
         // TGI treats any other model name as a LoRA adapter id.
-        TargetKind::TgiMessages => "tgi".to_owned(),
-        TargetKind::HfServerless => target.model.clone().unwrap_or_else(|| target.id.clone()),
+        TargetKind::TgiMessages => target
+            .adapter_id
+            .clone()
+            .unwrap_or_else(|| "tgi".to_owned()),
+        TargetKind::HfServerless => target.public_name().to_owned(),
         TargetKind::Tgi => {
-            return Err(ProxyError::Unsupported(
-                "native TGI targets are not supported by this build".to_owned(),
+            return Err(ProxyError::Internal(
+                "native TGI chat goes through the generation API".to_owned(),
             ));
         }
     };
@@ -94,7 +88,7 @@ fn upstream_body(target: &Target, mut request: Map<String, Value>) -> Result<Vec
 }
 
 /// Rewrites the upstream answer for the client and extracts usage and finish reason.
-fn normalize_reply(reply: &UpstreamReply, requested_model: &str) -> Result<ChatReply, ProxyError> {
+fn normalize_reply(reply: &UpstreamReply, requested_model: &str) -> Result<Answer, ProxyError> {
     let mut answer: Map<String, Value> = serde_json::from_slice(&reply.body)
         .map_err(|err| ProxyError::UpstreamInvalid(format!("not a chat completion: {err}")))?;
     // Clients see the model they asked for, not TGI's "tgi".
@@ -120,19 +114,80 @@ fn normalize_reply(reply: &UpstreamReply, requested_model: &str) -> Result<ChatR
         .map(str::to_owned);
     let body =
         serde_json::to_vec(&answer).map_err(|err| ProxyError::UpstreamInvalid(err.to_string()))?;
-    Ok(ChatReply {
-        body,
+    Ok(Answer {
         content,
         input_tokens,
-        upstream_seconds: reply.elapsed.as_secs_f64(),
-        response: ResponseInfo {
-            status: 200,
-            ttft_ms: Some(reply.time_to_headers.as_secs_f64() * 1000.0),
-            output_tokens,
-            finish_reason,
-            ..ResponseInfo::default()
-        },
+        ..Answer::json(
+            body,
+            reply.elapsed.as_secs_f64(),
+            ResponseInfo {
+                ttft_ms: Some(reply.time_to_headers.as_secs_f64() * 1000.0),
+                output_tokens,
+                finish_reason,
+                ..ResponseInfo::default()
+            },
+        )
     })
+}
+
+/// Translates an OpenAI-compatible target's `chat.completion.chunk` stream.
+#[derive(Debug)]
+pub(crate) struct OpenAiChunks {
+    requested_model: String,
+    client_wants_usage: bool,
+}
+
+impl StreamTranslator for OpenAiChunks {
+    fn event(&mut self, data: &str, tally: &mut StreamTally, out: &mut Vec<u8>) {
+        if data.trim() == "[DONE]" {
+            write_done(out);
+            return;
+        }
+        let Ok(mut chunk) = serde_json::from_str::<Map<String, Value>>(data) else {
+            tally.error_type = Some("upstream_invalid_response");
+            write_event(
+                out,
+                &openai_error_chunk("the upstream sent an unreadable stream event"),
+            );
+            return;
+        };
+        if let Some(error) = chunk.get("error") {
+            tally.error_type = Some("upstream_stream_error");
+            write_event(out, &openai_error_chunk(&in_band_error_message(error)));
+            return;
+        }
+        if let Some(usage) = chunk.get("usage").filter(|u| u.is_object()) {
+            tally.input_tokens = usage.get("prompt_tokens").and_then(Value::as_u64);
+            tally.output_tokens = usage.get("completion_tokens").and_then(Value::as_u64);
+        }
+        let choices = chunk.get_mut("choices").and_then(Value::as_array_mut);
+        let is_usage_only = choices.as_ref().is_none_or(|c| c.is_empty());
+        for choice in choices.into_iter().flatten() {
+            if let Some(text) = choice.pointer("/delta/content").and_then(Value::as_str) {
+                tally.text(text);
+            }
+            if let Some(normalized) = normalize_choice_finish_reason(choice) {
+                tally.finish_reason = Some(normalized);
+            }
+        }
+        if is_usage_only && !self.client_wants_usage {
+            return;
+        }
+        chunk.insert(
+            "model".to_owned(),
+            Value::String(self.requested_model.clone()),
+        );
+        write_event(out, &Value::Object(chunk));
+    }
+
+    fn end(&mut self, _tally: &mut StreamTally, _out: &mut Vec<u8>) {
+        // The upstream's own `[DONE]` was passed on as it came.
+    }
+
+    fn failed(&mut self, message: &str, out: &mut Vec<u8>) {
+        write_event(out, &openai_error_chunk(message));
+        write_done(out);
+    }
 }
 
 /// Rewrites a choice's `finish_reason` (message or stream delta) to OpenAI's vocabulary in
@@ -145,7 +200,7 @@ pub(crate) fn normalize_choice_finish_reason(choice: &mut Value) -> Option<Strin
 }
 
 /// Maps TGI's finish reasons to OpenAI's (`eos_token`, `stop_sequence` → `stop`).
-fn normalize_finish_reason(reason: &str) -> &str {
+pub(crate) fn normalize_finish_reason(reason: &str) -> &str {
     match reason {
         "eos_token" | "stop_sequence" => "stop",
         other => other,
@@ -165,6 +220,7 @@ mod tests {
     fn tgi_answer_is_normalized_for_openai_clients() {
         let reply = UpstreamReply {
             status: StatusCode::OK,
+            headers: axum::http::HeaderMap::new(),
             body: Bytes::from_static(
                 br#"{"object":"chat.completion","id":"","created":1,"model":"tgi",
                     "choices":[{"index":0,"message":{"role":"assistant","content":"hi"},
@@ -188,6 +244,7 @@ mod tests {
     fn non_json_answer_is_an_upstream_error() {
         let reply = UpstreamReply {
             status: StatusCode::OK,
+            headers: axum::http::HeaderMap::new(),
             body: Bytes::from_static(b"<html>"),
             time_to_headers: Duration::ZERO,
             elapsed: Duration::ZERO,

@@ -8,10 +8,13 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
 use url::Url;
+
+use crate::template::{BUILTIN_TEMPLATES, ChatTemplate};
 
 /// Raw `[proxy]` section as written in TOML.
 #[derive(Debug, Clone, Deserialize)]
@@ -32,6 +35,9 @@ pub struct ProxyConfig {
     pub targets: Vec<TargetConfig>,
     #[serde(default)]
     pub clients: Vec<ClientConfig>,
+    /// HF-native pass-through (off unless configured).
+    #[serde(default)]
+    pub passthrough: Option<PassthroughConfig>,
 }
 
 impl Default for ProxyConfig {
@@ -43,8 +49,25 @@ impl Default for ProxyConfig {
             max_body_bytes: default_max_body_bytes(),
             targets: Vec::new(),
             clients: Vec::new(),
+            passthrough: None,
         }
     }
+}
+
+/// `[proxy.passthrough]`: requests in Hugging Face's own formats (`/generate`,
+/// `/generate_stream`, `POST /` with `{inputs, parameters}`, feature-extraction, ...) sent to
+/// `{prefix}/{target id}/{path}` are forwarded unchanged to the target and audited like every
+/// other call.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PassthroughConfig {
+    /// Path prefix, e.g. `/hf`.
+    pub prefix: String,
+    /// Forward the caller's own `Authorization` header (its HF token) instead of the target's
+    /// token: the transparent-proxy deployment. Warden's client key then travels in
+    /// `X-Warden-Key`.
+    #[serde(default)]
+    pub forward_client_authorization: bool,
 }
 
 fn default_listen() -> String {
@@ -94,9 +117,34 @@ pub struct TargetConfig {
     /// Upstream token, as a secret reference: `env:NAME`.
     #[serde(default)]
     pub token: Option<String>,
-    /// Whole-request upstream timeout, in seconds.
+    /// Whole-request upstream timeout (streams included), in seconds.
     #[serde(default = "default_timeout_s")]
     pub timeout_s: f64,
+    /// Longest wait for a TCP + TLS connection to the upstream, in seconds.
+    #[serde(default = "default_connect_timeout_s")]
+    pub connect_timeout_s: f64,
+    /// Longest wait for the first token (a stream's first event, or a whole non-streamed
+    /// answer's headers), in seconds.
+    #[serde(default = "default_first_token_timeout_s")]
+    pub first_token_timeout_s: f64,
+    /// A LoRA adapter served by the TGI target: sent as `model` to the Messages API and as
+    /// `parameters.adapter_id` to `/generate`.
+    #[serde(default)]
+    pub adapter_id: Option<String>,
+    /// `tgi` targets: a built-in chat template by model family (see `BUILTIN_TEMPLATES`).
+    #[serde(default)]
+    pub chat_template: Option<String>,
+    /// `tgi` targets: a Jinja chat template, e.g. the model's `tokenizer_config.json` one.
+    #[serde(default)]
+    pub chat_template_jinja: Option<String>,
+    /// `bos_token` / `eos_token` for `chat_template_jinja`.
+    #[serde(default)]
+    pub bos_token: Option<String>,
+    #[serde(default)]
+    pub eos_token: Option<String>,
+    /// The target's `MAX_STOP_SEQUENCES`: requests with more `stop` sequences get a 400.
+    #[serde(default = "default_max_stop_sequences")]
+    pub max_stop_sequences: usize,
     /// How long a call may wait and retry while the target answers 503 (a cold model or a
     /// scaled-to-zero endpoint starting). 0 disables the retries.
     #[serde(default = "default_cold_start_timeout_s")]
@@ -114,6 +162,19 @@ pub struct TargetConfig {
 
 fn default_cold_start_timeout_s() -> f64 {
     30.0
+}
+
+fn default_connect_timeout_s() -> f64 {
+    10.0
+}
+
+fn default_first_token_timeout_s() -> f64 {
+    60.0
+}
+
+/// TGI's default `MAX_STOP_SEQUENCES`.
+fn default_max_stop_sequences() -> usize {
+    4
 }
 
 fn default_capture_max_bytes() -> usize {
@@ -162,6 +223,13 @@ pub struct ClientConfig {
     pub name: String,
     /// Hex SHA-256 of the client's API key.
     pub key_sha256: String,
+    /// The client's environment (`dev`, `staging`, `prod`, ...), stamped on its events
+    /// instead of the proxy's.
+    #[serde(default)]
+    pub environment: Option<String>,
+    /// Target ids the client may call; empty means every target. Others get a 403.
+    #[serde(default)]
+    pub allowed_targets: Vec<String>,
 }
 
 /// A secret value: never printed, never serialized.
@@ -211,7 +279,13 @@ pub struct Target {
     pub model: Option<String>,
     pub token: Option<Secret>,
     pub timeout: Duration,
+    pub connect_timeout: Duration,
+    pub first_token_timeout: Duration,
     pub cold_start_timeout: Duration,
+    pub adapter_id: Option<String>,
+    /// Set for `tgi` targets: renders chat messages into a prompt.
+    pub chat_template: Option<Arc<ChatTemplate>>,
+    pub max_stop_sequences: usize,
     pub pricing: Option<Pricing>,
     pub capture: CapturePolicy,
     pub capture_max_bytes: usize,
@@ -222,13 +296,35 @@ impl Target {
     pub fn serves(&self, requested_model: &str) -> bool {
         self.id == requested_model || self.model.as_deref() == Some(requested_model)
     }
+
+    /// The name clients see in `/v1/models`.
+    pub fn public_name(&self) -> &str {
+        self.model.as_deref().unwrap_or(&self.id)
+    }
 }
 
 /// A validated client key.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClientKey {
     pub name: String,
     pub key_sha256: [u8; 32],
+    pub environment: Option<String>,
+    /// Empty means every target.
+    pub allowed_targets: Vec<String>,
+}
+
+impl ClientKey {
+    pub fn may_call(&self, target_id: &str) -> bool {
+        self.allowed_targets.is_empty() || self.allowed_targets.iter().any(|id| id == target_id)
+    }
+}
+
+/// Validated pass-through settings.
+#[derive(Debug, Clone)]
+pub struct Passthrough {
+    /// Starts with `/`, never ends with one.
+    pub prefix: String,
+    pub forward_client_authorization: bool,
 }
 
 /// The proxy's runtime settings.
@@ -241,6 +337,7 @@ pub struct ProxySettings {
     pub targets: Vec<Target>,
     /// Empty means open mode: every caller is let through (a loud warning at startup).
     pub clients: Vec<ClientKey>,
+    pub passthrough: Option<Passthrough>,
 }
 
 impl ProxyConfig {
@@ -284,16 +381,30 @@ impl ProxyConfig {
             if client.name.trim().is_empty() {
                 errors.push(format!("{path}.name: must not be empty"));
             }
+            for (position, target_id) in client.allowed_targets.iter().enumerate() {
+                if !self.targets.iter().any(|target| target.id == *target_id) {
+                    errors.push(format!(
+                        "{path}.allowed_targets[{position}]: no target has id {target_id:?}"
+                    ));
+                }
+            }
             match parse_sha256_hex(&client.key_sha256) {
                 Some(key_sha256) => clients.push(ClientKey {
                     name: client.name.clone(),
                     key_sha256,
+                    environment: client.environment.clone(),
+                    allowed_targets: client.allowed_targets.clone(),
                 }),
                 None => errors.push(format!(
                     "{path}.key_sha256: must be 64 hex characters (sha256 of the key)"
                 )),
             }
         }
+
+        let passthrough = self
+            .passthrough
+            .as_ref()
+            .and_then(|passthrough| validate_passthrough(passthrough, &mut errors));
 
         match (listen, errors.is_empty()) {
             (Some(listen), true) => Ok(ProxySettings {
@@ -303,6 +414,7 @@ impl ProxyConfig {
                 max_body_bytes: self.max_body_bytes,
                 targets,
                 clients,
+                passthrough,
             }),
             _ => Err(errors),
         }
@@ -319,12 +431,7 @@ fn validate_target(
     if target.id.trim().is_empty() {
         errors.push(format!("{path}.id: must not be empty"));
     }
-    if target.kind == TargetKind::Tgi {
-        errors.push(format!(
-            "{path}.kind: \"tgi\" (native /generate) is not supported by this build yet; \
-             use \"tgi-messages\" for TGI's /v1 API"
-        ));
-    }
+    let chat_template = validate_chat_template(target, path, errors);
     let base_url = match Url::parse(&target.base_url) {
         Ok(url) if matches!(url.scheme(), "http" | "https") => {
             let mut url = url;
@@ -354,8 +461,17 @@ fn validate_target(
         .token
         .as_deref()
         .and_then(|reference| resolve_secret(reference, &format!("{path}.token"), env, errors));
-    if !(target.timeout_s > 0.0 && target.timeout_s <= 3600.0) {
-        errors.push(format!("{path}.timeout_s: must be in (0, 3600]"));
+    for (key, seconds) in [
+        ("timeout_s", target.timeout_s),
+        ("connect_timeout_s", target.connect_timeout_s),
+        ("first_token_timeout_s", target.first_token_timeout_s),
+    ] {
+        if !(seconds > 0.0 && seconds <= 3600.0) {
+            errors.push(format!("{path}.{key}: must be in (0, 3600]"));
+        }
+    }
+    if target.max_stop_sequences == 0 {
+        errors.push(format!("{path}.max_stop_sequences: must be at least 1"));
     }
     if !(target.cold_start_timeout_s >= 0.0 && target.cold_start_timeout_s <= 3600.0) {
         errors.push(format!("{path}.cold_start_timeout_s: must be in [0, 3600]"));
@@ -381,10 +497,88 @@ fn validate_target(
         model: target.model.clone(),
         token,
         timeout: Duration::from_secs_f64(target.timeout_s),
+        connect_timeout: Duration::from_secs_f64(target.connect_timeout_s),
+        first_token_timeout: Duration::from_secs_f64(target.first_token_timeout_s),
         cold_start_timeout: Duration::from_secs_f64(target.cold_start_timeout_s),
+        adapter_id: target.adapter_id.clone(),
+        chat_template,
+        max_stop_sequences: target.max_stop_sequences,
         pricing: target.pricing,
         capture: target.capture,
         capture_max_bytes: target.capture_max_bytes,
+    })
+}
+
+/// A `tgi` target's chat template: exactly one of a built-in name or Jinja source. Other
+/// kinds apply their server's own template, so setting one there is a mistake worth reporting.
+fn validate_chat_template(
+    target: &TargetConfig,
+    path: &str,
+    errors: &mut Vec<String>,
+) -> Option<Arc<ChatTemplate>> {
+    let builtin_names = || {
+        BUILTIN_TEMPLATES
+            .iter()
+            .map(|(name, ..)| *name)
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    if target.kind != TargetKind::Tgi {
+        if target.chat_template.is_some() || target.chat_template_jinja.is_some() {
+            errors.push(format!(
+                "{path}.chat_template: only \"tgi\" targets use a chat template; {} targets \
+                 apply the server's own",
+                target.kind.as_str()
+            ));
+        }
+        return None;
+    }
+    let compiled = match (&target.chat_template, &target.chat_template_jinja) {
+        (Some(name), None) => ChatTemplate::builtin(name).unwrap_or_else(|| {
+            Err(format!(
+                "unknown built-in {name:?}; choose one of {} or set chat_template_jinja",
+                builtin_names()
+            ))
+        }),
+        (None, Some(source)) => ChatTemplate::compile(
+            source,
+            target.bos_token.as_deref().unwrap_or_default(),
+            target.eos_token.as_deref().unwrap_or_default(),
+        ),
+        (Some(_), Some(_)) => Err("set chat_template or chat_template_jinja, not both".to_owned()),
+        (None, None) => Err(format!(
+            "\"tgi\" targets need one: a built-in ({}) or chat_template_jinja",
+            builtin_names()
+        )),
+    };
+    compiled
+        .map(Arc::new)
+        .map_err(|err| errors.push(format!("{path}.chat_template: {err}")))
+        .ok()
+}
+
+fn validate_passthrough(
+    passthrough: &PassthroughConfig,
+    errors: &mut Vec<String>,
+) -> Option<Passthrough> {
+    let prefix = passthrough.prefix.trim_end_matches('/');
+    let valid = prefix.starts_with('/')
+        && prefix.len() > 1
+        && prefix
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '/' | '-' | '_' | '.'))
+        && !matches!(prefix, "/v1" | "/healthz" | "/metrics");
+    if !valid {
+        errors.push(format!(
+            "proxy.passthrough.prefix: {:?} must be a path like \"/hf\" (letters, digits, \
+             '-', '_', '.'), not one of Warden's own routes",
+            passthrough.prefix
+        ));
+        return None;
+    }
+    Some(Passthrough {
+        prefix: prefix.to_owned(),
+        forward_client_authorization: passthrough.forward_client_authorization,
     })
 }
 

@@ -1,6 +1,8 @@
 //! Every way a proxied call can fail, and the one place failures become HTTP responses in
 //! OpenAI's error shape: `{"error": {"message", "type", "param", "code"}}`.
 
+use std::time::Duration;
+
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -23,20 +25,24 @@ pub enum ProxyError {
     InvalidRequest(String),
     #[error("The model '{0}' does not exist or you do not have access to it.")]
     UnknownModel(String),
+    #[error("This API key may not use the model '{0}'.")]
+    TargetNotAllowed(String),
     #[error("{0}")]
     Unsupported(String),
     #[error("Unknown endpoint: {0}")]
     UnknownEndpoint(String),
     #[error("The upstream could not be reached: {0}")]
     UpstreamUnreachable(String),
-    #[error("The upstream did not answer within {0} s.")]
-    UpstreamTimeout(u64),
+    #[error("The upstream did not answer within {:.1} s.", .0.as_secs_f64())]
+    UpstreamTimeout(Duration),
     #[error("The upstream answered with a response Warden could not read: {0}")]
     UpstreamInvalid(String),
     #[error("The model is still starting up: {0}")]
     UpstreamLoading(String),
     #[error("Upstream error ({status}): {message}")]
     Upstream { status: StatusCode, message: String },
+    #[error("Internal error: {0}")]
+    Internal(String),
 }
 
 impl ProxyError {
@@ -48,6 +54,8 @@ impl ProxyError {
                 StatusCode::BAD_REQUEST
             }
             Self::UnknownModel(_) | Self::UnknownEndpoint(_) => StatusCode::NOT_FOUND,
+            Self::TargetNotAllowed(_) => StatusCode::FORBIDDEN,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Self::Unsupported(_) => StatusCode::BAD_REQUEST,
             Self::UpstreamUnreachable(_) | Self::UpstreamInvalid(_) => StatusCode::BAD_GATEWAY,
             Self::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
@@ -60,6 +68,8 @@ impl ProxyError {
     fn openai_type(&self) -> &'static str {
         match self {
             Self::MissingApiKey | Self::InvalidApiKey => "invalid_request_error",
+            Self::TargetNotAllowed(_) => "permission_error",
+            Self::Internal(_) => "server_error",
             Self::Upstream { status, .. } if *status == StatusCode::TOO_MANY_REQUESTS => {
                 "rate_limit_error"
             }
@@ -82,6 +92,8 @@ impl ProxyError {
             Self::InvalidJson(_) => "invalid_json",
             Self::InvalidRequest(_) => "invalid_request",
             Self::UnknownModel(_) => "model_not_found",
+            Self::TargetNotAllowed(_) => "target_not_allowed",
+            Self::Internal(_) => "internal_error",
             Self::Unsupported(_) => "unsupported",
             Self::UnknownEndpoint(_) => "unknown_endpoint",
             Self::UpstreamUnreachable(_) => "upstream_unreachable",

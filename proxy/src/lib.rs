@@ -7,20 +7,28 @@
 //!
 //! - [`config`]: `[proxy]` settings, validated, secrets resolved through an env seam.
 //! - [`app`]: routes, state and serving.
-//! - `auth`, `chat`, `chat_stream` (+ `sse`), `upstream`, `audit`: the stages of a call.
+//! - `auth`, then per endpoint `chat` (OpenAI-compatible targets), `generation` (TGI's
+//!   native API, with [`template`]), `embeddings`, `passthrough` (HF-native requests);
+//!   `stream` (+ `sse`) for streamed answers, `answer` for complete ones; `upstream`, `audit`.
 //! - [`error`]: every failure and its OpenAI-shaped response.
 //! - `metrics`: Prometheus metrics at `GET /metrics`.
 
+mod answer;
 pub mod app;
 mod audit;
 mod auth;
 mod chat;
-mod chat_stream;
 pub mod config;
+mod embeddings;
 pub mod error;
+mod generation;
 mod metrics;
+mod passthrough;
 mod sse;
+mod stream;
+pub mod template;
 mod upstream;
 
 pub use app::{ProxySetupError, ProxyState, REQUEST_ID_HEADER, router, serve};
 pub use config::{Environment, ProcessEnvironment, ProxyConfig, ProxySettings};
+pub use passthrough::WARDEN_KEY_HEADER;

@@ -1,9 +1,16 @@
-//! Calling Hugging Face targets: one pooled HTTP client (rustls) for every target, the
-//! target's token attached, the client's own credentials never forwarded.
+//! Calling Hugging Face targets: one pooled HTTP client (rustls) per target, so each gets
+//! its own connect timeout; the target's token attached, the client's own credentials never
+//! forwarded (pass-through with `forward_client_authorization` is the one, configured,
+//! exception).
+//!
+//! Timeouts per target: `connect_timeout` for TCP + TLS, `first_token_timeout` for a
+//! stream's response headers (and, in [`crate::stream`], its first event), `timeout` for the
+//! whole call, body included.
 
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use bytes::Bytes;
 use serde_json::Value;
 use tracing::debug;
@@ -11,19 +18,17 @@ use tracing::debug;
 use crate::config::Target;
 use crate::error::ProxyError;
 
-/// Connecting to an upstream takes at most this long.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// The shared upstream HTTP client.
+/// The upstream HTTP clients, one per target id.
 #[derive(Debug, Clone)]
 pub(crate) struct Upstream {
-    http: reqwest::Client,
+    clients: HashMap<String, reqwest::Client>,
 }
 
 /// A complete upstream answer.
 #[derive(Debug)]
 pub(crate) struct UpstreamReply {
     pub(crate) status: StatusCode,
+    pub(crate) headers: HeaderMap,
     pub(crate) body: Bytes,
     /// Time until the response headers arrived.
     pub(crate) time_to_headers: Duration,
@@ -31,16 +36,61 @@ pub(crate) struct UpstreamReply {
     pub(crate) elapsed: Duration,
 }
 
+impl UpstreamReply {
+    /// A numeric response header, such as TGI's `x-prompt-tokens`.
+    pub(crate) fn header_u64(&self, name: &str) -> Option<u64> {
+        self.headers.get(name)?.to_str().ok()?.trim().parse().ok()
+    }
+}
+
+/// One upstream request, before it is sent (and possibly re-sent during a cold start).
+#[derive(Debug, Clone)]
+pub(crate) struct UpstreamRequest {
+    pub(crate) method: Method,
+    /// Relative to the target's base URL.
+    pub(crate) path: String,
+    pub(crate) body: Bytes,
+    /// Extra headers (pass-through forwards some of the client's).
+    pub(crate) headers: HeaderMap,
+    /// Replaces the target's token (pass-through with `forward_client_authorization`).
+    pub(crate) authorization: Option<HeaderValue>,
+    /// Bound the wait for response headers by the target's first-token timeout.
+    pub(crate) streaming: bool,
+}
+
+impl UpstreamRequest {
+    /// A JSON POST.
+    pub(crate) fn post_json(path: impl Into<String>, body: Vec<u8>, streaming: bool) -> Self {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        Self {
+            method: Method::POST,
+            path: path.into(),
+            body: Bytes::from(body),
+            headers,
+            authorization: None,
+            streaming,
+        }
+    }
+}
+
 impl Upstream {
-    pub(crate) fn new() -> Result<Self, reqwest::Error> {
+    pub(crate) fn new(targets: &[Target]) -> Result<Self, reqwest::Error> {
         // Several crates may race to install a provider; whichever wins is ring-compatible.
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let http = reqwest::Client::builder()
-            .connect_timeout(CONNECT_TIMEOUT)
-            .pool_idle_timeout(Duration::from_secs(90))
-            .tcp_nodelay(true)
-            .build()?;
-        Ok(Self { http })
+        let mut clients = HashMap::new();
+        for target in targets {
+            let client = reqwest::Client::builder()
+                .connect_timeout(target.connect_timeout)
+                .pool_idle_timeout(Duration::from_secs(90))
+                .tcp_nodelay(true)
+                .build()?;
+            clients.insert(target.id.clone(), client);
+        }
+        Ok(Self { clients })
     }
 
     /// POSTs a JSON body to `path` under the target's base URL and reads the whole answer.
@@ -50,19 +100,10 @@ impl Upstream {
         path: &str,
         body: Vec<u8>,
     ) -> Result<UpstreamReply, ProxyError> {
-        let started = Instant::now();
-        let (response, time_to_headers) = self.send_json(target, path, body).await?;
-        let status = response.status();
-        let body = response
-            .bytes()
-            .await
-            .map_err(|err| classify(&err, target))?;
-        Ok(UpstreamReply {
-            status,
-            body,
-            time_to_headers,
-            elapsed: started.elapsed(),
-        })
+        let (response, time_to_headers) = self
+            .send(target, &UpstreamRequest::post_json(path, body, false))
+            .await?;
+        read_reply(response, time_to_headers, target).await
     }
 
     /// POSTs a JSON body and returns as soon as a successful answer's headers arrive, for
@@ -74,63 +115,62 @@ impl Upstream {
         path: &str,
         body: Vec<u8>,
     ) -> Result<reqwest::Response, ProxyError> {
-        let started = Instant::now();
-        let (response, time_to_headers) = self.send_json(target, path, body).await?;
+        let (response, time_to_headers) = self
+            .send(target, &UpstreamRequest::post_json(path, body, true))
+            .await?;
         if response.status().is_success() {
             return Ok(response);
         }
-        let status = response.status();
-        let body = response
-            .bytes()
-            .await
-            .map_err(|err| classify(&err, target))?;
-        Err(upstream_error(&UpstreamReply {
-            status,
-            body,
-            time_to_headers,
-            elapsed: started.elapsed(),
-        }))
+        let reply = read_reply(response, time_to_headers, target).await?;
+        Err(upstream_error(&reply))
     }
 
-    /// Sends the request; a 503 (cold model, scale-to-zero endpoint) is retried within the
+    /// Sends `request`; a 503 (cold model, scale-to-zero endpoint) is retried within the
     /// target's cold-start budget, waiting as long as HF's `estimated_time` says (clamped),
     /// and asking HF to hold the retry until the model is up. Attempts are capped too: seed
-    /// 000's retry amplification is what this must never cause.
-    async fn send_json(
+    /// 000's retry amplification is what this must never cause. Returns the response (headers
+    /// read, body not) and the time its headers took.
+    pub(crate) async fn send(
         &self,
         target: &Target,
-        path: &str,
-        body: Vec<u8>,
+        request: &UpstreamRequest,
     ) -> Result<(reqwest::Response, Duration), ProxyError> {
+        let client = self.clients.get(&target.id).ok_or_else(|| {
+            ProxyError::Internal(format!("no HTTP client for target {}", target.id))
+        })?;
         let url = target
             .base_url
-            .join(path)
+            .join(request.path.trim_start_matches('/'))
             .map_err(|err| ProxyError::UpstreamUnreachable(err.to_string()))?;
-        let body = Bytes::from(body);
         let started = Instant::now();
         let deadline = started + target.cold_start_timeout;
         let mut attempt: u32 = 0;
         loop {
             attempt += 1;
-            let mut request = self
-                .http
-                .post(url.clone())
+            let mut builder = client
+                .request(request.method.clone(), url.clone())
                 .timeout(target.timeout)
-                .header(
-                    header::CONTENT_TYPE,
-                    HeaderValue::from_static("application/json"),
-                )
-                .body(body.clone());
-            if let Some(token) = &target.token {
-                request = request.bearer_auth(token.expose());
-            }
+                .headers(request.headers.clone())
+                .body(request.body.clone());
+            builder = match (&request.authorization, &target.token) {
+                (Some(authorization), _) => builder.header(header::AUTHORIZATION, authorization),
+                (None, Some(token)) => builder.bearer_auth(token.expose()),
+                (None, None) => builder,
+            };
             if attempt > 1 {
                 let remaining = deadline.saturating_duration_since(Instant::now());
-                request = request
+                builder = builder
                     .header("x-wait-for-model", "true")
                     .header("x-scale-up-timeout", remaining.as_secs().max(1).to_string());
             }
-            let response = request.send().await.map_err(|err| classify(&err, target))?;
+            let response = if request.streaming {
+                tokio::time::timeout(target.first_token_timeout, builder.send())
+                    .await
+                    .map_err(|_| ProxyError::UpstreamTimeout(target.first_token_timeout))?
+            } else {
+                builder.send().await
+            }
+            .map_err(|err| classify(&err, target))?;
             let remaining = deadline.saturating_duration_since(Instant::now());
             if response.status() != StatusCode::SERVICE_UNAVAILABLE
                 || remaining.is_zero()
@@ -139,27 +179,41 @@ impl Upstream {
                 return Ok((response, started.elapsed()));
             }
             let time_to_headers = started.elapsed();
-            let status = response.status();
-            let answer = response
-                .bytes()
-                .await
-                .map_err(|err| classify(&err, target))?;
-            let wait = estimated_time(&answer)
+            let mut reply = read_reply(response, time_to_headers, target).await?;
+            let wait = estimated_time(&reply.body)
                 .unwrap_or(DEFAULT_COLD_START_WAIT)
                 .clamp(MIN_COLD_START_WAIT, MAX_COLD_START_WAIT)
                 .min(remaining);
             debug!(target_id = %target.id, attempt, ?wait, "upstream is starting; retrying");
             tokio::time::sleep(wait).await;
             if Instant::now() >= deadline {
-                return Err(upstream_error(&UpstreamReply {
-                    status,
-                    body: answer,
-                    time_to_headers,
-                    elapsed: started.elapsed(),
-                }));
+                reply.elapsed = started.elapsed();
+                return Err(upstream_error(&reply));
             }
         }
     }
+}
+
+/// Reads a whole answer whose headers have arrived.
+pub(crate) async fn read_reply(
+    response: reqwest::Response,
+    time_to_headers: Duration,
+    target: &Target,
+) -> Result<UpstreamReply, ProxyError> {
+    let body_started = Instant::now();
+    let status = response.status();
+    let headers = response.headers().clone();
+    let body = response
+        .bytes()
+        .await
+        .map_err(|err| classify(&err, target))?;
+    Ok(UpstreamReply {
+        status,
+        headers,
+        body,
+        time_to_headers,
+        elapsed: time_to_headers + body_started.elapsed(),
+    })
 }
 
 /// Most attempts one call makes against a starting upstream.
@@ -182,7 +236,7 @@ fn estimated_time(body: &[u8]) -> Option<Duration> {
 
 fn classify(err: &reqwest::Error, target: &Target) -> ProxyError {
     if err.is_timeout() {
-        ProxyError::UpstreamTimeout(target.timeout.as_secs())
+        ProxyError::UpstreamTimeout(target.timeout)
     } else {
         // Without the URL: it is the operator's business, not the client's.
         let reason = if err.is_connect() {
@@ -266,6 +320,7 @@ mod tests {
     fn cold_start_503s_are_told_apart_from_capacity_503s() {
         let reply = |body: &'static str| UpstreamReply {
             status: StatusCode::SERVICE_UNAVAILABLE,
+            headers: HeaderMap::new(),
             body: Bytes::from_static(body.as_bytes()),
             time_to_headers: Duration::ZERO,
             elapsed: Duration::ZERO,
@@ -287,6 +342,7 @@ mod tests {
     fn meaningful_statuses_are_kept_and_validation_becomes_400() {
         let reply = |status: u16| UpstreamReply {
             status: StatusCode::from_u16(status).expect("status"),
+            headers: HeaderMap::new(),
             body: Bytes::from_static(b"{}"),
             time_to_headers: Duration::ZERO,
             elapsed: Duration::ZERO,

@@ -1,0 +1,346 @@
+//! HF-native pass-through: applications that already speak Hugging Face's own API (TGI's
+//! `/generate`, `/generate_stream`, the compat `POST /` with `{inputs, parameters, stream}`,
+//! feature-extraction, `huggingface_hub`'s `InferenceClient`) point at
+//! `{prefix}/{target id}` and are forwarded unchanged: same path below the target, same body,
+//! same answer (status, body, TGI's `x-*` headers), streams byte for byte.
+//!
+//! Each call is audited like any other: auth decision, `request` and `response` events with
+//! token counts read from TGI's `x-prompt-tokens` / `x-generated-tokens` headers, `details`,
+//! or the stream's events as they pass. For `hf-serverless` targets, the path is taken below
+//! `models/{model}` (so `{prefix}/{target}/pipeline/feature-extraction` reaches
+//! `models/{model}/pipeline/feature-extraction`).
+//!
+//! Credentials: the target's token is sent upstream, never the client's. With
+//! `forward_client_authorization` (the transparent deployment, where each application holds
+//! its own HF token) the client's `Authorization` goes upstream instead, and the Warden key,
+//! if clients are configured, travels in `X-Warden-Key`.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Path, Request, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Map, Value, json};
+use warden_ingest::event::ResponseInfo;
+
+use crate::answer::Answer;
+use crate::app::{ProxyState, fail, read_body, with_request_id};
+use crate::audit::{CallAudit, prompt_hash};
+use crate::chat::normalize_finish_reason;
+use crate::config::{Target, TargetKind};
+use crate::error::ProxyError;
+use crate::stream::{StreamTally, StreamTranslator, TranslatedStream, in_band_error_message};
+use crate::upstream::{UpstreamReply, UpstreamRequest, read_reply, upstream_error};
+
+/// The header carrying Warden's client key when `Authorization` holds the caller's HF token.
+pub const WARDEN_KEY_HEADER: &str = "x-warden-key";
+
+/// HF API paths named in metrics and events; any other path is reported as `other`, so a
+/// caller cannot grow the metric label set.
+const KNOWN_PATHS: &[&str] = &[
+    "",
+    "generate",
+    "generate_stream",
+    "pipeline/feature-extraction",
+    "pipeline/sentence-similarity",
+    "v1/chat/completions",
+    "v1/completions",
+    "info",
+    "health",
+    "tokenize",
+];
+
+/// Client request headers forwarded upstream (besides `Authorization`, when configured).
+const FORWARDED_REQUEST_HEADERS: &[&str] = &[
+    "content-type",
+    "accept",
+    "x-use-cache",
+    "x-wait-for-model",
+    "x-hf-bill-to",
+];
+
+/// `{prefix}/{target}` and `{prefix}/{target}/{*path}`.
+pub(crate) async fn handle(
+    State(state): State<Arc<ProxyState>>,
+    Path(params): Path<std::collections::HashMap<String, String>>,
+    request: Request,
+) -> Response {
+    let Some(passthrough) = state.settings.passthrough.as_ref() else {
+        return ProxyError::UnknownEndpoint(request.uri().path().to_owned()).into_response();
+    };
+    let rest = params.get("path").map(String::as_str).unwrap_or_default();
+    let known = KNOWN_PATHS.contains(&rest);
+    let endpoint = format!(
+        "{}/{}",
+        passthrough.prefix,
+        if known { rest } else { "other" }
+    );
+    let mut call = state.start_call(&endpoint, &request);
+    let request_id = call.request_id.clone();
+    let target_id = params.get("target").cloned().unwrap_or_default();
+    let (parts, body) = request.into_parts();
+    let outcome = forward(
+        &state,
+        &mut call,
+        &target_id,
+        rest,
+        parts.method,
+        &parts.headers,
+        body,
+    )
+    .await;
+    let response = match outcome {
+        Ok(Forwarded::Complete(answer)) => answer.deliver(call),
+        Ok(Forwarded::Stream(upstream, first_token_timeout)) => {
+            let status = upstream.status();
+            let mut response = TranslatedStream::new(
+                upstream,
+                call,
+                PassthroughEvents::default(),
+                first_token_timeout,
+            )
+            .into_response();
+            *response.status_mut() = status;
+            response
+        }
+        Err(err) => fail(call, err),
+    };
+    with_request_id(response, &request_id)
+}
+
+enum Forwarded {
+    Complete(Box<Answer>),
+    Stream(reqwest::Response, std::time::Duration),
+}
+
+async fn forward(
+    state: &ProxyState,
+    call: &mut CallAudit,
+    target_id: &str,
+    rest: &str,
+    method: Method,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Forwarded, ProxyError> {
+    let forward_authorization = state
+        .settings
+        .passthrough
+        .as_ref()
+        .is_some_and(|passthrough| passthrough.forward_client_authorization);
+    let auth = if forward_authorization {
+        let key = headers
+            .get(WARDEN_KEY_HEADER)
+            .and_then(|value| value.to_str().ok())
+            .map(|value| value.trim().trim_start_matches("Bearer ").trim())
+            .filter(|key| !key.is_empty());
+        state.clients.authenticate_key(key)
+    } else {
+        state.clients.authenticate(headers)
+    };
+    state.admit(call, auth.clone())?;
+    if !matches!(method, Method::GET | Method::POST) {
+        return Err(ProxyError::Unsupported(format!(
+            "pass-through forwards GET and POST, not {method}"
+        )));
+    }
+    let target = state
+        .settings
+        .targets
+        .iter()
+        .find(|target| target.id == target_id)
+        .ok_or_else(|| ProxyError::UnknownModel(target_id.to_owned()))?;
+    call.route.model = Some(target.public_name().to_owned());
+    state.check_access(call, &auth, target)?;
+    call.routed(target);
+
+    let body = read_body(body, state.settings.max_body_bytes).await?;
+    call.request.bytes = body.len() as u64;
+    let parsed: Option<Map<String, Value>> = serde_json::from_slice(&body).ok();
+    if let Some(request) = &parsed {
+        call.request.prompt_hash = Some(prompt_hash(request));
+    }
+    call.route.stream = rest == "generate_stream"
+        || parsed
+            .as_ref()
+            .and_then(|request| request.get("stream"))
+            .and_then(Value::as_bool)
+            == Some(true);
+    if call.captures_content() {
+        call.request.content = call.captured(&String::from_utf8_lossy(&body));
+    }
+    call.request_received();
+
+    let mut upstream_headers = HeaderMap::new();
+    for name in FORWARDED_REQUEST_HEADERS {
+        if let Some(value) = headers.get(*name) {
+            upstream_headers.insert(HeaderName::from_static(name), value.clone());
+        }
+    }
+    let request = UpstreamRequest {
+        method,
+        path: upstream_path(target, rest),
+        body,
+        headers: upstream_headers,
+        authorization: forward_authorization
+            .then(|| headers.get(header::AUTHORIZATION).cloned())
+            .flatten(),
+        streaming: call.route.stream,
+    };
+    let (response, time_to_headers) = state.upstream.send(target, &request).await?;
+    let is_event_stream = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.starts_with("text/event-stream"));
+    if is_event_stream && response.status().is_success() {
+        return Ok(Forwarded::Stream(response, target.first_token_timeout));
+    }
+    let reply = read_reply(response, time_to_headers, target).await?;
+    Ok(Forwarded::Complete(Box::new(answer(reply))))
+}
+
+/// Where `rest` lives on the target.
+fn upstream_path(target: &Target, rest: &str) -> String {
+    match target.kind {
+        TargetKind::Tgi | TargetKind::TgiMessages => rest.to_owned(),
+        TargetKind::HfServerless if rest.is_empty() => {
+            format!("models/{}", target.public_name())
+        }
+        TargetKind::HfServerless => format!("models/{}/{rest}", target.public_name()),
+    }
+}
+
+/// The upstream's answer, unchanged, with what the audit can read from it.
+fn answer(reply: UpstreamReply) -> Answer {
+    let parsed: Option<Value> = serde_json::from_slice(&reply.body).ok();
+    let first = match &parsed {
+        Some(Value::Array(items)) => items.first(),
+        other => other.as_ref(),
+    };
+    let details = first.and_then(|answer| answer.get("details"));
+    let usage = first.and_then(|answer| answer.get("usage"));
+    let count = |value: Option<&Value>, field: &str| {
+        value
+            .and_then(|value| value.get(field))
+            .and_then(Value::as_u64)
+    };
+    let input_tokens = reply
+        .header_u64("x-prompt-tokens")
+        .or_else(|| count(usage, "prompt_tokens"));
+    let output_tokens = reply
+        .header_u64("x-generated-tokens")
+        .or_else(|| count(details, "generated_tokens"))
+        .or_else(|| count(usage, "completion_tokens"));
+    let finish_reason = details
+        .and_then(|details| details.get("finish_reason"))
+        .or_else(|| first.and_then(|answer| answer.pointer("/choices/0/finish_reason")))
+        .and_then(Value::as_str)
+        .map(|reason| normalize_finish_reason(reason).to_owned());
+    let content = first
+        .and_then(|answer| {
+            answer
+                .get("generated_text")
+                .or_else(|| answer.pointer("/choices/0/message/content"))
+                .or_else(|| answer.pointer("/choices/0/text"))
+        })
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    let error_type = (!reply.status.is_success()).then(|| upstream_error(&reply).code().to_owned());
+    let mut headers = HeaderMap::new();
+    for (name, value) in &reply.headers {
+        let passes_back = name.as_str().starts_with("x-") && name.as_str() != "x-request-id";
+        if passes_back {
+            headers.append(name.clone(), value.clone());
+        }
+    }
+    let content_type = reply
+        .headers
+        .get(header::CONTENT_TYPE)
+        .cloned()
+        .unwrap_or_else(|| HeaderValue::from_static("application/json"));
+    Answer {
+        status: reply.status,
+        headers,
+        content_type,
+        input_tokens,
+        content,
+        upstream_seconds: reply.elapsed.as_secs_f64(),
+        response: ResponseInfo {
+            ttft_ms: Some(reply.time_to_headers.as_secs_f64() * 1000.0),
+            output_tokens,
+            finish_reason,
+            error_type,
+            ..ResponseInfo::default()
+        },
+        body: reply.body.to_vec(),
+    }
+}
+
+/// Reads a pass-through stream's events (TGI tokens, or OpenAI chunks) for the audit while
+/// its bytes go to the client untouched.
+#[derive(Debug, Default)]
+struct PassthroughEvents {
+    tokens_seen: u64,
+}
+
+impl StreamTranslator for PassthroughEvents {
+    fn event(&mut self, data: &str, tally: &mut StreamTally, _out: &mut Vec<u8>) {
+        let Ok(event) = serde_json::from_str::<Map<String, Value>>(data) else {
+            return;
+        };
+        if let Some(error) = event.get("error") {
+            tally.error_type = Some("upstream_stream_error");
+            tracing::debug!(error = %in_band_error_message(error), "in-band upstream error");
+            return;
+        }
+        if let Some(token) = event.get("token") {
+            // TGI's per-token events.
+            self.tokens_seen += 1;
+            tally.output_tokens = Some(self.tokens_seen);
+            if token.get("special").and_then(Value::as_bool) != Some(true) {
+                tally.text(
+                    token
+                        .get("text")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default(),
+                );
+            }
+            if let Some(details) = event.get("details").filter(|d| d.is_object()) {
+                tally.input_tokens = details.get("input_length").and_then(Value::as_u64);
+                tally.output_tokens = details
+                    .get("generated_tokens")
+                    .and_then(Value::as_u64)
+                    .or(tally.output_tokens);
+                tally.finish_reason = details
+                    .get("finish_reason")
+                    .and_then(Value::as_str)
+                    .map(|reason| normalize_finish_reason(reason).to_owned());
+            }
+        } else if let Some(choice) = event.get("choices").and_then(|choices| choices.get(0)) {
+            // OpenAI chunks (the Messages API through pass-through).
+            if let Some(text) = choice.pointer("/delta/content").and_then(Value::as_str) {
+                tally.text(text);
+            }
+            if let Some(reason) = choice.get("finish_reason").and_then(Value::as_str) {
+                tally.finish_reason = Some(normalize_finish_reason(reason).to_owned());
+            }
+        }
+        if let Some(usage) = event.get("usage").filter(|usage| usage.is_object()) {
+            tally.input_tokens = usage.get("prompt_tokens").and_then(Value::as_u64);
+            tally.output_tokens = usage.get("completion_tokens").and_then(Value::as_u64);
+        }
+    }
+
+    fn end(&mut self, _tally: &mut StreamTally, _out: &mut Vec<u8>) {}
+
+    fn failed(&mut self, message: &str, out: &mut Vec<u8>) {
+        // TGI's own in-band error shape, which HF clients already understand.
+        let event = json!({"error": message, "error_type": "warden"});
+        out.extend_from_slice(format!("data: {event}\n\n").as_bytes());
+    }
+
+    fn forwards_raw(&self) -> bool {
+        true
+    }
+}

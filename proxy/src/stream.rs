@@ -1,0 +1,295 @@
+//! Streamed answers: an upstream SSE body translated event by event and forwarded as soon as
+//! each event is complete, never buffered.
+//!
+//! [`TranslatedStream`] does what every stream needs: parse the upstream's SSE (whatever
+//! its chunk boundaries), hand each event to a [`StreamTranslator`] (OpenAI chunks from an
+//! OpenAI-compatible target, TGI token events, or pass-through's untouched bytes), enforce the
+//! target's first-token timeout, and emit the call's `response` event exactly once: when the
+//! upstream ends, when it breaks off, or, if the client goes away first (the body is
+//! dropped), from `Drop`, marked `client_aborted`. Dropping the body also drops the upstream
+//! response, which cancels the upstream request.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use futures::Stream;
+use serde_json::{Value, json};
+use tokio::time::Sleep;
+use warden_ingest::event::ResponseInfo;
+
+use crate::audit::CallAudit;
+use crate::sse::SseParser;
+
+/// HTTP status recorded for calls the client abandoned (nginx's convention).
+const CLIENT_CLOSED_REQUEST: u16 = 499;
+
+type UpstreamBytes = Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Send>>;
+
+/// What the audit learns from a stream as it passes.
+#[derive(Debug)]
+pub(crate) struct StreamTally {
+    started: Instant,
+    pub(crate) finish_reason: Option<String>,
+    pub(crate) input_tokens: Option<u64>,
+    pub(crate) output_tokens: Option<u64>,
+    pub(crate) ttft_ms: Option<f64>,
+    pub(crate) error_type: Option<&'static str>,
+    /// The streamed text, when the target captures content.
+    content: Option<String>,
+}
+
+impl StreamTally {
+    #[cfg(test)]
+    pub(crate) fn for_tests() -> Self {
+        Self {
+            started: Instant::now(),
+            finish_reason: None,
+            input_tokens: None,
+            output_tokens: None,
+            ttft_ms: None,
+            error_type: None,
+            content: None,
+        }
+    }
+
+    /// Records generated text: the first non-empty piece sets the time to first token.
+    pub(crate) fn text(&mut self, text: &str) {
+        if text.is_empty() {
+            return;
+        }
+        if self.ttft_ms.is_none() {
+            self.ttft_ms = Some(self.started.elapsed().as_secs_f64() * 1000.0);
+        }
+        if let Some(content) = self.content.as_mut() {
+            content.push_str(text);
+        }
+    }
+}
+
+/// Turns one kind of upstream event stream into what the client receives.
+pub(crate) trait StreamTranslator: Send + Unpin + 'static {
+    /// One complete upstream event's `data`: append the client's bytes to `out` (or none).
+    fn event(&mut self, data: &str, tally: &mut StreamTally, out: &mut Vec<u8>);
+
+    /// The upstream ended: append any closing events (`data: [DONE]`).
+    fn end(&mut self, tally: &mut StreamTally, out: &mut Vec<u8>);
+
+    /// The stream failed after it began (upstream broke off, first-token timeout): tell the
+    /// client in the stream's own error format.
+    fn failed(&mut self, message: &str, out: &mut Vec<u8>);
+
+    /// Whether the upstream's bytes go to the client untouched (events are only read).
+    fn forwards_raw(&self) -> bool {
+        false
+    }
+}
+
+/// The client-facing body of a streamed call.
+pub(crate) struct TranslatedStream<T> {
+    upstream: UpstreamBytes,
+    parser: SseParser,
+    translator: T,
+    tally: StreamTally,
+    /// `Some` until the response event is emitted.
+    call: Option<CallAudit>,
+    /// Fires if no token arrived in time; dropped once one has.
+    first_token_deadline: Option<(Pin<Box<Sleep>>, Duration)>,
+    done: bool,
+}
+
+impl<T: StreamTranslator> TranslatedStream<T> {
+    pub(crate) fn new(
+        upstream: reqwest::Response,
+        call: CallAudit,
+        translator: T,
+        first_token_timeout: Duration,
+    ) -> Self {
+        let remaining = first_token_timeout.saturating_sub(call.started.elapsed());
+        Self {
+            upstream: Box::pin(upstream.bytes_stream()),
+            parser: SseParser::default(),
+            translator,
+            tally: StreamTally {
+                started: call.started,
+                finish_reason: None,
+                input_tokens: None,
+                output_tokens: None,
+                ttft_ms: None,
+                error_type: None,
+                content: call.captures_content().then(String::new),
+            },
+            call: Some(call),
+            first_token_deadline: Some((
+                Box::pin(tokio::time::sleep(remaining)),
+                first_token_timeout,
+            )),
+            done: false,
+        }
+    }
+
+    /// The HTTP response carrying this stream, with headers that stop proxies buffering it.
+    pub(crate) fn into_response(self) -> Response {
+        (
+            [
+                (header::CONTENT_TYPE, "text/event-stream"),
+                (header::CACHE_CONTROL, "no-cache"),
+                (header::HeaderName::from_static("x-accel-buffering"), "no"),
+            ],
+            Body::from_stream(self),
+        )
+            .into_response()
+    }
+
+    /// Emits the response event (once).
+    fn finish(&mut self, status: u16, error_type: Option<&str>) {
+        if let Some(mut call) = self.call.take() {
+            call.request.input_tokens = self.tally.input_tokens;
+            let content = self
+                .tally
+                .content
+                .as_deref()
+                .and_then(|text| call.captured(text));
+            call.finish(ResponseInfo {
+                content,
+                status,
+                ttft_ms: self.tally.ttft_ms,
+                output_tokens: self.tally.output_tokens,
+                finish_reason: self.tally.finish_reason.clone(),
+                error_type: error_type.map(str::to_owned),
+                ..ResponseInfo::default()
+            });
+        }
+    }
+
+    /// Ends the stream with an error the client can see, and its response event.
+    fn fail(&mut self, error_type: &'static str, message: &str) -> Bytes {
+        self.done = true;
+        self.tally.error_type = Some(error_type);
+        let mut out = Vec::new();
+        self.translator.failed(message, &mut out);
+        // The 200 and the stream's start already went out; the event says what happened.
+        self.finish(200, Some(error_type));
+        Bytes::from(out)
+    }
+}
+
+impl<T: StreamTranslator> Stream for TranslatedStream<T> {
+    type Item = Result<Bytes, std::io::Error>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        if this.done {
+            return Poll::Ready(None);
+        }
+        if this.tally.ttft_ms.is_some() {
+            this.first_token_deadline = None;
+        }
+        if let Some((deadline, timeout)) = this.first_token_deadline.as_mut()
+            && deadline.as_mut().poll(cx).is_ready()
+        {
+            let message = format!(
+                "the upstream sent no token within {:.1} s",
+                timeout.as_secs_f64()
+            );
+            return Poll::Ready(Some(Ok(this.fail("upstream_timeout", &message))));
+        }
+        loop {
+            match this.upstream.as_mut().poll_next(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Some(Ok(bytes))) => {
+                    let mut out = Vec::new();
+                    if this.translator.forwards_raw() {
+                        out.extend_from_slice(&bytes);
+                    }
+                    for data in this.parser.push(&bytes) {
+                        this.translator.event(&data, &mut this.tally, &mut out);
+                    }
+                    if !out.is_empty() {
+                        return Poll::Ready(Some(Ok(Bytes::from(out))));
+                    }
+                }
+                Poll::Ready(Some(Err(err))) => {
+                    let reason = if err.is_timeout() {
+                        "upstream_timeout"
+                    } else {
+                        "upstream_stream_broken"
+                    };
+                    return Poll::Ready(Some(Ok(
+                        this.fail(reason, "the upstream stream broke off")
+                    )));
+                }
+                Poll::Ready(None) => {
+                    this.done = true;
+                    let mut out = Vec::new();
+                    if let Some(data) = this.parser.finish() {
+                        this.translator.event(&data, &mut this.tally, &mut out);
+                    }
+                    this.translator.end(&mut this.tally, &mut out);
+                    let error_type = this.tally.error_type;
+                    this.finish(200, error_type);
+                    return Poll::Ready((!out.is_empty()).then(|| Ok(Bytes::from(out))));
+                }
+            }
+        }
+    }
+}
+
+impl<T> Drop for TranslatedStream<T> {
+    fn drop(&mut self) {
+        // Still holding the call: the client left before the upstream finished.
+        if let Some(mut call) = self.call.take() {
+            call.request.input_tokens = self.tally.input_tokens;
+            call.finish(ResponseInfo {
+                status: CLIENT_CLOSED_REQUEST,
+                ttft_ms: self.tally.ttft_ms,
+                output_tokens: self.tally.output_tokens,
+                error_type: Some("client_aborted".to_owned()),
+                ..ResponseInfo::default()
+            });
+        }
+    }
+}
+
+/// Appends one SSE event carrying `value`.
+pub(crate) fn write_event(out: &mut Vec<u8>, value: &Value) {
+    out.extend_from_slice(b"data: ");
+    out.extend_from_slice(value.to_string().as_bytes());
+    out.extend_from_slice(b"\n\n");
+}
+
+/// Appends OpenAI's stream terminator.
+pub(crate) fn write_done(out: &mut Vec<u8>) {
+    out.extend_from_slice(b"data: [DONE]\n\n");
+}
+
+/// An OpenAI-style error event; the OpenAI SDKs raise it as an `APIError`.
+pub(crate) fn openai_error_chunk(message: &str) -> Value {
+    json!({"error": {"message": message, "type": "upstream_error", "param": null, "code": "upstream_stream_error"}})
+}
+
+/// Whether an OpenAI request asked for the final usage chunk (`stream_options.include_usage`).
+pub(crate) fn client_wants_usage(request: &serde_json::Map<String, Value>) -> bool {
+    request
+        .get("stream_options")
+        .and_then(|options| options.get("include_usage"))
+        .and_then(Value::as_bool)
+        == Some(true)
+}
+
+/// The message of an in-band upstream error: `{"error": "…"}` (TGI) or
+/// `{"error": {"message": "…"}}` (the Messages API, the router).
+pub(crate) fn in_band_error_message(error: &Value) -> String {
+    match error {
+        Value::String(message) => message.clone(),
+        other => other
+            .get("message")
+            .and_then(Value::as_str)
+            .unwrap_or("upstream error")
+            .to_owned(),
+    }
+}
