@@ -13,10 +13,7 @@ use warden_ingest::{AuditEvent, EventKind, EventReceiver, event_channel};
 use warden_proxy::{ProxyConfig, ProxyState, REQUEST_ID_HEADER, router};
 use warden_testkit::{EmulatorOptions, TgiEmulator};
 
-/// Made up per test run: never a fixture secret.
-fn client_key() -> String {
-    format!("sk-{}", uuid::Uuid::new_v4().simple())
-}
+use warden_testkit::trail::{ONE_CALL_TRAIL, client_key, drain, kinds, response_of, sse_data};
 
 struct Harness {
     app: axum::Router,
@@ -151,11 +148,7 @@ impl Harness {
 
     /// The events emitted so far.
     fn drain_events(&mut self) -> Vec<AuditEvent> {
-        let mut events = Vec::new();
-        while let Ok(event) = self.events.try_recv() {
-            events.push(event);
-        }
-        events
+        drain(&mut self.events)
     }
 
     fn upstream_calls(&self) -> usize {
@@ -165,25 +158,6 @@ impl Harness {
 
 fn hello() -> Value {
     json!({"model": "llama", "messages": [{"role": "user", "content": "Say hello please"}]})
-}
-
-/// The events every call leaves, in order.
-const ONE_CALL_TRAIL: [EventKind; 3] = [
-    EventKind::PolicyDecision,
-    EventKind::Request,
-    EventKind::Response,
-];
-
-fn kinds(events: &[AuditEvent]) -> Vec<EventKind> {
-    events.iter().map(|e| e.kind).collect()
-}
-
-fn response_of(events: &[AuditEvent]) -> &warden_ingest::event::ResponseInfo {
-    events
-        .iter()
-        .find(|e| e.kind == EventKind::Response)
-        .and_then(|e| e.response.as_ref())
-        .expect("a response event")
 }
 
 #[tokio::test]
@@ -357,15 +331,6 @@ async fn unknown_endpoints_are_openai_404s_and_health_is_ok() {
         harness.get("/healthz", false).await.status(),
         StatusCode::OK
     );
-}
-
-/// The `data` payloads of an SSE body.
-fn sse_data(body: &[u8]) -> Vec<String> {
-    String::from_utf8_lossy(body)
-        .split("\n\n")
-        .filter_map(|event| event.strip_prefix("data: "))
-        .map(str::to_owned)
-        .collect()
 }
 
 fn streamed_text(data: &[String]) -> String {

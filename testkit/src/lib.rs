@@ -2,11 +2,13 @@
 //!
 //! - [`tgi`]: a TGI emulator (also the `tgi-emulator` binary, for trying Warden by hand).
 //! - [`tansu`]: starts a real Kafka-protocol broker (tansu) on a free loopback port.
+//! - [`trail`]: reading what Warden produced (audit events, SSE bodies).
 //!
 //! Nothing here is part of the `warden` binary.
 
 pub mod tansu;
 pub mod tgi;
+pub mod trail;
 
 pub use tansu::TansuBroker;
 pub use tgi::{EmulatorOptions, RecordedRequest, TgiEmulator};

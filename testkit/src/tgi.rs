@@ -23,7 +23,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -156,6 +156,8 @@ fn router(state: Arc<EmulatorState>) -> Router {
         .route("/generate", post(generate))
         .route("/generate_stream", post(generate_stream))
         .route("/v1/chat/completions", post(chat_completions))
+        .route("/", post(compat_generate))
+        .route("/models/{*path}", post(serverless))
         .with_state(state)
 }
 
@@ -314,6 +316,88 @@ async fn generate(
     if let Some(loading) = state.cold_start() {
         return loading;
     }
+    generate_answer(&state, &request, false)
+}
+
+/// TGI's compat route `POST /`: `{inputs, parameters, stream}`; a non-streamed answer comes
+/// wrapped in a list, as the legacy Inference API did.
+async fn compat_generate(
+    State(state): State<Arc<EmulatorState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let request = match parse_json(&body) {
+        Ok(request) => request,
+        Err(response) => return *response,
+    };
+    state.record("/", &headers, &request);
+    if let Some(loading) = state.cold_start() {
+        return loading;
+    }
+    if request.get("stream").and_then(Value::as_bool) == Some(true) {
+        return generate_stream_answer(&state, &request);
+    }
+    generate_answer(&state, &request, true)
+}
+
+/// The HF serverless API under `/models/{model}`: the text-generation task payload, the
+/// feature-extraction pipeline, and the per-model chat route.
+async fn serverless(
+    State(state): State<Arc<EmulatorState>>,
+    Path(path): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if path.ends_with("/v1/chat/completions") {
+        return chat_completions(State(state), headers, body).await;
+    }
+    let request = match parse_json(&body) {
+        Ok(request) => request,
+        Err(response) => return *response,
+    };
+    state.record(&format!("/models/{path}"), &headers, &request);
+    if let Some(loading) = state.cold_start() {
+        return loading;
+    }
+    if path.ends_with("/pipeline/feature-extraction") {
+        return feature_extraction(&request);
+    }
+    if request.get("stream").and_then(Value::as_bool) == Some(true) {
+        return generate_stream_answer(&state, &request);
+    }
+    generate_answer(&state, &request, true)
+}
+
+/// The feature-extraction pipeline: a deterministic 8-dimensional vector per input (one
+/// vector for a string, a list of vectors for a list).
+fn feature_extraction(request: &Value) -> Response {
+    let vector = |text: &str| -> Vec<f64> {
+        let mut vector = [0.0f64; 8];
+        for (index, byte) in text.bytes().enumerate() {
+            vector[index % 8] += f64::from(byte) / 256.0;
+        }
+        let norm = vector.iter().map(|x| x * x).sum::<f64>().sqrt().max(1e-9);
+        vector.iter().map(|x| x / norm).collect()
+    };
+    match request.get("inputs") {
+        Some(Value::String(text)) => axum::Json(json!(vector(text))).into_response(),
+        Some(Value::Array(items)) => {
+            let vectors: Vec<Vec<f64>> = items
+                .iter()
+                .map(|item| vector(item.as_str().unwrap_or_default()))
+                .collect();
+            axum::Json(json!(vectors)).into_response()
+        }
+        _ => tgi_error(
+            StatusCode::BAD_REQUEST,
+            "inputs must be a string or a list of strings",
+            "validation",
+        ),
+    }
+}
+
+/// A `/generate` answer (wrapped in a list when `as_list`).
+fn generate_answer(state: &EmulatorState, request: &Value, as_list: bool) -> Response {
     let Some(inputs) = request.get("inputs").and_then(Value::as_str) else {
         return tgi_error(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -352,7 +436,7 @@ async fn generate(
             ("x-prompt-tokens", prompt_tokens.to_string()),
             ("x-generated-tokens", tokens.len().to_string()),
         ],
-        axum::Json(answer),
+        axum::Json(if as_list { json!([answer]) } else { answer }),
     )
         .into_response()
 }
@@ -384,6 +468,12 @@ async fn generate_stream(
     if let Some(loading) = state.cold_start() {
         return loading;
     }
+    generate_stream_answer(&state, &request)
+}
+
+/// A `/generate_stream` answer: one event per token, no `[DONE]`; the stream error trigger
+/// makes it fail in-band after two tokens, as TGI does (HTTP 200).
+fn generate_stream_answer(state: &EmulatorState, request: &Value) -> Response {
     let inputs = request
         .get("inputs")
         .and_then(Value::as_str)
@@ -399,7 +489,7 @@ async fn generate_stream(
         state.tokens(parameters.get("max_new_tokens").and_then(Value::as_u64));
     let generated_text: String = tokens.concat();
     let last = tokens.len().saturating_sub(1);
-    let events = tokens
+    let mut events: Vec<String> = tokens
         .iter()
         .enumerate()
         .map(|(i, token)| {
@@ -416,6 +506,11 @@ async fn generate_stream(
             .to_string()
         })
         .collect();
+    if inputs.contains(STREAM_ERROR_TRIGGER) {
+        events.truncate(2);
+        events
+            .push(json!({"error": "Model is overloaded", "error_type": "overloaded"}).to_string());
+    }
     sse_response(events, state.options.token_delay)
 }
 
