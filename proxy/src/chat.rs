@@ -70,6 +70,21 @@ pub(crate) async fn open_stream(
 
 /// The request as the target expects it.
 fn upstream_body(target: &Target, mut request: Map<String, Value>) -> Result<Vec<u8>, ProxyError> {
+    // TGI (behind the Messages API and HF's own provider) validates top_p in (0, 1)
+    // exclusive; OpenAI clients send 1.0 to mean "no nucleus sampling", which is the default.
+    if request.get("top_p").and_then(Value::as_f64) == Some(1.0) {
+        request.remove("top_p");
+    }
+    let num_stops = match request.get("stop") {
+        Some(Value::Array(stops)) => stops.len(),
+        _ => 0,
+    };
+    if target.kind == TargetKind::TgiMessages && num_stops > target.max_stop_sequences {
+        return Err(ProxyError::InvalidRequest(format!(
+            "stop: at most {} stop sequences are supported by this model, got {num_stops}",
+            target.max_stop_sequences
+        )));
+    }
     let upstream_model = match target.kind {
         // TGI treats any other model name as a LoRA adapter id.
         TargetKind::TgiMessages => target

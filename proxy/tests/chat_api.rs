@@ -284,7 +284,7 @@ async fn bad_requests_get_openai_errors_and_events() {
 async fn upstream_validation_errors_keep_their_message() {
     let mut harness = harness().await;
     let mut request = hello();
-    request["top_p"] = json!(1.0);
+    request["top_p"] = json!(1.5);
     let (status, _, body) = harness.chat(request).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(
