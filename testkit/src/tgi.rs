@@ -10,6 +10,10 @@
 //! - TGI's validation (422 for `temperature <= 0`, `top_p` outside (0, 1), more than 4 stop
 //!   sequences, `max_new_tokens == 0`), and, on `/generate_stream`, those errors in-band with
 //!   HTTP 200;
+//! - TGI's compat `POST /` (`{inputs, parameters, stream}`, non-streamed answers in a list);
+//! - the HF serverless API under `/models/{model}`: the text-generation task payload, the
+//!   `pipeline/feature-extraction` route (deterministic 8-dimensional vectors) and the
+//!   per-model `v1/chat/completions`;
 //! - `/health`, `/info`, `/v1/models`.
 //!
 //! Tokens are the words of the configured reply; prompt tokens are the whitespace-separated
