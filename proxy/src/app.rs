@@ -25,7 +25,8 @@ use crate::config::{ProxySettings, Target, TargetKind};
 use crate::error::ProxyError;
 use crate::generation::Generation;
 use crate::metrics::{ProxyMetrics, SharedMetrics};
-use crate::stream::{StreamTranslator, TranslatedStream, client_wants_usage};
+use crate::openai::client_wants_usage;
+use crate::stream::{StreamTranslator, TranslatedStream};
 use crate::upstream::Upstream;
 use crate::{chat, embeddings, passthrough};
 

@@ -14,9 +14,10 @@ use warden_ingest::event::ResponseInfo;
 use crate::answer::Answer;
 use crate::config::{Target, TargetKind};
 use crate::error::ProxyError;
+use crate::openai::client_wants_usage;
 use crate::stream::{
-    StreamTally, StreamTranslator, client_wants_usage, in_band_error_message, openai_error_chunk,
-    write_done, write_event,
+    StreamTally, StreamTranslator, in_band_error_message, openai_error_chunk, write_done,
+    write_event,
 };
 use crate::upstream::{Upstream, UpstreamReply, upstream_error};
 

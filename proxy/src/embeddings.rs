@@ -16,6 +16,7 @@ use warden_ingest::event::ResponseInfo;
 use crate::answer::Answer;
 use crate::config::{Target, TargetKind};
 use crate::error::ProxyError;
+use crate::openai::texts;
 use crate::upstream::{Upstream, upstream_error};
 
 /// Most inputs one call may embed.
@@ -41,7 +42,7 @@ pub(crate) async fn embed(
              use a model of an hf-serverless target"
         )));
     }
-    let inputs = inputs(request)?;
+    let inputs = texts(request, "input", MAX_INPUTS_PER_CALL)?;
     let encoding = match request.get("encoding_format").and_then(Value::as_str) {
         None | Some("float") => Encoding::Float,
         Some("base64") => Encoding::Base64,
@@ -90,28 +91,6 @@ pub(crate) async fn embed(
             ..ResponseInfo::default()
         },
     ))
-}
-
-fn inputs(request: &Map<String, Value>) -> Result<Vec<String>, ProxyError> {
-    let invalid = |message: &str| ProxyError::InvalidRequest(format!("input: {message}"));
-    let inputs = match request.get("input") {
-        Some(Value::String(text)) => vec![text.clone()],
-        Some(Value::Array(items)) if !items.is_empty() => items
-            .iter()
-            .map(|item| item.as_str().map(str::to_owned))
-            .collect::<Option<Vec<_>>>()
-            .ok_or_else(|| {
-                invalid("must be a string or a list of strings (token ids are not supported)")
-            })?,
-        Some(_) => return Err(invalid("must be a string or a non-empty list of strings")),
-        None => return Err(invalid("is required")),
-    };
-    if inputs.len() > MAX_INPUTS_PER_CALL {
-        return Err(invalid(&format!(
-            "at most {MAX_INPUTS_PER_CALL} inputs per request"
-        )));
-    }
-    Ok(inputs)
 }
 
 /// HF's answer as one vector per input: `[[f32]]`, or `[f32]` for a single input. Token-level

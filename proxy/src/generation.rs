@@ -23,6 +23,7 @@ use crate::answer::Answer;
 use crate::chat::normalize_finish_reason;
 use crate::config::{Target, TargetKind};
 use crate::error::ProxyError;
+use crate::openai::texts;
 use crate::stream::{
     StreamTally, StreamTranslator, in_band_error_message, openai_error_chunk, write_done,
     write_event,
@@ -111,24 +112,7 @@ impl Generation {
         requested_model: &str,
         request_id: &RequestId,
     ) -> Result<Self, ProxyError> {
-        let invalid = |message: &str| ProxyError::InvalidRequest(format!("prompt: {message}"));
-        let prompts = match request.get("prompt") {
-            Some(Value::String(prompt)) => vec![prompt.clone()],
-            Some(Value::Array(items)) if !items.is_empty() => items
-                .iter()
-                .map(|item| item.as_str().map(str::to_owned))
-                .collect::<Option<Vec<_>>>()
-                .ok_or_else(|| {
-                    invalid("must be a string or a list of strings (token ids are not supported)")
-                })?,
-            Some(_) => return Err(invalid("must be a string or a non-empty list of strings")),
-            None => return Err(invalid("is required")),
-        };
-        if prompts.len() > MAX_PROMPTS_PER_CALL {
-            return Err(invalid(&format!(
-                "at most {MAX_PROMPTS_PER_CALL} prompts per request"
-            )));
-        }
+        let prompts = texts(request, "prompt", MAX_PROMPTS_PER_CALL)?;
         if request
             .get("suffix")
             .is_some_and(|suffix| !suffix.is_null())

@@ -23,6 +23,7 @@ mod embeddings;
 pub mod error;
 mod generation;
 mod metrics;
+mod openai;
 mod passthrough;
 mod sse;
 mod stream;

@@ -272,15 +272,6 @@ pub(crate) fn openai_error_chunk(message: &str) -> Value {
     json!({"error": {"message": message, "type": "upstream_error", "param": null, "code": "upstream_stream_error"}})
 }
 
-/// Whether an OpenAI request asked for the final usage chunk (`stream_options.include_usage`).
-pub(crate) fn client_wants_usage(request: &serde_json::Map<String, Value>) -> bool {
-    request
-        .get("stream_options")
-        .and_then(|options| options.get("include_usage"))
-        .and_then(Value::as_bool)
-        == Some(true)
-}
-
 /// The message of an in-band upstream error: `{"error": "…"}` (TGI) or
 /// `{"error": {"message": "…"}}` (the Messages API, the router).
 pub(crate) fn in_band_error_message(error: &Value) -> String {

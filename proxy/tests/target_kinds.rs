@@ -10,10 +10,11 @@ use axum::http::{HeaderMap, Method, Request, StatusCode};
 use base64::Engine;
 use serde_json::{Value, json};
 use tower::ServiceExt;
-use warden_ingest::{AuditEvent, EventKind, EventReceiver, event_channel};
+use warden_ingest::{AuditEvent, EventReceiver, event_channel};
 use warden_proxy::{ProxyConfig, ProxyState, WARDEN_KEY_HEADER, router};
 use warden_testkit::trail::{
-    ONE_CALL_TRAIL, client_key, drain, key_sha256, kinds, response_of, sse_chunks, sse_data,
+    ONE_CALL_TRAIL, client_key, drain, key_sha256, kinds, response_of, responses, sse_chunks,
+    sse_data,
 };
 use warden_testkit::{EmulatorOptions, RecordedRequest, TgiEmulator};
 
@@ -420,14 +421,7 @@ async fn requests_tgi_would_reject_never_reach_it() {
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     assert!(proxy.emulator.requests().is_empty());
-    let events = proxy.events();
-    assert_eq!(
-        events
-            .iter()
-            .filter(|e| e.kind == EventKind::Response)
-            .count(),
-        5
-    );
+    assert_eq!(responses(&proxy.events()), 5);
 }
 
 #[tokio::test]
@@ -483,14 +477,7 @@ async fn embeddings_use_feature_extraction_as_floats_or_base64() {
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(body["error"]["code"], "unsupported");
-    let events = proxy.events();
-    assert_eq!(
-        events
-            .iter()
-            .filter(|e| e.kind == EventKind::Response)
-            .count(),
-        3
-    );
+    assert_eq!(responses(&proxy.events()), 3);
 }
 
 #[tokio::test]

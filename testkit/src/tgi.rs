@@ -188,6 +188,22 @@ impl EmulatorState {
         }
     }
 
+    /// Parses and records a generation request; the error answer for unreadable JSON, or
+    /// HF's cold-start 503 while the emulated model is "loading".
+    fn accept(
+        &self,
+        path: &str,
+        headers: &HeaderMap,
+        body: &Bytes,
+    ) -> Result<Value, Box<Response>> {
+        let request = parse_json(body)?;
+        self.record(path, headers, &request);
+        match self.cold_start() {
+            Some(loading) => Err(Box::new(loading)),
+            None => Ok(request),
+        }
+    }
+
     /// HF's cold-start answer, while the emulated model is "loading".
     fn cold_start(&self) -> Option<Response> {
         let served = self.num_generations.fetch_add(1, Ordering::Relaxed);
@@ -312,14 +328,10 @@ async fn generate(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let request = match parse_json(&body) {
+    let request = match state.accept("/generate", &headers, &body) {
         Ok(request) => request,
         Err(response) => return *response,
     };
-    state.record("/generate", &headers, &request);
-    if let Some(loading) = state.cold_start() {
-        return loading;
-    }
     generate_answer(&state, &request, false)
 }
 
@@ -330,14 +342,10 @@ async fn compat_generate(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let request = match parse_json(&body) {
+    let request = match state.accept("/", &headers, &body) {
         Ok(request) => request,
         Err(response) => return *response,
     };
-    state.record("/", &headers, &request);
-    if let Some(loading) = state.cold_start() {
-        return loading;
-    }
     if request.get("stream").and_then(Value::as_bool) == Some(true) {
         return generate_stream_answer(&state, &request);
     }
@@ -355,14 +363,10 @@ async fn serverless(
     if path.ends_with("/v1/chat/completions") {
         return chat_completions(State(state), headers, body).await;
     }
-    let request = match parse_json(&body) {
+    let request = match state.accept(&format!("/models/{path}"), &headers, &body) {
         Ok(request) => request,
         Err(response) => return *response,
     };
-    state.record(&format!("/models/{path}"), &headers, &request);
-    if let Some(loading) = state.cold_start() {
-        return loading;
-    }
     if path.ends_with("/pipeline/feature-extraction") {
         return feature_extraction(&request);
     }
@@ -464,14 +468,10 @@ async fn generate_stream(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let request = match parse_json(&body) {
+    let request = match state.accept("/generate_stream", &headers, &body) {
         Ok(request) => request,
         Err(response) => return *response,
     };
-    state.record("/generate_stream", &headers, &request);
-    if let Some(loading) = state.cold_start() {
-        return loading;
-    }
     generate_stream_answer(&state, &request)
 }
 
@@ -523,14 +523,10 @@ async fn chat_completions(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let request = match parse_json(&body) {
+    let request = match state.accept("/v1/chat/completions", &headers, &body) {
         Ok(request) => request,
         Err(response) => return *response,
     };
-    state.record("/v1/chat/completions", &headers, &request);
-    if let Some(loading) = state.cold_start() {
-        return loading;
-    }
     let Some(messages) = request.get("messages").and_then(Value::as_array) else {
         return tgi_error(
             StatusCode::UNPROCESSABLE_ENTITY,

@@ -35,6 +35,14 @@ pub fn response_of(events: &[AuditEvent]) -> &ResponseInfo {
         .expect("a response event")
 }
 
+/// How many calls the events finish (one `response` event each).
+pub fn responses(events: &[AuditEvent]) -> usize {
+    events
+        .iter()
+        .filter(|e| e.kind == EventKind::Response)
+        .count()
+}
+
 /// The events emitted so far.
 pub fn drain(receiver: &mut EventReceiver) -> Vec<AuditEvent> {
     let mut events = Vec::new();
