@@ -123,8 +123,8 @@ pub struct TargetConfig {
     /// Longest wait for a TCP + TLS connection to the upstream, in seconds.
     #[serde(default = "default_connect_timeout_s")]
     pub connect_timeout_s: f64,
-    /// Longest wait for the first token (a stream's first event, or a whole non-streamed
-    /// answer's headers), in seconds.
+    /// Longest wait for a streamed answer's first token (its headers, then its first
+    /// event), in seconds. A non-streamed answer arrives whole, so `timeout_s` bounds it.
     #[serde(default = "default_first_token_timeout_s")]
     pub first_token_timeout_s: f64,
     /// A LoRA adapter served by the TGI target: sent as `model` to the Messages API and as
