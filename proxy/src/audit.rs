@@ -39,7 +39,13 @@ pub(crate) struct CallAudit {
     /// The target's capture policy and size cap, once the call is routed.
     capture: (CapturePolicy, usize),
     request_emitted: bool,
+    /// Set once the `response` event is out; a call dropped before that (the client hung up
+    /// while Warden waited on the upstream) emits it from `Drop`.
+    response_emitted: bool,
 }
+
+/// HTTP status recorded for calls the client abandoned (nginx's convention).
+pub(crate) const CLIENT_CLOSED_REQUEST: u16 = 499;
 
 impl CallAudit {
     pub(crate) fn start(
@@ -76,6 +82,7 @@ impl CallAudit {
             upstream_seconds: None,
             capture: (CapturePolicy::None, 0),
             request_emitted: false,
+            response_emitted: false,
         }
     }
 
@@ -156,7 +163,22 @@ impl CallAudit {
     /// Emits the `response` event (and the `request` event first, if the call failed before
     /// it was sent). `response.latency_ms`, and `response.cost_usd` for a priced target, are
     /// computed here.
-    pub(crate) fn finish(mut self, mut response: ResponseInfo) {
+    pub(crate) fn finish(mut self, response: ResponseInfo) {
+        self.emit_response(response);
+    }
+
+    /// Ends a call whose client went away before its answer was complete.
+    pub(crate) fn abort(mut self, mut response: ResponseInfo) {
+        response.status = CLIENT_CLOSED_REQUEST;
+        response.error_type = Some("client_aborted".to_owned());
+        self.emit_response(response);
+    }
+
+    fn emit_response(&mut self, mut response: ResponseInfo) {
+        if self.response_emitted {
+            return;
+        }
+        self.response_emitted = true;
         self.request_received();
         let elapsed = self.started.elapsed().as_secs_f64();
         response.latency_ms = Some(elapsed * 1000.0);
@@ -176,6 +198,19 @@ impl CallAudit {
         event.request = Some(self.request.clone());
         event.response = Some(response);
         self.emitter.emit(event);
+    }
+}
+
+impl Drop for CallAudit {
+    fn drop(&mut self) {
+        // Dropped unfinished: the handler's future was cancelled because the client hung up.
+        if !self.response_emitted {
+            self.emit_response(ResponseInfo {
+                status: CLIENT_CLOSED_REQUEST,
+                error_type: Some("client_aborted".to_owned()),
+                ..ResponseInfo::default()
+            });
+        }
     }
 }
 

@@ -25,9 +25,6 @@ use warden_ingest::event::ResponseInfo;
 use crate::audit::CallAudit;
 use crate::sse::SseParser;
 
-/// HTTP status recorded for calls the client abandoned (nginx's convention).
-const CLIENT_CLOSED_REQUEST: u16 = 499;
-
 type UpstreamBytes = Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Send>>;
 
 /// What the audit learns from a stream as it passes.
@@ -244,11 +241,9 @@ impl<T> Drop for TranslatedStream<T> {
         // Still holding the call: the client left before the upstream finished.
         if let Some(mut call) = self.call.take() {
             call.request.input_tokens = self.tally.input_tokens;
-            call.finish(ResponseInfo {
-                status: CLIENT_CLOSED_REQUEST,
+            call.abort(ResponseInfo {
                 ttft_ms: self.tally.ttft_ms,
                 output_tokens: self.tally.output_tokens,
-                error_type: Some("client_aborted".to_owned()),
                 ..ResponseInfo::default()
             });
         }

@@ -665,3 +665,28 @@ async fn a_model_still_loading_after_the_budget_is_a_503_upstream_loading() {
         Some("upstream_loading")
     );
 }
+
+#[tokio::test]
+async fn a_client_hanging_up_before_a_whole_answer_is_audited_as_aborted() {
+    // A cold model keeps Warden waiting; the client gives up first.
+    let mut harness = harness_with(None, cold_emulator(100)).await;
+    let request = Request::post("/v1/chat/completions")
+        .header("content-type", "application/json")
+        .header("authorization", format!("Bearer {}", harness.key))
+        .body(Body::from(hello().to_string()))
+        .expect("request");
+    let gave_up = tokio::time::timeout(
+        Duration::from_millis(50),
+        harness.app.clone().oneshot(request),
+    )
+    .await;
+    assert!(
+        gave_up.is_err(),
+        "the call was still waiting on the upstream"
+    );
+    let events = harness.drain_events();
+    assert_eq!(kinds(&events), ONE_CALL_TRAIL);
+    let response = response_of(&events);
+    assert_eq!(response.status, 499);
+    assert_eq!(response.error_type.as_deref(), Some("client_aborted"));
+}
