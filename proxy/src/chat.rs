@@ -153,6 +153,16 @@ pub(crate) struct OpenAiChunks {
     client_wants_usage: bool,
 }
 
+impl OpenAiChunks {
+    #[cfg(test)]
+    pub(crate) fn for_tests() -> Self {
+        Self {
+            requested_model: "m".to_owned(),
+            client_wants_usage: true,
+        }
+    }
+}
+
 impl StreamTranslator for OpenAiChunks {
     fn event(&mut self, data: &str, tally: &mut StreamTally, out: &mut Vec<u8>) {
         if data.trim() == "[DONE]" {

@@ -858,5 +858,38 @@ mod tests {
             prop_assert_eq!(tally.output_tokens, Some(last));
             prop_assert!(tally.error_type.is_none());
         }
+
+        /// Whatever an upstream sends, translating it never panics, and every event the
+        /// client gets is well-formed JSON or `[DONE]`.
+        #[test]
+        fn any_upstream_event_translates_without_panicking(
+            events in proptest::collection::vec(any::<String>(), 0..8),
+            json_events in proptest::collection::vec(
+                prop_oneof![
+                    Just(json!({"token": null, "details": {}})),
+                    Just(json!({"token": {"text": 5, "special": "x"}, "details": {"generated_tokens": -1}})),
+                    Just(json!({"error": {"nested": true}})),
+                    Just(json!({"generated_text": "", "details": null})),
+                    Just(json!([1, 2, 3])),
+                ],
+                0..6,
+            ),
+        ) {
+            for api in [OpenAiApi::Chat, OpenAiApi::Completions] {
+                let mut events_translator = translator(api, true);
+                let mut chat_translator = crate::chat::OpenAiChunks::for_tests();
+                let mut tally = new_tally();
+                let mut out = Vec::new();
+                let all = events.iter().cloned().chain(json_events.iter().map(Value::to_string));
+                for data in all {
+                    events_translator.event(&data, &mut tally, &mut out);
+                    chat_translator.event(&data, &mut tally, &mut out);
+                }
+                events_translator.end(&mut tally, &mut out);
+                for data in crate::sse::SseParser::default().push(&out) {
+                    prop_assert!(data == "[DONE]" || serde_json::from_str::<Value>(&data).is_ok(), "{}", data);
+                }
+            }
+        }
     }
 }
