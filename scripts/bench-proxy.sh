@@ -6,6 +6,9 @@
 #
 # Usage: scripts/bench-proxy.sh [RATE] [SECONDS] [CONNECTIONS]   (defaults: 2000 20 64)
 # Needs oha (`cargo install --locked oha`). Prints a Markdown table for BENCHMARKS.md.
+# ROLE=proxy runs `warden proxy` (events to the embedded broker, no archiver or detector in
+# the process) instead of `warden up`. PROFILE_DIR=dir records `perf` profiles of warden
+# during the through-Warden runs (perf report -i dir/fixed.perf).
 set -euo pipefail
 
 RATE=${1:-2000}
@@ -52,12 +55,16 @@ name = "bench"
 key_sha256 = "$KEY_SHA256"
 [kafka]
 brokers = "embedded"
+[audit]
+spool_dir = "$WORK/spool"
 [archive]
 url = "$WORK/archive"
 flush_interval_s = 2
 EOF
-WARDEN_LOG=warn "$WARDEN" up --config "$WORK/warden.toml" >"$WORK/warden.log" 2>&1 &
-PIDS+=($!)
+ROLE=${ROLE:-up}
+WARDEN_LOG=warn "$WARDEN" "$ROLE" --config "$WORK/warden.toml" >"$WORK/warden.log" 2>&1 &
+WARDEN_PID=$!
+PIDS+=($WARDEN_PID)
 for _ in $(seq 100); do
     curl -sf "http://127.0.0.1:$PROXY_PORT/healthz" >/dev/null && curl -sf "http://127.0.0.1:$UPSTREAM_PORT/health" >/dev/null && break
     sleep 0.1
@@ -79,9 +86,23 @@ run warmup-direct "$DIRECT" -n 2000 -c 16
 run warmup-through "$THROUGH" -n 2000 -c 16
 
 run fixed-direct "$DIRECT" -z "${SECONDS_PER_RUN}s" -q "$RATE" -c "$CONNECTIONS" --latency-correction
-run fixed-through "$THROUGH" -z "${SECONDS_PER_RUN}s" -q "$RATE" -c "$CONNECTIONS" --latency-correction
+profiled() { # name: runs the rest under perf when PROFILE_DIR is set
+    local name=$1
+    shift
+    if [ -n "${PROFILE_DIR:-}" ]; then
+        mkdir -p "$PROFILE_DIR"
+        perf record -q -F 997 -g -p "$WARDEN_PID" -o "$PROFILE_DIR/$name.perf" 2>/dev/null &
+        local perf_pid=$!
+        "$@"
+        kill -INT "$perf_pid"
+        wait "$perf_pid" || true
+    else
+        "$@"
+    fi
+}
+profiled fixed run fixed-through "$THROUGH" -z "${SECONDS_PER_RUN}s" -q "$RATE" -c "$CONNECTIONS" --latency-correction
 run saturation-direct "$DIRECT" -z "${SECONDS_PER_RUN}s" -c "$CONNECTIONS"
-run saturation-through "$THROUGH" -z "${SECONDS_PER_RUN}s" -c "$CONNECTIONS"
+profiled saturation run saturation-through "$THROUGH" -z "${SECONDS_PER_RUN}s" -c "$CONNECTIONS"
 
 curl -s "http://127.0.0.1:$PROXY_PORT/metrics" >"$WORK/metrics.txt"
 

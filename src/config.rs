@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 use serde::Deserialize;
 use warden_detectors::DetectConfig;
+use warden_ingest::AuditConfig;
 use warden_ingest::kafka::KafkaConfig;
 use warden_proxy::config::{Environment, ProxyConfig, ProxySettings};
 use warden_sinks::archive::ArchiveConfig;
@@ -16,6 +17,7 @@ use warden_sinks::archive::ArchiveConfig;
 pub struct WardenConfig {
     pub proxy: ProxyConfig,
     pub kafka: KafkaConfig,
+    pub audit: AuditConfig,
     pub archive: ArchiveConfig,
     pub detect: DetectConfig,
 }
@@ -25,6 +27,7 @@ pub struct WardenConfig {
 pub struct ValidatedConfig {
     pub proxy: ProxySettings,
     pub kafka: KafkaConfig,
+    pub audit: AuditConfig,
     pub archive: ArchiveConfig,
     pub detect: DetectConfig,
 }
@@ -57,12 +60,14 @@ impl WardenConfig {
             .map_err(|proxy_errors| errors.extend(proxy_errors))
             .ok();
         errors.extend(self.kafka.validate());
+        errors.extend(self.audit.validate());
         errors.extend(self.archive.validate());
         errors.extend(self.detect.validate());
         match proxy {
             Some(proxy) if errors.is_empty() => Ok(ValidatedConfig {
                 proxy,
                 kafka: self.kafka,
+                audit: self.audit,
                 archive: self.archive,
                 detect: self.detect,
             }),

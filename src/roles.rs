@@ -11,39 +11,57 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 use warden_detectors::DetectLoop;
-use warden_ingest::emitter::DEFAULT_EMIT_CAPACITY;
-use warden_ingest::event_channel;
-use warden_ingest::kafka::{EmbeddedBroker, KafkaCluster, KafkaEventPublisher, PublisherStats};
+use warden_ingest::kafka::{EmbeddedBroker, KafkaCluster, KafkaEventPublisher};
+use warden_ingest::{AuditStats, event_channel};
 use warden_proxy::ProxyState;
 use warden_sinks::archive::{Archiver, ShutdownMode};
 use warden_sql::{ArchiveSession, OutputFormat};
 
 use crate::config::ValidatedConfig;
 
-/// `warden up`: every role in one process.
+/// `warden up`: every role in one process. The proxy serves at once; the workers join
+/// their consumer groups as soon as Kafka answers.
 pub async fn up(config: ValidatedConfig) -> anyhow::Result<()> {
     let embedded = start_embedded_broker(&config)?;
-    let cluster = KafkaCluster::connect(&config.kafka, embedded.as_ref())
-        .await
-        .context("connecting to kafka")?;
+    let cluster = KafkaCluster::new(&config.kafka, embedded.as_ref());
     let workers = CancellationToken::new();
-    let archiver = Archiver::new(&cluster, &config.archive).context("starting the archiver")?;
-    let archiver = tokio::spawn(archiver.run(workers.clone(), ShutdownMode::DrainTopic));
-    let detector = DetectLoop::new(&cluster, &config.detect).context("starting detect")?;
-    let detector = tokio::spawn(detector.run(workers.clone()));
+    let worker_tasks = tokio::spawn(run_workers(
+        cluster.clone(),
+        config.clone(),
+        workers.clone(),
+    ));
     let proxy = RunningProxy::start(&config, &cluster).await?;
-    info!("warden is up: proxy, archive and detect running");
+    info!("warden is up: proxy serving; archive and detect start once kafka answers");
 
     let proxy_result = proxy.run_until_signal().await;
     workers.cancel();
-    let archived = archiver.await.context("archiver task")?;
-    let _ = detector.await;
-    info!(events = archived.num_events_archived, "warden stopped");
+    let archived = worker_tasks.await.context("worker tasks")??;
+    info!(events = archived, "warden stopped");
     drop(embedded);
     proxy_result
 }
 
-/// `warden proxy`: the HTTP front door and its event publisher.
+/// The archive and detect workers of `warden up`; returns how many events were archived.
+async fn run_workers(
+    cluster: KafkaCluster,
+    config: ValidatedConfig,
+    shutdown: CancellationToken,
+) -> anyhow::Result<u64> {
+    tokio::select! {
+        () = cluster.wait_until_ready() => {}
+        () = shutdown.cancelled() => return Ok(0),
+    }
+    let archiver = Archiver::new(&cluster, &config.archive).context("starting the archiver")?;
+    let detector = DetectLoop::new(&cluster, &config.detect).context("starting detect")?;
+    let (archived, _) = tokio::join!(
+        archiver.run(shutdown.clone(), ShutdownMode::DrainTopic),
+        detector.run(shutdown.clone()),
+    );
+    Ok(archived.num_events_archived)
+}
+
+/// `warden proxy`: the HTTP front door and its event publisher. It starts whether or not
+/// Kafka answers: until it does, events wait in the disk spool.
 pub async fn proxy(config: ValidatedConfig) -> anyhow::Result<()> {
     let embedded = start_embedded_broker(&config)?;
     if embedded.is_some() {
@@ -52,9 +70,7 @@ pub async fn proxy(config: ValidatedConfig) -> anyhow::Result<()> {
              set [kafka].brokers, or use `warden up`"
         );
     }
-    let cluster = KafkaCluster::connect(&config.kafka, embedded.as_ref())
-        .await
-        .context("connecting to kafka")?;
+    let cluster = KafkaCluster::new(&config.kafka, embedded.as_ref());
     let result = RunningProxy::start(&config, &cluster)
         .await?
         .run_until_signal()
@@ -65,7 +81,9 @@ pub async fn proxy(config: ValidatedConfig) -> anyhow::Result<()> {
 
 /// `warden archive`: one member of the archive consumer group.
 pub async fn archive(config: ValidatedConfig) -> anyhow::Result<()> {
-    let cluster = connect_external(&config).await?;
+    let Some(cluster) = connect_external(&config).await? else {
+        return Ok(());
+    };
     let shutdown = CancellationToken::new();
     let archiver = Archiver::new(&cluster, &config.archive).context("starting the archiver")?;
     let task = tokio::spawn(archiver.run(shutdown.clone(), ShutdownMode::FlushPending));
@@ -77,7 +95,9 @@ pub async fn archive(config: ValidatedConfig) -> anyhow::Result<()> {
 
 /// `warden detect`: one member of the detect consumer group.
 pub async fn detect(config: ValidatedConfig) -> anyhow::Result<()> {
-    let cluster = connect_external(&config).await?;
+    let Some(cluster) = connect_external(&config).await? else {
+        return Ok(());
+    };
     let shutdown = CancellationToken::new();
     let detector = DetectLoop::new(&cluster, &config.detect).context("starting detect")?;
     let task = tokio::spawn(detector.run(shutdown.clone()));
@@ -111,28 +131,35 @@ fn start_embedded_broker(config: &ValidatedConfig) -> anyhow::Result<Option<Embe
 }
 
 /// Worker roles on their own read what other processes wrote: they need a real broker.
-async fn connect_external(config: &ValidatedConfig) -> anyhow::Result<KafkaCluster> {
+/// Waits until it answers; `None` if told to stop first.
+async fn connect_external(config: &ValidatedConfig) -> anyhow::Result<Option<KafkaCluster>> {
     anyhow::ensure!(
         !config.kafka.is_embedded(),
         "this role reads what other processes wrote and needs a real broker: set \
          [kafka].brokers (or run everything in one process with `warden up`)"
     );
-    KafkaCluster::connect(&config.kafka, None)
-        .await
-        .context("connecting to kafka")
+    let cluster = KafkaCluster::new(&config.kafka, None);
+    tokio::select! {
+        () = cluster.wait_until_ready() => Ok(Some(cluster)),
+        () = shutdown_signal() => Ok(None),
+    }
 }
 
 /// The proxy server and the publisher draining its events into Kafka.
 struct RunningProxy {
     server: JoinHandle<std::io::Result<()>>,
-    publisher: JoinHandle<Arc<PublisherStats>>,
+    publisher: JoinHandle<()>,
+    audit_stats: Arc<AuditStats>,
     shutdown: CancellationToken,
 }
 
 impl RunningProxy {
     async fn start(config: &ValidatedConfig, cluster: &KafkaCluster) -> anyhow::Result<Self> {
-        let (emitter, events) = event_channel(DEFAULT_EMIT_CAPACITY);
-        let publisher = KafkaEventPublisher::spawn(cluster, events)?;
+        let (emitter, events) =
+            event_channel(config.audit.queue_capacity, config.audit.on_spool_full);
+        let audit_stats = events.stats_handle();
+        let publisher = KafkaEventPublisher::spawn(cluster, events, &config.audit)
+            .context("starting the event publisher")?;
         // The state owns the only emitter: when the server stops, the publisher's channel
         // closes and it flushes.
         let state = ProxyState::new(config.proxy.clone(), emitter)?;
@@ -144,6 +171,7 @@ impl RunningProxy {
         Ok(Self {
             server,
             publisher,
+            audit_stats,
             shutdown,
         })
     }
@@ -159,10 +187,14 @@ impl RunningProxy {
             }
             finished = &mut self.server => finished,
         };
-        let stats = self.publisher.await.context("event publisher task")?;
+        self.publisher.await.context("event publisher task")?;
+        let stats = &self.audit_stats;
         info!(
+            emitted = stats.num_emitted(),
             delivered = stats.num_delivered(),
-            failed = stats.num_failed(),
+            spooled = stats.num_spooled(),
+            replayed = stats.num_replayed(),
+            dropped = stats.num_dropped(),
             "proxy stopped"
         );
         served.context("proxy task")?.context("proxy server")

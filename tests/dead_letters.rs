@@ -22,9 +22,8 @@ async fn malformed_records_are_dead_lettered_and_archiving_goes_on() {
         replication_factor: 1,
         ..KafkaConfig::default()
     };
-    let cluster = KafkaCluster::connect(&kafka, None)
-        .await
-        .expect("topics created");
+    let cluster = KafkaCluster::new(&kafka, None);
+    cluster.ensure_topics().await.expect("topics created");
 
     let mut valid = AuditEvent::new(EventKind::Request, RequestId::new(), "proxy-x");
     valid.client.ip = Some("198.51.100.4".into());

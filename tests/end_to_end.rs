@@ -187,7 +187,8 @@ async fn read_events_of(broker: &TansuBroker, request_id: &str) -> Vec<AuditEven
         replication_factor: 1,
         ..KafkaConfig::default()
     };
-    let cluster = KafkaCluster::connect(&config, None).await.expect("connect");
+    let cluster = KafkaCluster::new(&config, None);
+    cluster.ensure_topics().await.expect("topics");
     let group = format!("e2e-reader-{}", uuid::Uuid::new_v4());
     let consumer =
         TopicConsumer::subscribe(&cluster, &group, &["warden.events"]).expect("subscribe");

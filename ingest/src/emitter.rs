@@ -1,86 +1,274 @@
-//! The non-blocking hand-off from the request path to the event publisher.
+//! The hand-off from the request path to the event publisher, and the audit pipeline's
+//! counters and back-pressure.
 //!
-//! The proxy calls [`EventEmitter::emit`] on every request; it never waits: the event goes into
-//! a bounded channel that a background publisher drains in batches. When the channel is full
-//! the event is counted as dropped (the durable disk spool that removes this loss is a later
-//! layer). The counters feed `/metrics` and the shutdown report.
+//! The proxy calls [`EventEmitter::emit`] for every event; it never waits: the event goes into
+//! a queue that the publisher ([`crate::kafka::KafkaEventPublisher`]) drains into Kafka, or
+//! into the disk spool while Kafka is unreachable or slow. Only when the spool itself is full
+//! does the pipeline push back, and then at the door: [`EventEmitter::admit`], awaited before
+//! a call starts, follows `[audit].on_spool_full` (wait, let the call through and drop its
+//! events, or refuse it). Calls already running always have their events queued.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
-use tokio::sync::mpsc;
+use serde::Deserialize;
+use tokio::sync::{Notify, mpsc};
 use tracing::warn;
 
 use crate::event::AuditEvent;
 
-/// Default capacity of the emit channel, in events.
+/// Default number of queued events beyond which the pipeline counts as backed up.
 pub const DEFAULT_EMIT_CAPACITY: usize = 65_536;
 
-/// Counters of the emit side.
-#[derive(Debug, Default)]
-pub struct EmitterStats {
-    num_emitted: AtomicU64,
-    num_dropped: AtomicU64,
+/// What the proxy does while the audit pipeline cannot take more events (the spool is full).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnSpoolFull {
+    /// New calls wait until there is room again. Keeps every event (the default).
+    #[default]
+    Block,
+    /// New calls go ahead; events that find no room are dropped and counted.
+    Drop,
+    /// New calls are refused with 503: no audit, no inference.
+    FailClosed,
 }
 
-impl EmitterStats {
+/// Counters and gauges of the audit pipeline, shared by the emitter, the publisher and
+/// `/metrics`.
+#[derive(Debug, Default)]
+pub struct AuditStats {
+    num_emitted: AtomicU64,
+    num_dropped: AtomicU64,
+    num_delivered: AtomicU64,
+    num_spooled: AtomicU64,
+    num_replayed: AtomicU64,
+    spool_bytes: AtomicU64,
+    spooling: AtomicBool,
+}
+
+impl AuditStats {
+    /// Events accepted from the request path.
     pub fn num_emitted(&self) -> u64 {
         self.num_emitted.load(Ordering::Relaxed)
     }
 
+    /// Events lost: dropped under `on_spool_full = "drop"`, or that nothing could store.
     pub fn num_dropped(&self) -> u64 {
         self.num_dropped.load(Ordering::Relaxed)
     }
+
+    /// Events Kafka acknowledged on the direct path.
+    pub fn num_delivered(&self) -> u64 {
+        self.num_delivered.load(Ordering::Relaxed)
+    }
+
+    /// Events written to the disk spool.
+    pub fn num_spooled(&self) -> u64 {
+        self.num_spooled.load(Ordering::Relaxed)
+    }
+
+    /// Spooled events Kafka has since acknowledged.
+    pub fn num_replayed(&self) -> u64 {
+        self.num_replayed.load(Ordering::Relaxed)
+    }
+
+    /// Bytes the spool holds on disk.
+    pub fn spool_bytes(&self) -> u64 {
+        self.spool_bytes.load(Ordering::Relaxed)
+    }
+
+    /// True while events go to the spool instead of straight to Kafka.
+    pub fn is_spooling(&self) -> bool {
+        self.spooling.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn add_dropped(&self, count: u64) {
+        let before = self.num_dropped.fetch_add(count, Ordering::Relaxed);
+        // Log when the total crosses a power of two: visible without flooding the log.
+        let after = before + count;
+        if count > 0 && (before == 0 || after.ilog2() > before.ilog2()) {
+            warn!(dropped = after, "audit events dropped");
+        }
+    }
+
+    pub(crate) fn add_delivered(&self, count: u64) {
+        self.num_delivered.fetch_add(count, Ordering::Relaxed);
+    }
+
+    pub(crate) fn add_spooled(&self, count: u64) {
+        self.num_spooled.fetch_add(count, Ordering::Relaxed);
+    }
+
+    pub(crate) fn add_replayed(&self, count: u64) {
+        self.num_replayed.fetch_add(count, Ordering::Relaxed);
+    }
+
+    pub(crate) fn set_spool_bytes(&self, bytes: u64) {
+        self.spool_bytes.store(bytes, Ordering::Relaxed);
+    }
+
+    pub(crate) fn set_spooling(&self, spooling: bool) {
+        self.spooling.store(spooling, Ordering::Relaxed);
+    }
 }
+
+/// State shared by the two ends of the queue.
+#[derive(Debug)]
+struct Shared {
+    stats: Arc<AuditStats>,
+    on_spool_full: OnSpoolFull,
+    capacity: usize,
+    /// Events in the queue, not yet taken by the publisher.
+    queued: AtomicUsize,
+    /// Set by the publisher while its spool has no room.
+    spool_full: AtomicBool,
+    /// Woken when the pipeline has room again.
+    room: Notify,
+}
+
+impl Shared {
+    fn is_full(&self) -> bool {
+        self.spool_full.load(Ordering::Relaxed)
+            || self.queued.load(Ordering::Relaxed) > self.capacity
+    }
+}
+
+/// The audit pipeline could not take the call's events (`on_spool_full = "fail_closed"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the audit trail is unavailable (spool full)")]
+pub struct AuditUnavailable;
 
 /// Cloneable, non-blocking sender of audit events.
 #[derive(Debug, Clone)]
 pub struct EventEmitter {
-    sender: mpsc::Sender<AuditEvent>,
-    stats: Arc<EmitterStats>,
+    sender: mpsc::UnboundedSender<AuditEvent>,
+    shared: Arc<Shared>,
 }
 
 /// The receiving end, drained by a publisher (or by a test).
-pub type EventReceiver = mpsc::Receiver<AuditEvent>;
+#[derive(Debug)]
+pub struct EventReceiver {
+    receiver: mpsc::UnboundedReceiver<AuditEvent>,
+    shared: Arc<Shared>,
+}
 
-/// Creates an emitter and the receiver its events arrive at.
-pub fn event_channel(capacity: usize) -> (EventEmitter, EventReceiver) {
-    let (sender, receiver) = mpsc::channel(capacity);
+/// Creates an emitter and the receiver its events arrive at. `capacity` is how many queued
+/// events count as a backed-up pipeline.
+pub fn event_channel(capacity: usize, on_spool_full: OnSpoolFull) -> (EventEmitter, EventReceiver) {
+    let (sender, receiver) = mpsc::unbounded_channel();
+    let shared = Arc::new(Shared {
+        stats: Arc::new(AuditStats::default()),
+        on_spool_full,
+        capacity,
+        queued: AtomicUsize::new(0),
+        spool_full: AtomicBool::new(false),
+        room: Notify::new(),
+    });
     let emitter = EventEmitter {
         sender,
-        stats: Arc::new(EmitterStats::default()),
+        shared: shared.clone(),
     };
-    (emitter, receiver)
+    (emitter, EventReceiver { receiver, shared })
 }
 
 impl EventEmitter {
-    /// Hands `event` to the publisher without waiting. Never fails the caller.
-    pub fn emit(&self, event: AuditEvent) {
-        match self.sender.try_send(event) {
-            Ok(()) => {
-                self.stats.num_emitted.fetch_add(1, Ordering::Relaxed);
+    /// Waits until the pipeline can take a new call's events, per `on_spool_full`. Returns
+    /// at once (one atomic load) while it has room.
+    pub async fn admit(&self) -> Result<(), AuditUnavailable> {
+        loop {
+            let room = self.shared.room.notified();
+            tokio::pin!(room);
+            room.as_mut().enable();
+            if !self.shared.is_full() {
+                return Ok(());
             }
-            Err(err) => {
-                let dropped = self.stats.num_dropped.fetch_add(1, Ordering::Relaxed) + 1;
-                // Log the 1st, 2nd, 4th, 8th... drop: visible without flooding the log.
-                if dropped.is_power_of_two() {
-                    let reason = match err {
-                        mpsc::error::TrySendError::Full(_) => "event queue full",
-                        mpsc::error::TrySendError::Closed(_) => "event publisher stopped",
-                    };
-                    warn!(dropped, "{reason}: audit event dropped");
-                }
+            match self.shared.on_spool_full {
+                OnSpoolFull::Drop => return Ok(()),
+                OnSpoolFull::FailClosed => return Err(AuditUnavailable),
+                OnSpoolFull::Block => room.await,
             }
         }
     }
 
-    pub fn stats(&self) -> &EmitterStats {
-        &self.stats
+    /// Hands `event` to the publisher without waiting. Never fails the caller.
+    pub fn emit(&self, event: AuditEvent) {
+        let queued = self.shared.queued.fetch_add(1, Ordering::Relaxed);
+        if queued >= self.shared.capacity && self.shared.on_spool_full == OnSpoolFull::Drop {
+            self.shared.queued.fetch_sub(1, Ordering::Relaxed);
+            self.shared.stats.add_dropped(1);
+            return;
+        }
+        match self.sender.send(event) {
+            Ok(()) => {
+                self.shared
+                    .stats
+                    .num_emitted
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+            Err(_closed) => {
+                self.shared.queued.fetch_sub(1, Ordering::Relaxed);
+                self.shared.stats.add_dropped(1);
+            }
+        }
+    }
+
+    pub fn stats(&self) -> &AuditStats {
+        &self.shared.stats
+    }
+}
+
+impl EventReceiver {
+    /// Receives up to `limit` events into `buffer`; 0 once every emitter is gone and the
+    /// queue is empty.
+    pub async fn recv_many(&mut self, buffer: &mut Vec<AuditEvent>, limit: usize) -> usize {
+        let received = self.receiver.recv_many(buffer, limit).await;
+        let before = self.shared.queued.fetch_sub(received, Ordering::Relaxed);
+        if before > self.shared.capacity && before - received <= self.shared.capacity {
+            self.shared.room.notify_waiters();
+        }
+        received
+    }
+
+    /// Receives one event; `None` once every emitter is gone and the queue is empty.
+    pub async fn recv(&mut self) -> Option<AuditEvent> {
+        let mut buffer = Vec::with_capacity(1);
+        self.recv_many(&mut buffer, 1).await;
+        buffer.pop()
+    }
+
+    pub fn stats(&self) -> &AuditStats {
+        &self.shared.stats
+    }
+
+    /// A handle on the counters that outlives the receiver (for a shutdown report).
+    pub fn stats_handle(&self) -> Arc<AuditStats> {
+        self.shared.stats.clone()
+    }
+
+    /// Takes one queued event without waiting (tests drain the queue with it).
+    pub fn try_recv(&mut self) -> Option<AuditEvent> {
+        let event = self.receiver.try_recv().ok()?;
+        self.shared.queued.fetch_sub(1, Ordering::Relaxed);
+        Some(event)
+    }
+
+    pub fn on_spool_full(&self) -> OnSpoolFull {
+        self.shared.on_spool_full
+    }
+
+    /// Tells new calls whether the spool has room (see [`EventEmitter::admit`]).
+    pub fn set_spool_full(&self, full: bool) {
+        let was_full = self.shared.spool_full.swap(full, Ordering::Relaxed);
+        if was_full && !full {
+            self.shared.room.notify_waiters();
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
     use crate::event::{EventKind, RequestId};
 
@@ -89,8 +277,8 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn emit_never_blocks_and_counts_what_it_could_not_queue() {
-        let (emitter, mut receiver) = event_channel(2);
+    async fn emit_never_blocks_and_drop_mode_counts_what_it_could_not_queue() {
+        let (emitter, mut receiver) = event_channel(2, OnSpoolFull::Drop);
         for _ in 0..5 {
             emitter.emit(event());
         }
@@ -98,5 +286,41 @@ mod tests {
         assert_eq!(emitter.stats().num_dropped(), 3);
         assert!(receiver.recv().await.is_some());
         assert!(receiver.recv().await.is_some());
+    }
+
+    #[tokio::test]
+    async fn block_mode_queues_everything_and_holds_new_calls_until_there_is_room() {
+        let (emitter, mut receiver) = event_channel(2, OnSpoolFull::Block);
+        for _ in 0..5 {
+            emitter.emit(event());
+        }
+        assert_eq!(
+            emitter.stats().num_emitted(),
+            5,
+            "running calls never lose events"
+        );
+        let waiting = tokio::spawn({
+            let emitter = emitter.clone();
+            async move { emitter.admit().await }
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(
+            !waiting.is_finished(),
+            "a new call waits while the queue is backed up"
+        );
+        let mut drained = Vec::new();
+        receiver.recv_many(&mut drained, 10).await;
+        assert_eq!(drained.len(), 5);
+        assert_eq!(waiting.await.expect("task"), Ok(()));
+    }
+
+    #[tokio::test]
+    async fn fail_closed_refuses_new_calls_while_the_spool_is_full() {
+        let (emitter, receiver) = event_channel(10, OnSpoolFull::FailClosed);
+        assert_eq!(emitter.admit().await, Ok(()));
+        receiver.set_spool_full(true);
+        assert_eq!(emitter.admit().await, Err(AuditUnavailable));
+        receiver.set_spool_full(false);
+        assert_eq!(emitter.admit().await, Ok(()));
     }
 }

@@ -2,18 +2,25 @@
 //!
 //! - [`event`]: the schema_version 1 [`AuditEvent`] (JSON on the wire).
 //! - [`columnar`]: its Arrow schema and row ⇄ batch conversions for the archive.
-//! - [`emitter`]: the non-blocking hand-off from the request path.
+//! - [`emitter`]: the non-blocking hand-off from the request path, and back-pressure.
 //! - [`kafka`]: cluster setup, the publisher, the consumer helper, the embedded broker.
+//! - [`spool`]: the disk spool events wait in while Kafka is unreachable or slow.
+//! - [`audit_config`]: the `[audit]` section that governs the two above.
 //! - [`layout`]: where the archive keeps each table (shared by writer and readers).
 //!
 //! Every other Warden crate depends on this one and on nothing of each other's: what crosses a
 //! crate boundary is an [`AuditEvent`], a channel or a Kafka topic.
 
+pub mod audit_config;
 pub mod columnar;
 pub mod emitter;
 pub mod event;
 pub mod kafka;
 pub mod layout;
+pub mod spool;
 
-pub use emitter::{EventEmitter, EventReceiver, event_channel};
+pub use audit_config::AuditConfig;
+pub use emitter::{
+    AuditStats, AuditUnavailable, EventEmitter, EventReceiver, OnSpoolFull, event_channel,
+};
 pub use event::{AuditEvent, EventId, EventKind, RequestId, TokenId};

@@ -9,6 +9,7 @@ use axum::Router;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, HeaderValue, header};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 use serde_json::{Map, Value, json};
@@ -16,7 +17,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 use warden_ingest::event::ResponseInfo;
-use warden_ingest::{EventEmitter, RequestId};
+use warden_ingest::{AuditUnavailable, EventEmitter, RequestId};
 
 use crate::answer::Answer;
 use crate::audit::{CallAudit, prompt_hash};
@@ -143,17 +144,15 @@ impl ProxyState {
     }
 }
 
-/// The proxy's routes.
+/// The proxy's routes. Every call that reaches an upstream first passes the audit gate.
 pub fn router(state: Arc<ProxyState>) -> Router {
-    let mut router = Router::new()
+    let mut calls = Router::new()
         .route("/v1/chat/completions", post(chat_completions))
         .route("/v1/completions", post(completions))
         .route("/v1/embeddings", post(embeddings))
-        .route("/v1/models", get(list_models))
-        .route("/healthz", get(healthz))
-        .route("/metrics", get(metrics));
+        .route("/v1/models", get(list_models));
     if let Some(passthrough) = &state.settings.passthrough {
-        router = router
+        calls = calls
             .route(
                 &format!("{}/{{target}}", passthrough.prefix),
                 any(passthrough::handle),
@@ -163,7 +162,30 @@ pub fn router(state: Arc<ProxyState>) -> Router {
                 any(passthrough::handle),
             );
     }
-    router.fallback(unknown_endpoint).with_state(state)
+    let calls = calls.route_layer(middleware::from_fn_with_state(state.clone(), audit_gate));
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .merge(calls)
+        .fallback(unknown_endpoint)
+        .with_state(state)
+}
+
+/// Holds a call at the door while the audit pipeline has no room for its events, as
+/// `[audit].on_spool_full` says: wait (`block`), refuse with 503 (`fail_closed`), or let it
+/// through (`drop`). Free (one atomic load) while the pipeline has room.
+async fn audit_gate(
+    State(state): State<Arc<ProxyState>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    match state.emitter.admit().await {
+        Ok(()) => next.run(request).await,
+        Err(AuditUnavailable) => {
+            state.metrics.refused_unaudited();
+            ProxyError::AuditUnavailable.into_response()
+        }
+    }
 }
 
 /// Serves until `shutdown` fires, then finishes in-flight calls and returns.

@@ -43,6 +43,10 @@ pub enum ProxyError {
     Upstream { status: StatusCode, message: String },
     #[error("Internal error: {0}")]
     Internal(String),
+    #[error(
+        "The audit trail cannot record this call right now, so it is refused (no audit, no inference). Retry later."
+    )]
+    AuditUnavailable,
 }
 
 impl ProxyError {
@@ -59,7 +63,7 @@ impl ProxyError {
             Self::Unsupported(_) => StatusCode::BAD_REQUEST,
             Self::UpstreamUnreachable(_) | Self::UpstreamInvalid(_) => StatusCode::BAD_GATEWAY,
             Self::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
-            Self::UpstreamLoading(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::UpstreamLoading(_) | Self::AuditUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::Upstream { status, .. } => *status,
         }
     }
@@ -69,7 +73,7 @@ impl ProxyError {
         match self {
             Self::MissingApiKey | Self::InvalidApiKey => "invalid_request_error",
             Self::TargetNotAllowed(_) => "permission_error",
-            Self::Internal(_) => "server_error",
+            Self::Internal(_) | Self::AuditUnavailable => "server_error",
             Self::Upstream { status, .. } if *status == StatusCode::TOO_MANY_REQUESTS => {
                 "rate_limit_error"
             }
@@ -94,6 +98,7 @@ impl ProxyError {
             Self::UnknownModel(_) => "model_not_found",
             Self::TargetNotAllowed(_) => "target_not_allowed",
             Self::Internal(_) => "internal_error",
+            Self::AuditUnavailable => "audit_unavailable",
             Self::Unsupported(_) => "unsupported",
             Self::UnknownEndpoint(_) => "unknown_endpoint",
             Self::UpstreamUnreachable(_) => "upstream_unreachable",

@@ -10,6 +10,7 @@ use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetri
 use prometheus_client::metrics::TypedMetric;
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use warden_ingest::EventEmitter;
@@ -17,8 +18,14 @@ use warden_ingest::EventEmitter;
 const REQUESTS: &str = "warden_proxy_requests";
 const UPSTREAM_LATENCY: &str = "warden_proxy_upstream_latency_seconds";
 const ADDED_LATENCY: &str = "warden_proxy_added_latency_seconds";
+const CALLS_REFUSED_UNAUDITED: &str = "warden_proxy_calls_refused_unaudited";
 const EVENTS_EMITTED: &str = "warden_events_emitted";
 const EVENTS_DROPPED: &str = "warden_events_dropped";
+const EVENTS_DELIVERED: &str = "warden_events_delivered";
+const EVENTS_SPOOLED: &str = "warden_events_spooled";
+const EVENTS_REPLAYED: &str = "warden_events_replayed";
+const SPOOL_BYTES: &str = "warden_spool_bytes";
+const SPOOLING: &str = "warden_spooling";
 
 /// Labels of a finished call.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -41,6 +48,7 @@ pub(crate) struct ProxyMetrics {
     requests: Family<CallLabels, Counter>,
     upstream_latency: Family<TargetLabels, Histogram>,
     added_latency: Histogram,
+    refused_unaudited: Counter,
 }
 
 impl ProxyMetrics {
@@ -68,13 +76,24 @@ impl ProxyMetrics {
             "Latency the proxy added to a non-streamed call (total minus upstream time)",
             added_latency.clone(),
         );
+        let refused_unaudited = Counter::default();
+        registry.register(
+            CALLS_REFUSED_UNAUDITED,
+            "Calls refused with 503 because the audit spool was full (on_spool_full = fail_closed)",
+            refused_unaudited.clone(),
+        );
         registry.register_collector(Box::new(EmitterCollector { emitter }));
         Self {
             registry,
             requests,
             upstream_latency,
             added_latency,
+            refused_unaudited,
         }
+    }
+
+    pub(crate) fn refused_unaudited(&self) {
+        self.refused_unaudited.inc();
     }
 
     /// Records one finished call. `upstream_seconds` is known for non-streamed calls that
@@ -125,18 +144,49 @@ impl Collector for EmitterCollector {
         for (name, help, value) in [
             (
                 EVENTS_EMITTED,
-                "Audit events handed to the publisher",
+                "Audit events accepted from calls",
                 stats.num_emitted(),
             ),
             (
+                EVENTS_DELIVERED,
+                "Audit events Kafka acknowledged on the direct route",
+                stats.num_delivered(),
+            ),
+            (
+                EVENTS_SPOOLED,
+                "Audit events written to the disk spool while Kafka was unreachable or slow",
+                stats.num_spooled(),
+            ),
+            (
+                EVENTS_REPLAYED,
+                "Spooled audit events Kafka has since acknowledged",
+                stats.num_replayed(),
+            ),
+            (
                 EVENTS_DROPPED,
-                "Audit events dropped because the publisher queue was full",
+                "Audit events lost (on_spool_full = drop, or nowhere left to keep them)",
                 stats.num_dropped(),
             ),
         ] {
             let counter = ConstCounter::new(value);
             let metric = encoder.encode_descriptor(name, help, None, ConstCounter::<u64>::TYPE)?;
             counter.encode(metric)?;
+        }
+        for (name, help, value) in [
+            (
+                SPOOL_BYTES,
+                "Bytes the audit spool holds on disk",
+                stats.spool_bytes() as i64,
+            ),
+            (
+                SPOOLING,
+                "1 while audit events go to the disk spool instead of straight to Kafka",
+                i64::from(stats.is_spooling()),
+            ),
+        ] {
+            let gauge = ConstGauge::new(value);
+            let metric = encoder.encode_descriptor(name, help, None, ConstGauge::<i64>::TYPE)?;
+            gauge.encode(metric)?;
         }
         Ok(())
     }

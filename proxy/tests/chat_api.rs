@@ -9,7 +9,7 @@ use axum::http::{Request, StatusCode};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use tower::ServiceExt;
-use warden_ingest::{AuditEvent, EventKind, EventReceiver, event_channel};
+use warden_ingest::{AuditEvent, EventKind, EventReceiver, OnSpoolFull, event_channel};
 use warden_proxy::{ProxyConfig, ProxyState, REQUEST_ID_HEADER, router};
 use warden_testkit::{EmulatorOptions, TgiEmulator};
 
@@ -74,7 +74,7 @@ async fn harness_with(upstream: Option<String>, options: EmulatorOptions) -> Har
     ))
     .expect("config");
     let settings = config.validate(&HashMap::new()).expect("valid");
-    let (emitter, events) = event_channel(1024);
+    let (emitter, events) = event_channel(1024, OnSpoolFull::Block);
     let state = ProxyState::new(settings, emitter).expect("state");
     Harness {
         app: router(state),

@@ -10,7 +10,7 @@ use axum::http::{HeaderMap, Method, Request, StatusCode};
 use base64::Engine;
 use serde_json::{Value, json};
 use tower::ServiceExt;
-use warden_ingest::{AuditEvent, EventReceiver, event_channel};
+use warden_ingest::{AuditEvent, EventReceiver, OnSpoolFull, event_channel};
 use warden_proxy::{ProxyConfig, ProxyState, WARDEN_KEY_HEADER, router};
 use warden_testkit::trail::{
     ONE_CALL_TRAIL, client_key, drain, key_sha256, kinds, response_of, responses, sse_chunks,
@@ -112,7 +112,7 @@ impl Proxy {
         .expect("config");
         let env = HashMap::from([("NATIVE_TOKEN".to_owned(), native_token.clone())]);
         let settings = config.validate(&env).expect("valid");
-        let (emitter, events) = event_channel(1024);
+        let (emitter, events) = event_channel(1024, OnSpoolFull::Block);
         Self {
             app: router(ProxyState::new(settings, emitter).expect("state")),
             events,

@@ -46,7 +46,7 @@ pub fn responses(events: &[AuditEvent]) -> usize {
 /// The events emitted so far.
 pub fn drain(receiver: &mut EventReceiver) -> Vec<AuditEvent> {
     let mut events = Vec::new();
-    while let Ok(event) = receiver.try_recv() {
+    while let Some(event) = receiver.try_recv() {
         events.push(event);
     }
     events

@@ -68,13 +68,15 @@ pub struct WardenProcess {
 }
 
 impl WardenProcess {
-    /// Starts `warden <role> --config <config>`; logs go to `<config dir>/<role>.log`.
+    /// Starts `warden <role> --config <config>` in the config's directory (so default paths
+    /// such as the spool land there); logs go to `<config dir>/<role>.log`.
     pub fn start(role: &str, config: &Path) -> Self {
         let log = config.with_file_name(format!("{role}.log"));
         let log_file = std::fs::File::create(&log).expect("log file");
         let child = Command::new(warden_binary())
             .args([role, "--config"])
             .arg(config)
+            .current_dir(config.parent().expect("config has a directory"))
             .env("WARDEN_LOG", "info,warden=debug")
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())

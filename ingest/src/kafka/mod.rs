@@ -10,6 +10,8 @@ mod consumer;
 mod embedded;
 mod publisher;
 
+use std::time::Duration;
+
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
@@ -19,7 +21,10 @@ use tracing::{info, warn};
 pub use config::{EMBEDDED_BROKERS, KafkaConfig, TopicNames};
 pub use consumer::{ConsumedRecord, PartitionOffsets, TopicConsumer};
 pub use embedded::EmbeddedBroker;
-pub use publisher::{DeadLetterPublisher, KafkaEventPublisher, PublisherStats};
+pub use publisher::{DeadLetterPublisher, KafkaEventPublisher};
+
+/// How long topic creation waits for the cluster.
+const ADMIN_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Errors setting up or talking to Kafka.
 #[derive(Debug, thiserror::Error)]
@@ -28,6 +33,8 @@ pub enum KafkaSetupError {
     Embedded(String),
     #[error("kafka client: {0}")]
     Client(#[from] KafkaError),
+    #[error("opening the audit spool: {0}")]
+    Spool(String),
     #[error("creating topic {topic}: {code}")]
     CreateTopic {
         topic: String,
@@ -46,22 +53,45 @@ pub struct KafkaCluster {
 }
 
 impl KafkaCluster {
-    /// Connects to the configured brokers and creates missing topics; or, given the already
-    /// started embedded broker (which created its topics itself), uses its address.
-    pub async fn connect(
-        config: &KafkaConfig,
-        embedded: Option<&EmbeddedBroker>,
-    ) -> Result<Self, KafkaSetupError> {
-        let cluster = Self {
+    /// The configured brokers, or the already started embedded broker (which created its
+    /// topics itself). No IO: the cluster may well be down at this point.
+    pub fn new(config: &KafkaConfig, embedded: Option<&EmbeddedBroker>) -> Self {
+        Self {
             bootstrap_servers: embedded
                 .map(|broker| broker.bootstrap_servers().to_owned())
                 .unwrap_or_else(|| config.brokers.clone()),
             config: config.clone(),
-        };
-        if embedded.is_none() {
-            cluster.ensure_topics().await?;
         }
-        Ok(cluster)
+    }
+
+    /// Waits until the cluster answers and has Warden's topics (creating missing ones),
+    /// retrying with a log line while it does not. Workers start with this; the proxy does
+    /// not wait (its publisher spools meanwhile).
+    pub async fn wait_until_ready(&self) {
+        let mut backoff = Duration::from_millis(250);
+        let mut attempts = 0u32;
+        loop {
+            match self.ensure_topics().await {
+                Ok(()) => {
+                    if attempts > 0 {
+                        info!(brokers = %self.bootstrap_servers, "kafka is reachable");
+                    }
+                    return;
+                }
+                Err(err) => {
+                    attempts += 1;
+                    if attempts.is_power_of_two() {
+                        warn!(
+                            brokers = %self.bootstrap_servers,
+                            error = %err,
+                            "waiting for kafka"
+                        );
+                    }
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
     }
 
     pub fn bootstrap_servers(&self) -> &str {
@@ -114,7 +144,11 @@ impl KafkaCluster {
         config
     }
 
-    async fn ensure_topics(&self) -> Result<(), KafkaSetupError> {
+    /// Creates Warden's topics where missing. Fails if the cluster does not answer in time.
+    pub async fn ensure_topics(&self) -> Result<(), KafkaSetupError> {
+        if self.config.is_embedded() {
+            return Ok(());
+        }
         let admin: AdminClient<DefaultClientContext> = self.client_config().create()?;
         let new_topics: Vec<NewTopic<'_>> = self
             .config
@@ -126,9 +160,8 @@ impl KafkaCluster {
                 NewTopic::new(name, self.config.partitions, replication)
             })
             .collect();
-        let results = admin
-            .create_topics(&new_topics, &AdminOptions::new())
-            .await?;
+        let options = AdminOptions::new().request_timeout(Some(ADMIN_TIMEOUT));
+        let results = admin.create_topics(&new_topics, &options).await?;
         for result in results {
             match result {
                 Ok(topic) => info!(%topic, "created topic"),

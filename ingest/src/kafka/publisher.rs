@@ -1,133 +1,582 @@
-//! Publishing to Kafka: the background task that drains the emit channel into
-//! `warden.events`, and the dead-letter publisher the consumers use for bad records.
+//! Publishing to Kafka: the task that drains the emit queue into `warden.events` — straight
+//! to Kafka while it keeps up, through the disk spool while it does not — and the dead-letter
+//! publisher the consumers use for bad records.
+//!
+//! Two routes, one task:
+//!
+//! - **Direct**: each event is handed to librdkafka and acknowledged in the background.
+//! - **Spooling**: entered when Kafka is unreachable (every broker down, a delivery failed or
+//!   timed out) or slow (librdkafka's queue is full, or more than `max_in_flight` events wait
+//!   for acknowledgement). New events are appended to the [`Spool`]; so are direct-route
+//!   events that come back failed. Meanwhile the task probes the cluster and, once it answers,
+//!   replays the spool in order, in windows, acknowledging a window in the spool only when
+//!   Kafka has every record of it. When the spool is drained the route is direct again.
+//!
+//! The request path never waits on any of this: it only ever touches the emit queue.
 
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use rdkafka::ClientContext;
+use rdkafka::Message;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{
     BaseRecord, DeliveryResult, FutureProducer, FutureRecord, Producer, ProducerContext,
-    ThreadedProducer,
+    PurgeConfig, ThreadedProducer,
 };
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use super::{ConsumedRecord, KafkaCluster, KafkaSetupError};
-use crate::emitter::EventReceiver;
+use crate::audit_config::AuditConfig;
+use crate::emitter::{AuditStats, EventReceiver, OnSpoolFull};
+use crate::spool::{Spool, SpoolError, SpoolPosition, SpooledRecord};
 
-/// Events taken from the emit channel per batch.
+/// Events taken from the emit queue per batch.
 const PUBLISH_BATCH: usize = 1024;
-/// How long to wait before retrying when librdkafka's local queue is full.
-const QUEUE_FULL_BACKOFF: Duration = Duration::from_millis(5);
-/// How long shutdown waits for in-flight messages to be acknowledged.
-const FLUSH_TIMEOUT: Duration = Duration::from_secs(30);
+/// Spooled records sent to Kafka per replay window.
+const REPLAY_WINDOW: usize = 5_000;
+/// How often the task looks at the spool, its fsync deadline and the gauges.
+const TICK: Duration = Duration::from_millis(100);
+/// First and longest pause between replay attempts while Kafka does not answer.
+const REPLAY_BACKOFF_MIN: Duration = Duration::from_millis(500);
+const REPLAY_BACKOFF_MAX: Duration = Duration::from_secs(10);
+/// How long a probe waits for the cluster's metadata.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long shutdown waits for in-flight messages before spooling them instead.
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the dead-letter publisher waits for an acknowledgement.
+const DEAD_LETTER_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Delivery counters of the event publisher.
-#[derive(Debug, Default)]
-pub struct PublisherStats {
-    num_delivered: AtomicU64,
-    num_failed: AtomicU64,
-}
+/// A direct-route event Kafka did not take: its key and payload, to be spooled.
+type FailedDelivery = (Vec<u8>, Vec<u8>);
 
-impl PublisherStats {
-    pub fn num_delivered(&self) -> u64 {
-        self.num_delivered.load(Ordering::Relaxed)
-    }
-
-    pub fn num_failed(&self) -> u64 {
-        self.num_failed.load(Ordering::Relaxed)
-    }
-}
-
-/// librdkafka calls this on its polling thread once per message: acknowledged or failed.
+/// librdkafka calls this on its polling thread: once per message, and on client errors.
 #[derive(Debug)]
-struct DeliveryCounter {
-    stats: Arc<PublisherStats>,
+struct DirectRouteContext {
+    stats: Arc<AuditStats>,
+    failed: mpsc::UnboundedSender<FailedDelivery>,
+    all_brokers_down: Arc<AtomicBool>,
 }
 
-impl ClientContext for DeliveryCounter {}
+impl ClientContext for DirectRouteContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        if error.rdkafka_error_code() == Some(RDKafkaErrorCode::AllBrokersDown) {
+            if !self.all_brokers_down.swap(true, Ordering::Relaxed) {
+                warn!(%reason, "every kafka broker is down");
+            }
+        } else {
+            debug!(%error, %reason, "kafka client error");
+        }
+    }
+}
 
-impl ProducerContext for DeliveryCounter {
+impl ProducerContext for DirectRouteContext {
     type DeliveryOpaque = ();
 
     fn delivery(&self, result: &DeliveryResult<'_>, _: Self::DeliveryOpaque) {
         match result {
-            Ok(_) => {
-                self.stats.num_delivered.fetch_add(1, Ordering::Relaxed);
-            }
-            Err((err, _)) => {
-                let failed = self.stats.num_failed.fetch_add(1, Ordering::Relaxed) + 1;
-                if failed.is_power_of_two() {
-                    warn!(failed, error = %err, "audit event delivery failed");
-                }
+            Ok(_) => self.stats.add_delivered(1),
+            Err((err, message)) => {
+                debug!(error = %err, "direct delivery failed; the event goes to the spool");
+                let key = message.key().unwrap_or_default().to_vec();
+                let payload = message.payload().unwrap_or_default().to_vec();
+                // The receiver lives as long as the producer: the send cannot fail.
+                let _ = self.failed.send((key, payload));
             }
         }
     }
 }
 
-/// Drains the emit channel into the events topic.
+/// Where new events go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Route {
+    Direct,
+    Spooling { since: Instant },
+}
+
+/// Spooled records on their way to Kafka: the ones not yet acknowledged, and where the
+/// window ends in the spool.
+#[derive(Debug)]
+struct ReplayWindow {
+    unsent: Vec<SpooledRecord>,
+    end: SpoolPosition,
+    len: usize,
+}
+
+/// What a replay attempt came back with.
+#[derive(Debug)]
+enum ReplayOutcome {
+    /// The cluster did not answer the probe: nothing was sent.
+    Unreachable(ReplayWindow),
+    /// Sent; `window.unsent` holds the records Kafka did not acknowledge.
+    Sent(ReplayWindow),
+}
+
+type ReplayFuture = Pin<Box<dyn Future<Output = ReplayOutcome> + Send>>;
+
+/// Drains the emit queue into the events topic.
 #[derive(Debug)]
 pub struct KafkaEventPublisher;
 
 impl KafkaEventPublisher {
-    /// Spawns the publisher. It runs until every [`crate::EventEmitter`] is dropped, then
-    /// flushes what librdkafka still holds and returns its counters.
+    /// Opens the spool and spawns the publisher. It runs until every emitter is dropped, then
+    /// delivers or spools what it still holds and returns.
     pub fn spawn(
         cluster: &KafkaCluster,
-        mut events: EventReceiver,
-    ) -> Result<JoinHandle<Arc<PublisherStats>>, KafkaSetupError> {
-        let stats = Arc::new(PublisherStats::default());
-        let producer: Arc<ThreadedProducer<DeliveryCounter>> = Arc::new(
-            cluster
-                .producer_config()
-                .create_with_context(DeliveryCounter {
-                    stats: stats.clone(),
-                })?,
-        );
-        let topic = cluster.topics().events.clone();
-        Ok(tokio::spawn(async move {
-            let mut batch = Vec::with_capacity(PUBLISH_BATCH);
-            while events.recv_many(&mut batch, PUBLISH_BATCH).await > 0 {
-                for event in batch.drain(..) {
-                    let payload = event.to_json();
-                    let key = event.partition_key();
-                    loop {
-                        let record = BaseRecord::to(&topic).key(key).payload(&payload);
-                        match producer.send(record) {
-                            Ok(()) => break,
-                            Err((
-                                KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull),
-                                _,
-                            )) => {
-                                tokio::time::sleep(QUEUE_FULL_BACKOFF).await;
-                            }
-                            Err((err, _)) => {
-                                stats.num_failed.fetch_add(1, Ordering::Relaxed);
-                                warn!(error = %err, "audit event could not be queued for kafka");
-                                break;
-                            }
-                        }
+        events: EventReceiver,
+        audit: &AuditConfig,
+    ) -> Result<JoinHandle<()>, KafkaSetupError> {
+        let spool = Spool::open(audit.spool_options())
+            .map_err(|err| KafkaSetupError::Spool(err.to_string()))?;
+        let stats = events.stats_handle();
+        let (failed_tx, failed_rx) = mpsc::unbounded_channel();
+        let all_brokers_down = Arc::new(AtomicBool::new(false));
+        let delivery_timeout_ms = audit.delivery_timeout().as_millis().to_string();
+        let mut producer_config = cluster.producer_config();
+        producer_config.set("message.timeout.ms", &delivery_timeout_ms);
+        let direct: ThreadedProducer<DirectRouteContext> =
+            producer_config.create_with_context(DirectRouteContext {
+                stats: stats.clone(),
+                failed: failed_tx,
+                all_brokers_down: all_brokers_down.clone(),
+            })?;
+        let replay: FutureProducer = producer_config.create()?;
+        let route = if spool.is_drained() {
+            Route::Direct
+        } else {
+            Route::Spooling {
+                since: Instant::now(),
+            }
+        };
+        let publisher = Publisher {
+            direct: Arc::new(direct),
+            replay,
+            topic: cluster.topics().events.clone(),
+            cluster: cluster.clone(),
+            spool,
+            overflow: VecDeque::new(),
+            route,
+            events,
+            failed: failed_rx,
+            all_brokers_down,
+            max_in_flight: audit.max_in_flight,
+            replay_backoff: REPLAY_BACKOFF_MIN,
+            next_replay: Instant::now(),
+            retry_window: None,
+            spooled_this_episode: 0,
+        };
+        Ok(tokio::spawn(publisher.run()))
+    }
+}
+
+/// The publisher task's state. One owner: no locks.
+struct Publisher {
+    direct: Arc<ThreadedProducer<DirectRouteContext>>,
+    replay: FutureProducer,
+    topic: String,
+    cluster: KafkaCluster,
+    spool: Spool,
+    /// Records waiting for room in a full spool (`block` / `fail_closed`), oldest first.
+    overflow: VecDeque<FailedDelivery>,
+    route: Route,
+    events: EventReceiver,
+    failed: mpsc::UnboundedReceiver<FailedDelivery>,
+    all_brokers_down: Arc<AtomicBool>,
+    max_in_flight: usize,
+    replay_backoff: Duration,
+    next_replay: Instant,
+    /// A window Kafka took only part of: its remaining records are sent before any new ones.
+    retry_window: Option<ReplayWindow>,
+    spooled_this_episode: u64,
+}
+
+impl std::fmt::Debug for Publisher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Publisher")
+            .field("route", &self.route)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Publisher {
+    async fn run(mut self) {
+        if let Route::Spooling { .. } = self.route {
+            self.events.stats().set_spooling(true);
+        }
+        self.publish_gauges();
+        let mut batch = Vec::with_capacity(PUBLISH_BATCH);
+        let mut failed = Vec::new();
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut in_flight_replay: Option<ReplayFuture> = None;
+        loop {
+            tokio::select! {
+                biased;
+                received = self.failed.recv_many(&mut failed, PUBLISH_BATCH) => {
+                    if received > 0 {
+                        self.take_failed(&mut failed);
+                    }
+                }
+                received = self.events.recv_many(&mut batch, PUBLISH_BATCH) => {
+                    if received == 0 {
+                        break;
+                    }
+                    for event in batch.drain(..) {
+                        let payload = event.to_json();
+                        self.publish(event.partition_key().as_bytes(), payload);
+                    }
+                    self.sync_spool();
+                }
+                outcome = async { in_flight_replay.as_mut().expect("guarded").await },
+                    if in_flight_replay.is_some() =>
+                {
+                    in_flight_replay = None;
+                    self.replayed(outcome);
+                }
+                _ = tick.tick() => {
+                    self.sync_spool();
+                    if in_flight_replay.is_none() {
+                        in_flight_replay = self.next_replay();
+                    }
+                    self.publish_gauges();
+                }
+            }
+        }
+        if let Some(replay) = in_flight_replay {
+            let outcome = replay.await;
+            self.replayed(outcome);
+        }
+        self.shut_down().await;
+    }
+
+    /// Routes one event.
+    fn publish(&mut self, key: &[u8], payload: Vec<u8>) {
+        if self.route == Route::Direct {
+            if let Some(reason) = self.kafka_trouble() {
+                self.start_spooling(reason);
+            } else {
+                let record = BaseRecord::to(&self.topic).key(key).payload(&payload);
+                match self.direct.send(record) {
+                    Ok(()) => return,
+                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                        self.start_spooling("the producer queue is full (kafka is slow)");
+                    }
+                    Err((err, _)) => {
+                        self.start_spooling(&format!("the producer refused an event: {err}"));
                     }
                 }
             }
-            debug!("emit channel closed, flushing producer");
-            let flushing = producer.clone();
-            let flushed = tokio::task::spawn_blocking(move || flushing.flush(FLUSH_TIMEOUT)).await;
-            match flushed {
-                Ok(Ok(())) => {}
-                Ok(Err(err)) => warn!(error = %err, "producer flush incomplete"),
-                Err(err) => warn!(error = %err, "producer flush task failed"),
+        }
+        self.spool_record(key.to_vec(), payload);
+    }
+
+    /// Why the direct route should not be used right now, if it should not.
+    fn kafka_trouble(&self) -> Option<&'static str> {
+        if self.all_brokers_down.load(Ordering::Relaxed) {
+            Some("every broker is down")
+        } else if usize::try_from(self.direct.in_flight_count()).unwrap_or(0) > self.max_in_flight {
+            Some("too many events wait for acknowledgement (kafka is slow)")
+        } else {
+            None
+        }
+    }
+
+    fn start_spooling(&mut self, reason: &str) {
+        if self.route != Route::Direct {
+            return;
+        }
+        warn!(
+            %reason,
+            spool = %self.spool_dir(),
+            "kafka unavailable: audit events now go to the disk spool"
+        );
+        self.route = Route::Spooling {
+            since: Instant::now(),
+        };
+        self.spooled_this_episode = 0;
+        self.events.stats().set_spooling(true);
+        self.next_replay = Instant::now() + REPLAY_BACKOFF_MIN;
+        self.replay_backoff = REPLAY_BACKOFF_MIN;
+        if self.all_brokers_down.load(Ordering::Relaxed) {
+            // Events librdkafka still queues would wait out the delivery timeout in memory;
+            // purged, they come back as failed deliveries and are spooled now.
+            self.direct.purge(PurgeConfig::default().queue());
+        }
+    }
+
+    /// Failed direct-route deliveries: to the spool (they are older than what comes next).
+    fn take_failed(&mut self, failed: &mut Vec<FailedDelivery>) {
+        if self.route == Route::Direct {
+            self.start_spooling("kafka did not acknowledge an event in time");
+        }
+        for (key, payload) in failed.drain(..) {
+            self.spool_record(key, payload);
+        }
+        self.sync_spool();
+    }
+
+    /// Appends one record to the spool, or applies `on_spool_full` when it has no room.
+    fn spool_record(&mut self, key: Vec<u8>, payload: Vec<u8>) {
+        if !self.overflow.is_empty() {
+            self.overflow.push_back((key, payload));
+            return;
+        }
+        match self.spool.append(&key, &payload) {
+            Ok(()) => {
+                self.events.stats().add_spooled(1);
+                self.spooled_this_episode += 1;
             }
-            info!(
-                delivered = stats.num_delivered(),
-                failed = stats.num_failed(),
-                "event publisher stopped"
+            Err(err) => self.no_room((key, payload), &err),
+        }
+    }
+
+    fn no_room(&mut self, record: FailedDelivery, err: &SpoolError) {
+        match self.events.on_spool_full() {
+            OnSpoolFull::Drop => self.events.stats().add_dropped(1),
+            OnSpoolFull::Block | OnSpoolFull::FailClosed => {
+                if self.overflow.is_empty() {
+                    warn!(
+                        error = %err,
+                        policy = ?self.events.on_spool_full(),
+                        "the spool cannot take more events; new calls are held back"
+                    );
+                }
+                self.overflow.push_back(record);
+                self.events.set_spool_full(true);
+            }
+        }
+    }
+
+    /// Moves held-back records into the spool while it has room.
+    fn drain_overflow(&mut self) {
+        while let Some((key, payload)) = self.overflow.front() {
+            if self.spool.append(key, payload).is_err() {
+                return;
+            }
+            self.overflow.pop_front();
+            self.events.stats().add_spooled(1);
+            self.spooled_this_episode += 1;
+        }
+        if self.overflow.is_empty() {
+            self.events.set_spool_full(false);
+        }
+    }
+
+    fn sync_spool(&mut self) {
+        if let Err(err) = self.spool.sync_if_due() {
+            error!(error = %err, "spool fsync failed");
+        }
+    }
+
+    /// Starts the next replay attempt, if one is due.
+    fn next_replay(&mut self) -> Option<ReplayFuture> {
+        let Route::Spooling { since } = self.route else {
+            return None;
+        };
+        if Instant::now() < self.next_replay {
+            return None;
+        }
+        let window = match self.retry_window.take() {
+            Some(window) => window,
+            None => {
+                self.drain_overflow();
+                let records = match self.spool.read(REPLAY_WINDOW) {
+                    Ok(records) => records,
+                    Err(err) => {
+                        error!(error = %err, "reading the spool failed");
+                        self.spool.rewind();
+                        self.next_replay = Instant::now() + REPLAY_BACKOFF_MAX;
+                        return None;
+                    }
+                };
+                let Some(last) = records.last() else {
+                    if self.spool.is_drained() && self.overflow.is_empty() {
+                        self.finish_spooling(since);
+                    } else {
+                        self.spool.rewind();
+                    }
+                    return None;
+                };
+                ReplayWindow {
+                    end: last.end,
+                    len: records.len(),
+                    unsent: records,
+                }
+            }
+        };
+        Some(Box::pin(send_window(
+            self.cluster.clone(),
+            self.replay.clone(),
+            window,
+        )))
+    }
+
+    fn replayed(&mut self, outcome: ReplayOutcome) {
+        let window = match outcome {
+            ReplayOutcome::Unreachable(window) => {
+                debug!("kafka still unreachable; the spool waits");
+                self.back_off();
+                self.retry_window = Some(window);
+                return;
+            }
+            ReplayOutcome::Sent(window) => window,
+        };
+        if !window.unsent.is_empty() {
+            warn!(
+                unsent = window.unsent.len(),
+                "kafka took only part of a replay window; retrying the rest"
             );
-            stats
-        }))
+            self.back_off();
+            self.retry_window = Some(window);
+            return;
+        }
+        self.replay_backoff = REPLAY_BACKOFF_MIN;
+        self.next_replay = Instant::now();
+        self.all_brokers_down.store(false, Ordering::Relaxed);
+        match self.spool.acknowledge(window.end) {
+            Ok(()) => self.events.stats().add_replayed(window.len as u64),
+            Err(err) => error!(error = %err, "recording replay progress in the spool failed"),
+        }
+        self.drain_overflow();
+        self.publish_gauges();
+    }
+
+    fn back_off(&mut self) {
+        self.next_replay = Instant::now() + self.replay_backoff;
+        self.replay_backoff = (self.replay_backoff * 2).min(REPLAY_BACKOFF_MAX);
+    }
+
+    fn finish_spooling(&mut self, since: Instant) {
+        info!(
+            replayed = self.spooled_this_episode,
+            after = ?since.elapsed(),
+            "spool drained: audit events go straight to kafka again"
+        );
+        self.route = Route::Direct;
+        self.events.stats().set_spooling(false);
+        self.events.set_spool_full(false);
+    }
+
+    fn publish_gauges(&self) {
+        let stats = self.events.stats();
+        stats.set_spool_bytes(self.spool.bytes());
+    }
+
+    /// The queue is closed: deliver what librdkafka holds, spool what it cannot deliver.
+    async fn shut_down(mut self) {
+        let direct = self.direct.clone();
+        let flushed = tokio::task::spawn_blocking(move || {
+            let flushed = direct.flush(FLUSH_TIMEOUT);
+            if flushed.is_err() {
+                direct.purge(PurgeConfig::default().queue().inflight());
+                // Serve the purged messages' delivery callbacks.
+                let _ = direct.flush(Duration::from_secs(1));
+            }
+            flushed
+        })
+        .await;
+        if !matches!(flushed, Ok(Ok(()))) {
+            warn!("kafka did not acknowledge every event before shutdown; spooling the rest");
+        }
+        let mut failed = Vec::new();
+        while let Ok(record) = self.failed.try_recv() {
+            failed.push(record);
+        }
+        if !failed.is_empty() {
+            self.take_failed(&mut failed);
+        }
+        self.drain_overflow();
+        if !self.overflow.is_empty() {
+            error!(
+                lost = self.overflow.len(),
+                "the spool is full at shutdown: these audit events are lost"
+            );
+            self.events.stats().add_dropped(self.overflow.len() as u64);
+        }
+        if let Err(err) = self.spool.sync() {
+            error!(error = %err, "spool fsync failed at shutdown");
+        }
+        self.publish_gauges();
+        let stats = self.events.stats();
+        info!(
+            delivered = stats.num_delivered(),
+            spooled = stats.num_spooled(),
+            replayed = stats.num_replayed(),
+            dropped = stats.num_dropped(),
+            spool_bytes = self.spool.bytes(),
+            "event publisher stopped"
+        );
+    }
+
+    fn spool_dir(&self) -> String {
+        self.spool.dir().display().to_string()
+    }
+}
+
+/// Probes the cluster, then sends the window's unsent records and waits for every
+/// acknowledgement. Returns the window with the records Kafka did not take.
+async fn send_window(
+    cluster: KafkaCluster,
+    producer: FutureProducer,
+    mut window: ReplayWindow,
+) -> ReplayOutcome {
+    let topic = cluster.topics().events.clone();
+    if !probe(&cluster, &producer, &topic).await {
+        return ReplayOutcome::Unreachable(window);
+    }
+    let mut deliveries = Vec::with_capacity(window.unsent.len());
+    for (index, record) in window.unsent.iter().enumerate() {
+        let future_record = FutureRecord::to(&topic)
+            .key(record.key.as_slice())
+            .payload(record.payload.as_slice());
+        match producer.send_result(future_record) {
+            Ok(delivery) => deliveries.push((index, delivery)),
+            // Queue full or refused: this one and the rest wait for the next attempt.
+            Err(_) => break,
+        }
+    }
+    let mut delivered = vec![false; window.unsent.len()];
+    for (index, delivery) in deliveries {
+        if matches!(delivery.await, Ok(Ok(_))) {
+            delivered[index] = true;
+        }
+    }
+    let mut index = 0;
+    window.unsent.retain(|_| {
+        let keep = !delivered[index];
+        index += 1;
+        keep
+    });
+    ReplayOutcome::Sent(window)
+}
+
+/// True when the cluster answers and has the events topic (created here if missing).
+async fn probe(cluster: &KafkaCluster, producer: &FutureProducer, topic: &str) -> bool {
+    let client = producer.clone();
+    let topic_name = topic.to_owned();
+    let metadata = tokio::task::spawn_blocking(move || {
+        client
+            .client()
+            .fetch_metadata(Some(&topic_name), PROBE_TIMEOUT)
+            .map(|metadata| {
+                metadata
+                    .topics()
+                    .iter()
+                    .any(|t| t.error().is_none() && !t.partitions().is_empty())
+            })
+    })
+    .await;
+    match metadata {
+        Ok(Ok(true)) => true,
+        Ok(Ok(false)) => cluster.ensure_topics().await.is_ok(),
+        Ok(Err(_)) | Err(_) => false,
     }
 }
 
@@ -183,7 +632,7 @@ impl DeadLetterPublisher {
             dead_letter = dead_letter.key(key.as_slice());
         }
         self.producer
-            .send(dead_letter, FLUSH_TIMEOUT)
+            .send(dead_letter, DEAD_LETTER_TIMEOUT)
             .await
             .map(|_| ())
             .map_err(|(err, _)| err)

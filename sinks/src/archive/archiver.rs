@@ -9,14 +9,13 @@ use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 use warden_ingest::AuditEvent;
-use warden_ingest::columnar::events_to_batch;
 use warden_ingest::kafka::{
     ConsumedRecord, DeadLetterPublisher, KafkaCluster, KafkaSetupError, PartitionOffsets,
     TopicConsumer,
 };
 use warden_ingest::layout::{ArchiveUrl, EVENTS_TABLE, hour_partition};
 
-use super::{ArchiveConfig, ArchiveError, ParquetArchive};
+use super::{ArchiveConfig, ArchiveError, EncodedObject, ParquetArchive};
 
 /// While draining, how long the topic must be quiet before the remaining lag is checked.
 const DRAIN_QUIET: Duration = Duration::from_millis(200);
@@ -218,12 +217,21 @@ impl Archiver {
         let objects = std::mem::take(&mut pending.objects);
         for ((directory, partition), events) in objects {
             let key = self.object_key(&directory, partition, pending, &events);
+            let object = loop {
+                match EncodedObject::encode(events.clone()).await {
+                    Ok(object) => break object,
+                    Err(err) => {
+                        warn!(%key, error = %err, "archive encoding failed; retrying");
+                        tokio::time::sleep(RETRY_BACKOFF).await;
+                    }
+                }
+            };
             loop {
-                match self.write_object(&key, &events).await {
-                    Ok(size) => {
-                        debug!(%key, rows = events.len(), size, "archive object written");
+                match self.archive.put(&key, &object).await {
+                    Ok(()) => {
+                        debug!(%key, rows = object.num_rows, size = object.bytes.len(), "archive object written");
                         self.report.num_objects_written += 1;
-                        self.report.num_events_archived += events.len() as u64;
+                        self.report.num_events_archived += object.num_rows as u64;
                         break;
                     }
                     Err(err) => {
@@ -270,10 +278,5 @@ impl Archiver {
             "{directory}/{topic}-{partition}-{first:020}-{last:020}-{first_event}.parquet",
             topic = self.topic
         ))
-    }
-
-    async fn write_object(&self, key: &Path, events: &[AuditEvent]) -> Result<usize, ArchiveError> {
-        let batch = events_to_batch(events)?;
-        self.archive.write(key, batch).await
     }
 }

@@ -10,4 +10,4 @@ mod store;
 
 pub use archiver::{Archiver, ArchiverReport, ArchiverSetupError, ShutdownMode};
 pub use config::ArchiveConfig;
-pub use store::{ArchiveError, ParquetArchive};
+pub use store::{ArchiveError, EncodedObject, ParquetArchive};

@@ -10,6 +10,9 @@ use object_store::{ObjectStore, ObjectStoreExt};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
+use sha2::{Digest, Sha256};
+use warden_ingest::AuditEvent;
+use warden_ingest::columnar::events_to_batch;
 use warden_ingest::layout::ArchiveUrl;
 
 /// Rows per Parquet row group: large enough for good compression and fast scans.
@@ -61,22 +64,44 @@ impl ParquetArchive {
         Ok(Self { store })
     }
 
-    /// Encodes `batch` as zstd Parquet (on a blocking thread) and writes it at `key`.
-    /// Returns the object's size in bytes. The write is atomic: readers see all or nothing.
-    pub async fn write(&self, key: &Path, batch: RecordBatch) -> Result<usize, ArchiveError> {
-        let encoded = tokio::task::spawn_blocking(move || encode_parquet(&batch))
-            .await
-            .map_err(|err| ArchiveError::Location {
-                location: "encoder".to_owned(),
-                message: err.to_string(),
-            })??;
-        let size = encoded.len();
-        self.store.put(key, encoded.into()).await?;
-        Ok(size)
+    /// Writes `object` at `key`. The write is atomic: readers see all or nothing.
+    pub async fn put(&self, key: &Path, object: &EncodedObject) -> Result<(), ArchiveError> {
+        self.store.put(key, object.bytes.clone().into()).await?;
+        Ok(())
     }
 
     pub fn store(&self) -> &Arc<dyn ObjectStore> {
         &self.store
+    }
+}
+
+/// One archive object, encoded and fingerprinted, ready to be written (and rewritten on retry).
+#[derive(Debug, Clone)]
+pub struct EncodedObject {
+    pub bytes: Bytes,
+    pub num_rows: usize,
+    /// SHA-256 of `bytes`: what the manifest records and `warden verify` checks.
+    pub sha256: [u8; 32],
+}
+
+impl EncodedObject {
+    /// Encodes `events` as zstd Parquet on a blocking thread: CPU-heavy work stays off the
+    /// async workers that serve the proxy in `warden up`.
+    pub async fn encode(events: Vec<AuditEvent>) -> Result<Self, ArchiveError> {
+        tokio::task::spawn_blocking(move || {
+            let batch = events_to_batch(&events)?;
+            let bytes = encode_parquet(&batch)?;
+            Ok(Self {
+                sha256: Sha256::digest(&bytes).into(),
+                num_rows: events.len(),
+                bytes,
+            })
+        })
+        .await
+        .map_err(|err| ArchiveError::Location {
+            location: "encoder".to_owned(),
+            message: err.to_string(),
+        })?
     }
 }
 
