@@ -46,18 +46,23 @@ impl TansuBroker {
 
     /// Starts a broker on a free port and waits until it accepts connections.
     pub fn start() -> anyhow::Result<Self> {
+        let mut broker = Self::not_started()?;
+        broker.restart()?;
+        Ok(broker)
+    }
+
+    /// Picks a free port for a broker without starting it: clients configured with
+    /// [`TansuBroker::bootstrap_servers`] find nobody there until [`TansuBroker::restart`].
+    pub fn not_started() -> anyhow::Result<Self> {
         let binary = Self::binary().context(
             "tansu is not installed: run scripts/test.sh, or \
              `cargo install tansu --features dynostore --locked`",
         )?;
-        let port = crate::free_port()?;
-        let mut broker = Self {
+        Ok(Self {
             child: None,
-            port,
+            port: crate::free_port()?,
             binary,
-        };
-        broker.restart()?;
-        Ok(broker)
+        })
     }
 
     /// `127.0.0.1:PORT`, for `bootstrap.servers`.

@@ -122,6 +122,65 @@ impl WardenProcess {
         }
         panic!("warden did not stop after SIGINT:\n{}", self.log());
     }
+
+    /// SIGKILL: a crash, no shutdown code runs.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Reads one unlabelled counter or gauge from `GET http://{listen}/metrics`.
+pub async fn metric(listen: &str, name: &str) -> f64 {
+    let text = http_client()
+        .get(format!("http://{listen}/metrics"))
+        .send()
+        .await
+        .expect("metrics answer")
+        .text()
+        .await
+        .expect("metrics text");
+    text.lines()
+        .find_map(|line| {
+            let (metric, value) = line.split_once(' ')?;
+            (metric == name).then(|| value.parse().ok()).flatten()
+        })
+        .unwrap_or_else(|| panic!("{name} missing from /metrics:\n{text}"))
+}
+
+/// Polls `metric` until it reaches `expected` (or 60 s pass); returns the last value.
+pub async fn metric_until(listen: &str, name: &str, expected: f64) -> f64 {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let value = metric(listen, name).await;
+        if value >= expected || Instant::now() > deadline {
+            return value;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Polls `warden sql` until the events table holds at least `expected` rows (or 90 s pass);
+/// returns (rows, distinct event ids).
+pub async fn archived_event_counts(config: &Path, expected: u64) -> (u64, u64) {
+    let query = "SELECT count(*) AS n, count(DISTINCT event_id) AS d FROM events";
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let rows = try_sql(config, query).unwrap_or_default();
+        let counts = rows
+            .first()
+            .map(|row| {
+                (
+                    row["n"].as_u64().unwrap_or(0),
+                    row["d"].as_u64().unwrap_or(0),
+                )
+            })
+            .unwrap_or((0, 0));
+        if counts.0 >= expected || Instant::now() > deadline {
+            return counts;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }
 
 impl Drop for WardenProcess {
@@ -135,6 +194,11 @@ impl Drop for WardenProcess {
 
 /// Runs `warden sql --format json` and returns one JSON object per row.
 pub fn sql(config: &Path, query: &str) -> Vec<Value> {
+    try_sql(config, query).unwrap_or_else(|err| panic!("warden sql failed: {err}"))
+}
+
+/// Runs `warden sql --format json`: the rows, or its error output.
+pub fn try_sql(config: &Path, query: &str) -> Result<Vec<Value>, String> {
     let output = Command::new(warden_binary())
         .args(["sql", "--format", "json", "--config"])
         .arg(config)
@@ -142,16 +206,14 @@ pub fn sql(config: &Path, query: &str) -> Vec<Value> {
         .env("NO_COLOR", "1")
         .output()
         .expect("warden sql runs");
-    assert!(
-        output.status.success(),
-        "warden sql failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout)
+    if !output.status.success() {
+        return Err(String::from_utf8_lossy(&output.stderr).into_owned());
+    }
+    Ok(String::from_utf8_lossy(&output.stdout)
         .lines()
         .filter(|line| !line.trim().is_empty())
         .map(|line| serde_json::from_str(line).expect("json row"))
-        .collect()
+        .collect())
 }
 
 /// Polls `warden sql` until `query` returns `expected_rows` rows.

@@ -1,0 +1,167 @@
+//! Durability of the audit trail against a real broker (tansu): events outlive a broker
+//! outage and a proxy crash, and reach the Parquet archive exactly once.
+
+mod support;
+
+use std::path::Path;
+
+use warden_testkit::{EmulatorOptions, TansuBroker, TgiEmulator};
+
+use support::{
+    WardenProcess, archived_event_counts, free_listen_address, fresh_client_key, http_client,
+    metric_until, run_python, write_config,
+};
+
+/// Events per chat call: the auth decision, the request, the response.
+const EVENTS_PER_CALL: u64 = 3;
+
+fn config(
+    dir: &Path,
+    listen: &str,
+    upstream: &str,
+    brokers: &str,
+    key_sha256: &str,
+) -> std::path::PathBuf {
+    write_config(
+        dir,
+        &format!(
+            r#"
+            [proxy]
+            listen = "{listen}"
+            [[proxy.targets]]
+            id = "llama"
+            kind = "tgi-messages"
+            base_url = "{upstream}"
+            [[proxy.clients]]
+            name = "outage-app"
+            key_sha256 = "{key_sha256}"
+            [kafka]
+            brokers = "{brokers}"
+            partitions = 2
+            replication_factor = 1
+            [audit]
+            delivery_timeout_s = 5
+            [archive]
+            url = "{archive}"
+            flush_interval_s = 1
+            "#,
+            archive = dir.join("archive").display(),
+        ),
+    )
+}
+
+async fn chat_calls(listen: &str, api_key: &str, count: u64) {
+    let client = http_client();
+    for i in 0..count {
+        let response = client
+            .post(format!("http://{listen}/v1/chat/completions"))
+            .bearer_auth(api_key)
+            .json(&serde_json::json!({
+                "model": "llama",
+                "messages": [{"role": "user", "content": format!("call {i}")}],
+            }))
+            .send()
+            .await
+            .expect("call answered");
+        assert_eq!(response.status(), 200, "calls never wait on kafka");
+    }
+}
+
+fn assert_archive_holds_exactly(archive: &Path, expected: u64) {
+    let readers = run_python("count_archive.py", &[archive.to_str().expect("utf-8 path")]);
+    for reader in ["pyarrow", "duckdb"] {
+        assert_eq!(readers[reader]["rows"], expected, "{reader}: {readers}");
+        assert_eq!(
+            readers[reader]["distinct_event_ids"], expected,
+            "{reader}: {readers}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn events_sent_while_the_broker_is_down_are_archived_exactly_once_when_it_comes_up() {
+    const CALLS: u64 = 40;
+    let mut broker = TansuBroker::not_started().expect("tansu installed");
+    let emulator = TgiEmulator::start(EmulatorOptions::default())
+        .await
+        .expect("emulator starts");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let listen = free_listen_address();
+    let (api_key, key_sha256) = fresh_client_key();
+    let config = config(
+        dir.path(),
+        &listen,
+        &emulator.base_url(),
+        &broker.bootstrap_servers(),
+        &key_sha256,
+    );
+
+    let mut warden = WardenProcess::start("up", &config);
+    warden.wait_healthy(&listen).await;
+    chat_calls(&listen, &api_key, CALLS).await;
+    let expected = CALLS * EVENTS_PER_CALL;
+    let spooled = metric_until(&listen, "warden_events_spooled_total", expected as f64).await;
+    assert_eq!(spooled, expected as f64, "{}", warden.log());
+    assert_eq!(
+        metric_until(&listen, "warden_spooling", 1.0).await,
+        1.0,
+        "the proxy reports it is spooling"
+    );
+
+    broker.restart().expect("tansu starts");
+    let replayed = metric_until(&listen, "warden_events_replayed_total", expected as f64).await;
+    assert_eq!(replayed, expected as f64, "{}", warden.log());
+    let (rows, distinct) = archived_event_counts(&config, expected).await;
+    assert_eq!((rows, distinct), (expected, expected), "{}", warden.log());
+
+    assert!(warden.interrupt().await.success());
+    let log = warden.log();
+    assert!(
+        log.contains("audit events now go to the disk spool"),
+        "{log}"
+    );
+    assert!(log.contains("spool drained"), "{log}");
+    assert_archive_holds_exactly(&dir.path().join("archive"), expected);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_spool_left_by_a_crashed_proxy_is_replayed_by_the_next_one() {
+    const CALLS: u64 = 25;
+    let mut broker = TansuBroker::not_started().expect("tansu installed");
+    let emulator = TgiEmulator::start(EmulatorOptions::default())
+        .await
+        .expect("emulator starts");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let listen = free_listen_address();
+    let (api_key, key_sha256) = fresh_client_key();
+    let config = config(
+        dir.path(),
+        &listen,
+        &emulator.base_url(),
+        &broker.bootstrap_servers(),
+        &key_sha256,
+    );
+
+    // A proxy alone, broker down: its calls' events go to the spool; then it crashes.
+    let mut proxy = WardenProcess::start("proxy", &config);
+    proxy.wait_healthy(&listen).await;
+    chat_calls(&listen, &api_key, CALLS).await;
+    let expected = CALLS * EVENTS_PER_CALL;
+    let spooled = metric_until(&listen, "warden_events_spooled_total", expected as f64).await;
+    assert_eq!(spooled, expected as f64, "{}", proxy.log());
+    proxy.kill();
+
+    // The broker is back; the next process on the same spool replays it.
+    broker.restart().expect("tansu starts");
+    let mut warden = WardenProcess::start("up", &config);
+    warden.wait_healthy(&listen).await;
+    let (rows, distinct) = archived_event_counts(&config, expected).await;
+    assert_eq!((rows, distinct), (expected, expected), "{}", warden.log());
+    assert!(warden.interrupt().await.success());
+    assert!(
+        warden.log().contains("will be replayed"),
+        "{}",
+        warden.log()
+    );
+    assert_archive_holds_exactly(&dir.path().join("archive"), expected);
+}
