@@ -41,6 +41,15 @@ enum Command {
     Archive(ConfigArg),
     /// The detectors only.
     Detect(ConfigArg),
+    /// Check the archive against its manifest: missing, altered or unlisted objects and
+    /// breaks in the hash chain are named; exits non-zero if there are any.
+    Verify {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Only objects of this hour and later: YYYY-MM-DD, YYYY-MM-DDTHH or RFC 3339.
+        #[arg(long, value_parser = parse_since)]
+        since: Option<chrono::DateTime<chrono::Utc>>,
+    },
     /// Query the archive with SQL (tables: events).
     Sql {
         #[command(flatten)]
@@ -68,6 +77,23 @@ impl From<Format> for warden_sql::OutputFormat {
             Format::Json => Self::Json,
         }
     }
+}
+
+/// `--since`: a day, an hour, or an RFC 3339 instant, in UTC.
+fn parse_since(value: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
+    use chrono::{NaiveDate, NaiveDateTime, TimeZone, Utc};
+    if let Ok(instant) = chrono::DateTime::parse_from_rfc3339(value) {
+        return Ok(instant.with_timezone(&Utc));
+    }
+    if let Ok(hour) = NaiveDateTime::parse_from_str(&format!("{value}:00:00"), "%Y-%m-%dT%H:%M:%S")
+    {
+        return Ok(Utc.from_utc_datetime(&hour));
+    }
+    NaiveDate::parse_from_str(value, "%Y-%m-%d")
+        .ok()
+        .and_then(|day| day.and_hms_opt(0, 0, 0))
+        .map(|midnight| Utc.from_utc_datetime(&midnight))
+        .ok_or_else(|| format!("{value:?}: expected YYYY-MM-DD, YYYY-MM-DDTHH or RFC 3339"))
 }
 
 fn main() -> ExitCode {
@@ -102,7 +128,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Up(arg) | Command::Proxy(arg) | Command::Archive(arg) | Command::Detect(arg) => {
             arg
         }
-        Command::Sql { config, .. } => config,
+        Command::Sql { config, .. } | Command::Verify { config, .. } => config,
     };
     let (config, path) = WardenConfig::load(config_arg.config.as_deref())?;
     match &path {
@@ -116,5 +142,6 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Archive(_) => roles::archive(config).await,
         Command::Detect(_) => roles::detect(config).await,
         Command::Sql { format, query, .. } => roles::sql(&config, &query, format.into()).await,
+        Command::Verify { since, .. } => roles::verify(&config, since).await,
     }
 }

@@ -12,9 +12,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 use warden_detectors::DetectLoop;
 use warden_ingest::kafka::{EmbeddedBroker, KafkaCluster, KafkaEventPublisher};
+use warden_ingest::layout::ArchiveUrl;
 use warden_ingest::{AuditStats, event_channel};
 use warden_proxy::ProxyState;
-use warden_sinks::archive::{Archiver, ShutdownMode};
+use warden_sinks::archive::{Archiver, ParquetArchive, ShutdownMode};
 use warden_sql::{ArchiveSession, OutputFormat};
 
 use crate::config::ValidatedConfig;
@@ -118,6 +119,36 @@ pub async fn sql(
     let mut stdout = std::io::stdout().lock();
     warden_sql::write_result(&result, format, &mut stdout)?;
     stdout.flush()?;
+    Ok(())
+}
+
+/// `warden verify`: the archive checked against its manifest chains.
+pub async fn verify(
+    config: &ValidatedConfig,
+    since: Option<chrono::DateTime<chrono::Utc>>,
+) -> anyhow::Result<()> {
+    let url = ArchiveUrl::parse(&config.archive.url).map_err(anyhow::Error::msg)?;
+    let archive = ParquetArchive::open(&url)?;
+    let report = warden_sinks::archive::verify(archive.store(), since).await?;
+    let mut stdout = std::io::stdout().lock();
+    for problem in &report.problems {
+        writeln!(stdout, "{problem}")?;
+    }
+    writeln!(
+        stdout,
+        "{} chains, {} entries, {} objects checked ({} rows): {}",
+        report.num_chains,
+        report.num_entries,
+        report.num_objects_checked,
+        report.num_rows,
+        if report.is_clean() {
+            "OK".to_owned()
+        } else {
+            format!("{} problems", report.problems.len())
+        }
+    )?;
+    stdout.flush()?;
+    anyhow::ensure!(report.is_clean(), "the archive does not match its manifest");
     Ok(())
 }
 

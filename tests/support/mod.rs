@@ -69,9 +69,16 @@ pub struct WardenProcess {
 
 impl WardenProcess {
     /// Starts `warden <role> --config <config>` in the config's directory (so default paths
-    /// such as the spool land there); logs go to `<config dir>/<role>.log`.
+    /// such as the spool land there); logs go to `<config dir>/<role>.log` (`<role>-2.log`... for
+    /// later runs).
     pub fn start(role: &str, config: &Path) -> Self {
-        let log = config.with_file_name(format!("{role}.log"));
+        let mut log = config.with_file_name(format!("{role}.log"));
+        for run in 2.. {
+            if !log.exists() {
+                break;
+            }
+            log = config.with_file_name(format!("{role}-{run}.log"));
+        }
         let log_file = std::fs::File::create(&log).expect("log file");
         let child = Command::new(warden_binary())
             .args([role, "--config"])

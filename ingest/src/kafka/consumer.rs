@@ -43,6 +43,15 @@ impl PartitionOffsets {
         *highest = (*highest).max(record.offset);
     }
 
+    /// Marks everything up to `offset` of one partition as processed.
+    pub fn mark(&mut self, topic: &str, partition: i32, offset: i64) {
+        let highest = self
+            .highest
+            .entry((topic.to_owned(), partition))
+            .or_insert(offset);
+        *highest = (*highest).max(offset);
+    }
+
     pub fn is_empty(&self) -> bool {
         self.highest.is_empty()
     }
@@ -146,6 +155,26 @@ impl TopicConsumer {
                 remaining += (high - next).max(0);
             }
             Ok(Some(remaining))
+        })
+        .await
+        .map_err(|_| KafkaError::Canceled)?
+    }
+
+    /// True while the group has `partition` of `topic` assigned to this member.
+    pub fn is_assigned(&self, topic: &str, partition: i32) -> bool {
+        self.consumer
+            .assignment()
+            .is_ok_and(|list| list.find_partition(topic, partition).is_some())
+    }
+
+    /// Makes this member read `partition` of `topic` again from `offset` (if it still has
+    /// it): records it had read past are delivered again.
+    pub async fn rewind(&self, topic: &str, partition: i32, offset: i64) -> Result<(), KafkaError> {
+        const TIMEOUT: Duration = Duration::from_secs(5);
+        let consumer = self.consumer.clone();
+        let topic = topic.to_owned();
+        tokio::task::spawn_blocking(move || {
+            consumer.seek(&topic, partition, Offset::Offset(offset), TIMEOUT)
         })
         .await
         .map_err(|_| KafkaError::Canceled)?

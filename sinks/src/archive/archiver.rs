@@ -1,10 +1,20 @@
-//! The archiver loop: consume `warden.events`, batch by size and time, write one Parquet
-//! object per (event hour, Kafka partition) of the batch, then commit the batch's offsets.
+//! The archiver loop: consume `warden.events`, batch each partition by size and time, write
+//! one Parquet object per (event hour, partition) of a batch, record it in the manifest, then
+//! commit the batch's offsets.
+//!
+//! Exactly once, through crashes: before a partition's batch is written its boundaries go into
+//! the partition's [plan](super::plans). Whoever reads the partition next — this process after
+//! a restart, or another member after a rebalance — starts at the committed offset, finds the
+//! uncommitted boundaries there, and cuts the replayed records at the same offsets. Same rows,
+//! same order, same name: the object is rewritten identically, and the manifest, which already
+//! lists it, is not extended twice.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::Duration;
 
+use chrono::Utc;
 use object_store::path::Path;
+use sha2::{Digest, Sha256};
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -15,6 +25,8 @@ use warden_ingest::kafka::{
 };
 use warden_ingest::layout::{ArchiveUrl, EVENTS_TABLE, hour_partition};
 
+use super::manifest::{Manifest, ManifestEntry};
+use super::plans::{BatchBoundary, PartitionPlan, PlanStore};
 use super::{ArchiveConfig, ArchiveError, EncodedObject, ParquetArchive};
 
 /// While draining, how long the topic must be quiet before the remaining lag is checked.
@@ -25,6 +37,9 @@ const DRAIN_MAX: Duration = Duration::from_secs(30);
 const RETRY_BACKOFF: Duration = Duration::from_millis(500);
 /// Offset commits tried before a batch is left to be replayed.
 const COMMIT_ATTEMPTS: u32 = 5;
+/// A replay waiting for the records up to a planned boundary gives up after this long without
+/// a record of that partition (the records are gone, e.g. past the topic's retention).
+const PLANNED_BOUNDARY_PATIENCE: Duration = Duration::from_secs(60);
 
 /// What an archiver does when told to stop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,32 +61,28 @@ pub struct ArchiverReport {
     pub num_objects_written: u64,
 }
 
-/// Events read but not yet written, grouped by destination object.
-#[derive(Debug, Default)]
-struct PendingBatch {
-    /// (hour partition directory, kafka partition) → events, in offset order.
-    objects: BTreeMap<(String, i32), Vec<AuditEvent>>,
-    /// First and last offset of the batch in each kafka partition: names its objects.
-    offset_ranges: BTreeMap<i32, (i64, i64)>,
-    /// Everything read, archived or dead-lettered: committed after the flush.
-    processed: PartitionOffsets,
+/// Records of one partition read but not yet written.
+#[derive(Debug)]
+struct PartitionBatch {
+    /// Hour partition directory → events, in offset order.
+    objects: BTreeMap<String, Vec<AuditEvent>>,
+    first_offset: i64,
+    last_offset: i64,
+    /// Fingerprint of the record at `first_offset`.
+    first_record: String,
     num_events: usize,
 }
 
-impl PendingBatch {
-    fn note_offset(&mut self, record: &ConsumedRecord) {
-        let range = self
-            .offset_ranges
-            .entry(record.partition)
-            .or_insert((record.offset, record.offset));
-        range.0 = range.0.min(record.offset);
-        range.1 = range.1.max(record.offset);
-        self.processed.record(record);
-    }
-
-    fn is_empty(&self) -> bool {
-        self.processed.is_empty()
-    }
+/// What this archiver knows of one partition it reads.
+#[derive(Debug)]
+struct PartitionState {
+    plan: PartitionPlan,
+    /// Boundaries a replay must cut at, oldest first.
+    planned: VecDeque<BatchBoundary>,
+    batch: Option<PartitionBatch>,
+    /// The next offset the group has committed, as far as this archiver knows.
+    committed: Option<i64>,
+    last_record_at: Instant,
 }
 
 /// One member of the archive consumer group.
@@ -80,9 +91,12 @@ pub struct Archiver {
     consumer: TopicConsumer,
     dead_letters: DeadLetterPublisher,
     archive: ParquetArchive,
+    manifest: Manifest,
+    plans: PlanStore,
     topic: String,
     flush_interval: Duration,
     max_batch_events: usize,
+    partitions: HashMap<i32, PartitionState>,
     report: ArchiverReport,
 }
 
@@ -102,36 +116,35 @@ impl Archiver {
     pub fn new(cluster: &KafkaCluster, config: &ArchiveConfig) -> Result<Self, ArchiverSetupError> {
         let url = ArchiveUrl::parse(&config.url).map_err(ArchiverSetupError::Url)?;
         let topic = cluster.topics().events.clone();
+        let archive = ParquetArchive::open(&url)?;
         Ok(Self {
             consumer: TopicConsumer::subscribe(cluster, &config.consumer_group, &[&topic])?,
             dead_letters: DeadLetterPublisher::new(cluster)?,
-            archive: ParquetArchive::open(&url)?,
+            manifest: Manifest::new(archive.store().clone()),
+            plans: PlanStore::new(archive.store().clone(), &topic),
+            archive,
             topic,
             flush_interval: config.flush_interval(),
             max_batch_events: config.max_batch_events,
+            partitions: HashMap::new(),
             report: ArchiverReport::default(),
         })
     }
 
     /// Archives until `shutdown` fires, then stops as `mode` says and returns what it did.
     pub async fn run(mut self, shutdown: CancellationToken, mode: ShutdownMode) -> ArchiverReport {
-        let mut pending = PendingBatch::default();
         let mut flush_timer = tokio::time::interval(self.flush_interval);
         flush_timer.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 biased;
                 () = shutdown.cancelled() => break,
-                _ = flush_timer.tick() => {
-                    if !pending.is_empty() {
-                        self.flush(&mut pending).await;
-                    }
-                }
+                _ = flush_timer.tick() => self.flush_all(false).await,
                 received = self.consumer.recv() => match received {
                     Ok(record) => {
-                        self.take(record, &mut pending).await;
-                        if pending.num_events >= self.max_batch_events {
-                            self.flush(&mut pending).await;
+                        self.take(record).await;
+                        if self.num_pending_events() >= self.max_batch_events {
+                            self.flush_all(false).await;
                         }
                     }
                     Err(err) => {
@@ -142,11 +155,9 @@ impl Archiver {
             }
         }
         if mode == ShutdownMode::DrainTopic {
-            self.drain(&mut pending).await;
+            self.drain().await;
         }
-        if !pending.is_empty() {
-            self.flush(&mut pending).await;
-        }
+        self.flush_all(true).await;
         info!(
             events = self.report.num_events_archived,
             objects = self.report.num_objects_written,
@@ -156,13 +167,21 @@ impl Archiver {
         self.report
     }
 
+    fn num_pending_events(&self) -> usize {
+        self.partitions
+            .values()
+            .filter_map(|p| p.batch.as_ref())
+            .map(|b| b.num_events)
+            .sum()
+    }
+
     /// Reads until every assigned partition is consumed to its end, or [`DRAIN_MAX`] passes.
-    async fn drain(&mut self, pending: &mut PendingBatch) {
+    async fn drain(&mut self) {
         let deadline = Instant::now() + DRAIN_MAX;
         loop {
             match tokio::time::timeout(DRAIN_QUIET, self.consumer.recv()).await {
                 Ok(Ok(record)) => {
-                    self.take(record, pending).await;
+                    self.take(record).await;
                     continue;
                 }
                 Ok(Err(err)) => warn!(error = %err, "kafka receive failed while draining"),
@@ -180,73 +199,226 @@ impl Archiver {
         }
     }
 
-    /// Adds one record to the batch, or sends it to the dead-letter topic if it is not an
-    /// event we can archive.
-    async fn take(&mut self, record: ConsumedRecord, pending: &mut PendingBatch) {
-        match AuditEvent::from_json(&record.payload) {
-            Ok(event) => {
-                let directory = hour_partition(EVENTS_TABLE, event.ts);
-                pending
-                    .objects
-                    .entry((directory, record.partition))
-                    .or_default()
-                    .push(event);
-                pending.num_events += 1;
-            }
-            Err(err) => {
-                let reason = err.to_string();
-                while let Err(send_err) = self.dead_letters.publish(&record, &reason).await {
-                    warn!(error = %send_err, "dead-letter publish failed; retrying");
-                    tokio::time::sleep(RETRY_BACKOFF).await;
-                }
-                self.report.num_dead_letters += 1;
-                warn!(
-                    partition = record.partition,
-                    offset = record.offset,
-                    %reason,
-                    "malformed event sent to the dead-letter topic"
-                );
-            }
+    /// Adds one record to its partition's batch, or sends it to the dead-letter topic if it
+    /// is not an event we can archive. Cuts the batch where a plan says a replay must.
+    async fn take(&mut self, record: ConsumedRecord) {
+        let partition = record.partition;
+        self.prepare_partition(&record).await;
+        let state = self.partitions.get_mut(&partition).expect("prepared");
+        state.last_record_at = Instant::now();
+        let past_boundary = state
+            .planned
+            .front()
+            .is_some_and(|b| record.offset > b.last_offset);
+        if past_boundary && state.batch.is_some() {
+            self.flush_partition(partition).await;
+            // The flush may have given the partition up; set it up again if so.
+            self.prepare_partition(&record).await;
         }
-        pending.note_offset(&record);
+
+        let event = match AuditEvent::from_json(&record.payload) {
+            Ok(event) => Some(event),
+            Err(err) => {
+                self.dead_letter(&record, &err.to_string()).await;
+                None
+            }
+        };
+        let state = self.partitions.get_mut(&partition).expect("prepared");
+        let batch = state.batch.get_or_insert_with(|| PartitionBatch {
+            objects: BTreeMap::new(),
+            first_offset: record.offset,
+            last_offset: record.offset,
+            first_record: fingerprint(&record.payload),
+            num_events: 0,
+        });
+        batch.last_offset = record.offset;
+        if let Some(event) = event {
+            batch
+                .objects
+                .entry(hour_partition(EVENTS_TABLE, event.ts))
+                .or_default()
+                .push(event);
+            batch.num_events += 1;
+        }
+        let at_boundary = state
+            .planned
+            .front()
+            .is_some_and(|b| record.offset >= b.last_offset);
+        if at_boundary {
+            self.flush_partition(partition).await;
+        }
     }
 
-    /// Writes every object of the batch, then commits its offsets. Retries until both are
-    /// done: events are never skipped, at worst written again under the same names.
-    async fn flush(&mut self, pending: &mut PendingBatch) {
-        let objects = std::mem::take(&mut pending.objects);
-        for ((directory, partition), events) in objects {
-            let key = self.object_key(&directory, partition, pending, &events);
-            let object = loop {
-                match EncodedObject::encode(events.clone()).await {
-                    Ok(object) => break object,
-                    Err(err) => {
-                        warn!(%key, error = %err, "archive encoding failed; retrying");
-                        tokio::time::sleep(RETRY_BACKOFF).await;
-                    }
-                }
-            };
-            loop {
-                match self.archive.put(&key, &object).await {
-                    Ok(()) => {
-                        debug!(%key, rows = object.num_rows, size = object.bytes.len(), "archive object written");
-                        self.report.num_objects_written += 1;
-                        self.report.num_events_archived += object.num_rows as u64;
-                        break;
-                    }
-                    Err(err) => {
-                        warn!(%key, error = %err, "archive write failed; retrying");
-                        tokio::time::sleep(RETRY_BACKOFF).await;
-                    }
+    /// Sets up a partition on its first record since this archiver (re)started reading it:
+    /// loads its plan and decides which planned boundaries this replay must honour.
+    async fn prepare_partition(&mut self, record: &ConsumedRecord) {
+        let partition = record.partition;
+        if let Some(state) = self.partitions.get_mut(&partition) {
+            let rewound = state
+                .batch
+                .as_ref()
+                .is_some_and(|b| record.offset <= b.last_offset);
+            if !rewound {
+                return;
+            }
+            // The group handed the partition back from an earlier offset (a rebalance): what
+            // this archiver held is read again, so start over with the plan.
+            warn!(
+                partition,
+                offset = record.offset,
+                "partition re-read from an earlier offset"
+            );
+            self.partitions.remove(&partition);
+        }
+        let plan = loop {
+            match self.plans.load(partition).await {
+                Ok(plan) => break plan,
+                Err(err) => {
+                    warn!(partition, error = %err, "reading the batch plan failed; retrying");
+                    tokio::time::sleep(RETRY_BACKOFF).await;
                 }
             }
+        };
+        let mut planned: VecDeque<BatchBoundary> = plan
+            .batches
+            .iter()
+            .filter(|b| b.last_offset >= record.offset)
+            .cloned()
+            .collect();
+        let matches_this_log = planned.front().is_some_and(|b| {
+            b.first_offset == record.offset && b.first_record == fingerprint(&record.payload)
+        });
+        if !planned.is_empty() && !matches_this_log {
+            info!(
+                partition,
+                offset = record.offset,
+                "batch plan does not match the records (a new log); ignoring it"
+            );
+            planned.clear();
+        } else if !planned.is_empty() {
+            info!(
+                partition,
+                batches = planned.len(),
+                "replaying uncommitted batches at their planned boundaries"
+            );
         }
-        // The objects are durable now, so a commit that keeps failing (e.g. the partitions
-        // were revoked meanwhile) loses nothing: the records are archived again on replay.
+        self.partitions.insert(
+            partition,
+            PartitionState {
+                plan,
+                planned,
+                batch: None,
+                committed: Some(record.offset),
+                last_record_at: Instant::now(),
+            },
+        );
+    }
+
+    async fn dead_letter(&mut self, record: &ConsumedRecord, reason: &str) {
+        while let Err(send_err) = self.dead_letters.publish(record, reason).await {
+            warn!(error = %send_err, "dead-letter publish failed; retrying");
+            tokio::time::sleep(RETRY_BACKOFF).await;
+        }
+        self.report.num_dead_letters += 1;
+        warn!(
+            partition = record.partition,
+            offset = record.offset,
+            %reason,
+            "malformed event sent to the dead-letter topic"
+        );
+    }
+
+    /// Flushes every partition's batch, except those a replay must still cut later (unless
+    /// `force`, or their records stopped coming).
+    async fn flush_all(&mut self, force: bool) {
+        let mut ready = Vec::new();
+        for (partition, state) in &mut self.partitions {
+            if state.batch.is_none() {
+                continue;
+            }
+            if !state.planned.is_empty() && !force {
+                if state.last_record_at.elapsed() < PLANNED_BOUNDARY_PATIENCE {
+                    continue;
+                }
+                warn!(
+                    partition,
+                    "the records up to a planned boundary did not come; ignoring the plan"
+                );
+                state.planned.clear();
+            }
+            ready.push(*partition);
+        }
+        for partition in ready {
+            self.flush_partition(partition).await;
+        }
+    }
+
+    /// Plans, writes and records one partition's batch, then commits its offsets. Retries
+    /// until the objects are written: events are never skipped, at worst written again
+    /// under the same names.
+    async fn flush_partition(&mut self, partition: i32) {
+        let Some(state) = self.partitions.get_mut(&partition) else {
+            return;
+        };
+        let Some(batch) = state.batch.take() else {
+            return;
+        };
+        if !self.consumer.is_assigned(&self.topic, partition) {
+            // Revoked meanwhile: the new owner reads these records from the committed offset.
+            // Should the partition come back to this member without a reset, read the batch
+            // again rather than read past it.
+            warn!(
+                partition,
+                "partition no longer assigned; leaving its batch to the new owner"
+            );
+            self.partitions.remove(&partition);
+            if let Err(err) = self
+                .consumer
+                .rewind(&self.topic, partition, batch.first_offset)
+                .await
+            {
+                debug!(partition, error = %err, "no rewind (the partition is elsewhere)");
+            }
+            return;
+        }
+        let boundary = BatchBoundary {
+            first_offset: batch.first_offset,
+            last_offset: batch.last_offset,
+            first_record: batch.first_record.clone(),
+        };
+        if state.planned.front() == Some(&boundary) {
+            state.planned.pop_front();
+        }
+        if let Some(committed) = state.committed {
+            state.plan.drop_committed(committed);
+        }
+        if !state.plan.batches.contains(&boundary) {
+            state.plan.batches.push(boundary);
+        }
+        let plan = state.plan.clone();
+        while let Err(err) = self.plans.save(partition, &plan).await {
+            warn!(partition, error = %err, "saving the batch plan failed; retrying");
+            tokio::time::sleep(RETRY_BACKOFF).await;
+        }
+
+        let mut batch = batch;
+        for (directory, events) in std::mem::take(&mut batch.objects) {
+            let key = self.object_key(&directory, partition, &batch, &events);
+            self.write_object(key, events, partition, &batch).await;
+        }
+
+        let mut offsets = PartitionOffsets::default();
+        offsets.mark(&self.topic, partition, batch.last_offset);
         for attempt in 1..=COMMIT_ATTEMPTS {
-            match self.consumer.commit(&pending.processed).await {
-                Ok(()) => break,
+            match self.consumer.commit(&offsets).await {
+                Ok(()) => {
+                    if let Some(state) = self.partitions.get_mut(&partition) {
+                        state.committed = Some(batch.last_offset + 1);
+                    }
+                    break;
+                }
                 Err(err) if attempt == COMMIT_ATTEMPTS => {
+                    // The objects and the plan are durable: a replay rewrites them identically.
                     warn!(error = %err, "offset commit failed; the batch will be replayed");
                 }
                 Err(err) => {
@@ -255,28 +427,78 @@ impl Archiver {
                 }
             }
         }
-        *pending = PendingBatch::default();
+    }
+
+    /// Encodes, writes and records one object, retrying each step until it succeeds.
+    async fn write_object(
+        &mut self,
+        key: Path,
+        events: Vec<AuditEvent>,
+        partition: i32,
+        batch: &PartitionBatch,
+    ) {
+        let object = loop {
+            match EncodedObject::encode(events.clone()).await {
+                Ok(object) => break object,
+                Err(err) => {
+                    warn!(%key, error = %err, "archive encoding failed; retrying");
+                    tokio::time::sleep(RETRY_BACKOFF).await;
+                }
+            }
+        };
+        while let Err(err) = self.archive.put(&key, &object).await {
+            warn!(%key, error = %err, "archive write failed; retrying");
+            tokio::time::sleep(RETRY_BACKOFF).await;
+        }
+        let entry = ManifestEntry {
+            seq: 0,
+            prev_sha256: String::new(),
+            object: key.to_string(),
+            sha256: hex::encode(object.sha256),
+            rows: object.num_rows as u64,
+            bytes: object.bytes.len() as u64,
+            topic: self.topic.clone(),
+            partition,
+            first_offset: batch.first_offset,
+            last_offset: batch.last_offset,
+            written_at: Utc::now(),
+        };
+        while let Err(err) = self.manifest.record(entry.clone()).await {
+            warn!(%key, error = %err, "recording the object in the manifest failed; retrying");
+            tokio::time::sleep(RETRY_BACKOFF).await;
+        }
+        debug!(%key, rows = object.num_rows, size = object.bytes.len(), "archive object written");
+        self.report.num_objects_written += 1;
+        self.report.num_events_archived += object.num_rows as u64;
     }
 
     /// `{hour dir}/{topic}-{partition}-{first offset}-{last offset}-{first event id}.parquet`:
-    /// the offsets say where the rows came from; the event id (UUIDv7) keeps names unique when
-    /// offsets restart (the embedded broker begins at 0 on every `warden up`). A replay of the
-    /// same batch yields the same name, so it overwrites instead of duplicating.
+    /// the batch's offsets say where the rows came from; the event id (UUIDv7) keeps names
+    /// unique when offsets restart (the embedded broker begins at 0 on every `warden up`).
+    /// A replay of the same batch yields the same name, so it overwrites instead of
+    /// duplicating.
     fn object_key(
         &self,
         directory: &str,
         partition: i32,
-        pending: &PendingBatch,
+        batch: &PartitionBatch,
         events: &[AuditEvent],
     ) -> Path {
-        let (first, last) = pending.offset_ranges[&partition];
         let first_event = events
             .first()
             .map(|e| e.event_id.to_string())
             .unwrap_or_default();
         Path::from(format!(
             "{directory}/{topic}-{partition}-{first:020}-{last:020}-{first_event}.parquet",
-            topic = self.topic
+            topic = self.topic,
+            first = batch.first_offset,
+            last = batch.last_offset,
         ))
     }
+}
+
+/// A short fingerprint of a record's payload: tells the same log from a new one at the same
+/// offset.
+fn fingerprint(payload: &[u8]) -> String {
+    hex::encode(&Sha256::digest(payload)[..12])
 }

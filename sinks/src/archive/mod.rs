@@ -1,13 +1,21 @@
 //! The Parquet archive: `warden.events` → hour-partitioned Parquet files in object storage.
 //!
-//! Invariant: an offset is committed only after every event up to it is in a written object
-//! (or, if undecodable, acknowledged by the dead-letter topic). A crash loses no event; it can
-//! only make the archiver process a batch again.
+//! Invariants:
+//! - an offset is committed only after every event up to it is in a written object (or, if
+//!   undecodable, acknowledged by the dead-letter topic): a crash loses no event;
+//! - a batch replayed after a crash is cut at the same offsets ([`plans`]) and so rewrites the
+//!   same objects: no event is archived twice;
+//! - every object is recorded, as it is written, in a hash-chained [`manifest`] that
+//!   [`verify`] checks the archive against.
 
 mod archiver;
 mod config;
+pub mod manifest;
+mod plans;
 mod store;
+mod verify;
 
 pub use archiver::{Archiver, ArchiverReport, ArchiverSetupError, ShutdownMode};
 pub use config::ArchiveConfig;
 pub use store::{ArchiveError, EncodedObject, ParquetArchive};
+pub use verify::{Problem, VerifyReport, verify};
