@@ -48,6 +48,53 @@ async fn produce_backlog(cluster: &KafkaCluster, count: u64) {
     }
 }
 
+/// A tansu broker with Warden's topics, and an archiver config for it in a fresh directory.
+struct ArchiveSetup {
+    _broker: TansuBroker,
+    cluster: KafkaCluster,
+    dir: tempfile::TempDir,
+    archive: std::path::PathBuf,
+    config: std::path::PathBuf,
+}
+
+/// `extra` is appended to the config (its `[archive]` section is open, so archive keys first).
+async fn archive_setup(partitions: i32, extra: &str) -> ArchiveSetup {
+    let broker = TansuBroker::start().expect("tansu starts");
+    let kafka = KafkaConfig {
+        brokers: broker.bootstrap_servers(),
+        partitions,
+        replication_factor: 1,
+        ..KafkaConfig::default()
+    };
+    let cluster = KafkaCluster::new(&kafka, None);
+    cluster.ensure_topics().await.expect("topics");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let archive = dir.path().join("archive");
+    let config = write_config(
+        dir.path(),
+        &format!(
+            r#"
+            [kafka]
+            brokers = "{brokers}"
+            partitions = {partitions}
+            replication_factor = 1
+            [archive]
+            url = "{archive}"
+            {extra}
+            "#,
+            brokers = broker.bootstrap_servers(),
+            archive = archive.display(),
+        ),
+    );
+    ArchiveSetup {
+        _broker: broker,
+        cluster,
+        dir,
+        archive,
+        config,
+    }
+}
+
 fn verify(config: &Path) -> (bool, String) {
     let output = Command::new(warden_binary())
         .args(["verify", "--config"])
@@ -125,41 +172,26 @@ fn assert_tampering_is_named(config: &Path, archive: &Path) {
             past a batch that was never written (100-2,000 events missing, none duplicated); \
             run with --run-ignored to reproduce"]
 async fn sigkilled_archivers_still_archive_every_event_once_and_tampering_is_named() {
-    let broker = TansuBroker::start().expect("tansu starts");
-    let kafka = KafkaConfig {
-        brokers: broker.bootstrap_servers(),
-        partitions: 2,
-        replication_factor: 1,
-        ..KafkaConfig::default()
-    };
-    let cluster = KafkaCluster::new(&kafka, None);
-    cluster.ensure_topics().await.expect("topics");
-    produce_backlog(&cluster, BACKLOG).await;
-
-    let dir = tempfile::tempdir().expect("tempdir");
-    let archive = dir.path().join("archive");
-    let config = write_config(
-        dir.path(),
-        &format!(
-            r#"
-            [kafka]
-            brokers = "{brokers}"
-            partitions = 2
-            replication_factor = 1
+    let ArchiveSetup {
+        _broker,
+        cluster,
+        dir,
+        archive,
+        config,
+    } = archive_setup(
+        2,
+        r#"
+            flush_interval_s = 0.3
+            max_batch_events = 1500
             # A killed member holds its partitions until its session expires: keep that short.
             [kafka.properties]
             "session.timeout.ms" = "6000"
             "heartbeat.interval.ms" = "1000"
             "max.poll.interval.ms" = "10000"
-            [archive]
-            url = "{archive}"
-            flush_interval_s = 0.3
-            max_batch_events = 1500
-            "#,
-            brokers = broker.bootstrap_servers(),
-            archive = archive.display(),
-        ),
-    );
+        "#,
+    )
+    .await;
+    produce_backlog(&cluster, BACKLOG).await;
 
     // Crash the archiver mid-work, again and again: between writing objects, recording them
     // and committing, wherever the kill lands.
@@ -196,34 +228,15 @@ async fn sigkilled_archivers_still_archive_every_event_once_and_tampering_is_nam
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_broken_manifest_chain_is_named() {
-    let broker = TansuBroker::start().expect("tansu starts");
-    let kafka = KafkaConfig {
-        brokers: broker.bootstrap_servers(),
-        partitions: 1,
-        replication_factor: 1,
-        ..KafkaConfig::default()
-    };
-    let cluster = KafkaCluster::new(&kafka, None);
-    cluster.ensure_topics().await.expect("topics");
+    // Bound, not `..`: the broker and the directory must live to the end of the test.
+    let ArchiveSetup {
+        _broker,
+        cluster,
+        dir: _dir,
+        archive,
+        config,
+    } = archive_setup(1, "flush_interval_s = 0.2").await;
     let producer: FutureProducer = cluster.producer_config().create().expect("producer");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let archive = dir.path().join("archive");
-    let config = write_config(
-        dir.path(),
-        &format!(
-            r#"
-            [kafka]
-            brokers = "{brokers}"
-            partitions = 1
-            replication_factor = 1
-            [archive]
-            url = "{archive}"
-            flush_interval_s = 0.2
-            "#,
-            brokers = broker.bootstrap_servers(),
-            archive = archive.display(),
-        ),
-    );
     let mut archiver = WardenProcess::start("archive", &config);
     // Three batches, so the chain has three entries.
     for batch in 1..=3u64 {
@@ -267,35 +280,15 @@ async fn a_broken_manifest_chain_is_named() {
 #[tokio::test(flavor = "multi_thread")]
 async fn verify_passes_on_an_archive_and_names_every_tampered_object() {
     const EVENTS: u64 = 3_000;
-    let broker = TansuBroker::start().expect("tansu starts");
-    let kafka = KafkaConfig {
-        brokers: broker.bootstrap_servers(),
-        partitions: 2,
-        replication_factor: 1,
-        ..KafkaConfig::default()
-    };
-    let cluster = KafkaCluster::new(&kafka, None);
-    cluster.ensure_topics().await.expect("topics");
+    // Bound, not `..`: the broker and the directory must live to the end of the test.
+    let ArchiveSetup {
+        _broker,
+        cluster,
+        dir: _dir,
+        archive,
+        config,
+    } = archive_setup(2, "flush_interval_s = 0.3\nmax_batch_events = 500").await;
     produce_backlog(&cluster, EVENTS).await;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let archive = dir.path().join("archive");
-    let config = write_config(
-        dir.path(),
-        &format!(
-            r#"
-            [kafka]
-            brokers = "{brokers}"
-            partitions = 2
-            replication_factor = 1
-            [archive]
-            url = "{archive}"
-            flush_interval_s = 0.3
-            max_batch_events = 500
-            "#,
-            brokers = broker.bootstrap_servers(),
-            archive = archive.display(),
-        ),
-    );
     let mut archiver = WardenProcess::start("archive", &config);
     let (rows, distinct) = archived_event_counts(&config, EVENTS).await;
     assert!(archiver.interrupt().await.success());
