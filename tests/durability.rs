@@ -50,6 +50,43 @@ fn config(
     )
 }
 
+/// A broker that is not running yet, an upstream, a client key, and a config for all three.
+struct Outage {
+    broker: TansuBroker,
+    _emulator: TgiEmulator,
+    dir: tempfile::TempDir,
+    listen: String,
+    api_key: String,
+    config: std::path::PathBuf,
+}
+
+impl Outage {
+    async fn prepare() -> Self {
+        let broker = TansuBroker::not_started().expect("tansu installed");
+        let emulator = TgiEmulator::start(EmulatorOptions::default())
+            .await
+            .expect("emulator starts");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let listen = free_listen_address();
+        let (api_key, key_sha256) = fresh_client_key();
+        let config = config(
+            dir.path(),
+            &listen,
+            &emulator.base_url(),
+            &broker.bootstrap_servers(),
+            &key_sha256,
+        );
+        Self {
+            broker,
+            _emulator: emulator,
+            dir,
+            listen,
+            api_key,
+            config,
+        }
+    }
+}
+
 async fn chat_calls(listen: &str, api_key: &str, count: u64) {
     let client = http_client();
     for i in 0..count {
@@ -81,20 +118,14 @@ fn assert_archive_holds_exactly(archive: &Path, expected: u64) {
 #[tokio::test(flavor = "multi_thread")]
 async fn events_sent_while_the_broker_is_down_are_archived_exactly_once_when_it_comes_up() {
     const CALLS: u64 = 40;
-    let mut broker = TansuBroker::not_started().expect("tansu installed");
-    let emulator = TgiEmulator::start(EmulatorOptions::default())
-        .await
-        .expect("emulator starts");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let listen = free_listen_address();
-    let (api_key, key_sha256) = fresh_client_key();
-    let config = config(
-        dir.path(),
-        &listen,
-        &emulator.base_url(),
-        &broker.bootstrap_servers(),
-        &key_sha256,
-    );
+    let Outage {
+        mut broker,
+        _emulator,
+        dir,
+        listen,
+        api_key,
+        config,
+    } = Outage::prepare().await;
 
     let mut warden = WardenProcess::start("up", &config);
     warden.wait_healthy(&listen).await;
@@ -127,20 +158,14 @@ async fn events_sent_while_the_broker_is_down_are_archived_exactly_once_when_it_
 #[tokio::test(flavor = "multi_thread")]
 async fn a_spool_left_by_a_crashed_proxy_is_replayed_by_the_next_one() {
     const CALLS: u64 = 25;
-    let mut broker = TansuBroker::not_started().expect("tansu installed");
-    let emulator = TgiEmulator::start(EmulatorOptions::default())
-        .await
-        .expect("emulator starts");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let listen = free_listen_address();
-    let (api_key, key_sha256) = fresh_client_key();
-    let config = config(
-        dir.path(),
-        &listen,
-        &emulator.base_url(),
-        &broker.bootstrap_servers(),
-        &key_sha256,
-    );
+    let Outage {
+        mut broker,
+        _emulator,
+        dir,
+        listen,
+        api_key,
+        config,
+    } = Outage::prepare().await;
 
     // A proxy alone, broker down: its calls' events go to the spool; then it crashes.
     let mut proxy = WardenProcess::start("proxy", &config);

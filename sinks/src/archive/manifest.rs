@@ -180,6 +180,19 @@ mod tests {
 
     use super::*;
 
+    /// Entry `seq` of chain `t-0`: its bytes and its contents.
+    async fn read_entry(store: &Arc<dyn ObjectStore>, seq: u64) -> (bytes::Bytes, ManifestEntry) {
+        let bytes = store
+            .get(&entry_key("t", 0, seq))
+            .await
+            .expect("entry exists")
+            .bytes()
+            .await
+            .expect("bytes");
+        let entry = serde_json::from_slice(&bytes).expect("json");
+        (bytes, entry)
+    }
+
     fn entry(object: &str, sha: &str) -> ManifestEntry {
         ManifestEntry {
             seq: 0,
@@ -219,34 +232,10 @@ mod tests {
             .await
             .expect("c");
 
-        let first = store
-            .get(&entry_key("t", 0, 1))
-            .await
-            .expect("1")
-            .bytes()
-            .await
-            .expect("bytes");
-        let second: ManifestEntry = serde_json::from_slice(
-            &store
-                .get(&entry_key("t", 0, 2))
-                .await
-                .expect("2")
-                .bytes()
-                .await
-                .expect("bytes"),
-        )
-        .expect("json");
+        let (first, _) = read_entry(&store, 1).await;
+        let (_, second) = read_entry(&store, 2).await;
         assert_eq!(second.prev_sha256, hex::encode(Sha256::digest(&first)));
-        let third: ManifestEntry = serde_json::from_slice(
-            &store
-                .get(&entry_key("t", 0, 3))
-                .await
-                .expect("3")
-                .bytes()
-                .await
-                .expect("bytes"),
-        )
-        .expect("json");
+        let (_, third) = read_entry(&store, 3).await;
         assert_eq!(
             (third.seq, third.object.as_str()),
             (3, "events/dt=2026-11-23/hour=02/c.parquet")
@@ -266,16 +255,7 @@ mod tests {
         let mut current = Manifest::new(store.clone());
         current.record(entry("x/b.parquet", "bb")).await.expect("b");
         stale.record(entry("x/c.parquet", "cc")).await.expect("c");
-        let third: ManifestEntry = serde_json::from_slice(
-            &store
-                .get(&entry_key("t", 0, 3))
-                .await
-                .expect("3")
-                .bytes()
-                .await
-                .expect("bytes"),
-        )
-        .expect("json");
+        let (_, third) = read_entry(&store, 3).await;
         assert_eq!(third.object, "x/c.parquet");
     }
 }
