@@ -173,8 +173,12 @@ pub fn event_channel(capacity: usize, on_spool_full: OnSpoolFull) -> (EventEmitt
 
 impl EventEmitter {
     /// Waits until the pipeline can take a new call's events, per `on_spool_full`. Returns
-    /// at once (one atomic load) while it has room.
+    /// at once (two atomic loads) while it has room.
     pub async fn admit(&self) -> Result<(), AuditUnavailable> {
+        // The hot path: no waiter registration (it takes a lock) while there is room.
+        if !self.shared.is_full() {
+            return Ok(());
+        }
         loop {
             let room = self.shared.room.notified();
             tokio::pin!(room);

@@ -173,7 +173,7 @@ pub fn router(state: Arc<ProxyState>) -> Router {
 
 /// Holds a call at the door while the audit pipeline has no room for its events, as
 /// `[audit].on_spool_full` says: wait (`block`), refuse with 503 (`fail_closed`), or let it
-/// through (`drop`). Free (one atomic load) while the pipeline has room.
+/// through (`drop`). Two atomic loads while the pipeline has room.
 async fn audit_gate(
     State(state): State<Arc<ProxyState>>,
     request: Request,
