@@ -87,6 +87,24 @@ impl Outage {
     }
 }
 
+/// Starts `warden <role>` while the broker is down, makes `calls` calls, and waits until all
+/// their events are in the spool. Returns the process and the number of events.
+async fn spool_calls(
+    role: &str,
+    config: &Path,
+    listen: &str,
+    api_key: &str,
+    calls: u64,
+) -> (WardenProcess, u64) {
+    let mut warden = WardenProcess::start(role, config);
+    warden.wait_healthy(listen).await;
+    chat_calls(listen, api_key, calls).await;
+    let expected = calls * EVENTS_PER_CALL;
+    let spooled = metric_until(listen, "warden_events_spooled_total", expected as f64).await;
+    assert_eq!(spooled, expected as f64, "{}", warden.log());
+    (warden, expected)
+}
+
 async fn chat_calls(listen: &str, api_key: &str, count: u64) {
     let client = http_client();
     for i in 0..count {
@@ -127,12 +145,7 @@ async fn events_sent_while_the_broker_is_down_are_archived_exactly_once_when_it_
         config,
     } = Outage::prepare().await;
 
-    let mut warden = WardenProcess::start("up", &config);
-    warden.wait_healthy(&listen).await;
-    chat_calls(&listen, &api_key, CALLS).await;
-    let expected = CALLS * EVENTS_PER_CALL;
-    let spooled = metric_until(&listen, "warden_events_spooled_total", expected as f64).await;
-    assert_eq!(spooled, expected as f64, "{}", warden.log());
+    let (mut warden, expected) = spool_calls("up", &config, &listen, &api_key, CALLS).await;
     assert_eq!(
         metric_until(&listen, "warden_spooling", 1.0).await,
         1.0,
@@ -168,12 +181,7 @@ async fn a_spool_left_by_a_crashed_proxy_is_replayed_by_the_next_one() {
     } = Outage::prepare().await;
 
     // A proxy alone, broker down: its calls' events go to the spool; then it crashes.
-    let mut proxy = WardenProcess::start("proxy", &config);
-    proxy.wait_healthy(&listen).await;
-    chat_calls(&listen, &api_key, CALLS).await;
-    let expected = CALLS * EVENTS_PER_CALL;
-    let spooled = metric_until(&listen, "warden_events_spooled_total", expected as f64).await;
-    assert_eq!(spooled, expected as f64, "{}", proxy.log());
+    let (mut proxy, expected) = spool_calls("proxy", &config, &listen, &api_key, CALLS).await;
     proxy.kill();
 
     // The broker is back; the next process on the same spool replays it.

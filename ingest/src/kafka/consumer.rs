@@ -160,11 +160,18 @@ impl TopicConsumer {
         .map_err(|_| KafkaError::Canceled)?
     }
 
-    /// True while the group has `partition` of `topic` assigned to this member.
-    pub fn is_assigned(&self, topic: &str, partition: i32) -> bool {
-        self.consumer
-            .assignment()
-            .is_ok_and(|list| list.find_partition(topic, partition).is_some())
+    /// True while the group has `partition` of `topic` assigned to this member. Asked on a
+    /// blocking thread: librdkafka answers it from its group thread.
+    pub async fn is_assigned(&self, topic: &str, partition: i32) -> bool {
+        let consumer = self.consumer.clone();
+        let topic = topic.to_owned();
+        tokio::task::spawn_blocking(move || {
+            consumer
+                .assignment()
+                .is_ok_and(|list| list.find_partition(&topic, partition).is_some())
+        })
+        .await
+        .unwrap_or(false)
     }
 
     /// Makes this member read `partition` of `topic` again from `offset` (if it still has

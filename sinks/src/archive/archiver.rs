@@ -363,7 +363,7 @@ impl Archiver {
         let Some(batch) = state.batch.take() else {
             return;
         };
-        if !self.consumer.is_assigned(&self.topic, partition) {
+        if !self.consumer.is_assigned(&self.topic, partition).await {
             // Revoked meanwhile: the new owner reads these records from the committed offset.
             // Should the partition come back to this member without a reset, read the batch
             // again rather than read past it.
