@@ -2,7 +2,7 @@
 # Runs the whole Warden test suite on a fresh machine, installing what the tests need first:
 #   - Debian packages to build librdkafka from source (rdkafka-sys) and to run Python clients;
 #   - the tansu Kafka-protocol broker (cargo install, once);
-#   - the Python test clients (OpenAI SDK, pyarrow, DuckDB) in ./.venv;
+#   - the Python test clients (OpenAI SDK, pyarrow, DuckDB) and moto's S3 server in ./.venv;
 # then checks formatting and lints, and runs every test of the workspace.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -44,7 +44,7 @@ if ! cmp -s tests/python/requirements.txt .venv/.installed-requirements 2>/dev/n
     .venv/bin/pip install --quiet --disable-pip-version-check -r tests/python/requirements.txt
     cp tests/python/requirements.txt .venv/.installed-requirements
 fi
-.venv/bin/python -c "import openai, pyarrow, duckdb; print('openai', openai.__version__, '| pyarrow', pyarrow.__version__, '| duckdb', duckdb.__version__)"
+.venv/bin/python -c "import openai, pyarrow, duckdb, moto; print('openai', openai.__version__, '| pyarrow', pyarrow.__version__, '| duckdb', duckdb.__version__, '| moto', moto.__version__)"
 
 step "format"
 cargo fmt --all -- --check

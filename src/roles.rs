@@ -114,7 +114,7 @@ pub async fn sql(
     query: &str,
     format: OutputFormat,
 ) -> anyhow::Result<()> {
-    let session = ArchiveSession::open(&config.archive.url)?;
+    let session = ArchiveSession::open(&config.archive.url, &config.archive.s3)?;
     let result = session.query(query).await?;
     let mut stdout = std::io::stdout().lock();
     warden_sql::write_result(&result, format, &mut stdout)?;
@@ -128,7 +128,7 @@ pub async fn verify(
     since: Option<chrono::DateTime<chrono::Utc>>,
 ) -> anyhow::Result<()> {
     let url = ArchiveUrl::parse(&config.archive.url).map_err(anyhow::Error::msg)?;
-    let archive = ParquetArchive::open(&url)?;
+    let archive = ParquetArchive::open(&url, &config.archive.s3)?;
     let report = warden_sinks::archive::verify(archive.store(), since).await?;
     let mut stdout = std::io::stdout().lock();
     for problem in &report.problems {

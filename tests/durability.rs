@@ -8,7 +8,7 @@ use std::path::Path;
 use warden_testkit::{EmulatorOptions, TansuBroker, TgiEmulator};
 
 use support::{
-    WardenProcess, archived_event_counts, free_listen_address, fresh_client_key, http_client,
+    WardenProcess, archived_event_counts, chat_calls, free_listen_address, fresh_client_key,
     metric_until, run_python, write_config,
 };
 
@@ -103,23 +103,6 @@ async fn spool_calls(
     let spooled = metric_until(listen, "warden_events_spooled_total", expected as f64).await;
     assert_eq!(spooled, expected as f64, "{}", warden.log());
     (warden, expected)
-}
-
-async fn chat_calls(listen: &str, api_key: &str, count: u64) {
-    let client = http_client();
-    for i in 0..count {
-        let response = client
-            .post(format!("http://{listen}/v1/chat/completions"))
-            .bearer_auth(api_key)
-            .json(&serde_json::json!({
-                "model": "llama",
-                "messages": [{"role": "user", "content": format!("call {i}")}],
-            }))
-            .send()
-            .await
-            .expect("call answered");
-        assert_eq!(response.status(), 200, "calls never wait on kafka");
-    }
 }
 
 fn assert_archive_holds_exactly(archive: &Path, expected: u64) {

@@ -46,6 +46,15 @@ impl ArchiveUrl {
     }
 }
 
+impl std::fmt::Display for ArchiveUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Local(path) => write!(f, "{}", path.display()),
+            Self::Remote(url) => write!(f, "{url}"),
+        }
+    }
+}
+
 /// The partition directory of `table` for the hour containing `ts`, relative to the archive root.
 pub fn hour_partition(table: &str, ts: DateTime<Utc>) -> String {
     format!("{table}/dt={}/hour={:02}", ts.format("%Y-%m-%d"), ts.hour())

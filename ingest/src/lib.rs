@@ -7,10 +7,12 @@
 //! - [`spool`]: the disk spool events wait in while Kafka is unreachable or slow.
 //! - [`audit_config`]: the `[audit]` section that governs the two above.
 //! - [`layout`]: where the archive keeps each table (shared by writer and readers).
+//! - [`archive_store`]: opening the archive's object store (local directory or S3).
 //!
 //! Every other Warden crate depends on this one and on nothing of each other's: what crosses a
 //! crate boundary is an [`AuditEvent`], a channel or a Kafka topic.
 
+pub mod archive_store;
 pub mod audit_config;
 pub mod columnar;
 pub mod emitter;

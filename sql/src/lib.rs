@@ -4,7 +4,8 @@
 //! and `actions`) is registered as a hive-partitioned listing table with the schema from
 //! `warden-ingest`, so `dt` (`YYYY-MM-DD`) and `hour` (`HH`) prune partitions in `WHERE`, nested
 //! parts read as `response.status`, and an empty archive is an empty table rather than an
-//! error. Sessions are read-only: DDL and DML are refused.
+//! error. The archive may be a local directory or an S3 bucket (`[archive.s3]`). Sessions are
+//! read-only: DDL and DML are refused.
 //!
 //! Both partition columns are strings, exactly the directory names. `hour` must not be typed
 //! as an integer: DataFusion turns `hour = 9` on an integer partition column into the literal
@@ -12,7 +13,6 @@
 //! `hour = 9`, `hour = '09'` and ranges all select the right hour (tested).
 
 use std::io::Write;
-use std::path::Path;
 use std::sync::Arc;
 
 use datafusion::arrow::array::RecordBatch;
@@ -24,6 +24,7 @@ use datafusion::datasource::listing::{
 use datafusion::error::DataFusionError;
 use datafusion::execution::context::SQLOptions;
 use datafusion::prelude::SessionContext;
+use warden_ingest::archive_store::{ArchiveStore, S3Options};
 use warden_ingest::columnar::event_schema;
 use warden_ingest::layout::{ArchiveUrl, EVENTS_TABLE};
 
@@ -81,16 +82,14 @@ impl QueryResult {
 }
 
 impl ArchiveSession {
-    /// Opens a session over the archive at `url` with every archive table registered.
-    pub fn open(url: &str) -> Result<Self, SqlError> {
+    /// Opens a session over the archive at `url` (local or S3) with every archive table
+    /// registered.
+    pub fn open(url: &str, s3: &S3Options) -> Result<Self, SqlError> {
         let archive = ArchiveUrl::parse(url).map_err(SqlError::Location)?;
+        let store = ArchiveStore::open(&archive, s3).map_err(SqlError::Location)?;
         let context = SessionContext::new();
-        let ArchiveUrl::Local(root) = archive else {
-            return Err(SqlError::Location(format!(
-                "{url}: only local archives can be queried by this build"
-            )));
-        };
-        register_table(&context, &root, EVENTS_TABLE, event_schema())?;
+        context.register_object_store(&store.bucket_url(), store.bucket.clone());
+        register_table(&context, &store, &archive, EVENTS_TABLE, event_schema())?;
         Ok(Self { context })
     }
 
@@ -109,14 +108,17 @@ impl ArchiveSession {
 
 fn register_table(
     context: &SessionContext,
-    root: &Path,
+    store: &ArchiveStore,
+    archive: &ArchiveUrl,
     table: &str,
     schema: SchemaRef,
 ) -> Result<(), SqlError> {
-    let directory = std::path::absolute(root.join(table))?;
-    // A table nobody has written yet is empty, not missing.
-    std::fs::create_dir_all(&directory)?;
-    let table_url = ListingTableUrl::parse(format!("{}/", directory.display()))?;
+    if let ArchiveUrl::Local(root) = archive {
+        // A local table nobody has written yet is empty, not missing. (An object store has no
+        // directories: listing an unwritten prefix is already empty.)
+        std::fs::create_dir_all(root.join(table))?;
+    }
+    let table_url = ListingTableUrl::parse(store.table_url(table))?;
     let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
         .with_file_extension(".parquet")
         .with_table_partition_cols(vec![

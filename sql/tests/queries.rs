@@ -4,6 +4,7 @@
 use std::path::Path;
 
 use chrono::{DateTime, Utc};
+use warden_ingest::archive_store::S3Options;
 use warden_ingest::columnar::events_to_batch;
 use warden_ingest::event::ResponseInfo;
 use warden_ingest::layout::{EVENTS_TABLE, hour_partition};
@@ -63,7 +64,7 @@ fn render(session_result: &warden_sql::QueryResult, format: OutputFormat) -> Str
 }
 
 async fn query(root: &Path, sql: &str) -> Result<warden_sql::QueryResult, SqlError> {
-    ArchiveSession::open(root.to_str().expect("utf-8"))?
+    ArchiveSession::open(root.to_str().expect("utf-8"), &S3Options::default())?
         .query(sql)
         .await
 }

@@ -33,12 +33,18 @@ pub fn python() -> PathBuf {
 
 /// Runs a script of `tests/python/` and parses the JSON it prints.
 pub fn run_python(script: &str, args: &[&str]) -> Value {
+    run_python_with_env(script, args, &[])
+}
+
+/// [`run_python`] with extra environment variables.
+pub fn run_python_with_env(script: &str, args: &[&str], env: &[(&str, &str)]) -> Value {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/python")
         .join(script);
     let output = Command::new(python())
         .arg(&path)
         .args(args)
+        .envs(env.iter().copied())
         .output()
         .expect("python runs");
     assert!(
@@ -72,6 +78,11 @@ impl WardenProcess {
     /// such as the spool land there); logs go to `<config dir>/<role>.log` (`<role>-2.log`... for
     /// later runs).
     pub fn start(role: &str, config: &Path) -> Self {
+        Self::start_with_env(role, config, &[])
+    }
+
+    /// [`Self::start`] with extra environment variables (e.g. S3 credentials).
+    pub fn start_with_env(role: &str, config: &Path, env: &[(&str, &str)]) -> Self {
         let mut log = config.with_file_name(format!("{role}.log"));
         for run in 2.. {
             if !log.exists() {
@@ -86,6 +97,7 @@ impl WardenProcess {
             .current_dir(config.parent().expect("config has a directory"))
             .env("WARDEN_LOG", "info,warden=debug")
             .env("NO_COLOR", "1")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log_file)
@@ -170,10 +182,19 @@ pub async fn metric_until(listen: &str, name: &str, expected: f64) -> f64 {
 /// Polls `warden sql` until the events table holds at least `expected` rows (or 90 s pass);
 /// returns (rows, distinct event ids).
 pub async fn archived_event_counts(config: &Path, expected: u64) -> (u64, u64) {
+    archived_event_counts_with_env(config, expected, &[]).await
+}
+
+/// [`archived_event_counts`] with extra environment variables for `warden sql`.
+pub async fn archived_event_counts_with_env(
+    config: &Path,
+    expected: u64,
+    env: &[(&str, &str)],
+) -> (u64, u64) {
     let query = "SELECT count(*) AS n, count(DISTINCT event_id) AS d FROM events";
     let deadline = Instant::now() + Duration::from_secs(90);
     loop {
-        let rows = try_sql(config, query).unwrap_or_default();
+        let rows = try_sql_with_env(config, query, env).unwrap_or_default();
         let counts = rows
             .first()
             .map(|row| {
@@ -206,11 +227,21 @@ pub fn sql(config: &Path, query: &str) -> Vec<Value> {
 
 /// Runs `warden sql --format json`: the rows, or its error output.
 pub fn try_sql(config: &Path, query: &str) -> Result<Vec<Value>, String> {
+    try_sql_with_env(config, query, &[])
+}
+
+/// [`try_sql`] with extra environment variables (e.g. S3 credentials).
+pub fn try_sql_with_env(
+    config: &Path,
+    query: &str,
+    env: &[(&str, &str)],
+) -> Result<Vec<Value>, String> {
     let output = Command::new(warden_binary())
         .args(["sql", "--format", "json", "--config"])
         .arg(config)
         .arg(query)
         .env("NO_COLOR", "1")
+        .envs(env.iter().copied())
         .output()
         .expect("warden sql runs");
     if !output.status.success() {
@@ -256,4 +287,129 @@ pub fn fresh_client_key() -> (String, String) {
     let key = format!("sk-test-{}", uuid::Uuid::new_v4().simple());
     let digest = hex::encode(Sha256::digest(key.as_bytes()));
     (key, digest)
+}
+
+/// Makes `count` chat calls with `api_key`; each must succeed.
+pub async fn chat_calls(listen: &str, api_key: &str, count: u64) {
+    let client = http_client();
+    for i in 0..count {
+        let response = client
+            .post(format!("http://{listen}/v1/chat/completions"))
+            .bearer_auth(api_key)
+            .json(&serde_json::json!({
+                "model": "llama",
+                "messages": [{"role": "user", "content": format!("call {i}")}],
+            }))
+            .send()
+            .await
+            .expect("call answered");
+        assert_eq!(response.status(), 200, "calls never wait on kafka");
+    }
+}
+
+/// A real S3-compatible server: moto's standalone server (`moto[server]` from PyPI, installed in
+/// the test venv by `scripts/test.sh`), on a free loopback port. Killed on drop.
+pub struct S3Server {
+    child: Child,
+    endpoint: String,
+}
+
+/// What a client of [`S3Server`] signs with: moto checks the signature's shape, not a real
+/// account, so these are placeholders, not credentials.
+pub const S3_TEST_ENV: [(&str, &str); 3] = [
+    ("AWS_ACCESS_KEY_ID", "warden-test-placeholder"),
+    ("AWS_SECRET_ACCESS_KEY", "warden-test-placeholder"),
+    ("AWS_REGION", "us-east-1"),
+];
+
+impl S3Server {
+    /// Starts the server and creates `bucket` on it.
+    pub async fn start(bucket: &str) -> Self {
+        let port = warden_testkit::free_port().expect("free port");
+        let moto = python().with_file_name("moto_server");
+        assert!(
+            moto.is_file(),
+            "{} is missing: run scripts/test.sh (it installs moto[server] in the venv)",
+            moto.display()
+        );
+        let child = Command::new(moto)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("moto_server starts");
+        let server = Self {
+            child,
+            endpoint: format!("http://127.0.0.1:{port}"),
+        };
+        let client = http_client();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            match client
+                .put(format!("{}/{bucket}", server.endpoint))
+                .send()
+                .await
+            {
+                Ok(response) if response.status().is_success() => return server,
+                Ok(response) => panic!("creating bucket {bucket}: {}", response.status()),
+                Err(_) if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(err) => panic!("moto_server did not come up: {err}"),
+            }
+        }
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    /// A client of `bucket` on this server, signing with [`S3_TEST_ENV`]'s placeholders.
+    pub fn bucket(&self, bucket: &str) -> object_store::aws::AmazonS3 {
+        let env = |name: &str| {
+            S3_TEST_ENV
+                .iter()
+                .find(|(key, _)| *key == name)
+                .map(|(_, value)| *value)
+                .expect("set in S3_TEST_ENV")
+        };
+        object_store::aws::AmazonS3Builder::new()
+            .with_bucket_name(bucket)
+            .with_endpoint(&self.endpoint)
+            .with_allow_http(true)
+            .with_region(env("AWS_REGION"))
+            .with_access_key_id(env("AWS_ACCESS_KEY_ID"))
+            .with_secret_access_key(env("AWS_SECRET_ACCESS_KEY"))
+            .build()
+            .expect("s3 client")
+    }
+
+    /// Keys of the objects in `bucket` under `prefix`.
+    pub async fn list(&self, bucket: &str, prefix: &str) -> Vec<String> {
+        use futures::TryStreamExt;
+        use object_store::ObjectStore;
+        self.bucket(bucket)
+            .list(Some(&prefix.into()))
+            .map_ok(|meta| meta.location.to_string())
+            .try_collect()
+            .await
+            .expect("list")
+    }
+
+    pub async fn delete(&self, bucket: &str, key: &str) {
+        use object_store::ObjectStoreExt;
+        self.bucket(bucket)
+            .delete(&key.into())
+            .await
+            .unwrap_or_else(|err| panic!("delete {key}: {err}"));
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

@@ -116,7 +116,7 @@ impl Archiver {
     pub fn new(cluster: &KafkaCluster, config: &ArchiveConfig) -> Result<Self, ArchiverSetupError> {
         let url = ArchiveUrl::parse(&config.url).map_err(ArchiverSetupError::Url)?;
         let topic = cluster.topics().events.clone();
-        let archive = ParquetArchive::open(&url)?;
+        let archive = ParquetArchive::open(&url, &config.s3)?;
         Ok(Self {
             consumer: TopicConsumer::subscribe(cluster, &config.consumer_group, &[&topic])?,
             dead_letters: DeadLetterPublisher::new(cluster)?,

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use serde::Deserialize;
+use warden_ingest::archive_store::S3Options;
 use warden_ingest::layout::ArchiveUrl;
 
 /// Raw `[archive]` section as written in TOML.
@@ -17,6 +18,8 @@ pub struct ArchiveConfig {
     pub max_batch_events: usize,
     /// Consumer group of the archivers.
     pub consumer_group: String,
+    /// `[archive.s3]`: endpoint, region and plain-http switch of an `s3://` archive.
+    pub s3: S3Options,
 }
 
 impl Default for ArchiveConfig {
@@ -26,6 +29,7 @@ impl Default for ArchiveConfig {
             flush_interval_s: 2.0,
             max_batch_events: 100_000,
             consumer_group: "warden-archive".to_owned(),
+            s3: S3Options::default(),
         }
     }
 }
@@ -46,6 +50,7 @@ impl ArchiveConfig {
         if self.consumer_group.is_empty() {
             errors.push("archive.consumer_group: must not be empty".to_owned());
         }
+        errors.extend(self.s3.validate());
         errors
     }
 

@@ -4,7 +4,6 @@ use std::sync::Arc;
 
 use arrow::array::RecordBatch;
 use bytes::Bytes;
-use object_store::local::LocalFileSystem;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt};
 use parquet::arrow::ArrowWriter;
@@ -12,6 +11,7 @@ use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 use sha2::{Digest, Sha256};
 use warden_ingest::AuditEvent;
+use warden_ingest::archive_store::{ArchiveStore, S3Options};
 use warden_ingest::columnar::events_to_batch;
 use warden_ingest::layout::ArchiveUrl;
 
@@ -38,30 +38,14 @@ pub struct ParquetArchive {
 }
 
 impl ParquetArchive {
-    /// Opens the archive at `url`, creating a local directory if needed.
-    pub fn open(url: &ArchiveUrl) -> Result<Self, ArchiveError> {
-        let store: Arc<dyn ObjectStore> = match url {
-            ArchiveUrl::Local(dir) => {
-                let location_error = |message: String| ArchiveError::Location {
-                    location: dir.display().to_string(),
-                    message,
-                };
-                std::fs::create_dir_all(dir).map_err(|err| location_error(err.to_string()))?;
-                Arc::new(
-                    LocalFileSystem::new_with_prefix(dir)
-                        .map_err(|err| location_error(err.to_string()))?,
-                )
-            }
-            ArchiveUrl::Remote(url) => {
-                return Err(ArchiveError::Location {
-                    location: url.to_string(),
-                    message: "object-store archives are not supported by this build yet; \
-                              use a local path"
-                        .to_owned(),
-                });
-            }
-        };
-        Ok(Self { store })
+    /// Opens the archive at `url` (a local directory is created if needed; S3 is not contacted
+    /// until the first write).
+    pub fn open(url: &ArchiveUrl, s3: &S3Options) -> Result<Self, ArchiveError> {
+        let opened = ArchiveStore::open(url, s3).map_err(|message| ArchiveError::Location {
+            location: url.to_string(),
+            message,
+        })?;
+        Ok(Self { store: opened.root })
     }
 
     /// Writes `object` at `key`. The write is atomic: readers see all or nothing.
