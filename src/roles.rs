@@ -134,11 +134,15 @@ pub async fn verify(
     for problem in &report.problems {
         writeln!(stdout, "{problem}")?;
     }
+    for note in &report.notes {
+        writeln!(stdout, "NOTE      {note}")?;
+    }
     writeln!(
         stdout,
-        "{} chains, {} entries, {} objects checked ({} rows): {}",
+        "{} chains, {} entries, {} digests, {} objects checked ({} rows): {}",
         report.num_chains,
         report.num_entries,
+        report.num_digests,
         report.num_objects_checked,
         report.num_rows,
         if report.is_clean() {

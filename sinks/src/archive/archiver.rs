@@ -25,6 +25,7 @@ use warden_ingest::kafka::{
 };
 use warden_ingest::layout::{ArchiveUrl, EVENTS_TABLE, hour_partition};
 
+use super::digest::{Sealer, chain_name};
 use super::manifest::{Manifest, ManifestEntry};
 use super::plans::{BatchBoundary, PartitionPlan, PlanStore};
 use super::{ArchiveConfig, ArchiveError, EncodedObject, ParquetArchive};
@@ -40,6 +41,8 @@ const COMMIT_ATTEMPTS: u32 = 5;
 /// A replay waiting for the records up to a planned boundary gives up after this long without
 /// a record of that partition (the records are gone, e.g. past the topic's retention).
 const PLANNED_BOUNDARY_PATIENCE: Duration = Duration::from_secs(60);
+/// How often the archiver looks for closed hours to seal with a digest.
+const SEAL_CHECK_INTERVAL: Duration = Duration::from_secs(30);
 
 /// What an archiver does when told to stop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,6 +95,7 @@ pub struct Archiver {
     dead_letters: DeadLetterPublisher,
     archive: ParquetArchive,
     manifest: Manifest,
+    sealer: Sealer,
     plans: PlanStore,
     topic: String,
     flush_interval: Duration,
@@ -121,6 +125,7 @@ impl Archiver {
             consumer: TopicConsumer::subscribe(cluster, &config.consumer_group, &[&topic])?,
             dead_letters: DeadLetterPublisher::new(cluster)?,
             manifest: Manifest::new(archive.store().clone()),
+            sealer: Sealer::new(archive.store().clone()),
             plans: PlanStore::new(archive.store().clone(), &topic),
             archive,
             topic,
@@ -135,11 +140,14 @@ impl Archiver {
     pub async fn run(mut self, shutdown: CancellationToken, mode: ShutdownMode) -> ArchiverReport {
         let mut flush_timer = tokio::time::interval(self.flush_interval);
         flush_timer.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut seal_timer = tokio::time::interval(SEAL_CHECK_INTERVAL);
+        seal_timer.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 biased;
                 () = shutdown.cancelled() => break,
                 _ = flush_timer.tick() => self.flush_all(false).await,
+                _ = seal_timer.tick() => self.seal_closed_hours().await,
                 received = self.consumer.recv() => match received {
                     Ok(record) => {
                         self.take(record).await;
@@ -353,6 +361,21 @@ impl Archiver {
         }
     }
 
+    /// Writes the digests of the closed hours of the chains of the partitions this archiver
+    /// reads. A failure is logged and retried at the next check: nothing is lost meanwhile,
+    /// the hour is only sealed later.
+    async fn seal_closed_hours(&mut self) {
+        let now = Utc::now();
+        for partition in self.partitions.keys() {
+            let chain = chain_name(&self.topic, *partition);
+            match self.sealer.seal_closed_hours(&chain, now).await {
+                Ok(0) => {}
+                Ok(hours) => info!(chain, hours, "closed hours sealed with digests"),
+                Err(err) => warn!(chain, error = %err, "sealing closed hours failed; will retry"),
+            }
+        }
+    }
+
     /// Plans, writes and records one partition's batch, then commits its offsets. Retries
     /// until the objects are written: events are never skipped, at worst written again
     /// under the same names.
@@ -372,6 +395,7 @@ impl Archiver {
                 "partition no longer assigned; leaving its batch to the new owner"
             );
             self.partitions.remove(&partition);
+            self.sealer.forget(&chain_name(&self.topic, partition));
             if let Err(err) = self
                 .consumer
                 .rewind(&self.topic, partition, batch.first_offset)
@@ -463,9 +487,17 @@ impl Archiver {
             last_offset: batch.last_offset,
             written_at: Utc::now(),
         };
-        while let Err(err) = self.manifest.record(entry.clone()).await {
-            warn!(%key, error = %err, "recording the object in the manifest failed; retrying");
-            tokio::time::sleep(RETRY_BACKOFF).await;
+        let link = loop {
+            match self.manifest.record(entry.clone()).await {
+                Ok(link) => break link,
+                Err(err) => {
+                    warn!(%key, error = %err, "recording the object in the manifest failed; retrying");
+                    tokio::time::sleep(RETRY_BACKOFF).await;
+                }
+            }
+        };
+        if let Some(link) = link {
+            self.sealer.note(&chain_name(&self.topic, partition), link);
         }
         debug!(%key, rows = object.num_rows, size = object.bytes.len(), "archive object written");
         self.report.num_objects_written += 1;

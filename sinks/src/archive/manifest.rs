@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::ArchiveError;
+use super::digest::ChainLink;
 
 /// Where the archive keeps its own state, beside the tables.
 pub const STATE_DIR: &str = "_warden";
@@ -61,7 +62,7 @@ pub fn chain_prefix(topic: &str, partition: i32) -> Path {
     Path::from(format!("{STATE_DIR}/manifest/{topic}-{partition}"))
 }
 
-fn entry_key(topic: &str, partition: i32, seq: u64) -> Path {
+pub(super) fn entry_key(topic: &str, partition: i32, seq: u64) -> Path {
     Path::from(format!(
         "{STATE_DIR}/manifest/{topic}-{partition}/{seq:020}.json"
     ))
@@ -93,8 +94,11 @@ impl Manifest {
 
     /// Records `entry` (its `seq` and `prev_sha256` are filled in here) unless the chain's
     /// recent entries already record this object with this content — the case when a batch
-    /// is written again after a crash.
-    pub async fn record(&mut self, mut entry: ManifestEntry) -> Result<(), ArchiveError> {
+    /// is written again after a crash. Returns the new link of the chain, if one was added.
+    pub async fn record(
+        &mut self,
+        mut entry: ManifestEntry,
+    ) -> Result<Option<ChainLink>, ArchiveError> {
         let chain = (entry.topic.clone(), entry.partition);
         loop {
             if !self.heads.contains_key(&chain) {
@@ -103,7 +107,7 @@ impl Manifest {
             }
             let head = self.heads.get_mut(&chain).expect("loaded above");
             if head.recent.get(&entry.object) == Some(&entry.sha256) {
-                return Ok(());
+                return Ok(None);
             }
             entry.seq = head.seq + 1;
             entry.prev_sha256 = head.sha256.clone();
@@ -130,7 +134,7 @@ impl Manifest {
                     }
                     head.recent
                         .insert(entry.object.clone(), entry.sha256.clone());
-                    return Ok(());
+                    return Ok(Some(ChainLink::new(&entry, &bytes)));
                 }
                 // Someone else extended the chain (a former owner of the partition): reload
                 // the head and look again.

@@ -6,10 +6,12 @@
 //! - a batch replayed after a crash is cut at the same offsets ([`plans`]) and so rewrites the
 //!   same objects: no event is archived twice;
 //! - every object is recorded, as it is written, in a hash-chained [`manifest`] that
-//!   [`verify`] checks the archive against.
+//!   [`verify`] checks the archive against, and every closed hour of a chain is sealed by an
+//!   hourly [`digest`].
 
 mod archiver;
 mod config;
+pub mod digest;
 pub mod manifest;
 mod plans;
 mod store;

@@ -3,7 +3,12 @@
 //! Every chain must be whole (entries numbered from 1 without gaps, each carrying the SHA-256
 //! of the one before); every object an entry names must exist with the recorded SHA-256; and
 //! every Parquet object of a table must be named by some entry. Anything else is reported by
-//! name: a missing, altered or unlisted object, or a break in a chain.
+//! name: a missing, altered or unlisted object, or a break in a chain. Each chain's hourly
+//! [digests](super::digest) must follow one another hour by hour, each carrying the hash of
+//! the one before, and seal entries the chain still has, unchanged: a chain cut short, even
+//! whole in itself, no longer holds the head a digest sealed. Hours after a chain's newest
+//! digest are not sealed yet; the report says so in a note, which is not a failure (the
+//! archiver may simply not have run since).
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -17,6 +22,7 @@ use sha2::{Digest, Sha256};
 use warden_ingest::layout::EVENTS_TABLE;
 
 use super::ArchiveError;
+use super::digest::{ChainLink, HourlyDigest, read_digest};
 use super::manifest::{ManifestEntry, STATE_DIR};
 
 /// Tables whose objects the manifest covers.
@@ -37,6 +43,8 @@ pub enum Problem {
     Unlisted { object: String },
     /// A chain is not whole: an entry is missing, altered, reordered or unreadable.
     ChainBroken { entry: String, reason: String },
+    /// A digest is missing, altered, or seals entries the chain no longer has as sealed.
+    DigestBroken { digest: String, reason: String },
 }
 
 impl fmt::Display for Problem {
@@ -61,6 +69,7 @@ impl fmt::Display for Problem {
                 )
             }
             Self::ChainBroken { entry, reason } => write!(f, "CHAIN     {entry}: {reason}"),
+            Self::DigestBroken { digest, reason } => write!(f, "DIGEST    {digest}: {reason}"),
         }
     }
 }
@@ -72,7 +81,10 @@ pub struct VerifyReport {
     pub num_entries: usize,
     pub num_objects_checked: usize,
     pub num_rows: u64,
+    pub num_digests: usize,
     pub problems: Vec<Problem>,
+    /// Facts worth knowing that are not failures (e.g. hours not sealed yet).
+    pub notes: Vec<String>,
 }
 
 impl VerifyReport {
@@ -87,7 +99,8 @@ pub async fn verify(
     since: Option<DateTime<Utc>>,
 ) -> Result<VerifyReport, ArchiveError> {
     let mut report = VerifyReport::default();
-    let latest = check_chains(store.as_ref(), &mut report).await?;
+    let (latest, chains) = check_chains(store.as_ref(), &mut report).await?;
+    check_digests(store.as_ref(), &chains, &mut report).await?;
 
     let in_range = |key: &str| match (since, hour_of(key)) {
         (Some(since), Some(hour)) => hour + chrono::Duration::hours(1) > since,
@@ -136,11 +149,14 @@ pub async fn verify(
     Ok(report)
 }
 
-/// Walks every chain; returns the latest entry of each object they name.
+/// Every chain's entries in order, by chain name (`{topic}-{partition}`).
+type Chains = BTreeMap<String, Vec<ChainLink>>;
+
+/// Walks every chain; returns the latest entry of each object they name, and the chains.
 async fn check_chains(
     store: &dyn ObjectStore,
     report: &mut VerifyReport,
-) -> Result<BTreeMap<String, ManifestEntry>, ArchiveError> {
+) -> Result<(BTreeMap<String, ManifestEntry>, Chains), ArchiveError> {
     let keys: Vec<Path> = store
         .list(Some(&Path::from(format!("{STATE_DIR}/manifest"))))
         .map_ok(|meta| meta.location)
@@ -157,7 +173,11 @@ async fn check_chains(
     }
     report.num_chains = chains.len();
     let mut latest = BTreeMap::new();
-    for (_, mut keys) in chains {
+    let mut links = Chains::new();
+    for (chain, mut keys) in chains {
+        let chain_links = links
+            .entry(chain.rsplit('/').next().unwrap_or_default().to_owned())
+            .or_default();
         keys.sort();
         let mut previous_sha256 = String::new();
         for (index, key) in keys.iter().enumerate() {
@@ -193,10 +213,137 @@ async fn check_chains(
                 });
             }
             previous_sha256 = hex::encode(Sha256::digest(&bytes));
+            chain_links.push(ChainLink::new(&entry, &bytes));
             latest.insert(entry.object.clone(), entry);
         }
     }
-    Ok(latest)
+    Ok((latest, links))
+}
+
+/// Checks every chain's digests against each other and against the chain.
+async fn check_digests(
+    store: &dyn ObjectStore,
+    chains: &Chains,
+    report: &mut VerifyReport,
+) -> Result<(), ArchiveError> {
+    let keys: Vec<Path> = store
+        .list(Some(&Path::from(format!("{STATE_DIR}/digests"))))
+        .map_ok(|meta| meta.location)
+        .try_collect()
+        .await?;
+    let mut by_chain: BTreeMap<String, Vec<Path>> = BTreeMap::new();
+    for key in keys {
+        let mut parts = key.as_ref().rsplit('/');
+        let chain = parts.nth(1).unwrap_or_default().to_owned();
+        by_chain.entry(chain).or_default().push(key);
+    }
+    for (chain, links) in chains {
+        if !by_chain.contains_key(chain) && !links.is_empty() {
+            report.notes.push(format!(
+                "{chain}: no hour sealed yet (entries 1..={} are covered by the chain alone)",
+                links.len()
+            ));
+        }
+    }
+    let no_links = Vec::new();
+    for (chain, mut keys) in by_chain {
+        keys.sort();
+        let links = chains.get(&chain).unwrap_or(&no_links);
+        let link = |seq: u64| {
+            seq.checked_sub(1)
+                .and_then(|index| links.get(usize::try_from(index).ok()?))
+                .filter(|link| link.seq == seq)
+        };
+        let mut previous: Option<(HourlyDigest, String)> = None;
+        for key in keys {
+            report.num_digests += 1;
+            let name = key.to_string();
+            let broken = |reason: String| Problem::DigestBroken {
+                digest: name.clone(),
+                reason,
+            };
+            let (digest, sha256) = match read_digest(store, &key).await {
+                Ok(read) => read,
+                Err(ArchiveError::Location { message, .. }) => {
+                    report.problems.push(broken(message));
+                    previous = None;
+                    continue;
+                }
+                Err(err) => return Err(err),
+            };
+            let (expected_prev, expected_first) = match &previous {
+                Some((before, sha)) => (sha.as_str(), before.head_seq + 1),
+                None => ("", 1),
+            };
+            if let Some((before, _)) = &previous
+                && digest.hour != before.hour + chrono::Duration::hours(1)
+            {
+                report.problems.push(broken(format!(
+                    "follows the digest of {} (the digests of the hours between are missing)",
+                    before.hour.format("%Y-%m-%dT%H")
+                )));
+            } else if digest.prev_digest_sha256 != expected_prev {
+                report.problems.push(broken(
+                    "does not carry the hash of the digest before it (a digest was altered, \
+                     removed or inserted)"
+                        .to_owned(),
+                ));
+            }
+            if digest.chain != chain {
+                report
+                    .problems
+                    .push(broken(format!("names chain {:?}", digest.chain)));
+            }
+            if digest.first_seq != expected_first {
+                report.problems.push(broken(format!(
+                    "seals from entry {}, the digest before it up to entry {}",
+                    digest.first_seq,
+                    expected_first - 1
+                )));
+            }
+            if digest.head_seq > 0 {
+                match link(digest.head_seq) {
+                    None => report.problems.push(broken(format!(
+                        "sealed entry {} as the head of the chain; the chain now ends at entry {} \
+                         (entries were removed)",
+                        digest.head_seq,
+                        links.len()
+                    ))),
+                    Some(head) if head.entry_sha256 != digest.head_sha256 => {
+                        report.problems.push(broken(format!(
+                            "sealed entry {} with another hash (the entry was altered)",
+                            digest.head_seq
+                        )));
+                    }
+                    Some(_) => {}
+                }
+            }
+            for sealed in &digest.objects {
+                match link(sealed.seq) {
+                    Some(entry)
+                        if entry.object == sealed.object && entry.sha256 == sealed.sha256 => {}
+                    _ => report.problems.push(broken(format!(
+                        "sealed {} (sha256 {}) as entry {}; the chain no longer records it so",
+                        sealed.object, sealed.sha256, sealed.seq
+                    ))),
+                }
+            }
+            previous = Some((digest, sha256));
+        }
+        if let Some((last, _)) = previous {
+            let unsealed = links.len() as u64 - last.head_seq.min(links.len() as u64);
+            report.notes.push(format!(
+                "{chain}: sealed through {} UTC{}",
+                last.hour.format("%Y-%m-%d %H:00-%H:59"),
+                if unsealed > 0 {
+                    format!("; the {unsealed} newest entries are covered by the chain alone")
+                } else {
+                    String::new()
+                }
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The start of the hour of an object key's `dt=YYYY-MM-DD/hour=HH` partition.
@@ -209,7 +356,115 @@ fn hour_of(key: &str) -> Option<DateTime<Utc>> {
 
 #[cfg(test)]
 mod tests {
+    use object_store::memory::InMemory;
+
+    use super::super::digest::Sealer;
+    use super::super::manifest::{Manifest, entry_key};
     use super::*;
+
+    fn at(text: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(text)
+            .expect("rfc3339")
+            .with_timezone(&Utc)
+    }
+
+    /// Five objects over hours 10 and 11, recorded and sealed as the archiver does; verified
+    /// at 12:30.
+    async fn sealed_archive() -> Arc<dyn ObjectStore> {
+        let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+        let mut manifest = Manifest::new(store.clone());
+        let mut sealer = Sealer::new(store.clone());
+        for (index, written_at) in [
+            "2026-11-23T10:01:00Z",
+            "2026-11-23T10:02:00Z",
+            "2026-11-23T10:03:00Z",
+            "2026-11-23T11:01:00Z",
+            "2026-11-23T11:02:00Z",
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let object = format!("events/dt=2026-11-23/hour=10/o{index}.parquet");
+            let bytes = format!("object {index}");
+            store
+                .put(
+                    &Path::from(object.as_str()),
+                    bytes.clone().into_bytes().into(),
+                )
+                .await
+                .expect("put");
+            let link = manifest
+                .record(ManifestEntry {
+                    seq: 0,
+                    prev_sha256: String::new(),
+                    object,
+                    sha256: hex::encode(Sha256::digest(bytes.as_bytes())),
+                    rows: 1,
+                    bytes: bytes.len() as u64,
+                    topic: "t".to_owned(),
+                    partition: 0,
+                    first_offset: index as i64,
+                    last_offset: index as i64,
+                    written_at: at(written_at),
+                })
+                .await
+                .expect("recorded")
+                .expect("new");
+            sealer.note("t-0", link);
+        }
+        sealer
+            .seal_closed_hours("t-0", at("2026-11-23T12:30:00Z"))
+            .await
+            .expect("sealed");
+        store
+    }
+
+    #[tokio::test]
+    async fn a_chain_cut_short_with_its_objects_is_caught_by_the_digest() {
+        let store = sealed_archive().await;
+        let report = verify(&store, None).await.expect("verify");
+        assert!(report.is_clean(), "{:?}", report.problems);
+        assert_eq!((report.num_entries, report.num_digests), (5, 2));
+
+        // Cut the newest entry and its object: the chain is whole in itself.
+        store.delete(&entry_key("t", 0, 5)).await.expect("delete");
+        store
+            .delete(&Path::from("events/dt=2026-11-23/hour=10/o4.parquet"))
+            .await
+            .expect("delete");
+        let report = verify(&store, None).await.expect("verify");
+        assert!(
+            !report
+                .problems
+                .iter()
+                .any(|p| matches!(p, Problem::ChainBroken { .. } | Problem::Missing { .. })),
+            "{:?}",
+            report.problems
+        );
+        let text: Vec<String> = report.problems.iter().map(ToString::to_string).collect();
+        assert!(
+            text.iter().any(|line| line.starts_with(
+                "DIGEST    _warden/digests/t-0/2026-11-23T11.json: sealed entry 5 as the head"
+            )),
+            "{text:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_removed_digest_is_a_gap_in_the_hours() {
+        let store = sealed_archive().await;
+        store
+            .delete(&Path::from("_warden/digests/t-0/2026-11-23T10.json"))
+            .await
+            .expect("delete");
+        let report = verify(&store, None).await.expect("verify");
+        let text: Vec<String> = report.problems.iter().map(ToString::to_string).collect();
+        assert!(
+            text.iter()
+                .any(|line| line.starts_with("DIGEST    _warden/digests/t-0/2026-11-23T11.json")),
+            "{text:?}"
+        );
+    }
 
     #[test]
     fn hours_come_from_the_partition_directories() {
