@@ -37,12 +37,19 @@ enum Command {
     Up(ConfigArg),
     /// The HTTP proxy only.
     Proxy(ConfigArg),
-    /// The archiver only (warden.events → Parquet).
-    Archive(ConfigArg),
+    /// The archiver only (warden.events → Parquet); `archive prune` applies retention.
+    #[command(args_conflicts_with_subcommands = true)]
+    Archive {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[command(subcommand)]
+        action: Option<ArchiveAction>,
+    },
     /// The detectors only.
     Detect(ConfigArg),
-    /// Check the archive against its manifest: missing, altered or unlisted objects and
-    /// breaks in the hash chain are named; exits non-zero if there are any.
+    /// Check the archive against its manifest and hourly digests: missing, altered or
+    /// unlisted objects, breaks in a hash chain, digests that no longer match it, and pruning
+    /// beyond retention are named; exits non-zero if there are any.
     Verify {
         #[command(flatten)]
         config: ConfigArg,
@@ -59,6 +66,19 @@ enum Command {
         format: Format,
         /// The query, e.g. "SELECT request_id, kind, response.status FROM events".
         query: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ArchiveAction {
+    /// Remove the day partitions older than [archive].retention_days. Dry run (lists what
+    /// would go) unless --apply is given.
+    Prune {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Delete them.
+        #[arg(long)]
+        apply: bool,
     },
 }
 
@@ -125,10 +145,14 @@ fn main() -> ExitCode {
 
 async fn run(command: Command) -> anyhow::Result<()> {
     let config_arg = match &command {
-        Command::Up(arg) | Command::Proxy(arg) | Command::Archive(arg) | Command::Detect(arg) => {
-            arg
+        Command::Up(arg) | Command::Proxy(arg) | Command::Detect(arg) => arg,
+        Command::Archive {
+            action: Some(ArchiveAction::Prune { config, .. }),
+            ..
         }
-        Command::Sql { config, .. } | Command::Verify { config, .. } => config,
+        | Command::Archive { config, .. }
+        | Command::Sql { config, .. }
+        | Command::Verify { config, .. } => config,
     };
     let (config, path) = WardenConfig::load(config_arg.config.as_deref())?;
     match &path {
@@ -139,7 +163,11 @@ async fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Up(_) => roles::up(config).await,
         Command::Proxy(_) => roles::proxy(config).await,
-        Command::Archive(_) => roles::archive(config).await,
+        Command::Archive { action: None, .. } => roles::archive(config).await,
+        Command::Archive {
+            action: Some(ArchiveAction::Prune { apply, .. }),
+            ..
+        } => roles::prune(&config, apply).await,
         Command::Detect(_) => roles::detect(config).await,
         Command::Sql { format, query, .. } => roles::sql(&config, &query, format.into()).await,
         Command::Verify { since, .. } => roles::verify(&config, since).await,

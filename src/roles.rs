@@ -12,10 +12,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 use warden_detectors::DetectLoop;
 use warden_ingest::kafka::{EmbeddedBroker, KafkaCluster, KafkaEventPublisher};
-use warden_ingest::layout::ArchiveUrl;
+use warden_ingest::layout::{ARCHIVE_TABLES, ArchiveUrl};
 use warden_ingest::{AuditStats, event_channel};
 use warden_proxy::ProxyState;
-use warden_sinks::archive::{Archiver, ParquetArchive, ShutdownMode};
+use warden_sinks::archive::{Archiver, ParquetArchive, ShutdownMode, retention};
 use warden_sql::{ArchiveSession, OutputFormat};
 
 use crate::config::ValidatedConfig;
@@ -94,6 +94,46 @@ pub async fn archive(config: ValidatedConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `warden archive prune`: lists (dry run) or removes the day partitions past retention.
+pub async fn prune(config: &ValidatedConfig, apply: bool) -> anyhow::Result<()> {
+    let url = ArchiveUrl::parse(&config.archive.url).map_err(anyhow::Error::msg)?;
+    let archive = ParquetArchive::open(&url, &config.archive.s3)?;
+    let retention_days = config.archive.retention_days;
+    let plan = retention::plan_prune(
+        archive.store(),
+        ARCHIVE_TABLES,
+        retention_days,
+        chrono::Utc::now().date_naive(),
+    )
+    .await?;
+    let mut stdout = std::io::stdout().lock();
+    let verb = if apply { "removing" } else { "would remove" };
+    for partition in &plan.expired {
+        writeln!(
+            stdout,
+            "{verb} {}/ ({} objects, {} bytes)",
+            partition.prefix, partition.num_objects, partition.bytes
+        )?;
+    }
+    let objects: usize = plan.expired.iter().map(|p| p.num_objects).sum();
+    let summary = format!(
+        "retention {retention_days} days: {} day partitions before {}, {objects} objects",
+        plan.expired.len(),
+        plan.removed_before
+    );
+    if apply {
+        let deleted = retention::apply_prune(archive.store(), &plan).await?;
+        writeln!(stdout, "{summary}: {deleted} objects removed")?;
+    } else {
+        writeln!(
+            stdout,
+            "{summary}: dry run, nothing removed (--apply removes them)"
+        )?;
+    }
+    stdout.flush()?;
+    Ok(())
+}
+
 /// `warden detect`: one member of the detect consumer group.
 pub async fn detect(config: ValidatedConfig) -> anyhow::Result<()> {
     let Some(cluster) = connect_external(&config).await? else {
@@ -129,7 +169,9 @@ pub async fn verify(
 ) -> anyhow::Result<()> {
     let url = ArchiveUrl::parse(&config.archive.url).map_err(anyhow::Error::msg)?;
     let archive = ParquetArchive::open(&url, &config.archive.s3)?;
-    let report = warden_sinks::archive::verify(archive.store(), since).await?;
+    let report =
+        warden_sinks::archive::verify(archive.store(), since, Some(config.archive.retention_days))
+            .await?;
     let mut stdout = std::io::stdout().lock();
     for problem in &report.problems {
         writeln!(stdout, "{problem}")?;

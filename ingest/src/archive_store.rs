@@ -75,7 +75,10 @@ impl ArchiveStore {
                 let failed = |err: &dyn std::fmt::Display| format!("{}: {err}", dir.display());
                 std::fs::create_dir_all(dir).map_err(|err| failed(&err))?;
                 let dir = std::path::absolute(dir).map_err(|err| failed(&err))?;
-                let root = LocalFileSystem::new_with_prefix(&dir).map_err(|err| failed(&err))?;
+                // Pruning deletes whole partitions: their emptied directories go too.
+                let root = LocalFileSystem::new_with_prefix(&dir)
+                    .map_err(|err| failed(&err))?
+                    .with_automatic_cleanup(true);
                 let url = Url::from_directory_path(&dir)
                     .map_err(|()| failed(&"not an absolute directory path"))?;
                 Ok(Self {

@@ -11,6 +11,9 @@ use chrono::{DateTime, Timelike, Utc};
 /// The table of audit events.
 pub const EVENTS_TABLE: &str = "events";
 
+/// Every table the archive keeps (each under its own top-level directory).
+pub const ARCHIVE_TABLES: &[&str] = &[EVENTS_TABLE];
+
 /// Where the archive is: a local directory or an object-store URL.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ArchiveUrl {

@@ -18,6 +18,8 @@ pub struct ArchiveConfig {
     pub max_batch_events: usize,
     /// Consumer group of the archivers.
     pub consumer_group: String,
+    /// Days of events kept; `warden archive prune` removes older day partitions.
+    pub retention_days: u32,
     /// `[archive.s3]`: endpoint, region and plain-http switch of an `s3://` archive.
     pub s3: S3Options,
 }
@@ -29,6 +31,7 @@ impl Default for ArchiveConfig {
             flush_interval_s: 2.0,
             max_batch_events: 100_000,
             consumer_group: "warden-archive".to_owned(),
+            retention_days: 400,
             s3: S3Options::default(),
         }
     }
@@ -49,6 +52,9 @@ impl ArchiveConfig {
         }
         if self.consumer_group.is_empty() {
             errors.push("archive.consumer_group: must not be empty".to_owned());
+        }
+        if !(1..=36_500).contains(&self.retention_days) {
+            errors.push("archive.retention_days: must be in [1, 36500]".to_owned());
         }
         errors.extend(self.s3.validate());
         errors

@@ -14,6 +14,7 @@ mod config;
 pub mod digest;
 pub mod manifest;
 mod plans;
+pub mod retention;
 mod store;
 mod verify;
 

@@ -19,14 +19,12 @@ use futures::TryStreamExt;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt};
 use sha2::{Digest, Sha256};
-use warden_ingest::layout::EVENTS_TABLE;
+use warden_ingest::layout::ARCHIVE_TABLES;
 
 use super::ArchiveError;
 use super::digest::{ChainLink, HourlyDigest, read_digest};
 use super::manifest::{ManifestEntry, STATE_DIR};
-
-/// Tables whose objects the manifest covers.
-const TABLES: &[&str] = &[EVENTS_TABLE];
+use super::retention::{first_kept_day, read_retention};
 
 /// One thing wrong with the archive.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,6 +43,12 @@ pub enum Problem {
     ChainBroken { entry: String, reason: String },
     /// A digest is missing, altered, or seals entries the chain no longer has as sealed.
     DigestBroken { digest: String, reason: String },
+    /// The archive was pruned further back than the configured retention allows.
+    RetentionExceeded {
+        removed_before: NaiveDate,
+        first_kept_day: NaiveDate,
+        retention_days: u32,
+    },
 }
 
 impl fmt::Display for Problem {
@@ -70,6 +74,15 @@ impl fmt::Display for Problem {
             }
             Self::ChainBroken { entry, reason } => write!(f, "CHAIN     {entry}: {reason}"),
             Self::DigestBroken { digest, reason } => write!(f, "DIGEST    {digest}: {reason}"),
+            Self::RetentionExceeded {
+                removed_before,
+                first_kept_day,
+                retention_days,
+            } => write!(
+                f,
+                "RETENTION {STATE_DIR}/retention.json: days before {removed_before} were removed; \
+                 retention_days = {retention_days} keeps every day from {first_kept_day} on"
+            ),
         }
     }
 }
@@ -82,6 +95,8 @@ pub struct VerifyReport {
     pub num_objects_checked: usize,
     pub num_rows: u64,
     pub num_digests: usize,
+    /// Objects listed in the manifest whose days were pruned by retention.
+    pub num_objects_expired: usize,
     pub problems: Vec<Problem>,
     /// Facts worth knowing that are not failures (e.g. hours not sealed yet).
     pub notes: Vec<String>,
@@ -93,14 +108,32 @@ impl VerifyReport {
     }
 }
 
-/// Checks every chain, and every object of an hour at or after `since` (all when `None`).
+/// Checks every chain and digest, and every object of an hour at or after `since` (all when
+/// `None`) that retention has not removed. With `retention_days`, also checks that the archive
+/// was not pruned further back than that.
 pub async fn verify(
     store: &Arc<dyn ObjectStore>,
     since: Option<DateTime<Utc>>,
+    retention_days: Option<u32>,
 ) -> Result<VerifyReport, ArchiveError> {
     let mut report = VerifyReport::default();
     let (latest, chains) = check_chains(store.as_ref(), &mut report).await?;
     check_digests(store.as_ref(), &chains, &mut report).await?;
+    let retention = read_retention(store.as_ref()).await?;
+    if let (Some(record), Some(retention_days)) = (&retention, retention_days) {
+        let first_kept_day = first_kept_day(Utc::now().date_naive(), retention_days);
+        if record.removed_before > first_kept_day {
+            report.problems.push(Problem::RetentionExceeded {
+                removed_before: record.removed_before,
+                first_kept_day,
+                retention_days,
+            });
+        }
+    }
+    let expired = |key: &str| match (&retention, hour_of(key)) {
+        (Some(record), Some(hour)) => hour.date_naive() < record.removed_before,
+        _ => false,
+    };
 
     let in_range = |key: &str| match (since, hour_of(key)) {
         (Some(since), Some(hour)) => hour + chrono::Duration::hours(1) > since,
@@ -108,6 +141,10 @@ pub async fn verify(
     };
     for (object, entry) in &latest {
         if !in_range(object) {
+            continue;
+        }
+        if expired(object) {
+            report.num_objects_expired += 1;
             continue;
         }
         report.num_objects_checked += 1;
@@ -133,7 +170,17 @@ pub async fn verify(
             Err(err) => return Err(err.into()),
         }
     }
-    for table in TABLES {
+    if let Some(record) = &retention {
+        report.notes.push(format!(
+            "days before {} removed by retention ({} days, recorded {}): {} objects of the \
+             manifest not checked",
+            record.removed_before,
+            record.retention_days,
+            record.recorded_at.format("%Y-%m-%d %H:%M UTC"),
+            report.num_objects_expired
+        ));
+    }
+    for table in ARCHIVE_TABLES {
         let objects: Vec<Path> = store
             .list(Some(&Path::from(*table)))
             .map_ok(|meta| meta.location)
@@ -422,7 +469,7 @@ mod tests {
     #[tokio::test]
     async fn a_chain_cut_short_with_its_objects_is_caught_by_the_digest() {
         let store = sealed_archive().await;
-        let report = verify(&store, None).await.expect("verify");
+        let report = verify(&store, None, None).await.expect("verify");
         assert!(report.is_clean(), "{:?}", report.problems);
         assert_eq!((report.num_entries, report.num_digests), (5, 2));
 
@@ -432,7 +479,7 @@ mod tests {
             .delete(&Path::from("events/dt=2026-11-23/hour=10/o4.parquet"))
             .await
             .expect("delete");
-        let report = verify(&store, None).await.expect("verify");
+        let report = verify(&store, None, None).await.expect("verify");
         assert!(
             !report
                 .problems
@@ -457,7 +504,7 @@ mod tests {
             .delete(&Path::from("_warden/digests/t-0/2026-11-23T10.json"))
             .await
             .expect("delete");
-        let report = verify(&store, None).await.expect("verify");
+        let report = verify(&store, None, None).await.expect("verify");
         let text: Vec<String> = report.problems.iter().map(ToString::to_string).collect();
         assert!(
             text.iter()
