@@ -301,3 +301,38 @@ async fn verify_passes_on_an_archive_and_names_every_tampered_object() {
     assert!(clean, "verify passes on an untouched archive:\n{output}");
     assert_tampering_is_named(&config, &archive);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_event_sent_twice_is_archived_once() {
+    // What a spool replay does when Kafka stored an event whose acknowledgement timed out:
+    // the same event, a second record, a little later in the same partition.
+    let setup = archive_setup(1, "flush_interval_s = 5").await;
+    let producer: FutureProducer = setup.cluster.producer_config().create().expect("producer");
+    let events: Vec<AuditEvent> = (0..20)
+        .map(|_| AuditEvent::new(EventKind::Request, RequestId::new(), "replayed"))
+        .collect();
+    let resent = events.iter().step_by(4);
+    for event in events.iter().chain(resent) {
+        producer
+            .send(
+                FutureRecord::to("warden.events")
+                    .key(event.partition_key())
+                    .payload(&event.to_json()),
+                Duration::from_secs(10),
+            )
+            .await
+            .expect("delivered");
+    }
+    let mut archiver = WardenProcess::start("archive", &setup.config);
+    let counts = archived_event_counts(&setup.config, 20).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let counts_later = archived_event_counts(&setup.config, 20).await;
+    archiver.interrupt().await;
+    assert_eq!(counts, (20, 20), "{}", archiver.log());
+    assert_eq!(counts_later, (20, 20), "{}", archiver.log());
+    assert!(
+        archiver.log().contains("duplicates_skipped=5"),
+        "{}",
+        archiver.log()
+    );
+}

@@ -35,7 +35,7 @@ async fn archive_events(
         hour_partition(EVENTS_TABLE, ts),
         events[0].event_id
     );
-    let object = EncodedObject::encode(events).await.expect("encoded");
+    let object = EncodedObject::encode(events.into()).await.expect("encoded");
     archive
         .put(&key.as_str().into(), &object)
         .await

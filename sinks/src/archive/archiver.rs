@@ -9,7 +9,8 @@
 //! same order, same name: the object is rewritten identically, and the manifest, which already
 //! lists it, is not extended twice.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
@@ -18,12 +19,12 @@ use sha2::{Digest, Sha256};
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
-use warden_ingest::AuditEvent;
 use warden_ingest::kafka::{
     ConsumedRecord, DeadLetterPublisher, KafkaCluster, KafkaSetupError, PartitionOffsets,
     TopicConsumer,
 };
 use warden_ingest::layout::{ArchiveUrl, EVENTS_TABLE, hour_partition};
+use warden_ingest::{AuditEvent, EventId};
 
 use super::digest::{Sealer, chain_name};
 use super::manifest::{Manifest, ManifestEntry};
@@ -62,6 +63,9 @@ pub struct ArchiverReport {
     pub num_events_archived: u64,
     pub num_dead_letters: u64,
     pub num_objects_written: u64,
+    /// Records whose event was already in the same batch (a spool replay re-sent an event
+    /// Kafka had in fact stored).
+    pub num_duplicates_skipped: u64,
 }
 
 /// Records of one partition read but not yet written.
@@ -74,6 +78,9 @@ struct PartitionBatch {
     /// Fingerprint of the record at `first_offset`.
     first_record: String,
     num_events: usize,
+    /// Ids of the events in `objects`: a second record of the same event is skipped. Only
+    /// within a batch, so that a replay cut at the same offsets skips the same records.
+    event_ids: HashSet<EventId>,
 }
 
 /// What this archiver knows of one partition it reads.
@@ -170,6 +177,7 @@ impl Archiver {
             events = self.report.num_events_archived,
             objects = self.report.num_objects_written,
             dead_letters = self.report.num_dead_letters,
+            duplicates_skipped = self.report.num_duplicates_skipped,
             "archiver stopped"
         );
         self.report
@@ -238,15 +246,23 @@ impl Archiver {
             last_offset: record.offset,
             first_record: fingerprint(&record.payload),
             num_events: 0,
+            event_ids: HashSet::new(),
         });
         batch.last_offset = record.offset;
-        if let Some(event) = event {
-            batch
-                .objects
-                .entry(hour_partition(EVENTS_TABLE, event.ts))
-                .or_default()
-                .push(event);
-            batch.num_events += 1;
+        match event {
+            Some(event) if !batch.event_ids.insert(event.event_id) => {
+                debug!(partition, offset = record.offset, event_id = %event.event_id, "duplicate event skipped");
+                self.report.num_duplicates_skipped += 1;
+            }
+            Some(event) => {
+                batch
+                    .objects
+                    .entry(hour_partition(EVENTS_TABLE, event.ts))
+                    .or_default()
+                    .push(event);
+                batch.num_events += 1;
+            }
+            None => {}
         }
         let at_boundary = state
             .planned
@@ -461,6 +477,7 @@ impl Archiver {
         partition: i32,
         batch: &PartitionBatch,
     ) {
+        let events: Arc<[AuditEvent]> = events.into();
         let object = loop {
             match EncodedObject::encode(events.clone()).await {
                 Ok(object) => break object,

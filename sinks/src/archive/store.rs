@@ -71,7 +71,8 @@ pub struct EncodedObject {
 impl EncodedObject {
     /// Encodes `events` as zstd Parquet on a blocking thread: CPU-heavy work stays off the
     /// async workers that serve the proxy in `warden up`.
-    pub async fn encode(events: Vec<AuditEvent>) -> Result<Self, ArchiveError> {
+    /// Shared, not owned: a retry encodes the same events again without copying them.
+    pub async fn encode(events: Arc<[AuditEvent]>) -> Result<Self, ArchiveError> {
         tokio::task::spawn_blocking(move || {
             let batch = events_to_batch(&events)?;
             let bytes = encode_parquet(&batch)?;

@@ -1,0 +1,216 @@
+//! `event-load`: load for the archiver benchmark (`scripts/bench-archive.sh`) on a real broker.
+//!
+//! - `event-load produce`: fills `warden.events` with realistic call trails.
+//! - `event-load consume`: reads them back with a plain consumer that does nothing else: the
+//!   benchmark's baseline, what reading the topic costs before any archiving work.
+//!
+//! Each call leaves the three events the proxy emits (auth decision, request, response) with
+//! the fields a production call has: a client among 200 (token id, name, IP, country, user
+//! agent), a target and model, a prompt hash, token counts, latency, cost and, for a few, an
+//! upstream error. Event times advance 1 ms per call from `--start`, so a million events span
+//! about 5.5 minutes; pass an hour boundary in `--start` to exercise hour splitting.
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use chrono::{DateTime, Utc};
+use clap::{Parser, Subcommand};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use warden_ingest::event::{ClientInfo, DecisionInfo, RequestInfo, ResponseInfo, RouteInfo};
+use warden_ingest::kafka::{KafkaCluster, KafkaConfig};
+use warden_ingest::{AuditEvent, EventKind, RequestId, TokenId};
+
+#[derive(Debug, Parser)]
+struct Args {
+    /// Bootstrap servers of the broker.
+    #[arg(long)]
+    brokers: String,
+    /// Events to produce or read.
+    #[arg(long, default_value_t = 1_000_000)]
+    events: u64,
+    #[command(subcommand)]
+    action: Action,
+}
+
+#[derive(Debug, Subcommand)]
+enum Action {
+    /// Produce call trails (three events per call).
+    Produce {
+        /// Partitions of `warden.events` if it has to be created.
+        #[arg(long, default_value_t = 2)]
+        partitions: i32,
+        /// Event time of the first call (RFC 3339).
+        #[arg(long, default_value = "2026-11-20T09:58:00Z")]
+        start: DateTime<Utc>,
+    },
+    /// Read `--events` records in consumer group `group`, from the earliest offset.
+    Consume {
+        #[arg(long, default_value = "bench-baseline")]
+        group: String,
+    },
+}
+
+const COUNTRIES: [&str; 6] = ["US", "DE", "FR", "GB", "JP", "BR"];
+const TARGETS: [(&str, &str); 3] = [
+    ("llama-8b", "meta-llama/Meta-Llama-3.1-8B-Instruct"),
+    ("mistral-7b", "mistralai/Mistral-7B-Instruct-v0.3"),
+    ("qwen-72b", "Qwen/Qwen2.5-72B-Instruct"),
+];
+
+/// The three events of call number `call`.
+fn call_trail(call: u64, start: DateTime<Utc>) -> [AuditEvent; 3] {
+    let client_number = call.wrapping_mul(2_654_435_761) % 200;
+    let (target, model) = TARGETS[(call % 3) as usize];
+    let ts = start + chrono::Duration::milliseconds(call as i64);
+    let client = ClientInfo {
+        ip: Some(format!(
+            "203.0.{}.{}",
+            client_number / 100,
+            client_number % 100 + 1
+        )),
+        country: Some(COUNTRIES[(client_number % 6) as usize].to_owned()),
+        token_id: Some(TokenId(format!("tok_{client_number:016x}"))),
+        name: Some(format!("app-{client_number}")),
+        user_agent: Some("OpenAI/Python 1.54.0".to_owned()),
+    };
+    let route = RouteInfo {
+        endpoint: "/v1/chat/completions".to_owned(),
+        target_id: Some(target.to_owned()),
+        model: Some(model.to_owned()),
+        stream: call.is_multiple_of(4),
+    };
+    let request_id = RequestId::new();
+    let event = |kind: EventKind, offset_ms: i64| {
+        let mut event = AuditEvent::new(kind, request_id.clone(), "proxy-bench-1");
+        event.ts = ts + chrono::Duration::milliseconds(offset_ms);
+        event.environment = Some("prod".to_owned());
+        event.client = client.clone();
+        event.route = Some(route.clone());
+        event
+    };
+    let mut decision = event(EventKind::PolicyDecision, 0);
+    decision.decision = Some(DecisionInfo {
+        policy: "auth".to_owned(),
+        outcome: "allow".to_owned(),
+        reason: None,
+    });
+    let mut request = event(EventKind::Request, 0);
+    let input_tokens = 40 + call % 900;
+    request.request = Some(RequestInfo {
+        bytes: 180 + input_tokens * 4,
+        prompt_hash: Some(format!(
+            "{:064x}",
+            call.wrapping_mul(0x9E37_79B9_7F4A_7C15) % 50_000
+        )),
+        input_tokens: Some(input_tokens),
+        content: None,
+    });
+    let failed = call.is_multiple_of(97);
+    let output_tokens = 20 + call % 400;
+    let latency_ms = 150.0 + (call % 2_000) as f64;
+    let mut response = event(EventKind::Response, latency_ms as i64);
+    response.response = Some(ResponseInfo {
+        status: if failed { 503 } else { 200 },
+        latency_ms: Some(latency_ms),
+        ttft_ms: Some(40.0 + (call % 300) as f64),
+        output_tokens: (!failed).then_some(output_tokens),
+        finish_reason: (!failed).then(|| "stop".to_owned()),
+        cost_usd: Some((input_tokens + output_tokens) as f64 * 0.000_000_2),
+        error_type: failed.then(|| "upstream_unavailable".to_owned()),
+        content: None,
+    });
+    [decision, request, response]
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let partitions = match args.action {
+        Action::Produce { partitions, .. } => partitions,
+        Action::Consume { .. } => 1,
+    };
+    let config = KafkaConfig {
+        brokers: args.brokers.clone(),
+        partitions,
+        replication_factor: 1,
+        ..KafkaConfig::default()
+    };
+    let cluster = KafkaCluster::new(&config, None);
+    cluster.wait_until_ready().await;
+    match args.action {
+        Action::Produce { start, .. } => produce(&cluster, args.events, start).await,
+        Action::Consume { group } => consume(&cluster, args.events, &group),
+    }
+}
+
+async fn produce(cluster: &KafkaCluster, events: u64, start: DateTime<Utc>) -> anyhow::Result<()> {
+    cluster.ensure_topics().await.context("creating topics")?;
+    let topic = cluster.topics().events.clone();
+    let producer: ThreadedProducer<DefaultProducerContext> = cluster
+        .producer_config()
+        .set("linger.ms", "20")
+        .set("batch.num.messages", "10000")
+        .create()
+        .context("producer")?;
+
+    let started = Instant::now();
+    let mut produced = 0u64;
+    let mut bytes = 0u64;
+    'calls: for call in 0.. {
+        for event in call_trail(call, start) {
+            if produced == events {
+                break 'calls;
+            }
+            let payload = event.to_json();
+            bytes += payload.len() as u64;
+            let key = event.partition_key().to_owned();
+            let mut record = BaseRecord::to(&topic).key(&key).payload(&payload);
+            loop {
+                match producer.send(record) {
+                    Ok(()) => break,
+                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                        record = back;
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                    Err((err, _)) => return Err(err).context("producing"),
+                }
+            }
+            produced += 1;
+        }
+    }
+    producer
+        .flush(Duration::from_secs(300))
+        .context("flushing to the broker")?;
+    let seconds = started.elapsed().as_secs_f64();
+    println!("{{\"events\": {produced}, \"json_bytes\": {bytes}, \"seconds\": {seconds:.2}}}");
+    Ok(())
+}
+
+fn consume(cluster: &KafkaCluster, events: u64, group: &str) -> anyhow::Result<()> {
+    let consumer: BaseConsumer = cluster
+        .consumer_config(group)
+        .create()
+        .context("consumer")?;
+    consumer
+        .subscribe(&[&cluster.topics().events])
+        .context("subscribing")?;
+    let mut read = 0u64;
+    let mut bytes = 0u64;
+    let mut first_at = None;
+    while read < events {
+        match consumer.poll(Duration::from_secs(1)) {
+            Some(Ok(message)) => {
+                first_at.get_or_insert_with(Instant::now);
+                bytes += message.payload_len() as u64;
+                read += 1;
+            }
+            Some(Err(err)) => return Err(err).context("consuming"),
+            None => {}
+        }
+    }
+    let seconds = first_at.map_or(0.0, |at| at.elapsed().as_secs_f64());
+    println!("{{\"events\": {read}, \"json_bytes\": {bytes}, \"seconds\": {seconds:.2}}}");
+    Ok(())
+}
