@@ -5,7 +5,6 @@
 mod support;
 
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use chrono::{TimeZone, Utc};
@@ -14,7 +13,7 @@ use warden_ingest::kafka::{KafkaCluster, KafkaConfig};
 use warden_ingest::{AuditEvent, EventKind, RequestId};
 use warden_testkit::TansuBroker;
 
-use support::{WardenProcess, archived_event_counts, run_python, warden_binary, write_config};
+use support::{WardenProcess, archived_event_counts, run_python, run_warden, write_config};
 
 /// Events in the backlog, spread over three event hours and two partitions.
 const BACKLOG: u64 = 30_000;
@@ -103,19 +102,7 @@ async fn archive_setup(partitions: i32, extra: &str) -> ArchiveSetup {
 }
 
 fn verify(config: &Path) -> (bool, String) {
-    let output = Command::new(warden_binary())
-        .args(["verify", "--config"])
-        .arg(config)
-        .output()
-        .expect("warden verify runs");
-    (
-        output.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        ),
-    )
+    run_warden(&["verify"], config, &[])
 }
 
 fn parquet_objects(dir: &Path) -> Vec<std::path::PathBuf> {

@@ -5,7 +5,6 @@
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use warden_ingest::archive_store::S3Options;
@@ -14,7 +13,7 @@ use warden_ingest::{AuditEvent, EventKind, RequestId};
 use warden_sinks::archive::manifest::{Manifest, ManifestEntry};
 use warden_sinks::archive::{EncodedObject, ParquetArchive};
 
-use support::{sql, warden_binary, write_config};
+use support::{run_warden, sql, write_config};
 
 /// Writes one object of `rows` events at `ts` and records it, as the archiver does.
 async fn archive_events(
@@ -73,18 +72,7 @@ fn config(dir: &Path, retention_days: u32) -> PathBuf {
 }
 
 fn warden(args: &[&str], config: &Path) -> (bool, String) {
-    let output = Command::new(warden_binary())
-        .args(args)
-        .arg("--config")
-        .arg(config)
-        .env("NO_COLOR", "1")
-        .output()
-        .expect("warden runs");
-    (
-        output.status.success(),
-        String::from_utf8_lossy(&output.stdout).into_owned()
-            + &String::from_utf8_lossy(&output.stderr),
-    )
+    run_warden(args, config, &[])
 }
 
 fn day_dir(root: &Path, ts: DateTime<Utc>) -> PathBuf {

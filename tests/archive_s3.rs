@@ -4,32 +4,19 @@
 
 mod support;
 
-use std::process::Command;
-
 use warden_testkit::{EmulatorOptions, TansuBroker, TgiEmulator};
 
 use support::{
     S3_TEST_ENV, S3Server, WardenProcess, archived_event_counts_with_env, chat_calls,
-    free_listen_address, fresh_client_key, run_python_with_env, warden_binary, write_config,
+    free_listen_address, fresh_client_key, run_python_with_env, run_warden, write_config,
 };
 
 const BUCKET: &str = "warden-audit";
 const PREFIX: &str = "prod/eu";
 
-/// Runs `warden verify` against the bucket: (succeeded, stdout).
+/// Runs `warden verify` against the bucket: (succeeded, output).
 fn verify(config: &std::path::Path) -> (bool, String) {
-    let output = Command::new(warden_binary())
-        .args(["verify", "--config"])
-        .arg(config)
-        .envs(S3_TEST_ENV)
-        .env("NO_COLOR", "1")
-        .output()
-        .expect("warden verify runs");
-    (
-        output.status.success(),
-        String::from_utf8_lossy(&output.stdout).into_owned()
-            + &String::from_utf8_lossy(&output.stderr),
-    )
+    run_warden(&["verify"], config, &S3_TEST_ENV)
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -220,6 +220,23 @@ impl Drop for WardenProcess {
     }
 }
 
+/// Runs `warden <args> --config <config>` to completion: (succeeded, stdout then stderr).
+pub fn run_warden(args: &[&str], config: &Path, env: &[(&str, &str)]) -> (bool, String) {
+    let output = Command::new(warden_binary())
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .env("NO_COLOR", "1")
+        .envs(env.iter().copied())
+        .output()
+        .expect("warden runs");
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned()
+            + &String::from_utf8_lossy(&output.stderr),
+    )
+}
+
 /// Runs `warden sql --format json` and returns one JSON object per row.
 pub fn sql(config: &Path, query: &str) -> Vec<Value> {
     try_sql(config, query).unwrap_or_else(|err| panic!("warden sql failed: {err}"))
