@@ -7,8 +7,9 @@ mod support;
 use warden_testkit::{EmulatorOptions, TansuBroker, TgiEmulator};
 
 use support::{
-    S3_TEST_ENV, S3Server, WardenProcess, archived_event_counts_with_env, chat_calls,
-    free_listen_address, fresh_client_key, run_python_with_env, run_warden, write_config,
+    S3_TEST_ENV, S3Server, WardenProcess, archived_event_counts_with_env, assert_readers_count,
+    chat_calls, free_listen_address, fresh_client_key, proxy_and_kafka_sections, run_warden,
+    write_config,
 };
 
 const BUCKET: &str = "warden-audit";
@@ -35,19 +36,7 @@ async fn events_are_archived_queried_and_verified_in_an_s3_bucket() {
         dir.path(),
         &format!(
             r#"
-            [proxy]
-            listen = "{listen}"
-            [[proxy.targets]]
-            id = "llama"
-            kind = "tgi-messages"
-            base_url = "{upstream}"
-            [[proxy.clients]]
-            name = "s3-app"
-            key_sha256 = "{key_sha256}"
-            [kafka]
-            brokers = "{brokers}"
-            partitions = 2
-            replication_factor = 1
+            {proxy_and_kafka}
             [archive]
             url = "s3://{BUCKET}/{PREFIX}"
             flush_interval_s = 1
@@ -55,8 +44,12 @@ async fn events_are_archived_queried_and_verified_in_an_s3_bucket() {
             endpoint = "{endpoint}"
             allow_http = true
             "#,
-            upstream = emulator.base_url(),
-            brokers = broker.bootstrap_servers(),
+            proxy_and_kafka = proxy_and_kafka_sections(
+                &listen,
+                &emulator.base_url(),
+                &key_sha256,
+                &broker.bootstrap_servers(),
+            ),
             endpoint = s3.endpoint(),
         ),
     );
@@ -79,14 +72,7 @@ async fn events_are_archived_queried_and_verified_in_an_s3_bucket() {
     );
 
     let archive = format!("s3://{BUCKET}/{PREFIX}");
-    let readers = run_python_with_env("count_archive.py", &[&archive, s3.endpoint()], &S3_TEST_ENV);
-    for reader in ["pyarrow", "duckdb"] {
-        assert_eq!(readers[reader]["rows"], EVENTS, "{reader}: {readers}");
-        assert_eq!(
-            readers[reader]["distinct_event_ids"], EVENTS,
-            "{reader}: {readers}"
-        );
-    }
+    assert_readers_count(&[&archive, s3.endpoint()], &S3_TEST_ENV, EVENTS);
 
     let (clean, report) = verify(&config);
     assert!(clean, "{report}");

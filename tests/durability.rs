@@ -8,8 +8,8 @@ use std::path::Path;
 use warden_testkit::{EmulatorOptions, TansuBroker, TgiEmulator};
 
 use support::{
-    WardenProcess, archived_event_counts, chat_calls, free_listen_address, fresh_client_key,
-    metric_until, run_python, write_config,
+    WardenProcess, archived_event_counts, assert_readers_count, chat_calls, free_listen_address,
+    fresh_client_key, metric_until, proxy_and_kafka_sections, write_config,
 };
 
 /// Events per chat call: the auth decision, the request, the response.
@@ -26,25 +26,14 @@ fn config(
         dir,
         &format!(
             r#"
-            [proxy]
-            listen = "{listen}"
-            [[proxy.targets]]
-            id = "llama"
-            kind = "tgi-messages"
-            base_url = "{upstream}"
-            [[proxy.clients]]
-            name = "outage-app"
-            key_sha256 = "{key_sha256}"
-            [kafka]
-            brokers = "{brokers}"
-            partitions = 2
-            replication_factor = 1
+            {proxy_and_kafka}
             [audit]
             delivery_timeout_s = 5
             [archive]
             url = "{archive}"
             flush_interval_s = 1
             "#,
+            proxy_and_kafka = proxy_and_kafka_sections(listen, upstream, key_sha256, brokers),
             archive = dir.join("archive").display(),
         ),
     )
@@ -106,14 +95,7 @@ async fn spool_calls(
 }
 
 fn assert_archive_holds_exactly(archive: &Path, expected: u64) {
-    let readers = run_python("count_archive.py", &[archive.to_str().expect("utf-8 path")]);
-    for reader in ["pyarrow", "duckdb"] {
-        assert_eq!(readers[reader]["rows"], expected, "{reader}: {readers}");
-        assert_eq!(
-            readers[reader]["distinct_event_ids"], expected,
-            "{reader}: {readers}"
-        );
-    }
+    assert_readers_count(&[archive.to_str().expect("utf-8 path")], &[], expected);
 }
 
 #[tokio::test(flavor = "multi_thread")]

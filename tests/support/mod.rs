@@ -306,6 +306,46 @@ pub fn fresh_client_key() -> (String, String) {
     (key, digest)
 }
 
+/// The `[proxy]` and `[kafka]` sections most archive tests share: one `tgi-messages` target
+/// named `llama` (the model [`chat_calls`] asks for), one client, a broker with 2 partitions.
+pub fn proxy_and_kafka_sections(
+    listen: &str,
+    upstream: &str,
+    key_sha256: &str,
+    brokers: &str,
+) -> String {
+    format!(
+        r#"
+        [proxy]
+        listen = "{listen}"
+        [[proxy.targets]]
+        id = "llama"
+        kind = "tgi-messages"
+        base_url = "{upstream}"
+        [[proxy.clients]]
+        name = "archive-test-app"
+        key_sha256 = "{key_sha256}"
+        [kafka]
+        brokers = "{brokers}"
+        partitions = 2
+        replication_factor = 1
+        "#
+    )
+}
+
+/// Asserts that pyarrow and DuckDB (`tests/python/count_archive.py ARCHIVE [S3_ENDPOINT]`) both
+/// find exactly `expected` events with `expected` distinct ids.
+pub fn assert_readers_count(count_archive_args: &[&str], env: &[(&str, &str)], expected: u64) {
+    let readers = run_python_with_env("count_archive.py", count_archive_args, env);
+    for reader in ["pyarrow", "duckdb"] {
+        assert_eq!(readers[reader]["rows"], expected, "{reader}: {readers}");
+        assert_eq!(
+            readers[reader]["distinct_event_ids"], expected,
+            "{reader}: {readers}"
+        );
+    }
+}
+
 /// Makes `count` chat calls with `api_key`; each must succeed.
 pub async fn chat_calls(listen: &str, api_key: &str, count: u64) {
     let client = http_client();
