@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, TimeDelta, Utc};
 use warden_ingest::archive_store::S3Options;
+use warden_ingest::columnar::events_to_batch;
 use warden_ingest::layout::{ArchiveUrl, EVENTS_TABLE, hour_partition};
 use warden_ingest::{AuditEvent, EventKind, RequestId};
 use warden_sinks::archive::manifest::{Manifest, ManifestEntry};
@@ -34,7 +35,9 @@ async fn archive_events(
         hour_partition(EVENTS_TABLE, ts),
         events[0].event_id
     );
-    let object = EncodedObject::encode(events.into()).await.expect("encoded");
+    let object = EncodedObject::encode(events_to_batch(&events).expect("rows"))
+        .await
+        .expect("encoded");
     archive
         .put(&key.as_str().into(), &object)
         .await

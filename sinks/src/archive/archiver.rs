@@ -10,15 +10,17 @@
 //! lists it, is not extended twice.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
-use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::Utc;
+use arrow::array::RecordBatch;
+use arrow::error::ArrowError;
+use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 use object_store::path::Path;
 use sha2::{Digest, Sha256};
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
+use warden_ingest::columnar::EventBatchBuilder;
 use warden_ingest::kafka::{
     ConsumedRecord, DeadLetterPublisher, KafkaCluster, KafkaSetupError, PartitionOffsets,
     TopicConsumer,
@@ -71,8 +73,8 @@ pub struct ArchiverReport {
 /// Records of one partition read but not yet written.
 #[derive(Debug)]
 struct PartitionBatch {
-    /// Hour partition directory → events, in offset order.
-    objects: BTreeMap<String, Vec<AuditEvent>>,
+    /// Start of the event hour → that hour's events, in offset order.
+    objects: BTreeMap<DateTime<Utc>, HourRows>,
     first_offset: i64,
     last_offset: i64,
     /// Fingerprint of the record at `first_offset`.
@@ -81,6 +83,25 @@ struct PartitionBatch {
     /// Ids of the events in `objects`: a second record of the same event is skipped. Only
     /// within a batch, so that a replay cut at the same offsets skips the same records.
     event_ids: HashSet<EventId>,
+}
+
+/// The events of one hour of a batch: one object. Held as Arrow columns, appended to as
+/// records are read, so a full batch costs its compact column bytes, not one struct per event.
+#[derive(Debug)]
+struct HourRows {
+    /// The first event's id: part of the object's name.
+    first_event_id: EventId,
+    columns: EventBatchBuilder,
+}
+
+impl PartitionBatch {
+    /// The batch's objects as record batches: (hour, first event id, rows), oldest hour first.
+    fn finish_objects(&mut self) -> Result<Vec<(DateTime<Utc>, EventId, RecordBatch)>, ArrowError> {
+        std::mem::take(&mut self.objects)
+            .into_iter()
+            .map(|(hour, mut rows)| Ok((hour, rows.first_event_id, rows.columns.finish()?)))
+            .collect()
+    }
 }
 
 /// What this archiver knows of one partition it reads.
@@ -257,9 +278,13 @@ impl Archiver {
             Some(event) => {
                 batch
                     .objects
-                    .entry(hour_partition(EVENTS_TABLE, event.ts))
-                    .or_default()
-                    .push(event);
+                    .entry(hour_start(event.ts))
+                    .or_insert_with(|| HourRows {
+                        first_event_id: event.event_id,
+                        columns: EventBatchBuilder::default(),
+                    })
+                    .columns
+                    .append(&event);
                 batch.num_events += 1;
             }
             None => {}
@@ -396,31 +421,35 @@ impl Archiver {
     /// until the objects are written: events are never skipped, at worst written again
     /// under the same names.
     async fn flush_partition(&mut self, partition: i32) {
-        let Some(state) = self.partitions.get_mut(&partition) else {
+        let Some(mut batch) = self
+            .partitions
+            .get_mut(&partition)
+            .and_then(|state| state.batch.take())
+        else {
             return;
         };
-        let Some(batch) = state.batch.take() else {
-            return;
+        let objects = match batch.finish_objects() {
+            Ok(objects) => objects,
+            Err(err) => {
+                // Cannot happen while the columns follow the schema (a unit test holds them to
+                // it). Should it, nothing is committed: the records are read again.
+                error!(partition, error = %err, "building the archive rows failed; the batch will be read again");
+                self.read_again(partition, batch.first_offset).await;
+                return;
+            }
         };
         if !self.consumer.is_assigned(&self.topic, partition).await {
             // Revoked meanwhile: the new owner reads these records from the committed offset.
-            // Should the partition come back to this member without a reset, read the batch
-            // again rather than read past it.
             warn!(
                 partition,
                 "partition no longer assigned; leaving its batch to the new owner"
             );
-            self.partitions.remove(&partition);
-            self.sealer.forget(&chain_name(&self.topic, partition));
-            if let Err(err) = self
-                .consumer
-                .rewind(&self.topic, partition, batch.first_offset)
-                .await
-            {
-                debug!(partition, error = %err, "no rewind (the partition is elsewhere)");
-            }
+            self.read_again(partition, batch.first_offset).await;
             return;
         }
+        let Some(state) = self.partitions.get_mut(&partition) else {
+            return;
+        };
         let boundary = BatchBoundary {
             first_offset: batch.first_offset,
             last_offset: batch.last_offset,
@@ -441,10 +470,10 @@ impl Archiver {
             tokio::time::sleep(RETRY_BACKOFF).await;
         }
 
-        let mut batch = batch;
-        for (directory, events) in std::mem::take(&mut batch.objects) {
-            let key = self.object_key(&directory, partition, &batch, &events);
-            self.write_object(key, events, partition, &batch).await;
+        for (hour, first_event_id, rows) in objects {
+            let directory = hour_partition(EVENTS_TABLE, hour);
+            let key = self.object_key(&directory, partition, &batch, first_event_id);
+            self.write_object(key, rows, partition, &batch).await;
         }
 
         let mut offsets = PartitionOffsets::default();
@@ -469,17 +498,30 @@ impl Archiver {
         }
     }
 
+    /// Forgets what this archiver holds of a partition and rewinds it to `first_offset`, so
+    /// that its uncommitted records are read again, here or by the partition's new owner.
+    async fn read_again(&mut self, partition: i32, first_offset: i64) {
+        self.partitions.remove(&partition);
+        self.sealer.forget(&chain_name(&self.topic, partition));
+        if let Err(err) = self
+            .consumer
+            .rewind(&self.topic, partition, first_offset)
+            .await
+        {
+            debug!(partition, error = %err, "no rewind (the partition is elsewhere)");
+        }
+    }
+
     /// Encodes, writes and records one object, retrying each step until it succeeds.
     async fn write_object(
         &mut self,
         key: Path,
-        events: Vec<AuditEvent>,
+        rows: RecordBatch,
         partition: i32,
         batch: &PartitionBatch,
     ) {
-        let events: Arc<[AuditEvent]> = events.into();
         let object = loop {
-            match EncodedObject::encode(events.clone()).await {
+            match EncodedObject::encode(rows.clone()).await {
                 Ok(object) => break object,
                 Err(err) => {
                     warn!(%key, error = %err, "archive encoding failed; retrying");
@@ -531,12 +573,8 @@ impl Archiver {
         directory: &str,
         partition: i32,
         batch: &PartitionBatch,
-        events: &[AuditEvent],
+        first_event: EventId,
     ) -> Path {
-        let first_event = events
-            .first()
-            .map(|e| e.event_id.to_string())
-            .unwrap_or_default();
         Path::from(format!(
             "{directory}/{topic}-{partition}-{first:020}-{last:020}-{first_event}.parquet",
             topic = self.topic,
@@ -544,6 +582,13 @@ impl Archiver {
             last = batch.last_offset,
         ))
     }
+}
+
+/// The start of the UTC hour holding `ts`: which hour partition an event goes to.
+fn hour_start(ts: DateTime<Utc>) -> DateTime<Utc> {
+    // Truncation fails only for times near the ends of chrono's range; such an event still
+    // lands in its own hour's partition.
+    ts.duration_trunc(TimeDelta::hours(1)).unwrap_or(ts)
 }
 
 /// A short fingerprint of a record's payload: tells the same log from a new one at the same

@@ -10,9 +10,7 @@ use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 use sha2::{Digest, Sha256};
-use warden_ingest::AuditEvent;
 use warden_ingest::archive_store::{ArchiveStore, S3Options};
-use warden_ingest::columnar::events_to_batch;
 use warden_ingest::layout::ArchiveUrl;
 
 /// Rows per Parquet row group: large enough for good compression and fast scans.
@@ -69,16 +67,15 @@ pub struct EncodedObject {
 }
 
 impl EncodedObject {
-    /// Encodes `events` as zstd Parquet on a blocking thread: CPU-heavy work stays off the
-    /// async workers that serve the proxy in `warden up`.
-    /// Shared, not owned: a retry encodes the same events again without copying them.
-    pub async fn encode(events: Arc<[AuditEvent]>) -> Result<Self, ArchiveError> {
+    /// Encodes `rows` as zstd Parquet on a blocking thread: CPU-heavy work stays off the
+    /// async workers that serve the proxy in `warden up`. (A retry passes a clone of the same
+    /// batch, which shares its buffers.)
+    pub async fn encode(rows: RecordBatch) -> Result<Self, ArchiveError> {
         tokio::task::spawn_blocking(move || {
-            let batch = events_to_batch(&events)?;
-            let bytes = encode_parquet(&batch)?;
+            let bytes = encode_parquet(&rows)?;
             Ok(Self {
                 sha256: Sha256::digest(&bytes).into(),
-                num_rows: events.len(),
+                num_rows: rows.num_rows(),
                 bytes,
             })
         })
