@@ -114,7 +114,7 @@ max_batch_events = 100000
         broker_before = cpu_seconds(tansu.pid)
         started = time.monotonic()
         # PERF_DATA=file records a perf profile of the archiver (figures then include perf).
-        profiler = (["perf", "record", "-F", "499", "-g", "-o", os.environ["PERF_DATA"], "--"]
+        profiler = (["perf", "record", "-F", "499", *os.environ.get("PERF_CALL_GRAPH", "-g").split(), "-o", os.environ["PERF_DATA"], "--"]
                     if os.environ.get("PERF_DATA") else [])
         warden = subprocess.Popen(
             profiler + [WARDEN, "archive", "--config", f"{work}/warden.toml"],

@@ -20,7 +20,8 @@ use arrow::datatypes::{DataType, Field, Fields, Schema, SchemaRef, TimeUnit};
 use arrow::error::ArrowError;
 use arrow::json::{WriterBuilder, writer::LineDelimited};
 
-use crate::event::{AuditEvent, ClientInfo, DecisionInfo, RequestInfo, ResponseInfo, RouteInfo};
+use crate::event::AuditEvent;
+use crate::event_row::{ClientRow, DecisionRow, EventRow, RequestRow, ResponseRow, RouteRow};
 
 fn utf8(name: &str) -> Field {
     Field::new(name, DataType::Utf8, true)
@@ -108,15 +109,16 @@ pub fn event_schema() -> SchemaRef {
 pub fn events_to_batch(events: &[AuditEvent]) -> Result<RecordBatch, ArrowError> {
     let mut builder = EventBatchBuilder::default();
     for event in events {
-        builder.append(event);
+        builder.append(&EventRow::from(event));
     }
     builder.finish()
 }
 
 /// Builds a record batch of the `events` table one event at a time.
 ///
-/// This is the archiver's hot path: each event is appended to the columns as it is read, so a
-/// batch is held as compact columns rather than as structs, and nothing is converted twice
+/// This is the archiver's hot path: each event is appended to the columns as it is read (as
+/// an [`EventRow`] borrowing the payload's strings), so a batch is held as compact columns
+/// rather than as structs, and nothing is converted twice
 /// (going through `arrow-json`'s serde support, struct → JSON tape → arrays, cost more than
 /// the rest of archiving together). The test `hand_built_batches_equal_the_serde_path` keeps
 /// these columns in step with the serde names.
@@ -146,7 +148,7 @@ impl EventBatchBuilder {
         self.len() == 0
     }
 
-    pub fn append(&mut self, event: &AuditEvent) {
+    pub fn append(&mut self, event: &EventRow<'_>) {
         let mut id_text = [0; uuid::fmt::Hyphenated::LENGTH];
         self.event_id
             .append_value(event.event_id.0.hyphenated().encode_lower(&mut id_text));
@@ -154,7 +156,7 @@ impl EventBatchBuilder {
             .append_value(i32::try_from(event.schema_version).unwrap_or(i32::MAX));
         self.kind.append_value(event.kind.as_str());
         self.ts.append_value(event.ts.timestamp_micros());
-        self.request_id.append_value(event.request_id.as_str());
+        self.request_id.append_value(&event.request_id);
         self.proxy_id.append_value(&event.proxy_id);
         self.environment.append_option(event.environment.as_deref());
         self.client.append(&event.client);
@@ -238,11 +240,10 @@ struct ClientColumns {
 }
 
 impl ClientColumns {
-    fn append(&mut self, client: &ClientInfo) {
+    fn append(&mut self, client: &ClientRow<'_>) {
         self.ip.append_option(client.ip.as_deref());
         self.country.append_option(client.country.as_deref());
-        self.token_id
-            .append_option(client.token_id.as_ref().map(|t| t.0.as_str()));
+        self.token_id.append_option(client.token_id.as_deref());
         self.name.append_option(client.name.as_deref());
         self.user_agent.append_option(client.user_agent.as_deref());
     }
@@ -269,9 +270,9 @@ struct RouteColumns {
 }
 
 impl RouteColumns {
-    fn append(&mut self, route: Option<&RouteInfo>) {
+    fn append(&mut self, route: Option<&RouteRow<'_>>) {
         self.present.append(route.is_some());
-        self.endpoint.append_option(route.map(|r| &r.endpoint));
+        self.endpoint.append_option(route.map(|r| &r.endpoint[..]));
         self.target_id
             .append_option(route.and_then(|r| r.target_id.as_deref()));
         self.model
@@ -300,7 +301,7 @@ struct RequestColumns {
 }
 
 impl RequestColumns {
-    fn append(&mut self, request: Option<&RequestInfo>) {
+    fn append(&mut self, request: Option<&RequestRow<'_>>) {
         self.present.append(request.is_some());
         self.bytes.append_option(request.map(|r| to_int64(r.bytes)));
         self.prompt_hash
@@ -336,7 +337,7 @@ struct ResponseColumns {
 }
 
 impl ResponseColumns {
-    fn append(&mut self, response: Option<&ResponseInfo>) {
+    fn append(&mut self, response: Option<&ResponseRow<'_>>) {
         self.present.append(response.is_some());
         self.status
             .append_option(response.map(|r| i32::from(r.status)));
@@ -379,10 +380,10 @@ struct DecisionColumns {
 }
 
 impl DecisionColumns {
-    fn append(&mut self, decision: Option<&DecisionInfo>) {
+    fn append(&mut self, decision: Option<&DecisionRow<'_>>) {
         self.present.append(decision.is_some());
-        self.policy.append_option(decision.map(|d| &d.policy));
-        self.outcome.append_option(decision.map(|d| &d.outcome));
+        self.policy.append_option(decision.map(|d| &d.policy[..]));
+        self.outcome.append_option(decision.map(|d| &d.outcome[..]));
         self.reason
             .append_option(decision.and_then(|d| d.reason.as_deref()));
     }

@@ -216,6 +216,8 @@ pub struct DecisionInfo {
 pub enum DecodeError {
     #[error("not a valid audit event: {0}")]
     Json(#[from] serde_json::Error),
+    #[error("not a valid audit event: {0}")]
+    Utf8(std::str::Utf8Error),
     #[error("unsupported schema_version {0}")]
     UnsupportedVersion(u32),
 }

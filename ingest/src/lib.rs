@@ -1,6 +1,7 @@
 //! `warden-ingest`: the audit event model and how events travel.
 //!
 //! - [`event`]: the schema_version 1 [`AuditEvent`] (JSON on the wire).
+//! - [`event_row`]: a view of an event borrowing its payload's strings (the archive's decoder).
 //! - [`columnar`]: its Arrow schema and row ⇄ batch conversions for the archive.
 //! - [`emitter`]: the non-blocking hand-off from the request path, and back-pressure.
 //! - [`kafka`]: cluster setup, the publisher, the consumer helper, the embedded broker.
@@ -17,6 +18,7 @@ pub mod audit_config;
 pub mod columnar;
 pub mod emitter;
 pub mod event;
+pub mod event_row;
 pub mod kafka;
 pub mod layout;
 pub mod spool;

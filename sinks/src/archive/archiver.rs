@@ -14,19 +14,20 @@ use std::time::Duration;
 
 use arrow::array::RecordBatch;
 use arrow::error::ArrowError;
-use chrono::{DateTime, DurationRound, TimeDelta, Utc};
+use chrono::{DateTime, Utc};
 use object_store::path::Path;
 use sha2::{Digest, Sha256};
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
+use warden_ingest::EventId;
 use warden_ingest::columnar::EventBatchBuilder;
+use warden_ingest::event_row::EventRow;
 use warden_ingest::kafka::{
     ConsumedRecord, DeadLetterPublisher, KafkaCluster, KafkaSetupError, PartitionOffsets,
     TopicConsumer,
 };
 use warden_ingest::layout::{ArchiveUrl, EVENTS_TABLE, hour_partition};
-use warden_ingest::{AuditEvent, EventId};
 
 use super::digest::{Sealer, chain_name};
 use super::manifest::{Manifest, ManifestEntry};
@@ -113,6 +114,7 @@ struct PartitionState {
     batch: Option<PartitionBatch>,
     /// The next offset the group has committed, as far as this archiver knows.
     committed: Option<i64>,
+    /// When a record last came, kept while `planned` is not empty (all it is used for).
     last_record_at: Instant,
 }
 
@@ -242,7 +244,11 @@ impl Archiver {
         let partition = record.partition;
         self.prepare_partition(&record).await;
         let state = self.partitions.get_mut(&partition).expect("prepared");
-        state.last_record_at = Instant::now();
+        if !state.planned.is_empty() {
+            // Only a replay waiting for planned boundaries looks at this (and reading the
+            // clock for every record is measurable).
+            state.last_record_at = Instant::now();
+        }
         let past_boundary = state
             .planned
             .front()
@@ -253,7 +259,7 @@ impl Archiver {
             self.prepare_partition(&record).await;
         }
 
-        let event = match AuditEvent::from_json(&record.payload) {
+        let event = match EventRow::from_json(&record.payload) {
             Ok(event) => Some(event),
             Err(err) => {
                 self.dead_letter(&record, &err.to_string()).await;
@@ -586,13 +592,40 @@ impl Archiver {
 
 /// The start of the UTC hour holding `ts`: which hour partition an event goes to.
 fn hour_start(ts: DateTime<Utc>) -> DateTime<Utc> {
-    // Truncation fails only for times near the ends of chrono's range; such an event still
-    // lands in its own hour's partition.
-    ts.duration_trunc(TimeDelta::hours(1)).unwrap_or(ts)
+    let seconds = ts.timestamp();
+    // Only a time within an hour of chrono's range limits has no representable hour start;
+    // such an event still lands in its own hour's partition.
+    DateTime::from_timestamp(seconds - seconds.rem_euclid(3600), 0).unwrap_or(ts)
 }
 
 /// A short fingerprint of a record's payload: tells the same log from a new one at the same
 /// offset.
 fn fingerprint(payload: &[u8]) -> String {
     hex::encode(&Sha256::digest(payload)[..12])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_go_to_the_utc_hour_that_holds_them() {
+        let at = |text: &str| {
+            DateTime::parse_from_rfc3339(text)
+                .expect("time")
+                .with_timezone(&Utc)
+        };
+        assert_eq!(
+            hour_start(at("2026-11-22T07:59:59.999999Z")),
+            at("2026-11-22T07:00:00Z")
+        );
+        assert_eq!(
+            hour_start(at("2026-11-22T08:00:00Z")),
+            at("2026-11-22T08:00:00Z")
+        );
+        assert_eq!(
+            hour_start(at("1969-12-31T23:30:00+00:00")),
+            at("1969-12-31T23:00:00Z")
+        );
+    }
 }
