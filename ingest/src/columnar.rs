@@ -18,7 +18,6 @@ use arrow::array::{
 use arrow::buffer::NullBuffer;
 use arrow::datatypes::{DataType, Field, Fields, Schema, SchemaRef, TimeUnit};
 use arrow::error::ArrowError;
-use arrow::json::{WriterBuilder, writer::LineDelimited};
 
 use crate::event::AuditEvent;
 use crate::event_row::{ClientRow, DecisionRow, EventRow, RequestRow, ResponseRow, RouteRow};
@@ -400,19 +399,7 @@ impl DecisionColumns {
 
 /// Decodes a record batch of the `events` table back into events.
 pub fn batch_to_events(batch: &RecordBatch) -> Result<Vec<AuditEvent>, ArrowError> {
-    let mut lines = Vec::new();
-    {
-        let mut writer = WriterBuilder::new().build::<_, LineDelimited>(&mut lines);
-        writer.write(batch)?;
-        writer.finish()?;
-    }
-    lines
-        .split(|byte| *byte == b'\n')
-        .filter(|line| !line.is_empty())
-        .map(|line| {
-            serde_json::from_slice(line).map_err(|err| ArrowError::JsonError(err.to_string()))
-        })
-        .collect()
+    crate::table_record::batch_to_records(batch)
 }
 
 #[cfg(test)]

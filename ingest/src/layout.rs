@@ -12,7 +12,11 @@ use chrono::{DateTime, Timelike, Utc};
 pub const EVENTS_TABLE: &str = "events";
 
 /// Every table the archive keeps (each under its own top-level directory).
-pub const ARCHIVE_TABLES: &[&str] = &[EVENTS_TABLE];
+pub const ARCHIVE_TABLES: &[&str] = &[
+    EVENTS_TABLE,
+    crate::alert::ALERTS_TABLE,
+    crate::action::ACTIONS_TABLE,
+];
 
 /// Where the archive is: a local directory or an object-store URL.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,0 +1,186 @@
+//! The runbook action, schema version 1: one message on `warden.control` and one row of the
+//! archive's `actions` table.
+//!
+//! An action is a decision to change how Warden or an endpoint behaves: revoke a token, impose
+//! or lift an emergency rate limit, scale an endpoint down. The responder (or an operator)
+//! publishes it to the control topic, every proxy replica applies what concerns it, and the
+//! archiver keeps it for the audit trail. Same compatibility rules as [`crate::event`].
+
+use std::sync::{Arc, LazyLock};
+
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use chrono::{DateTime, SubsecRound, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::alert::Subject;
+use crate::event::EventId;
+use crate::table_record::TableRecord;
+
+/// The action schema version this build writes.
+pub const ACTION_SCHEMA_VERSION: u32 = 1;
+
+/// The archive table of actions.
+pub const ACTIONS_TABLE: &str = "actions";
+
+/// What an action does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ActionKind {
+    /// Refuse a client token from now on (subject: `token:…` or `client:…`).
+    RevokeToken,
+    /// Cap a subject's request rate (`limit_per_minute`) until `expires_at`.
+    EmergencyRateLimit,
+    /// Remove an emergency rate limit before it expires.
+    LiftRateLimit,
+    /// Scale an endpoint down (subject: `target:…`, `replicas`).
+    ScaleDown,
+}
+
+/// One runbook action.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ControlAction {
+    /// Unique per action (UUIDv7).
+    pub action_id: EventId,
+    pub schema_version: u32,
+    /// When it was decided.
+    pub ts: DateTime<Utc>,
+    pub action: ActionKind,
+    pub subject: Subject,
+    /// Why, in one line for a human.
+    pub reason: String,
+    /// Who decided: `responder` (automated runbook) or `operator:<name>`.
+    pub actor: String,
+    /// The `dedup_key` of the alert that led to it, if one did.
+    #[serde(default)]
+    pub alert_dedup_key: Option<String>,
+    /// The runbook step it carries out.
+    #[serde(default)]
+    pub runbook: Option<String>,
+    #[serde(default)]
+    pub limit_per_minute: Option<u64>,
+    #[serde(default)]
+    pub replicas: Option<u32>,
+    /// When the action stops applying by itself (emergency limits), if ever.
+    #[serde(default)]
+    pub expires_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub environment: Option<String>,
+}
+
+impl ControlAction {
+    /// An action decided now by `actor`; optional parameters left empty.
+    pub fn new(
+        action: ActionKind,
+        subject: Subject,
+        reason: impl Into<String>,
+        actor: impl Into<String>,
+    ) -> Self {
+        Self {
+            action_id: EventId::new(),
+            schema_version: ACTION_SCHEMA_VERSION,
+            ts: Utc::now().trunc_subsecs(6),
+            action,
+            subject,
+            reason: reason.into(),
+            actor: actor.into(),
+            alert_dedup_key: None,
+            runbook: None,
+            limit_per_minute: None,
+            replicas: None,
+            expires_at: None,
+            environment: None,
+        }
+    }
+}
+
+static ACTION_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
+    let utc_micros = DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()));
+    let required = |name: &str, data_type: DataType| Field::new(name, data_type, false);
+    let optional = |name: &str, data_type: DataType| Field::new(name, data_type, true);
+    Arc::new(Schema::new(vec![
+        required("action_id", DataType::Utf8),
+        required("schema_version", DataType::Int32),
+        required("ts", utc_micros.clone()),
+        required("action", DataType::Utf8),
+        required("subject", DataType::Utf8),
+        required("reason", DataType::Utf8),
+        required("actor", DataType::Utf8),
+        optional("alert_dedup_key", DataType::Utf8),
+        optional("runbook", DataType::Utf8),
+        optional("limit_per_minute", DataType::Int64),
+        optional("replicas", DataType::Int32),
+        optional("expires_at", utc_micros),
+        optional("environment", DataType::Utf8),
+    ]))
+});
+
+impl TableRecord for ControlAction {
+    const TABLE: &'static str = ACTIONS_TABLE;
+    const SUPPORTED_SCHEMA_VERSIONS: &'static [u32] = &[1];
+
+    fn schema() -> SchemaRef {
+        ACTION_SCHEMA.clone()
+    }
+
+    fn record_id(&self) -> EventId {
+        self.action_id
+    }
+
+    fn ts(&self) -> DateTime<Utc> {
+        self.ts
+    }
+
+    fn schema_version(&self) -> u32 {
+        self.schema_version
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::table_record::{batch_to_records, records_to_batch};
+
+    #[test]
+    fn actions_round_trip_through_json_and_arrow() {
+        let mut limit = ControlAction::new(
+            ActionKind::EmergencyRateLimit,
+            Subject::Client("app-prod".into()),
+            "runaway cost",
+            "responder",
+        );
+        limit.limit_per_minute = Some(60);
+        limit.expires_at = Some(limit.ts + chrono::TimeDelta::hours(1));
+        limit.alert_dedup_key = Some("cost_burn/client:app-prod".into());
+        let revoke = ControlAction::new(
+            ActionKind::RevokeToken,
+            Subject::Token("tok_0123".into()),
+            "used from a new country",
+            "operator:alice",
+        );
+        let actions = vec![limit, revoke];
+        for action in &actions {
+            let json = serde_json::to_vec(action).expect("json");
+            assert_eq!(&ControlAction::decode(&json).expect("decode"), action);
+        }
+        let batch = records_to_batch(&actions).expect("to arrow");
+        assert_eq!(batch.schema(), ControlAction::schema());
+        assert_eq!(
+            batch_to_records::<ControlAction>(&batch).expect("back"),
+            actions
+        );
+    }
+
+    #[test]
+    fn a_newer_schema_version_is_refused() {
+        let mut action = ControlAction::new(
+            ActionKind::ScaleDown,
+            Subject::Target("llama".into()),
+            "r",
+            "responder",
+        );
+        action.schema_version = 7;
+        let err = ControlAction::decode(&serde_json::to_vec(&action).expect("json"))
+            .expect_err("refused");
+        assert!(err.to_string().contains("schema_version 7"), "{err}");
+    }
+}
