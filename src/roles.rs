@@ -15,7 +15,7 @@ use warden_ingest::kafka::{EmbeddedBroker, KafkaCluster, KafkaEventPublisher};
 use warden_ingest::layout::{ARCHIVE_TABLES, ArchiveUrl};
 use warden_ingest::{AuditStats, event_channel};
 use warden_proxy::ProxyState;
-use warden_sinks::archive::{Archiver, ParquetArchive, ShutdownMode, retention};
+use warden_sinks::archive::{Archiver, ParquetArchive, ShutdownMode, Table, retention};
 use warden_sql::{ArchiveSession, OutputFormat};
 
 use crate::config::ValidatedConfig;
@@ -58,7 +58,7 @@ async fn run_workers(
         archiver.run(shutdown.clone(), ShutdownMode::DrainTopic),
         detector.run(shutdown.clone()),
     );
-    Ok(archived.num_events_archived)
+    Ok(archived.rows(Table::Events))
 }
 
 /// `warden proxy`: the HTTP front door and its event publisher. It starts whether or not

@@ -1,6 +1,7 @@
-//! The archiver loop: consume `warden.events`, batch each partition by size and time, write
-//! one Parquet object per (event hour, partition) of a batch, record it in the manifest, then
-//! commit the batch's offsets.
+//! The archiver loop: consume `warden.events`, `warden.alerts` and `warden.control`, batch each
+//! partition by size and time, write one Parquet object per (event hour, partition) of a batch
+//! into the topic's table ([`Table`]), record it in the manifest, then commit the batch's
+//! offsets.
 //!
 //! Exactly once, through crashes: before a partition's batch is written its boundaries go into
 //! the partition's [plan](super::plans). Whoever reads the partition next — this process after
@@ -21,17 +22,16 @@ use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 use warden_ingest::EventId;
-use warden_ingest::columnar::EventBatchBuilder;
-use warden_ingest::event_row::EventRow;
 use warden_ingest::kafka::{
     ConsumedRecord, DeadLetterPublisher, KafkaCluster, KafkaSetupError, PartitionOffsets,
     TopicConsumer,
 };
-use warden_ingest::layout::{ArchiveUrl, EVENTS_TABLE, hour_partition};
+use warden_ingest::layout::{ArchiveUrl, hour_partition};
 
 use super::digest::{Sealer, chain_name};
 use super::manifest::{Manifest, ManifestEntry};
 use super::plans::{BatchBoundary, PartitionPlan, PlanStore};
+use super::rows::{ArchiveRecord, ObjectRows, Table};
 use super::{ArchiveConfig, ArchiveError, EncodedObject, ParquetArchive};
 
 /// While draining, how long the topic must be quiet before the remaining lag is checked.
@@ -63,44 +63,62 @@ pub enum ShutdownMode {
 /// What an archiver did before it stopped.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct ArchiverReport {
-    pub num_events_archived: u64,
+    /// Rows written to each table (`events`, `alerts`, `actions`).
+    pub rows_archived: BTreeMap<&'static str, u64>,
     pub num_dead_letters: u64,
     pub num_objects_written: u64,
-    /// Records whose event was already in the same batch (a spool replay re-sent an event
-    /// Kafka had in fact stored).
+    /// Records whose event (alert, action) was already in the same batch (a spool replay
+    /// re-sent an event Kafka had in fact stored).
     pub num_duplicates_skipped: u64,
 }
+
+impl ArchiverReport {
+    /// Rows written to `table`.
+    pub fn rows(&self, table: Table) -> u64 {
+        self.rows_archived.get(table.name()).copied().unwrap_or(0)
+    }
+}
+
+/// One topic this archiver keeps, and the table its records go to.
+#[derive(Debug)]
+struct ArchivedTopic {
+    name: String,
+    table: Table,
+    plans: PlanStore,
+}
+
+/// A partition of an archived topic: (index into `Archiver::topics`, partition).
+type Slot = (usize, i32);
 
 /// Records of one partition read but not yet written.
 #[derive(Debug)]
 struct PartitionBatch {
-    /// Start of the event hour → that hour's events, in offset order.
+    /// Start of the event hour → that hour's rows, in offset order.
     objects: BTreeMap<DateTime<Utc>, HourRows>,
     first_offset: i64,
     last_offset: i64,
     /// Fingerprint of the record at `first_offset`.
     first_record: String,
-    num_events: usize,
-    /// Ids of the events in `objects`: a second record of the same event is skipped. Only
+    num_records: usize,
+    /// Ids of the records in `objects`: a second record of the same event is skipped. Only
     /// within a batch, so that a replay cut at the same offsets skips the same records.
-    event_ids: HashSet<EventId>,
+    record_ids: HashSet<EventId>,
 }
 
-/// The events of one hour of a batch: one object. Held as Arrow columns, appended to as
-/// records are read, so a full batch costs its compact column bytes, not one struct per event.
+/// The rows of one hour of a batch: one object.
 #[derive(Debug)]
 struct HourRows {
-    /// The first event's id: part of the object's name.
-    first_event_id: EventId,
-    columns: EventBatchBuilder,
+    /// The first record's id: part of the object's name.
+    first_record_id: EventId,
+    rows: ObjectRows,
 }
 
 impl PartitionBatch {
-    /// The batch's objects as record batches: (hour, first event id, rows), oldest hour first.
+    /// The batch's objects as record batches: (hour, first record id, rows), oldest hour first.
     fn finish_objects(&mut self) -> Result<Vec<(DateTime<Utc>, EventId, RecordBatch)>, ArrowError> {
         std::mem::take(&mut self.objects)
             .into_iter()
-            .map(|(hour, mut rows)| Ok((hour, rows.first_event_id, rows.columns.finish()?)))
+            .map(|(hour, mut object)| Ok((hour, object.first_record_id, object.rows.finish()?)))
             .collect()
     }
 }
@@ -126,11 +144,10 @@ pub struct Archiver {
     archive: ParquetArchive,
     manifest: Manifest,
     sealer: Sealer,
-    plans: PlanStore,
-    topic: String,
+    topics: Vec<ArchivedTopic>,
     flush_interval: Duration,
     max_batch_events: usize,
-    partitions: HashMap<i32, PartitionState>,
+    partitions: HashMap<Slot, PartitionState>,
     report: ArchiverReport,
 }
 
@@ -149,16 +166,28 @@ impl Archiver {
     /// Joins the archive consumer group and opens the archive.
     pub fn new(cluster: &KafkaCluster, config: &ArchiveConfig) -> Result<Self, ArchiverSetupError> {
         let url = ArchiveUrl::parse(&config.url).map_err(ArchiverSetupError::Url)?;
-        let topic = cluster.topics().events.clone();
         let archive = ParquetArchive::open(&url, &config.s3)?;
+        let names = cluster.topics();
+        let topics: Vec<ArchivedTopic> = [
+            (&names.events, Table::Events),
+            (&names.alerts, Table::Alerts),
+            (&names.control, Table::Actions),
+        ]
+        .into_iter()
+        .map(|(name, table)| ArchivedTopic {
+            name: name.clone(),
+            table,
+            plans: PlanStore::new(archive.store().clone(), name),
+        })
+        .collect();
+        let subscription: Vec<&str> = topics.iter().map(|t| t.name.as_str()).collect();
         Ok(Self {
-            consumer: TopicConsumer::subscribe(cluster, &config.consumer_group, &[&topic])?,
+            consumer: TopicConsumer::subscribe(cluster, &config.consumer_group, &subscription)?,
             dead_letters: DeadLetterPublisher::new(cluster)?,
             manifest: Manifest::new(archive.store().clone()),
             sealer: Sealer::new(archive.store().clone()),
-            plans: PlanStore::new(archive.store().clone(), &topic),
+            topics,
             archive,
-            topic,
             flush_interval: config.flush_interval(),
             max_batch_events: config.max_batch_events,
             partitions: HashMap::new(),
@@ -197,7 +226,9 @@ impl Archiver {
         }
         self.flush_all(true).await;
         info!(
-            events = self.report.num_events_archived,
+            events = self.report.rows(Table::Events),
+            alerts = self.report.rows(Table::Alerts),
+            actions = self.report.rows(Table::Actions),
             objects = self.report.num_objects_written,
             dead_letters = self.report.num_dead_letters,
             duplicates_skipped = self.report.num_duplicates_skipped,
@@ -210,7 +241,7 @@ impl Archiver {
         self.partitions
             .values()
             .filter_map(|p| p.batch.as_ref())
-            .map(|b| b.num_events)
+            .map(|b| b.num_records)
             .sum()
     }
 
@@ -239,11 +270,19 @@ impl Archiver {
     }
 
     /// Adds one record to its partition's batch, or sends it to the dead-letter topic if it
-    /// is not an event we can archive. Cuts the batch where a plan says a replay must.
+    /// is not a record of its topic's table. Cuts the batch where a plan says a replay must.
     async fn take(&mut self, record: ConsumedRecord) {
-        let partition = record.partition;
-        self.prepare_partition(&record).await;
-        let state = self.partitions.get_mut(&partition).expect("prepared");
+        let Some(topic) = self.topics.iter().position(|t| t.name == record.topic) else {
+            // Not subscribed to: cannot happen, and nothing to archive if it did.
+            warn!(
+                topic = record.topic,
+                "record of a topic the archiver does not keep"
+            );
+            return;
+        };
+        let slot = (topic, record.partition);
+        self.prepare_partition(slot, &record).await;
+        let state = self.partitions.get_mut(&slot).expect("prepared");
         if !state.planned.is_empty() {
             // Only a replay waiting for planned boundaries looks at this (and reading the
             // clock for every record is measurable).
@@ -254,44 +293,46 @@ impl Archiver {
             .front()
             .is_some_and(|b| record.offset > b.last_offset);
         if past_boundary && state.batch.is_some() {
-            self.flush_partition(partition).await;
+            self.flush_partition(slot).await;
             // The flush may have given the partition up; set it up again if so.
-            self.prepare_partition(&record).await;
+            self.prepare_partition(slot, &record).await;
         }
 
-        let event = match EventRow::from_json(&record.payload) {
-            Ok(event) => Some(event),
+        let table = self.topics[topic].table;
+        let decoded = match ArchiveRecord::decode(table, &record.payload) {
+            Ok(decoded) => Some(decoded),
             Err(err) => {
                 self.dead_letter(&record, &err.to_string()).await;
                 None
             }
         };
-        let state = self.partitions.get_mut(&partition).expect("prepared");
+        let state = self.partitions.get_mut(&slot).expect("prepared");
         let batch = state.batch.get_or_insert_with(|| PartitionBatch {
             objects: BTreeMap::new(),
             first_offset: record.offset,
             last_offset: record.offset,
             first_record: fingerprint(&record.payload),
-            num_events: 0,
-            event_ids: HashSet::new(),
+            num_records: 0,
+            record_ids: HashSet::new(),
         });
         batch.last_offset = record.offset;
-        match event {
-            Some(event) if !batch.event_ids.insert(event.event_id) => {
-                debug!(partition, offset = record.offset, event_id = %event.event_id, "duplicate event skipped");
+        match decoded {
+            Some(decoded) if !batch.record_ids.insert(decoded.id()) => {
+                debug!(topic = record.topic, partition = record.partition, offset = record.offset, id = %decoded.id(), "duplicate record skipped");
                 self.report.num_duplicates_skipped += 1;
             }
-            Some(event) => {
+            Some(decoded) => {
+                let id = decoded.id();
                 batch
                     .objects
-                    .entry(hour_start(event.ts))
+                    .entry(hour_start(decoded.ts()))
                     .or_insert_with(|| HourRows {
-                        first_event_id: event.event_id,
-                        columns: EventBatchBuilder::default(),
+                        first_record_id: id,
+                        rows: ObjectRows::new(table),
                     })
-                    .columns
-                    .append(&event);
-                batch.num_events += 1;
+                    .rows
+                    .push(decoded);
+                batch.num_records += 1;
             }
             None => {}
         }
@@ -300,15 +341,15 @@ impl Archiver {
             .front()
             .is_some_and(|b| record.offset >= b.last_offset);
         if at_boundary {
-            self.flush_partition(partition).await;
+            self.flush_partition(slot).await;
         }
     }
 
     /// Sets up a partition on its first record since this archiver (re)started reading it:
     /// loads its plan and decides which planned boundaries this replay must honour.
-    async fn prepare_partition(&mut self, record: &ConsumedRecord) {
-        let partition = record.partition;
-        if let Some(state) = self.partitions.get_mut(&partition) {
+    async fn prepare_partition(&mut self, slot: Slot, record: &ConsumedRecord) {
+        let (topic, partition) = (&record.topic, record.partition);
+        if let Some(state) = self.partitions.get_mut(&slot) {
             let rewound = state
                 .batch
                 .as_ref()
@@ -319,17 +360,18 @@ impl Archiver {
             // The group handed the partition back from an earlier offset (a rebalance): what
             // this archiver held is read again, so start over with the plan.
             warn!(
+                topic,
                 partition,
                 offset = record.offset,
                 "partition re-read from an earlier offset"
             );
-            self.partitions.remove(&partition);
+            self.partitions.remove(&slot);
         }
         let plan = loop {
-            match self.plans.load(partition).await {
+            match self.topics[slot.0].plans.load(partition).await {
                 Ok(plan) => break plan,
                 Err(err) => {
-                    warn!(partition, error = %err, "reading the batch plan failed; retrying");
+                    warn!(topic, partition, error = %err, "reading the batch plan failed; retrying");
                     tokio::time::sleep(RETRY_BACKOFF).await;
                 }
             }
@@ -345,6 +387,7 @@ impl Archiver {
         });
         if !planned.is_empty() && !matches_this_log {
             info!(
+                topic,
                 partition,
                 offset = record.offset,
                 "batch plan does not match the records (a new log); ignoring it"
@@ -352,13 +395,14 @@ impl Archiver {
             planned.clear();
         } else if !planned.is_empty() {
             info!(
+                topic,
                 partition,
                 batches = planned.len(),
                 "replaying uncommitted batches at their planned boundaries"
             );
         }
         self.partitions.insert(
-            partition,
+            slot,
             PartitionState {
                 plan,
                 planned,
@@ -376,10 +420,11 @@ impl Archiver {
         }
         self.report.num_dead_letters += 1;
         warn!(
+            topic = record.topic,
             partition = record.partition,
             offset = record.offset,
             %reason,
-            "malformed event sent to the dead-letter topic"
+            "malformed record sent to the dead-letter topic"
         );
     }
 
@@ -387,7 +432,7 @@ impl Archiver {
     /// `force`, or their records stopped coming).
     async fn flush_all(&mut self, force: bool) {
         let mut ready = Vec::new();
-        for (partition, state) in &mut self.partitions {
+        for (slot, state) in &mut self.partitions {
             if state.batch.is_none() {
                 continue;
             }
@@ -396,16 +441,22 @@ impl Archiver {
                     continue;
                 }
                 warn!(
-                    partition,
+                    topic = self.topics[slot.0].name,
+                    partition = slot.1,
                     "the records up to a planned boundary did not come; ignoring the plan"
                 );
                 state.planned.clear();
             }
-            ready.push(*partition);
+            ready.push(*slot);
         }
-        for partition in ready {
-            self.flush_partition(partition).await;
+        for slot in ready {
+            self.flush_partition(slot).await;
         }
+    }
+
+    /// The manifest chain of a partition.
+    fn chain(&self, (topic, partition): Slot) -> String {
+        chain_name(&self.topics[topic].name, partition)
     }
 
     /// Writes the digests of the closed hours of the chains of the partitions this archiver
@@ -413,8 +464,8 @@ impl Archiver {
     /// the hour is only sealed later.
     async fn seal_closed_hours(&mut self) {
         let now = Utc::now();
-        for partition in self.partitions.keys() {
-            let chain = chain_name(&self.topic, *partition);
+        for slot in self.partitions.keys() {
+            let chain = self.chain(*slot);
             match self.sealer.seal_closed_hours(&chain, now).await {
                 Ok(0) => {}
                 Ok(hours) => info!(chain, hours, "closed hours sealed with digests"),
@@ -424,36 +475,37 @@ impl Archiver {
     }
 
     /// Plans, writes and records one partition's batch, then commits its offsets. Retries
-    /// until the objects are written: events are never skipped, at worst written again
+    /// until the objects are written: records are never skipped, at worst written again
     /// under the same names.
-    async fn flush_partition(&mut self, partition: i32) {
+    async fn flush_partition(&mut self, slot: Slot) {
         let Some(mut batch) = self
             .partitions
-            .get_mut(&partition)
+            .get_mut(&slot)
             .and_then(|state| state.batch.take())
         else {
             return;
         };
+        let (topic, partition) = (&self.topics[slot.0].name, slot.1);
         let objects = match batch.finish_objects() {
             Ok(objects) => objects,
             Err(err) => {
-                // Cannot happen while the columns follow the schema (a unit test holds them to
+                // Cannot happen while the columns follow the schema (unit tests hold them to
                 // it). Should it, nothing is committed: the records are read again.
-                error!(partition, error = %err, "building the archive rows failed; the batch will be read again");
-                self.read_again(partition, batch.first_offset).await;
+                error!(topic, partition, error = %err, "building the archive rows failed; the batch will be read again");
+                self.read_again(slot, batch.first_offset).await;
                 return;
             }
         };
-        if !self.consumer.is_assigned(&self.topic, partition).await {
+        if !self.consumer.is_assigned(topic, partition).await {
             // Revoked meanwhile: the new owner reads these records from the committed offset.
             warn!(
-                partition,
-                "partition no longer assigned; leaving its batch to the new owner"
+                topic,
+                partition, "partition no longer assigned; leaving its batch to the new owner"
             );
-            self.read_again(partition, batch.first_offset).await;
+            self.read_again(slot, batch.first_offset).await;
             return;
         }
-        let Some(state) = self.partitions.get_mut(&partition) else {
+        let Some(state) = self.partitions.get_mut(&slot) else {
             return;
         };
         let boundary = BatchBoundary {
@@ -471,33 +523,33 @@ impl Archiver {
             state.plan.batches.push(boundary);
         }
         let plan = state.plan.clone();
-        while let Err(err) = self.plans.save(partition, &plan).await {
-            warn!(partition, error = %err, "saving the batch plan failed; retrying");
+        while let Err(err) = self.topics[slot.0].plans.save(partition, &plan).await {
+            warn!(topic, partition, error = %err, "saving the batch plan failed; retrying");
             tokio::time::sleep(RETRY_BACKOFF).await;
         }
 
-        for (hour, first_event_id, rows) in objects {
-            let directory = hour_partition(EVENTS_TABLE, hour);
-            let key = self.object_key(&directory, partition, &batch, first_event_id);
-            self.write_object(key, rows, partition, &batch).await;
+        for (hour, first_record_id, rows) in objects {
+            let key = self.object_key(hour, slot, &batch, first_record_id);
+            self.write_object(key, rows, slot, &batch).await;
         }
 
+        let topic = &self.topics[slot.0].name;
         let mut offsets = PartitionOffsets::default();
-        offsets.mark(&self.topic, partition, batch.last_offset);
+        offsets.mark(topic, partition, batch.last_offset);
         for attempt in 1..=COMMIT_ATTEMPTS {
             match self.consumer.commit(&offsets).await {
                 Ok(()) => {
-                    if let Some(state) = self.partitions.get_mut(&partition) {
+                    if let Some(state) = self.partitions.get_mut(&slot) {
                         state.committed = Some(batch.last_offset + 1);
                     }
                     break;
                 }
                 Err(err) if attempt == COMMIT_ATTEMPTS => {
                     // The objects and the plan are durable: a replay rewrites them identically.
-                    warn!(error = %err, "offset commit failed; the batch will be replayed");
+                    warn!(topic, partition, error = %err, "offset commit failed; the batch will be replayed");
                 }
                 Err(err) => {
-                    debug!(error = %err, attempt, "offset commit failed; retrying");
+                    debug!(topic, partition, error = %err, attempt, "offset commit failed; retrying");
                     tokio::time::sleep(RETRY_BACKOFF).await;
                 }
             }
@@ -506,15 +558,12 @@ impl Archiver {
 
     /// Forgets what this archiver holds of a partition and rewinds it to `first_offset`, so
     /// that its uncommitted records are read again, here or by the partition's new owner.
-    async fn read_again(&mut self, partition: i32, first_offset: i64) {
-        self.partitions.remove(&partition);
-        self.sealer.forget(&chain_name(&self.topic, partition));
-        if let Err(err) = self
-            .consumer
-            .rewind(&self.topic, partition, first_offset)
-            .await
-        {
-            debug!(partition, error = %err, "no rewind (the partition is elsewhere)");
+    async fn read_again(&mut self, slot: Slot, first_offset: i64) {
+        self.partitions.remove(&slot);
+        self.sealer.forget(&self.chain(slot));
+        let (topic, partition) = (&self.topics[slot.0].name, slot.1);
+        if let Err(err) = self.consumer.rewind(topic, partition, first_offset).await {
+            debug!(topic, partition, error = %err, "no rewind (the partition is elsewhere)");
         }
     }
 
@@ -523,7 +572,7 @@ impl Archiver {
         &mut self,
         key: Path,
         rows: RecordBatch,
-        partition: i32,
+        slot: Slot,
         batch: &PartitionBatch,
     ) {
         let object = loop {
@@ -539,6 +588,7 @@ impl Archiver {
             warn!(%key, error = %err, "archive write failed; retrying");
             tokio::time::sleep(RETRY_BACKOFF).await;
         }
+        let topic = &self.topics[slot.0];
         let entry = ManifestEntry {
             seq: 0,
             prev_sha256: String::new(),
@@ -546,12 +596,13 @@ impl Archiver {
             sha256: hex::encode(object.sha256),
             rows: object.num_rows as u64,
             bytes: object.bytes.len() as u64,
-            topic: self.topic.clone(),
-            partition,
+            topic: topic.name.clone(),
+            partition: slot.1,
             first_offset: batch.first_offset,
             last_offset: batch.last_offset,
             written_at: Utc::now(),
         };
+        let table = topic.table.name();
         let link = loop {
             match self.manifest.record(entry.clone()).await {
                 Ok(link) => break link,
@@ -562,28 +613,30 @@ impl Archiver {
             }
         };
         if let Some(link) = link {
-            self.sealer.note(&chain_name(&self.topic, partition), link);
+            self.sealer.note(&self.chain(slot), link);
         }
         debug!(%key, rows = object.num_rows, size = object.bytes.len(), "archive object written");
         self.report.num_objects_written += 1;
-        self.report.num_events_archived += object.num_rows as u64;
+        *self.report.rows_archived.entry(table).or_default() += object.num_rows as u64;
     }
 
-    /// `{hour dir}/{topic}-{partition}-{first offset}-{last offset}-{first event id}.parquet`:
-    /// the batch's offsets say where the rows came from; the event id (UUIDv7) keeps names
-    /// unique when offsets restart (the embedded broker begins at 0 on every `warden up`).
-    /// A replay of the same batch yields the same name, so it overwrites instead of
-    /// duplicating.
+    /// `{table}/dt=…/hour=…/{topic}-{partition}-{first offset}-{last offset}-{first id}.parquet`:
+    /// the batch's offsets say where the rows came from; the first record's id (UUIDv7) keeps
+    /// names unique when offsets restart (the embedded broker begins at 0 on every
+    /// `warden up`). A replay of the same batch yields the same name, so it overwrites
+    /// instead of duplicating.
     fn object_key(
         &self,
-        directory: &str,
-        partition: i32,
+        hour: DateTime<Utc>,
+        (topic, partition): Slot,
         batch: &PartitionBatch,
-        first_event: EventId,
+        first_record: EventId,
     ) -> Path {
+        let topic = &self.topics[topic];
         Path::from(format!(
-            "{directory}/{topic}-{partition}-{first:020}-{last:020}-{first_event}.parquet",
-            topic = self.topic,
+            "{directory}/{name}-{partition}-{first:020}-{last:020}-{first_record}.parquet",
+            directory = hour_partition(topic.table.name(), hour),
+            name = topic.name,
             first = batch.first_offset,
             last = batch.last_offset,
         ))

@@ -1,4 +1,5 @@
-//! The Parquet archive: `warden.events` → hour-partitioned Parquet files in object storage.
+//! The Parquet archive: `warden.events`, `warden.alerts` and `warden.control` → the
+//! hour-partitioned Parquet tables `events`, `alerts` and `actions` in object storage.
 //!
 //! Invariants:
 //! - an offset is committed only after every event up to it is in a written object (or, if
@@ -15,10 +16,12 @@ pub mod digest;
 pub mod manifest;
 mod plans;
 pub mod retention;
+mod rows;
 mod store;
 mod verify;
 
 pub use archiver::{Archiver, ArchiverReport, ArchiverSetupError, ShutdownMode};
 pub use config::ArchiveConfig;
+pub use rows::Table;
 pub use store::{ArchiveError, EncodedObject, ParquetArchive};
 pub use verify::{Problem, VerifyReport, verify};

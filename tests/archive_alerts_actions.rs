@@ -1,0 +1,198 @@
+//! Alerts (`warden.alerts`) and runbook actions (`warden.control`) are archived the way events
+//! are, as tables of their own: `warden archive` on a real broker (tansu) writes them, and
+//! `warden sql`, DuckDB and `warden verify` read them back. A malformed alert is dead-lettered,
+//! and an alert read twice is archived once.
+
+mod support;
+
+use std::time::Duration;
+
+use chrono::{TimeDelta, Utc};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use warden_ingest::action::{ActionKind, ControlAction};
+use warden_ingest::alert::{Alert, Severity, SourceShare, Subject};
+use warden_ingest::kafka::{KafkaCluster, KafkaConfig};
+use warden_testkit::TansuBroker;
+
+use support::{WardenProcess, run_python, run_warden, sql_until, write_config};
+
+fn alert(detector: &str, severity: Severity, subject: Subject) -> Alert {
+    let end = Utc::now();
+    let mut alert = Alert::firing(
+        detector,
+        severity,
+        subject,
+        (end - TimeDelta::minutes(5), end),
+    );
+    alert.observed = 120.0;
+    alert.threshold = 100.0;
+    alert.unit = "usd_per_hour".into();
+    alert.summary = format!("{detector} over its threshold");
+    alert.evidence.top_sources = vec![SourceShare {
+        source: "client:app-prod".into(),
+        value: 90.0,
+    }];
+    alert.evidence.sample_request_ids = vec!["r-1".into()];
+    alert
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn alerts_and_actions_are_archived_as_their_own_tables() {
+    let broker = TansuBroker::start().expect("tansu");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let kafka = KafkaConfig {
+        brokers: broker.bootstrap_servers(),
+        partitions: 1,
+        replication_factor: 1,
+        ..KafkaConfig::default()
+    };
+    let cluster = KafkaCluster::new(&kafka, None);
+    cluster.ensure_topics().await.expect("topics created");
+
+    let burn = alert(
+        "cost_burn",
+        Severity::Critical,
+        Subject::Target("llama-8b".into()),
+    );
+    let brute_force = alert(
+        "auth_failures",
+        Severity::Warning,
+        Subject::Ip("198.51.100.9".into()),
+    );
+    let mut limit = ControlAction::new(
+        ActionKind::EmergencyRateLimit,
+        Subject::Client("app-prod".into()),
+        "runaway cost",
+        "responder",
+    );
+    limit.limit_per_minute = Some(60);
+    limit.alert_dedup_key = Some(burn.dedup_key.clone());
+    let revoke = ControlAction::new(
+        ActionKind::RevokeToken,
+        Subject::Token("tok_0123456789ab".into()),
+        "used from a new country",
+        "operator:alice",
+    );
+
+    let producer: FutureProducer = cluster.producer_config().create().expect("producer");
+    let records: Vec<(&str, Vec<u8>)> = vec![
+        ("warden.alerts", json(&burn)),
+        (
+            "warden.alerts",
+            b"{\"detector\": \"half an alert\"}".to_vec(),
+        ),
+        // A second copy of one alert (a publisher retry): archived once.
+        ("warden.alerts", json(&brute_force)),
+        ("warden.alerts", json(&brute_force)),
+        ("warden.control", json(&limit)),
+        ("warden.control", json(&revoke)),
+    ];
+    for (topic, payload) in &records {
+        producer
+            .send(
+                FutureRecord::<[u8], [u8]>::to(topic).payload(payload),
+                Duration::from_secs(10),
+            )
+            .await
+            .expect("produced");
+    }
+
+    let archive = dir.path().join("archive");
+    let config = write_config(
+        dir.path(),
+        &format!(
+            r#"
+            [kafka]
+            brokers = "{brokers}"
+            partitions = 1
+            replication_factor = 1
+            [archive]
+            url = "{archive}"
+            flush_interval_s = 1
+            "#,
+            brokers = broker.bootstrap_servers(),
+            archive = archive.display(),
+        ),
+    );
+    let mut archiver = WardenProcess::start("archive", &config);
+
+    let alerts = sql_until(
+        &config,
+        "SELECT detector, severity, subject FROM alerts ORDER BY detector",
+        2,
+    )
+    .await;
+    let actions = sql_until(
+        &config,
+        "SELECT action, subject, actor, limit_per_minute FROM actions ORDER BY action",
+        2,
+    )
+    .await;
+    let status = archiver.interrupt().await;
+    assert!(status.success(), "exit {status}:\n{}", archiver.log());
+    let log = archiver.log();
+
+    assert_eq!(alerts.len(), 2, "{alerts:?}\n{log}");
+    assert_eq!(alerts[0]["detector"], "auth_failures");
+    assert_eq!(alerts[0]["severity"], "warning");
+    assert_eq!(alerts[0]["subject"], "ip:198.51.100.9");
+    assert_eq!(alerts[1]["detector"], "cost_burn");
+    assert_eq!(alerts[1]["severity"], "critical");
+    assert_eq!(alerts[1]["subject"], "target:llama-8b");
+
+    assert_eq!(actions.len(), 2, "{actions:?}\n{log}");
+    assert_eq!(actions[0]["action"], "emergency_rate_limit");
+    assert_eq!(actions[0]["subject"], "client:app-prod");
+    assert_eq!(actions[0]["limit_per_minute"], 60);
+    assert_eq!(actions[1]["action"], "revoke_token");
+    assert_eq!(actions[1]["actor"], "operator:alice");
+
+    assert!(log.contains("alerts=2"), "{log}");
+    assert!(log.contains("actions=2"), "{log}");
+    assert!(log.contains("dead_letters=1"), "{log}");
+    assert!(log.contains("duplicates_skipped=1"), "{log}");
+
+    // An independent reader sees the same tables, nested evidence included.
+    let read = run_python(
+        "read_alerts_actions.py",
+        &[archive.to_str().expect("utf-8 path")],
+    );
+    assert_eq!(
+        read["alerts"],
+        serde_json::json!([
+            [
+                "auth_failures",
+                "warning",
+                "ip:198.51.100.9",
+                "client:app-prod"
+            ],
+            [
+                "cost_burn",
+                "critical",
+                "target:llama-8b",
+                "client:app-prod"
+            ],
+        ])
+    );
+    assert_eq!(
+        read["actions"],
+        serde_json::json!([
+            [
+                "emergency_rate_limit",
+                "client:app-prod",
+                "cost_burn/target:llama-8b"
+            ],
+            ["revoke_token", "token:tok_0123456789ab", null],
+        ])
+    );
+
+    // Their objects are in the manifest chains like the events'.
+    let (verified, report) = run_warden(&["verify"], &config, &[]);
+    assert!(verified, "{report}");
+    assert!(report.contains("2 chains"), "{report}");
+    assert!(report.contains("(4 rows): OK"), "{report}");
+}
+
+fn json(record: &impl serde::Serialize) -> Vec<u8> {
+    serde_json::to_vec(record).expect("serialisable")
+}
