@@ -11,10 +11,8 @@ use chrono::{TimeDelta, Utc};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use warden_ingest::action::{ActionKind, ControlAction};
 use warden_ingest::alert::{Alert, Severity, SourceShare, Subject};
-use warden_ingest::kafka::{KafkaCluster, KafkaConfig};
-use warden_testkit::TansuBroker;
 
-use support::{WardenProcess, run_python, run_warden, sql_until, write_config};
+use support::{WardenProcess, archive_setup, run_python, run_warden, sql_until};
 
 fn alert(detector: &str, severity: Severity, subject: Subject) -> Alert {
     let end = Utc::now();
@@ -38,17 +36,7 @@ fn alert(detector: &str, severity: Severity, subject: Subject) -> Alert {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn alerts_and_actions_are_archived_as_their_own_tables() {
-    let broker = TansuBroker::start().expect("tansu");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let kafka = KafkaConfig {
-        brokers: broker.bootstrap_servers(),
-        partitions: 1,
-        replication_factor: 1,
-        ..KafkaConfig::default()
-    };
-    let cluster = KafkaCluster::new(&kafka, None);
-    cluster.ensure_topics().await.expect("topics created");
-
+    let setup = archive_setup(1, "flush_interval_s = 1").await;
     let burn = alert(
         "cost_burn",
         Severity::Critical,
@@ -74,7 +62,7 @@ async fn alerts_and_actions_are_archived_as_their_own_tables() {
         "operator:alice",
     );
 
-    let producer: FutureProducer = cluster.producer_config().create().expect("producer");
+    let producer: FutureProducer = setup.cluster.producer_config().create().expect("producer");
     let records: Vec<(&str, Vec<u8>)> = vec![
         ("warden.alerts", json(&burn)),
         (
@@ -97,33 +85,17 @@ async fn alerts_and_actions_are_archived_as_their_own_tables() {
             .expect("produced");
     }
 
-    let archive = dir.path().join("archive");
-    let config = write_config(
-        dir.path(),
-        &format!(
-            r#"
-            [kafka]
-            brokers = "{brokers}"
-            partitions = 1
-            replication_factor = 1
-            [archive]
-            url = "{archive}"
-            flush_interval_s = 1
-            "#,
-            brokers = broker.bootstrap_servers(),
-            archive = archive.display(),
-        ),
-    );
-    let mut archiver = WardenProcess::start("archive", &config);
+    let (archive, config) = (&setup.archive, &setup.config);
+    let mut archiver = WardenProcess::start("archive", config);
 
     let alerts = sql_until(
-        &config,
+        config,
         "SELECT detector, severity, subject FROM alerts ORDER BY detector",
         2,
     )
     .await;
     let actions = sql_until(
-        &config,
+        config,
         "SELECT action, subject, actor, limit_per_minute FROM actions ORDER BY action",
         2,
     )
@@ -187,7 +159,7 @@ async fn alerts_and_actions_are_archived_as_their_own_tables() {
     );
 
     // Their objects are in the manifest chains like the events'.
-    let (verified, report) = run_warden(&["verify"], &config, &[]);
+    let (verified, report) = run_warden(&["verify"], config, &[]);
     assert!(verified, "{report}");
     assert!(report.contains("2 chains"), "{report}");
     assert!(report.contains("(4 rows): OK"), "{report}");

@@ -9,11 +9,12 @@ use std::time::Duration;
 
 use chrono::{TimeZone, Utc};
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use warden_ingest::kafka::{KafkaCluster, KafkaConfig};
+use warden_ingest::kafka::KafkaCluster;
 use warden_ingest::{AuditEvent, EventKind, RequestId};
-use warden_testkit::TansuBroker;
 
-use support::{WardenProcess, archived_event_counts, run_python, run_warden, write_config};
+use support::{
+    ArchiveSetup, WardenProcess, archive_setup, archived_event_counts, run_python, run_warden,
+};
 
 /// Events in the backlog, spread over three event hours and two partitions.
 const BACKLOG: u64 = 30_000;
@@ -51,53 +52,6 @@ async fn produce_backlog(cluster: &KafkaCluster, count: u64) {
     }
     for delivery in deliveries {
         delivery.await.expect("delivered").expect("acknowledged");
-    }
-}
-
-/// A tansu broker with Warden's topics, and an archiver config for it in a fresh directory.
-struct ArchiveSetup {
-    _broker: TansuBroker,
-    cluster: KafkaCluster,
-    dir: tempfile::TempDir,
-    archive: std::path::PathBuf,
-    config: std::path::PathBuf,
-}
-
-/// `extra` is appended to the config (its `[archive]` section is open, so archive keys first).
-async fn archive_setup(partitions: i32, extra: &str) -> ArchiveSetup {
-    let broker = TansuBroker::start().expect("tansu starts");
-    let kafka = KafkaConfig {
-        brokers: broker.bootstrap_servers(),
-        partitions,
-        replication_factor: 1,
-        ..KafkaConfig::default()
-    };
-    let cluster = KafkaCluster::new(&kafka, None);
-    cluster.ensure_topics().await.expect("topics");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let archive = dir.path().join("archive");
-    let config = write_config(
-        dir.path(),
-        &format!(
-            r#"
-            [kafka]
-            brokers = "{brokers}"
-            partitions = {partitions}
-            replication_factor = 1
-            [archive]
-            url = "{archive}"
-            {extra}
-            "#,
-            brokers = broker.bootstrap_servers(),
-            archive = archive.display(),
-        ),
-    );
-    ArchiveSetup {
-        _broker: broker,
-        cluster,
-        dir,
-        archive,
-        config,
     }
 }
 
@@ -164,7 +118,7 @@ fn assert_tampering_is_named(config: &Path, archive: &Path) {
 #[tokio::test(flavor = "multi_thread")]
 async fn sigkilled_archivers_still_archive_every_event_once_and_tampering_is_named() {
     let ArchiveSetup {
-        _broker,
+        broker: _broker,
         cluster,
         dir,
         archive,
@@ -221,7 +175,7 @@ async fn sigkilled_archivers_still_archive_every_event_once_and_tampering_is_nam
 async fn a_broken_manifest_chain_is_named() {
     // Bound, not `..`: the broker and the directory must live to the end of the test.
     let ArchiveSetup {
-        _broker,
+        broker: _broker,
         cluster,
         dir: _dir,
         archive,
@@ -273,7 +227,7 @@ async fn verify_passes_on_an_archive_and_names_every_tampered_object() {
     const EVENTS: u64 = 3_000;
     // Bound, not `..`: the broker and the directory must live to the end of the test.
     let ArchiveSetup {
-        _broker,
+        broker: _broker,
         cluster,
         dir: _dir,
         archive,

@@ -6,25 +6,15 @@ mod support;
 use std::time::{Duration, Instant};
 
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use warden_ingest::kafka::{ConsumedRecord, KafkaCluster, KafkaConfig, TopicConsumer};
+use warden_ingest::kafka::{ConsumedRecord, KafkaCluster, TopicConsumer};
 use warden_ingest::{AuditEvent, EventKind, RequestId};
-use warden_testkit::TansuBroker;
 
-use support::{WardenProcess, sql_until, write_config};
+use support::{WardenProcess, archive_setup, sql_until};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn malformed_records_are_dead_lettered_and_archiving_goes_on() {
-    let broker = TansuBroker::start().expect("tansu");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let kafka = KafkaConfig {
-        brokers: broker.bootstrap_servers(),
-        partitions: 1,
-        replication_factor: 1,
-        ..KafkaConfig::default()
-    };
-    let cluster = KafkaCluster::new(&kafka, None);
-    cluster.ensure_topics().await.expect("topics created");
-
+    let setup = archive_setup(1, "flush_interval_s = 1").await;
+    let cluster = &setup.cluster;
     let mut valid = AuditEvent::new(EventKind::Request, RequestId::new(), "proxy-x");
     valid.client.ip = Some("198.51.100.4".into());
     let mut future_version = AuditEvent::new(EventKind::Request, RequestId::new(), "proxy-x");
@@ -44,30 +34,15 @@ async fn malformed_records_are_dead_lettered_and_archiving_goes_on() {
             .expect("produced");
     }
 
-    let config = write_config(
-        dir.path(),
-        &format!(
-            r#"
-            [kafka]
-            brokers = "{brokers}"
-            partitions = 1
-            replication_factor = 1
-            [archive]
-            url = "{archive}"
-            flush_interval_s = 1
-            "#,
-            brokers = broker.bootstrap_servers(),
-            archive = dir.path().join("archive").display(),
-        ),
-    );
-    let mut archiver = WardenProcess::start("archive", &config);
+    let config = &setup.config;
+    let mut archiver = WardenProcess::start("archive", config);
 
-    let rows = sql_until(&config, "SELECT request_id, client.ip AS ip FROM events", 1).await;
+    let rows = sql_until(config, "SELECT request_id, client.ip AS ip FROM events", 1).await;
     assert_eq!(rows.len(), 1, "{rows:?}\n{}", archiver.log());
     assert_eq!(rows[0]["request_id"], valid.request_id.as_str());
     assert_eq!(rows[0]["ip"], "198.51.100.4");
 
-    let dead = read_topic(&cluster, "warden.dlq", 2).await;
+    let dead = read_topic(cluster, "warden.dlq", 2).await;
     assert_eq!(dead.len(), 2, "{}", archiver.log());
     assert_eq!(dead[0].payload, b"this is not json");
     assert_eq!(dead[1].payload, future_version.to_json());

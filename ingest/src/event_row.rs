@@ -274,41 +274,14 @@ impl<'a> From<&'a DecisionInfo> for DecisionRow<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::{RequestId, TokenId};
+    use crate::event::RequestId;
 
+    /// Every field filled, some strings with JSON escapes.
     fn full_event() -> AuditEvent {
-        let mut event = AuditEvent::new(EventKind::Response, RequestId::new(), "proxy-a");
-        event.environment = Some("prod".into());
-        event.client = ClientInfo {
-            ip: Some("203.0.113.7".into()),
-            country: Some("DE".into()),
-            token_id: Some(TokenId("tok_0123456789ab".into())),
-            name: Some("app \"prod\"\n".into()),
-            user_agent: Some("OpenAI/Python 3.51.0".into()),
-        };
-        event.route = Some(RouteInfo {
-            endpoint: "/v1/chat/completions".into(),
-            target_id: Some("llama-8b".into()),
-            model: None,
-            stream: true,
-        });
-        event.request = Some(RequestInfo {
-            bytes: 1234,
-            prompt_hash: Some("ab".repeat(32)),
-            input_tokens: Some(17),
-            content: Some("{\"messages\":[\"é\"]}".into()),
-        });
-        event.response = Some(ResponseInfo {
-            status: 200,
-            latency_ms: Some(12.25),
-            cost_usd: Some(0.000_125),
-            ..ResponseInfo::default()
-        });
-        event.decision = Some(DecisionInfo {
-            policy: "auth".into(),
-            outcome: "allow".into(),
-            reason: None,
-        });
+        let mut event = crate::test_fixtures::full_event();
+        event.client.name = Some("app \"prod\"\n".into());
+        event.request.as_mut().expect("request").content = Some("{\"messages\":[\"é\"]}".into());
+        event.route.as_mut().expect("route").model = None;
         event
     }
 

@@ -27,6 +27,8 @@ pub mod kafka;
 pub mod layout;
 pub mod spool;
 pub mod table_record;
+#[cfg(test)]
+mod test_fixtures;
 
 pub use audit_config::AuditConfig;
 pub use emitter::{

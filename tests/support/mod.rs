@@ -11,6 +11,8 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use warden_ingest::kafka::{KafkaCluster, KafkaConfig};
+use warden_testkit::TansuBroker;
 
 /// The `warden` binary under test.
 pub fn warden_binary() -> &'static str {
@@ -468,5 +470,53 @@ impl Drop for S3Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// A tansu broker with Warden's topics, and an archiver config for it in a fresh directory.
+pub struct ArchiveSetup {
+    /// Kept alive for the test's duration.
+    pub broker: TansuBroker,
+    pub cluster: KafkaCluster,
+    pub dir: tempfile::TempDir,
+    pub archive: std::path::PathBuf,
+    pub config: std::path::PathBuf,
+}
+
+/// `extra` is appended to the config (its `[archive]` section is open, so archive keys first).
+pub async fn archive_setup(partitions: i32, extra: &str) -> ArchiveSetup {
+    let broker = TansuBroker::start().expect("tansu starts");
+    let kafka = KafkaConfig {
+        brokers: broker.bootstrap_servers(),
+        partitions,
+        replication_factor: 1,
+        ..KafkaConfig::default()
+    };
+    let cluster = KafkaCluster::new(&kafka, None);
+    cluster.ensure_topics().await.expect("topics");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let archive = dir.path().join("archive");
+    let config = write_config(
+        dir.path(),
+        &format!(
+            r#"
+            [kafka]
+            brokers = "{brokers}"
+            partitions = {partitions}
+            replication_factor = 1
+            [archive]
+            url = "{archive}"
+            {extra}
+            "#,
+            brokers = broker.bootstrap_servers(),
+            archive = archive.display(),
+        ),
+    );
+    ArchiveSetup {
+        broker,
+        cluster,
+        dir,
+        archive,
+        config,
     }
 }
