@@ -5,6 +5,10 @@
 //! `detect` role can already be deployed and scaled. Detectors (burn rate, spikes, geo, auth
 //! and capacity bursts, retry loops) plug into [`DetectLoop`] in later work.
 
+pub mod buckets;
+pub mod lifecycle;
+pub mod spike;
+
 use std::time::Duration;
 
 use serde::Deserialize;

@@ -1,0 +1,170 @@
+//! Event-time counts in fixed buckets: the window maths every counting detector shares.
+//!
+//! Time is cut into buckets of [`BUCKET_SECONDS`] aligned to the Unix epoch, so every worker
+//! cuts the same buckets from the same events whatever order or worker they arrive in. A
+//! [`BucketCounts`] keeps the recent buckets of one key (a target, a client, the whole
+//! service) in a ring; a window is a run of consecutive buckets.
+
+use std::collections::VecDeque;
+
+use chrono::{DateTime, Utc};
+
+/// Width of one bucket. Windows are multiples of it, and it bounds how early a finding can be
+/// made: a detector looks at a bucket once the watermark has passed its end.
+pub const BUCKET_SECONDS: i64 = 10;
+
+/// The bucket holding `ts`: seconds since the epoch divided by [`BUCKET_SECONDS`], rounded
+/// down (also before 1970).
+pub fn bucket_of(ts: DateTime<Utc>) -> i64 {
+    ts.timestamp().div_euclid(BUCKET_SECONDS)
+}
+
+/// The time at which bucket `bucket` starts.
+pub fn bucket_start(bucket: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp(bucket * BUCKET_SECONDS, 0).unwrap_or(DateTime::<Utc>::MIN_UTC)
+}
+
+/// Counts per bucket for the last `capacity` buckets of one key.
+#[derive(Debug, Clone)]
+pub struct BucketCounts {
+    /// Count of bucket `first + i` at index `i`.
+    counts: VecDeque<u64>,
+    first: i64,
+    capacity: usize,
+}
+
+impl BucketCounts {
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            counts: VecDeque::with_capacity(capacity),
+            first: 0,
+            capacity: capacity.max(1),
+        }
+    }
+
+    /// Adds `amount` to `bucket`. Returns false, counting nothing, if the bucket is older
+    /// than the kept history (the caller counts it as too late).
+    pub fn add(&mut self, bucket: i64, amount: u64) -> bool {
+        if self.counts.is_empty() {
+            self.first = bucket;
+            self.counts.push_back(0);
+        }
+        if bucket < self.first {
+            let missing = usize::try_from(self.first - bucket).unwrap_or(usize::MAX);
+            if self.counts.len().saturating_add(missing) > self.capacity {
+                return false;
+            }
+            for _ in 0..missing {
+                self.counts.push_front(0);
+            }
+            self.first = bucket;
+        }
+        self.advance_to(bucket);
+        let index = usize::try_from(bucket - self.first).unwrap_or(0);
+        self.counts[index] += amount;
+        true
+    }
+
+    /// Makes `bucket` the newest kept bucket (empty buckets in between), dropping the oldest
+    /// beyond capacity.
+    pub fn advance_to(&mut self, bucket: i64) {
+        if self.counts.is_empty() {
+            self.first = bucket;
+            self.counts.push_back(0);
+            return;
+        }
+        let last = self.first + self.counts.len() as i64 - 1;
+        if bucket <= last {
+            return;
+        }
+        let gap = bucket - last;
+        if gap as u128 >= self.capacity as u128 {
+            self.counts.clear();
+            self.counts.push_back(0);
+            self.first = bucket;
+            return;
+        }
+        for _ in 0..gap {
+            self.counts.push_back(0);
+        }
+        while self.counts.len() > self.capacity {
+            self.counts.pop_front();
+            self.first += 1;
+        }
+    }
+
+    /// The total of buckets `from..to` (end excluded); buckets not kept count as zero.
+    pub fn sum(&self, from: i64, to: i64) -> u64 {
+        (from.max(self.first)..to)
+            .filter_map(|bucket| usize::try_from(bucket - self.first).ok())
+            .filter_map(|index| self.counts.get(index))
+            .sum()
+    }
+
+    /// The oldest bucket kept, if any.
+    pub fn first_bucket(&self) -> Option<i64> {
+        (!self.counts.is_empty()).then_some(self.first)
+    }
+}
+
+/// The median of `values` (the mean of the middle two for an even count); `None` if empty.
+/// A robust baseline: one earlier spike or outage does not move it.
+pub fn median(mut values: Vec<u64>) -> Option<f64> {
+    if values.is_empty() {
+        return None;
+    }
+    values.sort_unstable();
+    let middle = values.len() / 2;
+    Some(if values.len() % 2 == 1 {
+        values[middle] as f64
+    } else {
+        (values[middle - 1] as f64 + values[middle] as f64) / 2.0
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buckets_are_aligned_to_the_epoch_also_before_it() {
+        let at = |s: i64| DateTime::from_timestamp(s, 0).expect("time");
+        assert_eq!(bucket_of(at(0)), 0);
+        assert_eq!(bucket_of(at(9)), 0);
+        assert_eq!(bucket_of(at(10)), 1);
+        assert_eq!(bucket_of(at(-1)), -1);
+        assert_eq!(bucket_start(bucket_of(at(1_234_567))), at(1_234_560));
+    }
+
+    #[test]
+    fn counts_sum_over_windows_and_forget_what_falls_out() {
+        let mut counts = BucketCounts::new(5);
+        assert!(counts.add(100, 1));
+        assert!(counts.add(102, 2));
+        assert!(counts.add(101, 4));
+        assert_eq!(counts.sum(100, 103), 7);
+        assert_eq!(counts.sum(101, 102), 4);
+        counts.advance_to(106);
+        assert_eq!(counts.first_bucket(), Some(102));
+        assert_eq!(counts.sum(0, 200), 2, "buckets 100 and 101 fell out");
+        assert!(!counts.add(101, 1), "older than the history: too late");
+        counts.advance_to(1_000);
+        assert_eq!(counts.sum(0, 2_000), 0);
+    }
+
+    #[test]
+    fn an_early_bucket_within_capacity_is_still_counted() {
+        let mut counts = BucketCounts::new(10);
+        counts.add(50, 1);
+        assert!(counts.add(45, 3));
+        assert_eq!(counts.sum(45, 51), 4);
+        assert!(!counts.add(30, 1), "would need more than the capacity");
+    }
+
+    #[test]
+    fn the_median_ignores_one_outlier() {
+        assert_eq!(median(vec![]), None);
+        assert_eq!(median(vec![10, 12, 11, 10_000, 9]), Some(11.0));
+        assert_eq!(median(vec![4, 2]), Some(3.0));
+    }
+}

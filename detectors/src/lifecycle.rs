@@ -1,0 +1,144 @@
+//! What becomes of a detector's findings: which are published, which are suppressed, and when
+//! an alert is resolved.
+//!
+//! A detector says, at each evaluation, whether its condition holds for a subject (a
+//! [`Finding`]) or not. The [`AlertBook`] turns that into publications, keyed by the alert's
+//! dedup key:
+//! - the first finding fires the alert;
+//! - a repeat at the same or a lower severity is suppressed until the cooldown has passed
+//!   since the last publication (then it is published again as a reminder);
+//! - a finding at a higher severity is published at once (an escalation);
+//! - the first evaluation without a finding publishes a resolve and closes the alert.
+//!
+//! All times are event times (the detector's watermark), so the same events give the same
+//! publications on any worker and on a replay.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use warden_ingest::EventId;
+use warden_ingest::alert::{Alert, AlertStatus, Severity};
+
+/// An alert that was published and not yet resolved.
+#[derive(Debug, Clone)]
+struct OpenAlert {
+    last: Alert,
+    published_at: DateTime<Utc>,
+}
+
+/// The open alerts of one detector.
+#[derive(Debug, Default)]
+pub struct AlertBook {
+    open: HashMap<String, OpenAlert>,
+}
+
+impl AlertBook {
+    /// Takes the finding (`Some`) or its absence (`None`) for `dedup_key` at event time `now`;
+    /// returns the alert to publish, if any.
+    pub fn update(
+        &mut self,
+        dedup_key: &str,
+        finding: Option<Alert>,
+        now: DateTime<Utc>,
+        cooldown: TimeDelta,
+    ) -> Option<Alert> {
+        match (finding, self.open.get(dedup_key)) {
+            (Some(alert), None) => Some(self.publish(alert, now)),
+            (Some(alert), Some(open)) => {
+                let escalated = alert.severity > open.last.severity;
+                let cooled_down = now - open.published_at >= cooldown;
+                if escalated || cooled_down {
+                    Some(self.publish(alert, now))
+                } else {
+                    None
+                }
+            }
+            (None, Some(_)) => {
+                let open = self.open.remove(dedup_key)?;
+                let mut resolved = open.last;
+                resolved.alert_id = EventId::new();
+                resolved.status = AlertStatus::Resolved;
+                resolved.severity = Severity::Info;
+                resolved.ts = now;
+                resolved.summary = format!("resolved: {}", resolved.summary);
+                Some(resolved)
+            }
+            (None, None) => None,
+        }
+    }
+
+    fn publish(&mut self, alert: Alert, now: DateTime<Utc>) -> Alert {
+        self.open.insert(
+            alert.dedup_key.clone(),
+            OpenAlert {
+                last: alert.clone(),
+                published_at: now,
+            },
+        );
+        alert
+    }
+
+    /// Whether an alert is open under `dedup_key`.
+    pub fn is_open(&self, dedup_key: &str) -> bool {
+        self.open.contains_key(dedup_key)
+    }
+
+    /// The dedup keys of the open alerts.
+    pub fn open_keys(&self) -> Vec<String> {
+        self.open.keys().cloned().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use warden_ingest::alert::Subject;
+
+    use super::*;
+
+    fn at(minutes: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_800_000_000 + minutes * 60, 0).expect("time")
+    }
+
+    fn finding(severity: Severity, minutes: i64) -> Alert {
+        Alert::firing(
+            "traffic_spike",
+            severity,
+            Subject::Global,
+            (at(minutes - 5), at(minutes)),
+        )
+    }
+
+    #[test]
+    fn fires_suppresses_escalates_reminds_and_resolves() {
+        let mut book = AlertBook::default();
+        let cooldown = TimeDelta::minutes(15);
+        let key = finding(Severity::Warning, 0).dedup_key;
+
+        let fired = book.update(&key, Some(finding(Severity::Warning, 0)), at(0), cooldown);
+        assert_eq!(fired.map(|a| a.status), Some(AlertStatus::Firing));
+        assert!(
+            book.update(&key, Some(finding(Severity::Warning, 1)), at(1), cooldown)
+                .is_none(),
+            "a repeat within the cooldown is suppressed"
+        );
+        let escalated = book.update(&key, Some(finding(Severity::Critical, 2)), at(2), cooldown);
+        assert_eq!(escalated.map(|a| a.severity), Some(Severity::Critical));
+        assert!(
+            book.update(&key, Some(finding(Severity::Warning, 3)), at(3), cooldown)
+                .is_none(),
+            "a lower severity is no news"
+        );
+        let reminder = book.update(&key, Some(finding(Severity::Warning, 17)), at(17), cooldown);
+        assert!(
+            reminder.is_some(),
+            "published again once the cooldown passed"
+        );
+
+        let resolved = book.update(&key, None, at(18), cooldown).expect("resolve");
+        assert_eq!(resolved.status, AlertStatus::Resolved);
+        assert_eq!(resolved.dedup_key, key);
+        assert_eq!(resolved.ts, at(18));
+        assert!(!book.is_open(&key));
+        assert!(book.update(&key, None, at(19), cooldown).is_none());
+    }
+}
