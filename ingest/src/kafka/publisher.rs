@@ -51,8 +51,8 @@ const REPLAY_BACKOFF_MAX: Duration = Duration::from_secs(10);
 const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long shutdown waits for in-flight messages before spooling them instead.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long the dead-letter publisher waits for an acknowledgement.
-const DEAD_LETTER_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long the dead-letter and alert publishers wait for an acknowledgement.
+const ACK_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A direct-route event Kafka did not take: its key and payload, to be spooled.
 type FailedDelivery = (Vec<u8>, Vec<u8>);
@@ -632,7 +632,46 @@ impl DeadLetterPublisher {
             dead_letter = dead_letter.key(key.as_slice());
         }
         self.producer
-            .send(dead_letter, DEAD_LETTER_TIMEOUT)
+            .send(dead_letter, ACK_TIMEOUT)
+            .await
+            .map(|_| ())
+            .map_err(|(err, _)| err)
+    }
+}
+
+/// Publishes alerts to `warden.alerts`, keyed by their dedup key (so every publication about
+/// one condition lands in one partition, in order), and waits for the broker's acknowledgement.
+#[derive(Clone)]
+pub struct AlertPublisher {
+    producer: FutureProducer,
+    topic: String,
+}
+
+impl std::fmt::Debug for AlertPublisher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AlertPublisher")
+            .field("topic", &self.topic)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AlertPublisher {
+    pub fn new(cluster: &KafkaCluster) -> Result<Self, KafkaSetupError> {
+        Ok(Self {
+            producer: cluster.producer_config().create()?,
+            topic: cluster.topics().alerts.clone(),
+        })
+    }
+
+    /// Publishes one alert; returns once the broker has it.
+    pub async fn publish(&self, alert: &crate::alert::Alert) -> Result<(), KafkaError> {
+        // Plain structs of strings and numbers always serialize.
+        let payload = serde_json::to_vec(alert).unwrap_or_default();
+        let record = FutureRecord::to(&self.topic)
+            .key(alert.dedup_key.as_bytes())
+            .payload(&payload);
+        self.producer
+            .send(record, ACK_TIMEOUT)
             .await
             .map(|_| ())
             .map_err(|(err, _)| err)
