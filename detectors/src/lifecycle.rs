@@ -82,11 +82,6 @@ impl AlertBook {
     pub fn is_open(&self, dedup_key: &str) -> bool {
         self.open.contains_key(dedup_key)
     }
-
-    /// The dedup keys of the open alerts.
-    pub fn open_keys(&self) -> Vec<String> {
-        self.open.keys().cloned().collect()
-    }
 }
 
 #[cfg(test)]

@@ -120,11 +120,12 @@ impl TrafficSpike {
         }
     }
 
-    /// Counts one event (only `request` events are requests). Returns false if it is older
-    /// than the kept history.
-    pub fn observe(&mut self, event: &AuditEvent) -> bool {
+    /// Counts one event (only `request` events are requests). An event older than the kept
+    /// history (window plus baseline windows) no longer changes any evaluation and is not
+    /// counted; the loop reports it as late.
+    pub fn observe(&mut self, event: &AuditEvent) {
         if event.kind != EventKind::Request {
-            return true;
+            return;
         }
         let bucket = bucket_of(event.ts);
         self.watching_since = Some(self.watching_since.map_or(bucket, |b| b.min(bucket)));
@@ -143,14 +144,13 @@ impl TrafficSpike {
         }
         let history = self.history_buckets();
         let window = self.config.window_buckets() as usize;
-        let mut counted = true;
         for (subject, source) in scopes {
             let scope = self.scopes.entry(subject).or_insert_with(|| Scope {
                 requests: BucketCounts::new(history),
                 sources: HashMap::new(),
                 recent_request_ids: Vec::new(),
             });
-            counted &= scope.requests.add(bucket, 1);
+            scope.requests.add(bucket, 1);
             if let Some(source) = source {
                 scope
                     .sources
@@ -165,7 +165,6 @@ impl TrafficSpike {
                 .recent_request_ids
                 .push(event.request_id.as_str().to_owned());
         }
-        counted
     }
 
     fn history_buckets(&self) -> usize {
