@@ -5,14 +5,11 @@
 
 mod support;
 
-use std::time::Duration;
-
 use chrono::{TimeDelta, Utc};
-use rdkafka::producer::{FutureProducer, FutureRecord};
 use warden_ingest::action::{ActionKind, ControlAction};
 use warden_ingest::alert::{Alert, Severity, SourceShare, Subject};
 
-use support::{WardenProcess, archive_setup, run_python, run_warden, sql_until};
+use support::{WardenProcess, archive_setup, produce, run_python, run_warden, sql_until};
 
 fn alert(detector: &str, severity: Severity, subject: Subject) -> Alert {
     let end = Utc::now();
@@ -62,7 +59,6 @@ async fn alerts_and_actions_are_archived_as_their_own_tables() {
         "operator:alice",
     );
 
-    let producer: FutureProducer = setup.cluster.producer_config().create().expect("producer");
     let records: Vec<(&str, Vec<u8>)> = vec![
         ("warden.alerts", json(&burn)),
         (
@@ -75,15 +71,7 @@ async fn alerts_and_actions_are_archived_as_their_own_tables() {
         ("warden.control", json(&limit)),
         ("warden.control", json(&revoke)),
     ];
-    for (topic, payload) in &records {
-        producer
-            .send(
-                FutureRecord::<[u8], [u8]>::to(topic).payload(payload),
-                Duration::from_secs(10),
-            )
-            .await
-            .expect("produced");
-    }
+    produce(&setup.cluster, &records).await;
 
     let (archive, config) = (&setup.archive, &setup.config);
     let mut archiver = WardenProcess::start("archive", config);

@@ -13,7 +13,8 @@ use warden_ingest::kafka::KafkaCluster;
 use warden_ingest::{AuditEvent, EventKind, RequestId};
 
 use support::{
-    ArchiveSetup, WardenProcess, archive_setup, archived_event_counts, run_python, run_warden,
+    ArchiveSetup, WardenProcess, archive_setup, archived_event_counts, produce_events, run_python,
+    run_warden,
 };
 
 /// Events in the backlog, spread over three event hours and two partitions.
@@ -248,22 +249,11 @@ async fn an_event_sent_twice_is_archived_once() {
     // What a spool replay does when Kafka stored an event whose acknowledgement timed out:
     // the same event, a second record, a little later in the same partition.
     let setup = archive_setup(1, "flush_interval_s = 5").await;
-    let producer: FutureProducer = setup.cluster.producer_config().create().expect("producer");
     let events: Vec<AuditEvent> = (0..20)
         .map(|_| AuditEvent::new(EventKind::Request, RequestId::new(), "replayed"))
         .collect();
     let resent = events.iter().step_by(4);
-    for event in events.iter().chain(resent) {
-        producer
-            .send(
-                FutureRecord::to("warden.events")
-                    .key(event.partition_key())
-                    .payload(&event.to_json()),
-                Duration::from_secs(10),
-            )
-            .await
-            .expect("delivered");
-    }
+    produce_events(&setup.cluster, events.iter().chain(resent)).await;
     let mut archiver = WardenProcess::start("archive", &setup.config);
     let counts = archived_event_counts(&setup.config, 20).await;
     tokio::time::sleep(Duration::from_secs(2)).await;

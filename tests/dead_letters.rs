@@ -5,11 +5,10 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use rdkafka::producer::{FutureProducer, FutureRecord};
 use warden_ingest::kafka::{ConsumedRecord, KafkaCluster, TopicConsumer};
 use warden_ingest::{AuditEvent, EventKind, RequestId};
 
-use support::{WardenProcess, archive_setup, sql_until};
+use support::{WardenProcess, archive_setup, produce, sql_until};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn malformed_records_are_dead_lettered_and_archiving_goes_on() {
@@ -19,20 +18,16 @@ async fn malformed_records_are_dead_lettered_and_archiving_goes_on() {
     valid.client.ip = Some("198.51.100.4".into());
     let mut future_version = AuditEvent::new(EventKind::Request, RequestId::new(), "proxy-x");
     future_version.schema_version = 99;
-    let producer: FutureProducer = cluster.producer_config().create().expect("producer");
-    for payload in [
-        b"this is not json".to_vec(),
-        future_version.to_json(),
-        valid.to_json(),
-    ] {
-        producer
-            .send(
-                FutureRecord::<[u8], [u8]>::to("warden.events").payload(&payload),
-                Duration::from_secs(10),
-            )
-            .await
-            .expect("produced");
-    }
+    let events = "warden.events";
+    produce(
+        cluster,
+        &[
+            (events, b"this is not json".to_vec()),
+            (events, future_version.to_json()),
+            (events, valid.to_json()),
+        ],
+    )
+    .await;
 
     let config = &setup.config;
     let mut archiver = WardenProcess::start("archive", config);

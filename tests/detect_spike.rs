@@ -5,14 +5,11 @@
 
 mod support;
 
-use std::time::Duration;
-
 use chrono::{DateTime, TimeDelta, Utc};
-use rdkafka::producer::{FutureProducer, FutureRecord};
 use warden_ingest::event::RouteInfo;
 use warden_ingest::{AuditEvent, EventKind, RequestId};
 
-use support::{WardenProcess, archive_setup, sql_until};
+use support::{WardenProcess, archive_setup, produce_events, sql_until};
 
 fn request(ts: DateTime<Utc>, client: &str, ip: &str) -> AuditEvent {
     let mut event = AuditEvent::new(EventKind::Request, RequestId::new(), "proxy-t");
@@ -57,18 +54,7 @@ async fn a_client_spike_becomes_an_alert_in_the_alerts_table() {
         ));
     }
 
-    let producer: FutureProducer = setup.cluster.producer_config().create().expect("producer");
-    for event in &events {
-        producer
-            .send(
-                FutureRecord::to("warden.events")
-                    .key(event.partition_key())
-                    .payload(&event.to_json()),
-                Duration::from_secs(10),
-            )
-            .await
-            .expect("produced");
-    }
+    produce_events(&setup.cluster, &events).await;
 
     let mut archiver = WardenProcess::start("archive", &setup.config);
     let mut detector = WardenProcess::start("detect", &setup.config);

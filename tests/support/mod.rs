@@ -520,3 +520,39 @@ pub async fn archive_setup(partitions: i32, extra: &str) -> ArchiveSetup {
         config,
     }
 }
+
+/// Sends `(topic, payload)` records unkeyed, one at a time, each acknowledged before the next
+/// (so their order in a partition is the order given).
+pub async fn produce(cluster: &KafkaCluster, records: &[(&str, Vec<u8>)]) {
+    let producer: rdkafka::producer::FutureProducer =
+        cluster.producer_config().create().expect("producer");
+    for (topic, payload) in records {
+        producer
+            .send(
+                rdkafka::producer::FutureRecord::<[u8], [u8]>::to(topic).payload(payload),
+                Duration::from_secs(10),
+            )
+            .await
+            .expect("produced");
+    }
+}
+
+/// Sends events to `warden.events` keyed as the proxy keys them, one at a time, in order.
+pub async fn produce_events<'a>(
+    cluster: &KafkaCluster,
+    events: impl IntoIterator<Item = &'a warden_ingest::AuditEvent>,
+) {
+    let producer: rdkafka::producer::FutureProducer =
+        cluster.producer_config().create().expect("producer");
+    for event in events {
+        producer
+            .send(
+                rdkafka::producer::FutureRecord::to("warden.events")
+                    .key(event.partition_key())
+                    .payload(&event.to_json()),
+                Duration::from_secs(10),
+            )
+            .await
+            .expect("produced");
+    }
+}
