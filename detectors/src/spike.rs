@@ -16,6 +16,8 @@ use warden_ingest::{AuditEvent, EventKind};
 
 use crate::buckets::{BUCKET_SECONDS, BucketCounts, bucket_of, bucket_start, median};
 
+/// The detector's name in its alerts.
+const DETECTOR: &str = "traffic_spike";
 /// How many sample request ids an alert carries.
 const SAMPLE_REQUEST_IDS: usize = 3;
 /// How many top sources an alert names.
@@ -189,7 +191,7 @@ impl TrafficSpike {
                 .filter(|(from, _)| *from >= since)
                 .map(|(from, to)| scope.requests.sum(from, to))
                 .collect();
-            let dedup_key = format!("traffic_spike/{subject}");
+            let dedup_key = Alert::dedup_key_for(DETECTOR, subject);
             let enough_history = baselines.len() >= self.config.min_baseline_windows;
             let baseline = median(baselines).unwrap_or(0.0);
             let ratio = current as f64 / baseline.max(1.0);
@@ -203,7 +205,7 @@ impl TrafficSpike {
                     Severity::Warning
                 };
                 let window = (bucket_start(end - width), bucket_start(end));
-                let mut alert = Alert::firing("traffic_spike", severity, subject.clone(), window);
+                let mut alert = Alert::firing(DETECTOR, severity, subject.clone(), window);
                 alert.observed = current as f64;
                 alert.threshold = self.config.factor * baseline.max(1.0);
                 alert.unit = "requests".to_owned();

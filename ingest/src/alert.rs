@@ -184,6 +184,11 @@ pub struct Alert {
 }
 
 impl Alert {
+    /// The dedup key of `detector`'s alerts about `subject`: `{detector}/{subject}`.
+    pub fn dedup_key_for(detector: &str, subject: &Subject) -> String {
+        format!("{detector}/{subject}")
+    }
+
     /// A firing alert stamped now; the caller fills in the measurement.
     pub fn firing(
         detector: impl Into<String>,
@@ -192,7 +197,7 @@ impl Alert {
         window: (DateTime<Utc>, DateTime<Utc>),
     ) -> Self {
         let detector = detector.into();
-        let dedup_key = format!("{detector}/{subject}");
+        let dedup_key = Self::dedup_key_for(&detector, &subject);
         Self {
             alert_id: EventId::new(),
             schema_version: ALERT_SCHEMA_VERSION,

@@ -67,6 +67,14 @@ impl<'a> ArchiveRecord<'a> {
         }
     }
 
+    fn kind(&self) -> &'static str {
+        match self {
+            Self::Event(_) => "event",
+            Self::Alert(_) => "alert",
+            Self::Action(_) => "action",
+        }
+    }
+
     /// Event time: the hour partition the record goes to.
     pub fn ts(&self) -> DateTime<Utc> {
         match self {
@@ -129,16 +137,6 @@ impl ObjectRows {
             Self::Events(_) => "events",
             Self::Alerts(_) => "alerts",
             Self::Actions(_) => "actions",
-        }
-    }
-}
-
-impl ArchiveRecord<'_> {
-    fn kind(&self) -> &'static str {
-        match self {
-            Self::Event(_) => "event",
-            Self::Alert(_) => "alert",
-            Self::Action(_) => "action",
         }
     }
 }
