@@ -31,6 +31,8 @@ pub struct BucketCounts {
     counts: VecDeque<u64>,
     first: i64,
     capacity: usize,
+    /// The sum of `counts`, kept as they change.
+    total: u64,
 }
 
 impl BucketCounts {
@@ -39,6 +41,7 @@ impl BucketCounts {
             counts: VecDeque::with_capacity(capacity),
             first: 0,
             capacity: capacity.max(1),
+            total: 0,
         }
     }
 
@@ -62,6 +65,7 @@ impl BucketCounts {
         self.advance_to(bucket);
         let index = usize::try_from(bucket - self.first).unwrap_or(0);
         self.counts[index] += amount;
+        self.total += amount;
         true
     }
 
@@ -82,23 +86,40 @@ impl BucketCounts {
             self.counts.clear();
             self.counts.push_back(0);
             self.first = bucket;
+            self.total = 0;
             return;
         }
         for _ in 0..gap {
             self.counts.push_back(0);
         }
         while self.counts.len() > self.capacity {
-            self.counts.pop_front();
+            self.total -= self.counts.pop_front().unwrap_or(0);
             self.first += 1;
         }
     }
 
     /// The total of buckets `from..to` (end excluded); buckets not kept count as zero.
     pub fn sum(&self, from: i64, to: i64) -> u64 {
-        (from.max(self.first)..to)
-            .filter_map(|bucket| usize::try_from(bucket - self.first).ok())
-            .filter_map(|index| self.counts.get(index))
-            .sum()
+        let index = |bucket: i64| {
+            usize::try_from(bucket.saturating_sub(self.first).max(0))
+                .unwrap_or(usize::MAX)
+                .min(self.counts.len())
+        };
+        let (from, to) = (index(from), index(to));
+        if from >= to {
+            return 0;
+        }
+        self.counts.range(from..to).sum()
+    }
+
+    /// The total of every kept bucket.
+    pub fn total(&self) -> u64 {
+        self.total
+    }
+
+    /// The newest bucket kept, if any.
+    pub fn last_bucket(&self) -> Option<i64> {
+        (!self.counts.is_empty()).then(|| self.first + self.counts.len() as i64 - 1)
     }
 
     /// The oldest bucket kept, if any.
@@ -147,9 +168,11 @@ mod tests {
         counts.advance_to(106);
         assert_eq!(counts.first_bucket(), Some(102));
         assert_eq!(counts.sum(0, 200), 2, "buckets 100 and 101 fell out");
+        assert_eq!(counts.total(), 2);
         assert!(!counts.add(101, 1), "older than the history: too late");
         counts.advance_to(1_000);
         assert_eq!(counts.sum(0, 2_000), 0);
+        assert_eq!(counts.total(), 0);
     }
 
     #[test]

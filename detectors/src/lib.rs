@@ -15,22 +15,29 @@
 //! `warden detect --replay`.
 
 pub mod buckets;
+pub mod detector;
+pub mod engine;
 pub mod lifecycle;
+pub mod single_source;
 pub mod spike;
+#[cfg(test)]
+mod test_support;
 
 use std::time::Duration;
 
-use chrono::{DateTime, TimeDelta, Utc};
+use chrono::TimeDelta;
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
-use warden_ingest::AuditEvent;
 use warden_ingest::alert::Alert;
+use warden_ingest::event_row::EventRow;
 use warden_ingest::kafka::{
     AlertPublisher, KafkaCluster, KafkaSetupError, PartitionOffsets, TopicConsumer,
 };
 
-use crate::lifecycle::AlertBook;
+use crate::detector::Detector;
+use crate::engine::Engine;
+use crate::single_source::{SingleSource, SingleSourceConfig};
 use crate::spike::{SpikeConfig, TrafficSpike};
 
 /// How often progress is committed.
@@ -46,6 +53,7 @@ pub struct DetectConfig {
     /// window's first evaluation.
     pub allowed_lateness_s: i64,
     pub traffic_spike: SpikeConfig,
+    pub single_source: SingleSourceConfig,
 }
 
 impl Default for DetectConfig {
@@ -54,11 +62,24 @@ impl Default for DetectConfig {
             consumer_group: "warden-detect".to_owned(),
             allowed_lateness_s: 5,
             traffic_spike: SpikeConfig::default(),
+            single_source: SingleSourceConfig::default(),
         }
     }
 }
 
 impl DetectConfig {
+    /// An engine with the enabled detectors.
+    pub fn engine(&self) -> Engine {
+        let mut detectors: Vec<Box<dyn Detector>> = Vec::new();
+        if self.traffic_spike.enabled {
+            detectors.push(Box::new(TrafficSpike::new(self.traffic_spike.clone())));
+        }
+        if self.single_source.enabled {
+            detectors.push(Box::new(SingleSource::new(self.single_source.clone())));
+        }
+        Engine::new(detectors, TimeDelta::seconds(self.allowed_lateness_s))
+    }
+
     /// Checks the section without IO; one message per problem, each naming its key.
     pub fn validate(&self) -> Vec<String> {
         let mut errors = Vec::new();
@@ -69,6 +90,7 @@ impl DetectConfig {
             errors.push("detect.allowed_lateness_s: must be between 0 and 3600".to_owned());
         }
         errors.extend(self.traffic_spike.validate());
+        errors.extend(self.single_source.validate());
         errors
     }
 }
@@ -88,14 +110,7 @@ pub struct DetectReport {
 pub struct DetectLoop {
     consumer: TopicConsumer,
     alerts: AlertPublisher,
-    lateness: TimeDelta,
-    spike: Option<TrafficSpike>,
-    spike_cooldown: TimeDelta,
-    book: AlertBook,
-    /// The newest event time seen.
-    newest: Option<DateTime<Utc>>,
-    /// The bucket the watermark was in at the last evaluation.
-    evaluated_bucket: Option<i64>,
+    engine: Engine,
 }
 
 impl DetectLoop {
@@ -104,52 +119,8 @@ impl DetectLoop {
         Ok(Self {
             consumer: TopicConsumer::subscribe(cluster, &config.consumer_group, &[&topic])?,
             alerts: AlertPublisher::new(cluster)?,
-            lateness: TimeDelta::seconds(config.allowed_lateness_s),
-            spike: config
-                .traffic_spike
-                .enabled
-                .then(|| TrafficSpike::new(config.traffic_spike.clone())),
-            spike_cooldown: config.traffic_spike.cooldown(),
-            book: AlertBook::default(),
-            newest: None,
-            evaluated_bucket: None,
+            engine: config.engine(),
         })
-    }
-
-    /// Feeds one event to the detectors; evaluates them when the watermark enters a new
-    /// bucket, and publishes what comes out.
-    async fn take(&mut self, event: &AuditEvent, report: &mut DetectReport) {
-        report.num_events += 1;
-        let watermark = self.newest.map(|newest| newest - self.lateness);
-        if watermark.is_some_and(|w| event.ts < w) {
-            report.num_late += 1;
-        }
-        if let Some(spike) = &mut self.spike {
-            spike.observe(event);
-        }
-        self.newest = Some(self.newest.map_or(event.ts, |n| n.max(event.ts)));
-        let Some(watermark) = self.newest.map(|newest| newest - self.lateness) else {
-            return;
-        };
-        let bucket = buckets::bucket_of(watermark);
-        if self.evaluated_bucket.is_some_and(|b| b >= bucket) {
-            return;
-        }
-        self.evaluated_bucket = Some(bucket);
-        let findings = match &mut self.spike {
-            Some(spike) => spike.evaluate(buckets::bucket_start(bucket)),
-            None => Vec::new(),
-        };
-        let now = buckets::bucket_start(bucket);
-        for (dedup_key, finding) in findings {
-            if let Some(alert) = self
-                .book
-                .update(&dedup_key, finding, now, self.spike_cooldown)
-            {
-                self.publish(&alert).await;
-                report.num_alerts += 1;
-            }
-        }
     }
 
     /// Publishes an alert (retrying until the broker has it) and logs it.
@@ -184,10 +155,17 @@ impl DetectLoop {
                 _ = commit_timer.tick() => self.commit(&mut processed).await,
                 received = self.consumer.recv() => match received {
                     Ok(record) => {
-                        match AuditEvent::from_json(&record.payload) {
-                            Ok(event) => self.take(&event, &mut report).await,
-                            Err(_) => report.num_undecodable += 1,
+                        let alerts = match EventRow::from_json(&record.payload) {
+                            Ok(event) => self.engine.take(&event),
+                            Err(_) => {
+                                report.num_undecodable += 1;
+                                Vec::new()
+                            }
+                        };
+                        for alert in &alerts {
+                            self.publish(alert).await;
                         }
+                        report.num_alerts += alerts.len() as u64;
                         processed.record(&record);
                     }
                     Err(err) => {
@@ -198,6 +176,9 @@ impl DetectLoop {
             }
         }
         self.commit(&mut processed).await;
+        let stats = self.engine.stats();
+        report.num_events = stats.events;
+        report.num_late = stats.late;
         info!(
             events = report.num_events,
             undecodable = report.num_undecodable,

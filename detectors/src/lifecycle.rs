@@ -10,10 +10,13 @@
 //! - a finding at a higher severity is published at once (an escalation);
 //! - the first evaluation without a finding publishes a resolve and closes the alert.
 //!
+//! [`AlertBook::settle`] takes a whole evaluation at once: the findings, and (by their absence)
+//! every open alert whose condition no longer holds.
+//!
 //! All times are event times (the detector's watermark), so the same events give the same
 //! publications on any worker and on a replay.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, TimeDelta, Utc};
 use warden_ingest::EventId;
@@ -29,10 +32,39 @@ struct OpenAlert {
 /// The open alerts of one detector.
 #[derive(Debug, Default)]
 pub struct AlertBook {
-    open: HashMap<String, OpenAlert>,
+    open: BTreeMap<String, OpenAlert>,
 }
 
 impl AlertBook {
+    /// Takes one closed evaluation's findings at event time `now`: updates each finding's
+    /// alert and resolves every open alert without one, except an alert last found over a
+    /// window ending after `now` (an early evaluation's, which this evaluation cannot judge).
+    /// Returns what to publish, resolves last (in key order, so a replay publishes the same
+    /// sequence).
+    pub fn settle(
+        &mut self,
+        findings: Vec<Alert>,
+        now: DateTime<Utc>,
+        cooldown: TimeDelta,
+    ) -> Vec<Alert> {
+        let mut cleared: BTreeSet<String> = self
+            .open
+            .iter()
+            .filter(|(_, open)| open.last.window_end <= now)
+            .map(|(key, _)| key.clone())
+            .collect();
+        let mut published = Vec::new();
+        for finding in findings {
+            cleared.remove(&finding.dedup_key);
+            let key = finding.dedup_key.clone();
+            published.extend(self.update(&key, Some(finding), now, cooldown));
+        }
+        for key in cleared {
+            published.extend(self.update(&key, None, now, cooldown));
+        }
+        published
+    }
+
     /// Takes the finding (`Some`) or its absence (`None`) for `dedup_key` at event time `now`;
     /// returns the alert to publish, if any.
     pub fn update(

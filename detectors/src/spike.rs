@@ -5,23 +5,23 @@
 //! Each scope keeps its request counts in [`BUCKET_SECONDS`] buckets. At every evaluation (the
 //! watermark reaching a new bucket) the window is the `window` of closed buckets before the
 //! watermark, and the baseline is the median of the `baseline_windows` windows before it that
-//! lie after the detector started watching (a zero there is a real zero, not a gap).
+//! lie after the scope's first request (a zero there is a real zero, not a gap; a new client
+//! has no baseline until it has `min_baseline_windows` windows of history).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
-use chrono::{DateTime, TimeDelta, Utc};
+use chrono::TimeDelta;
 use serde::Deserialize;
+use warden_ingest::EventKind;
 use warden_ingest::alert::{Alert, Severity, SourceShare, Subject};
-use warden_ingest::{AuditEvent, EventKind};
+use warden_ingest::event_row::EventRow;
 
 use crate::buckets::{BUCKET_SECONDS, BucketCounts, bucket_of, bucket_start, median};
+use crate::detector::{Detector, RecentIds, TOP_SOURCES, client_of, entry, target_of};
+use crate::engine::Evaluation;
 
 /// The detector's name in its alerts.
 const DETECTOR: &str = "traffic_spike";
-/// How many sample request ids an alert carries.
-const SAMPLE_REQUEST_IDS: usize = 3;
-/// How many top sources an alert names.
-const TOP_SOURCES: usize = 3;
 
 /// `[detect.traffic_spike]`.
 #[derive(Debug, Clone, Deserialize)]
@@ -89,204 +89,220 @@ impl SpikeConfig {
     fn window_buckets(&self) -> i64 {
         (self.window_s / BUCKET_SECONDS).max(1)
     }
+}
 
-    pub fn cooldown(&self) -> TimeDelta {
-        TimeDelta::seconds(self.cooldown_s)
-    }
+/// Whom a scope's sources are.
+#[derive(Debug, Clone, Copy)]
+enum SourceKind {
+    Client,
+    Ip,
 }
 
 /// The counts of one scope (the whole service, a target, a client).
 #[derive(Debug)]
 struct Scope {
     requests: BucketCounts,
-    /// Who sent them (clients, or IPs for a client's own scope), over the window only.
+    /// Who sent them, over the window only.
     sources: HashMap<String, BucketCounts>,
-    recent_request_ids: Vec<String>,
+    source_kind: SourceKind,
+    recent: RecentIds,
+    /// The first bucket of this scope: windows before it are unknown, not empty (a new client
+    /// has no baseline yet, rather than a baseline of zero).
+    since: i64,
+}
+
+impl Scope {
+    fn new(history: usize, source_kind: SourceKind) -> Self {
+        Self {
+            requests: BucketCounts::new(history),
+            sources: HashMap::new(),
+            source_kind,
+            recent: RecentIds::default(),
+            since: i64::MAX,
+        }
+    }
+
+    fn count(&mut self, bucket: i64, source: Option<&str>, window: usize, request_id: &str) {
+        self.since = self.since.min(bucket);
+        self.requests.add(bucket, 1);
+        if let Some(source) = source {
+            entry(&mut self.sources, source, || BucketCounts::new(window)).add(bucket, 1);
+        }
+        self.recent.push(request_id);
+    }
+
+    fn top_sources(&self, from: i64, to: i64) -> Vec<SourceShare> {
+        let named = |source: &str| match self.source_kind {
+            SourceKind::Client => Subject::Client(source.to_owned()),
+            SourceKind::Ip => Subject::Ip(source.to_owned()),
+        };
+        let mut sources: Vec<SourceShare> = self
+            .sources
+            .iter()
+            .map(|(source, counts)| SourceShare {
+                source: named(source).to_string(),
+                value: counts.sum(from, to) as f64,
+            })
+            .filter(|share| share.value > 0.0)
+            .collect();
+        sources.sort_by(|a, b| b.value.total_cmp(&a.value).then(a.source.cmp(&b.source)));
+        sources.truncate(TOP_SOURCES);
+        sources
+    }
 }
 
 /// The traffic-spike detector.
 #[derive(Debug)]
 pub struct TrafficSpike {
     config: SpikeConfig,
-    scopes: BTreeMap<Subject, Scope>,
-    /// The first bucket this detector saw: windows before it are unknown, not empty.
-    watching_since: Option<i64>,
+    global: Scope,
+    targets: HashMap<String, Scope>,
+    clients: HashMap<String, Scope>,
 }
 
 impl TrafficSpike {
     pub fn new(config: SpikeConfig) -> Self {
+        let history = history_buckets(&config);
         Self {
             config,
-            scopes: BTreeMap::new(),
-            watching_since: None,
+            global: Scope::new(history, SourceKind::Client),
+            targets: HashMap::new(),
+            clients: HashMap::new(),
         }
     }
 
-    /// Counts one event (only `request` events are requests). An event older than the kept
-    /// history (window plus baseline windows) no longer changes any evaluation and is not
-    /// counted; the loop reports it as late.
-    pub fn observe(&mut self, event: &AuditEvent) {
+    /// Whether `scope` spikes in `evaluation`'s window; the alert if it does.
+    fn judge(
+        &self,
+        scope: &Scope,
+        subject: impl FnOnce() -> Subject,
+        evaluation: Evaluation,
+    ) -> Option<Alert> {
+        let config = &self.config;
+        let (end, width) = (evaluation.end, config.window_buckets());
+        let since = scope.since;
+        let current = scope.requests.sum(end - width, end);
+        if current < config.min_requests {
+            return None;
+        }
+        let baselines: Vec<u64> = (1..=config.baseline_windows as i64)
+            .map(|i| (end - (i + 1) * width, end - i * width))
+            .filter(|(from, _)| *from >= since)
+            .map(|(from, to)| scope.requests.sum(from, to))
+            .collect();
+        if baselines.len() < config.min_baseline_windows {
+            return None;
+        }
+        let baseline = median(baselines).unwrap_or(0.0);
+        let ratio = current as f64 / baseline.max(1.0);
+        if ratio < config.factor {
+            return None;
+        }
+        let severity = if ratio >= config.critical_factor {
+            Severity::Critical
+        } else {
+            Severity::Warning
+        };
+        let subject = subject();
+        let window = (bucket_start(end - width), evaluation.at);
+        let mut alert = Alert::firing(DETECTOR, severity, subject.clone(), window);
+        alert.observed = current as f64;
+        alert.threshold = config.factor * baseline.max(1.0);
+        alert.unit = "requests".to_owned();
+        alert.summary = format!(
+            "{current} requests in {}s for {subject}, {ratio:.1}x the baseline of {baseline}",
+            config.window_s
+        );
+        alert.evidence.top_sources = scope.top_sources(end - width, end);
+        alert.evidence.sample_request_ids = scope.recent.to_vec();
+        alert.runbook = Some("runaway_cost".to_owned());
+        Some(alert)
+    }
+}
+
+fn history_buckets(config: &SpikeConfig) -> usize {
+    let windows = config.baseline_windows as i64 + 1;
+    usize::try_from(config.window_buckets() * windows).unwrap_or(usize::MAX)
+}
+
+impl Detector for TrafficSpike {
+    /// Counts `request` events. One older than the kept history (window plus baseline
+    /// windows) no longer changes any evaluation and is not counted.
+    fn observe(&mut self, event: &EventRow<'_>) {
         if event.kind != EventKind::Request {
             return;
         }
         let bucket = bucket_of(event.ts);
-        self.watching_since = Some(self.watching_since.map_or(bucket, |b| b.min(bucket)));
-        let client = event
-            .client
-            .name
-            .clone()
-            .or_else(|| event.client.token_id.as_ref().map(|t| t.0.clone()));
-        let mut scopes = vec![(Subject::Global, client.clone().map(Subject::Client))];
-        if let Some(target) = event.route.as_ref().and_then(|r| r.target_id.clone()) {
-            scopes.push((Subject::Target(target), client.clone().map(Subject::Client)));
+        let client = client_of(event);
+        let ip = event.client.ip.as_deref();
+        let history = history_buckets(&self.config);
+        let window = self.config.window_buckets() as usize;
+        let request_id = &event.request_id;
+        self.global.count(bucket, client, window, request_id);
+        if let Some(target) = target_of(event) {
+            entry(&mut self.targets, target, || {
+                Scope::new(history, SourceKind::Client)
+            })
+            .count(bucket, client, window, request_id);
         }
         if let Some(client) = client {
-            let ip = event.client.ip.clone().map(Subject::Ip);
-            scopes.push((Subject::Client(client), ip));
-        }
-        let history = self.history_buckets();
-        let window = self.config.window_buckets() as usize;
-        for (subject, source) in scopes {
-            let scope = self.scopes.entry(subject).or_insert_with(|| Scope {
-                requests: BucketCounts::new(history),
-                sources: HashMap::new(),
-                recent_request_ids: Vec::new(),
-            });
-            scope.requests.add(bucket, 1);
-            if let Some(source) = source {
-                scope
-                    .sources
-                    .entry(source.to_string())
-                    .or_insert_with(|| BucketCounts::new(window))
-                    .add(bucket, 1);
-            }
-            if scope.recent_request_ids.len() == SAMPLE_REQUEST_IDS {
-                scope.recent_request_ids.remove(0);
-            }
-            scope
-                .recent_request_ids
-                .push(event.request_id.as_str().to_owned());
+            entry(&mut self.clients, client, || {
+                Scope::new(history, SourceKind::Ip)
+            })
+            .count(bucket, ip, window, request_id);
         }
     }
 
-    fn history_buckets(&self) -> usize {
-        let windows = self.config.baseline_windows as i64 + 1;
-        usize::try_from(self.config.window_buckets() * windows).unwrap_or(usize::MAX)
-    }
-
-    /// Evaluates every scope for the window ending at `watermark` (exclusive): one entry per
-    /// scope, `Some` where the spike condition holds.
-    pub fn evaluate(&mut self, watermark: DateTime<Utc>) -> Vec<(String, Option<Alert>)> {
-        let end = bucket_of(watermark);
-        let width = self.config.window_buckets();
-        let Some(since) = self.watching_since else {
-            return Vec::new();
-        };
-        let mut results = Vec::new();
-        for (subject, scope) in &mut self.scopes {
+    fn evaluate(&mut self, evaluation: Evaluation) -> Vec<Alert> {
+        let (end, width) = (evaluation.end, self.config.window_buckets());
+        let scopes = std::iter::once(&mut self.global)
+            .chain(self.targets.values_mut())
+            .chain(self.clients.values_mut());
+        for scope in scopes {
             scope.requests.advance_to(end - 1);
-            let current = scope.requests.sum(end - width, end);
-            let baselines: Vec<u64> = (1..=self.config.baseline_windows as i64)
-                .map(|i| (end - (i + 1) * width, end - i * width))
-                .filter(|(from, _)| *from >= since)
-                .map(|(from, to)| scope.requests.sum(from, to))
-                .collect();
-            let dedup_key = Alert::dedup_key_for(DETECTOR, subject);
-            let enough_history = baselines.len() >= self.config.min_baseline_windows;
-            let baseline = median(baselines).unwrap_or(0.0);
-            let ratio = current as f64 / baseline.max(1.0);
-            let spiking = enough_history
-                && current >= self.config.min_requests
-                && ratio >= self.config.factor;
-            let finding = spiking.then(|| {
-                let severity = if ratio >= self.config.critical_factor {
-                    Severity::Critical
-                } else {
-                    Severity::Warning
-                };
-                let window = (bucket_start(end - width), bucket_start(end));
-                let mut alert = Alert::firing(DETECTOR, severity, subject.clone(), window);
-                alert.observed = current as f64;
-                alert.threshold = self.config.factor * baseline.max(1.0);
-                alert.unit = "requests".to_owned();
-                alert.summary = format!(
-                    "{current} requests in {}s for {subject}, {ratio:.1}x the baseline of {baseline}",
-                    self.config.window_s
-                );
-                alert.evidence.top_sources = top_sources(scope, end - width, end);
-                alert.evidence.sample_request_ids = scope.recent_request_ids.clone();
-                alert.runbook = Some("runaway_cost".to_owned());
-                alert
-            });
-            scope.sources.retain(|_, counts| {
-                counts.advance_to(end - 1);
-                counts.sum(end - width, end) > 0
-            });
-            results.push((dedup_key, finding));
+            if evaluation.closed {
+                scope.sources.retain(|_, counts| {
+                    counts.advance_to(end - 1);
+                    counts.sum(end - width, end) > 0
+                });
+            }
         }
-        results
+        if evaluation.closed {
+            // A target or client silent for the whole history has nothing left to compare.
+            self.targets.retain(|_, scope| scope.requests.total() > 0);
+            self.clients.retain(|_, scope| scope.requests.total() > 0);
+        }
+        let mut findings = Vec::new();
+        findings.extend(self.judge(&self.global, || Subject::Global, evaluation));
+        for (target, scope) in &self.targets {
+            findings.extend(self.judge(scope, || Subject::Target(target.clone()), evaluation));
+        }
+        for (client, scope) in &self.clients {
+            findings.extend(self.judge(scope, || Subject::Client(client.clone()), evaluation));
+        }
+        findings
     }
-}
 
-fn top_sources(scope: &Scope, from: i64, to: i64) -> Vec<SourceShare> {
-    let mut sources: Vec<SourceShare> = scope
-        .sources
-        .iter()
-        .map(|(source, counts)| SourceShare {
-            source: source.clone(),
-            value: counts.sum(from, to) as f64,
-        })
-        .filter(|share| share.value > 0.0)
-        .collect();
-    sources.sort_by(|a, b| b.value.total_cmp(&a.value).then(a.source.cmp(&b.source)));
-    sources.truncate(TOP_SOURCES);
-    sources
+    fn cooldown(&self) -> TimeDelta {
+        TimeDelta::seconds(self.config.cooldown_s)
+    }
 }
 
 #[cfg(test)]
 mod tests {
-    use warden_ingest::RequestId;
-    use warden_ingest::event::RouteInfo;
-
     use super::*;
-
-    const START: i64 = 1_800_000_000;
-
-    fn request(second: i64, client: &str, ip: &str) -> AuditEvent {
-        let mut event = AuditEvent::new(EventKind::Request, RequestId::new(), "p");
-        event.ts = DateTime::from_timestamp(START + second, 0).expect("time");
-        event.client.name = Some(client.into());
-        event.client.ip = Some(ip.into());
-        event.route = Some(RouteInfo {
-            endpoint: "/v1/chat/completions".into(),
-            target_id: Some("llama".into()),
-            ..RouteInfo::default()
-        });
-        event
-    }
-
-    fn at(second: i64) -> DateTime<Utc> {
-        DateTime::from_timestamp(START + second, 0).expect("time")
-    }
-
-    fn findings(results: &[(String, Option<Alert>)]) -> Vec<(String, Severity)> {
-        results
-            .iter()
-            .filter_map(|(_, alert)| alert.as_ref())
-            .map(|a| (a.subject.to_string(), a.severity))
-            .collect()
-    }
+    use crate::detector::SAMPLE_REQUEST_IDS;
+    use crate::test_support::{closed_at, feed, findings, request};
 
     /// An hour of steady traffic: `per_window` requests every 5 minutes from two clients.
     fn steady_hour(detector: &mut TrafficSpike, per_window: i64) {
         for window in 0..12 {
             for i in 0..per_window {
                 let client = if i % 2 == 0 { "app-a" } else { "app-b" };
-                detector.observe(&request(
-                    window * 300 + i * 300 / per_window,
-                    client,
-                    "10.0.0.1",
-                ));
+                feed(
+                    detector,
+                    &request(window * 300 + i * 300 / per_window, client, "10.0.0.1"),
+                );
             }
         }
     }
@@ -296,7 +312,7 @@ mod tests {
         let mut detector = TrafficSpike::new(SpikeConfig::default());
         steady_hour(&mut detector, 40);
         for minute in 5..=60 {
-            assert!(findings(&detector.evaluate(at(minute * 60))).is_empty());
+            assert!(findings(&detector.evaluate(closed_at(minute * 60))).is_empty());
         }
     }
 
@@ -306,9 +322,12 @@ mod tests {
         steady_hour(&mut detector, 40);
         // The next five minutes: app-b in a loop, 1,000 requests from one IP.
         for i in 0..1_000 {
-            detector.observe(&request(3_600 + i * 300 / 1_000, "app-b", "203.0.113.9"));
+            feed(
+                &mut detector,
+                &request(3_600 + i * 300 / 1_000, "app-b", "203.0.113.9"),
+            );
         }
-        let results = detector.evaluate(at(3_900));
+        let results = detector.evaluate(closed_at(3_900));
         let found = findings(&results);
         assert!(
             found.contains(&("client:app-b".to_owned(), Severity::Critical)),
@@ -320,8 +339,7 @@ mod tests {
         assert!(!found.iter().any(|(subject, _)| subject == "client:app-a"));
         let client_alert = results
             .iter()
-            .find_map(|(key, alert)| (key == "traffic_spike/client:app-b").then_some(alert))
-            .and_then(Option::as_ref)
+            .find(|alert| alert.dedup_key == "traffic_spike/client:app-b")
             .expect("client alert");
         assert_eq!(client_alert.observed, 1_000.0);
         assert_eq!(
@@ -334,8 +352,7 @@ mod tests {
         );
         let global = results
             .iter()
-            .find_map(|(key, alert)| (key == "traffic_spike/global").then_some(alert))
-            .and_then(Option::as_ref)
+            .find(|alert| alert.dedup_key == "traffic_spike/global")
             .expect("global alert");
         assert_eq!(global.evidence.top_sources[0].source, "client:app-b");
     }
@@ -345,10 +362,10 @@ mod tests {
         let mut detector = TrafficSpike::new(SpikeConfig::default());
         steady_hour(&mut detector, 2);
         for i in 0..60 {
-            detector.observe(&request(3_600 + i * 5, "app-a", "10.0.0.1"));
+            feed(&mut detector, &request(3_600 + i * 5, "app-a", "10.0.0.1"));
         }
         assert!(
-            findings(&detector.evaluate(at(3_900))).is_empty(),
+            findings(&detector.evaluate(closed_at(3_900))).is_empty(),
             "60 < min_requests"
         );
     }
@@ -357,9 +374,9 @@ mod tests {
     fn no_finding_without_enough_history() {
         let mut detector = TrafficSpike::new(SpikeConfig::default());
         for i in 0..1_000 {
-            detector.observe(&request(i / 4, "app-a", "10.0.0.1"));
+            feed(&mut detector, &request(i / 4, "app-a", "10.0.0.1"));
         }
-        assert!(findings(&detector.evaluate(at(300))).is_empty());
+        assert!(findings(&detector.evaluate(closed_at(300))).is_empty());
     }
 
     #[test]

@@ -1,0 +1,107 @@
+//! What every detector is to the [engine](crate::engine): something that counts events and,
+//! when asked at a bucket boundary, names the subjects whose condition holds.
+//!
+//! A detector never decides what is published: it reports every condition that holds at each
+//! evaluation, and the engine's [alert book](crate::lifecycle) turns that into fire, suppress,
+//! escalate, remind and resolve. A subject a detector stops reporting is resolved.
+
+use std::collections::HashMap;
+use std::fmt;
+
+use chrono::TimeDelta;
+use warden_ingest::alert::Alert;
+use warden_ingest::event_row::EventRow;
+
+use crate::engine::Evaluation;
+
+/// How many sample request ids an alert carries.
+pub const SAMPLE_REQUEST_IDS: usize = 3;
+/// How many top sources an alert names.
+pub const TOP_SOURCES: usize = 3;
+
+/// One detector of the engine.
+pub trait Detector: fmt::Debug + Send {
+    /// Counts one event. Events come in any order; one older than the history the detector
+    /// keeps is not counted.
+    fn observe(&mut self, event: &EventRow<'_>);
+
+    /// The conditions that hold for the windows of `evaluation`: one firing alert per
+    /// subject, each with its dedup key and `evaluation.at` as its window end.
+    fn evaluate(&mut self, evaluation: Evaluation) -> Vec<Alert>;
+
+    /// How long (event time) a repeat of an open alert is held back.
+    fn cooldown(&self) -> TimeDelta;
+}
+
+/// Who the client of an event is: its configured name, else its token fingerprint.
+pub fn client_of<'e>(event: &'e EventRow<'_>) -> Option<&'e str> {
+    event
+        .client
+        .name
+        .as_deref()
+        .or(event.client.token_id.as_deref())
+}
+
+/// The target an event was routed to.
+pub fn target_of<'e>(event: &'e EventRow<'_>) -> Option<&'e str> {
+    event
+        .route
+        .as_ref()
+        .and_then(|route| route.target_id.as_deref())
+}
+
+/// The value under `key`, made by `make` first if missing; allocates the key only then.
+pub fn entry<'m, V>(
+    map: &'m mut HashMap<String, V>,
+    key: &str,
+    make: impl FnOnce() -> V,
+) -> &'m mut V {
+    if !map.contains_key(key) {
+        map.insert(key.to_owned(), make());
+    }
+    map.get_mut(key)
+        .unwrap_or_else(|| unreachable!("inserted above"))
+}
+
+/// The last few request ids of a subject, kept without allocating once warm.
+#[derive(Debug, Clone, Default)]
+pub struct RecentIds {
+    ids: [String; SAMPLE_REQUEST_IDS],
+    next: usize,
+    len: usize,
+}
+
+impl RecentIds {
+    pub fn push(&mut self, request_id: &str) {
+        let slot = &mut self.ids[self.next];
+        slot.clear();
+        slot.push_str(request_id);
+        self.next = (self.next + 1) % SAMPLE_REQUEST_IDS;
+        self.len = (self.len + 1).min(SAMPLE_REQUEST_IDS);
+    }
+
+    /// Oldest first.
+    pub fn to_vec(&self) -> Vec<String> {
+        (0..self.len)
+            .map(|i| (self.next + SAMPLE_REQUEST_IDS - self.len + i) % SAMPLE_REQUEST_IDS)
+            .map(|i| self.ids[i].clone())
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recent_ids_keep_the_last_few_oldest_first() {
+        let mut ids = RecentIds::default();
+        assert!(ids.to_vec().is_empty());
+        ids.push("a");
+        ids.push("b");
+        assert_eq!(ids.to_vec(), ["a", "b"]);
+        ids.push("c");
+        ids.push("d");
+        assert_eq!(ids.to_vec(), ["b", "c", "d"]);
+    }
+}

@@ -1,0 +1,300 @@
+//! Single-source spike: one IP or one client sending more than `max_requests_per_hour`
+//! requests over a rolling hour (seed 000: "50,000 requests/hour from single source usually
+//! indicates application bug"), with an early projection so a runaway loop is caught minutes
+//! in rather than when the hour is spent.
+//!
+//! - **projected** (warning): the last `projection_window_s` of requests, extrapolated to an
+//!   hour, reach the limit;
+//! - **over** (critical): the rolling hour holds the limit or more.
+//!
+//! Sources keep per-minute counts for an hour (60 counters each, so a hundred thousand busy
+//! IPs cost about 50 MB) and are forgotten after an hour of silence. A source crossing either
+//! line is noted as it is counted, so early evaluations look at those sources only.
+
+use std::collections::{HashMap, HashSet};
+
+use chrono::TimeDelta;
+use serde::Deserialize;
+use warden_ingest::EventKind;
+use warden_ingest::alert::{Alert, Severity, Subject};
+use warden_ingest::event_row::EventRow;
+
+use crate::buckets::BucketCounts;
+use crate::detector::{Detector, RecentIds, client_of, entry};
+use crate::engine::Evaluation;
+
+const DETECTOR: &str = "single_source";
+const MINUTES_PER_HOUR: i64 = 60;
+
+/// `[detect.single_source]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SingleSourceConfig {
+    pub enabled: bool,
+    /// Requests per rolling hour from one IP or one client.
+    pub max_requests_per_hour: u64,
+    /// The recent stretch the hourly rate is projected from, in seconds (whole minutes).
+    pub projection_window_s: i64,
+    pub cooldown_s: i64,
+}
+
+impl Default for SingleSourceConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            max_requests_per_hour: 50_000,
+            projection_window_s: 300,
+            cooldown_s: 900,
+        }
+    }
+}
+
+impl SingleSourceConfig {
+    /// One message per problem, each naming its key.
+    pub fn validate(&self) -> Vec<String> {
+        let key = "detect.single_source";
+        let mut errors = Vec::new();
+        if self.max_requests_per_hour == 0 {
+            errors.push(format!("{key}.max_requests_per_hour: must be positive"));
+        }
+        if !(60..=3_600).contains(&self.projection_window_s) || self.projection_window_s % 60 != 0 {
+            errors.push(format!(
+                "{key}.projection_window_s: must be whole minutes between 60 and 3600"
+            ));
+        }
+        if self.cooldown_s < 0 {
+            errors.push(format!("{key}.cooldown_s: must not be negative"));
+        }
+        errors
+    }
+
+    fn projection_minutes(&self) -> i64 {
+        (self.projection_window_s / 60).clamp(1, MINUTES_PER_HOUR)
+    }
+}
+
+/// The last hour of one source, per minute.
+#[derive(Debug)]
+struct Source {
+    minutes: BucketCounts,
+    recent: RecentIds,
+}
+
+/// What the last hour of one source says.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Rates {
+    hour: u64,
+    projected: f64,
+}
+
+impl Source {
+    fn rates(&self, minute: i64, projection_minutes: i64) -> Rates {
+        let recent = self
+            .minutes
+            .sum(minute - projection_minutes + 1, minute + 1);
+        Rates {
+            hour: self.minutes.sum(minute - MINUTES_PER_HOUR + 1, minute + 1),
+            projected: recent as f64 * (MINUTES_PER_HOUR as f64 / projection_minutes as f64),
+        }
+    }
+}
+
+/// The single-source detector.
+#[derive(Debug)]
+pub struct SingleSource {
+    config: SingleSourceConfig,
+    ips: HashMap<String, Source>,
+    clients: HashMap<String, Source>,
+    /// Sources over either line since the last closed evaluation.
+    ip_candidates: HashSet<String>,
+    client_candidates: HashSet<String>,
+}
+
+impl SingleSource {
+    pub fn new(config: SingleSourceConfig) -> Self {
+        Self {
+            config,
+            ips: HashMap::new(),
+            clients: HashMap::new(),
+            ip_candidates: HashSet::new(),
+            client_candidates: HashSet::new(),
+        }
+    }
+
+    fn judge(&self, source: &Source, subject: Subject, evaluation: Evaluation) -> Option<Alert> {
+        let minute = evaluation.at.timestamp().div_euclid(60);
+        let projection_minutes = self.config.projection_minutes();
+        let rates = source.rates(minute, projection_minutes);
+        let limit = self.config.max_requests_per_hour;
+        let (severity, observed, summary) = if rates.hour >= limit {
+            let summary = format!("{} requests in the last hour from {subject}", rates.hour);
+            (Severity::Critical, rates.hour as f64, summary)
+        } else if rates.projected >= limit as f64 {
+            let summary = format!(
+                "{subject} is on course for {:.0} requests this hour (from the last {} minutes)",
+                rates.projected, projection_minutes
+            );
+            (Severity::Warning, rates.projected, summary)
+        } else {
+            return None;
+        };
+        let window = (evaluation.at - TimeDelta::hours(1), evaluation.at);
+        let mut alert = Alert::firing(DETECTOR, severity, subject, window);
+        alert.observed = observed;
+        alert.threshold = limit as f64;
+        alert.unit = "requests/hour".to_owned();
+        alert.summary = format!("{summary}; the limit is {limit}");
+        alert.evidence.sample_request_ids = source.recent.to_vec();
+        alert.runbook = Some("runaway_cost".to_owned());
+        Some(alert)
+    }
+}
+
+/// Counts one request of `key` at `minute`; returns whether the source is over either line.
+fn count(
+    sources: &mut HashMap<String, Source>,
+    key: &str,
+    minute: i64,
+    request_id: &str,
+    config: &SingleSourceConfig,
+) -> bool {
+    let source = entry(sources, key, || Source {
+        minutes: BucketCounts::new(MINUTES_PER_HOUR as usize),
+        recent: RecentIds::default(),
+    });
+    source.minutes.add(minute, 1);
+    source.recent.push(request_id);
+    let limit = config.max_requests_per_hour;
+    // The running total bounds the hour from above: most sources stop here.
+    if source.minutes.total() < limit / MINUTES_PER_HOUR as u64 * config.projection_minutes() as u64
+    {
+        return false;
+    }
+    let rates = source.rates(minute, config.projection_minutes());
+    rates.hour >= limit || rates.projected >= limit as f64
+}
+
+impl Detector for SingleSource {
+    fn observe(&mut self, event: &EventRow<'_>) {
+        if event.kind != EventKind::Request {
+            return;
+        }
+        let minute = event.ts.timestamp().div_euclid(60);
+        let request_id = &event.request_id;
+        if let Some(ip) = event.client.ip.as_deref()
+            && count(&mut self.ips, ip, minute, request_id, &self.config)
+            && !self.ip_candidates.contains(ip)
+        {
+            self.ip_candidates.insert(ip.to_owned());
+        }
+        if let Some(client) = client_of(event)
+            && count(&mut self.clients, client, minute, request_id, &self.config)
+            && !self.client_candidates.contains(client)
+        {
+            self.client_candidates.insert(client.to_owned());
+        }
+    }
+
+    fn evaluate(&mut self, evaluation: Evaluation) -> Vec<Alert> {
+        let mut findings = Vec::new();
+        if !evaluation.closed {
+            for ip in &self.ip_candidates {
+                if let Some(source) = self.ips.get(ip) {
+                    findings.extend(self.judge(source, Subject::Ip(ip.clone()), evaluation));
+                }
+            }
+            for client in &self.client_candidates {
+                if let Some(source) = self.clients.get(client) {
+                    let subject = Subject::Client(client.clone());
+                    findings.extend(self.judge(source, subject, evaluation));
+                }
+            }
+            return findings;
+        }
+        let minute = evaluation.at.timestamp().div_euclid(60);
+        for sources in [&mut self.ips, &mut self.clients] {
+            sources.retain(|_, source| {
+                source.minutes.advance_to(minute);
+                source.minutes.total() > 0
+            });
+        }
+        self.ip_candidates.clear();
+        self.client_candidates.clear();
+        for (ip, source) in &self.ips {
+            findings.extend(self.judge(source, Subject::Ip(ip.clone()), evaluation));
+        }
+        for (client, source) in &self.clients {
+            findings.extend(self.judge(source, Subject::Client(client.clone()), evaluation));
+        }
+        findings
+    }
+
+    fn cooldown(&self) -> TimeDelta {
+        TimeDelta::seconds(self.config.cooldown_s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_support::{closed_at, early_at, feed, findings, request};
+
+    fn detector() -> SingleSource {
+        SingleSource::new(SingleSourceConfig {
+            max_requests_per_hour: 6_000,
+            ..SingleSourceConfig::default()
+        })
+    }
+
+    #[test]
+    fn a_busy_source_is_projected_early_then_found_over_the_hour() {
+        let mut detector = detector();
+        // 20 requests a second (72,000/hour against a limit of 6,000) from one IP, spread
+        // over clients so only the IP is over.
+        let mut first_warning = None;
+        for i in 0..6_400 {
+            let second = i / 20;
+            let client = format!("app-{}", i % 50);
+            feed(&mut detector, &request(second, &client, "198.51.100.7"));
+            if i % 20 == 19 && first_warning.is_none() {
+                let found = findings(&detector.evaluate(early_at(second)));
+                if !found.is_empty() {
+                    assert_eq!(found, [("ip:198.51.100.7".to_owned(), Severity::Warning)]);
+                    first_warning = Some(second);
+                }
+            }
+        }
+        // 500 requests in the 5-minute projection window are 6,000 an hour: 25 s in.
+        let first_warning = first_warning.expect("projected");
+        assert!(first_warning <= 30, "{first_warning}");
+        let found = findings(&detector.evaluate(closed_at(320)));
+        assert_eq!(found, [("ip:198.51.100.7".to_owned(), Severity::Critical)]);
+    }
+
+    #[test]
+    fn steady_sources_under_the_limit_raise_nothing_and_idle_ones_are_forgotten() {
+        let mut detector = detector();
+        // 5,400 an hour from one client, evenly.
+        for i in 0..5_400 {
+            feed(&mut detector, &request(i * 2 / 3, "app-a", "10.0.0.1"));
+        }
+        for minute in 1..=60 {
+            assert!(detector.evaluate(closed_at(minute * 60)).is_empty());
+        }
+        assert!(detector.evaluate(early_at(3_599)).is_empty());
+        detector.evaluate(closed_at(3 * 3_600));
+        assert!(detector.ips.is_empty() && detector.clients.is_empty());
+    }
+
+    #[test]
+    fn the_config_is_checked() {
+        let config = SingleSourceConfig {
+            projection_window_s: 90,
+            max_requests_per_hour: 0,
+            ..SingleSourceConfig::default()
+        };
+        let errors = config.validate().join("\n");
+        assert!(errors.contains("projection_window_s"), "{errors}");
+        assert!(errors.contains("max_requests_per_hour"), "{errors}");
+    }
+}
