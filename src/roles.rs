@@ -10,7 +10,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
-use warden_detectors::DetectLoop;
+use warden_detectors::{DetectConfig, DetectLoop};
 use warden_ingest::kafka::{EmbeddedBroker, KafkaCluster, KafkaEventPublisher};
 use warden_ingest::layout::{ARCHIVE_TABLES, ArchiveUrl};
 use warden_ingest::{AuditStats, event_channel};
@@ -53,7 +53,7 @@ async fn run_workers(
         () = shutdown.cancelled() => return Ok(0),
     }
     let archiver = Archiver::new(&cluster, &config.archive).context("starting the archiver")?;
-    let detector = DetectLoop::new(&cluster, &config.detect).context("starting detect")?;
+    let detector = detect_loop(&cluster, &config.detect)?;
     let (archived, _) = tokio::join!(
         archiver.run(shutdown.clone(), ShutdownMode::DrainTopic),
         detector.run(shutdown.clone()),
@@ -140,7 +140,7 @@ pub async fn detect(config: ValidatedConfig) -> anyhow::Result<()> {
         return Ok(());
     };
     let shutdown = CancellationToken::new();
-    let detector = DetectLoop::new(&cluster, &config.detect).context("starting detect")?;
+    let detector = detect_loop(&cluster, &config.detect)?;
     let task = tokio::spawn(detector.run(shutdown.clone()));
     shutdown_signal().await;
     shutdown.cancel();
@@ -299,4 +299,12 @@ async fn shutdown_signal() {
     {
         let _ = interrupt.await;
     }
+}
+
+/// The detect worker the config asks for.
+fn detect_loop(cluster: &KafkaCluster, config: &DetectConfig) -> anyhow::Result<DetectLoop> {
+    let engine = config
+        .engine()
+        .map_err(|err| anyhow::anyhow!("detect.{err}"))?;
+    DetectLoop::new(cluster, &config.consumer_group, engine).context("starting detect")
 }

@@ -20,7 +20,7 @@ pub const SAMPLE_REQUEST_IDS: usize = 3;
 pub const TOP_SOURCES: usize = 3;
 
 /// One detector of the engine.
-pub trait Detector: fmt::Debug + Send {
+pub trait Detector: fmt::Debug + Send + Sync {
     /// Counts one event. Events come in any order; one older than the history the detector
     /// keeps is not counted.
     fn observe(&mut self, event: &EventRow<'_>);

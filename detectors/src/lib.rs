@@ -15,6 +15,7 @@
 //! `warden detect --replay`.
 
 pub mod buckets;
+pub mod cost_burn;
 pub mod detector;
 pub mod engine;
 pub mod lifecycle;
@@ -35,6 +36,7 @@ use warden_ingest::kafka::{
     AlertPublisher, KafkaCluster, KafkaSetupError, PartitionOffsets, TopicConsumer,
 };
 
+use crate::cost_burn::{CostBurn, CostBurnConfig};
 use crate::detector::Detector;
 use crate::engine::Engine;
 use crate::single_source::{SingleSource, SingleSourceConfig};
@@ -52,6 +54,7 @@ pub struct DetectConfig {
     /// How far behind the newest event time an event may arrive and still be in time for its
     /// window's first evaluation.
     pub allowed_lateness_s: i64,
+    pub cost_burn: CostBurnConfig,
     pub traffic_spike: SpikeConfig,
     pub single_source: SingleSourceConfig,
 }
@@ -61,6 +64,7 @@ impl Default for DetectConfig {
         Self {
             consumer_group: "warden-detect".to_owned(),
             allowed_lateness_s: 5,
+            cost_burn: CostBurnConfig::default(),
             traffic_spike: SpikeConfig::default(),
             single_source: SingleSourceConfig::default(),
         }
@@ -68,16 +72,23 @@ impl Default for DetectConfig {
 }
 
 impl DetectConfig {
-    /// An engine with the enabled detectors.
-    pub fn engine(&self) -> Engine {
+    /// An engine with the enabled detectors; fails only on a config that did not pass
+    /// [`validate`](Self::validate).
+    pub fn engine(&self) -> Result<Engine, String> {
         let mut detectors: Vec<Box<dyn Detector>> = Vec::new();
+        if self.cost_burn.enabled {
+            detectors.push(Box::new(CostBurn::new(&self.cost_burn)?));
+        }
         if self.traffic_spike.enabled {
             detectors.push(Box::new(TrafficSpike::new(self.traffic_spike.clone())));
         }
         if self.single_source.enabled {
             detectors.push(Box::new(SingleSource::new(self.single_source.clone())));
         }
-        Engine::new(detectors, TimeDelta::seconds(self.allowed_lateness_s))
+        Ok(Engine::new(
+            detectors,
+            TimeDelta::seconds(self.allowed_lateness_s),
+        ))
     }
 
     /// Checks the section without IO; one message per problem, each naming its key.
@@ -89,6 +100,7 @@ impl DetectConfig {
         if !(0..=3_600).contains(&self.allowed_lateness_s) {
             errors.push("detect.allowed_lateness_s: must be between 0 and 3600".to_owned());
         }
+        errors.extend(self.cost_burn.validate());
         errors.extend(self.traffic_spike.validate());
         errors.extend(self.single_source.validate());
         errors
@@ -114,12 +126,17 @@ pub struct DetectLoop {
 }
 
 impl DetectLoop {
-    pub fn new(cluster: &KafkaCluster, config: &DetectConfig) -> Result<Self, KafkaSetupError> {
+    /// A member of `consumer_group` feeding `engine`.
+    pub fn new(
+        cluster: &KafkaCluster,
+        consumer_group: &str,
+        engine: Engine,
+    ) -> Result<Self, KafkaSetupError> {
         let topic = cluster.topics().events.clone();
         Ok(Self {
-            consumer: TopicConsumer::subscribe(cluster, &config.consumer_group, &[&topic])?,
+            consumer: TopicConsumer::subscribe(cluster, consumer_group, &[&topic])?,
             alerts: AlertPublisher::new(cluster)?,
-            engine: config.engine(),
+            engine,
         })
     }
 

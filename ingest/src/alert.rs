@@ -189,6 +189,19 @@ impl Alert {
         format!("{detector}/{subject}")
     }
 
+    /// The alert about `environment` only (a detector that watches each environment on its
+    /// own): the environment is recorded and ends the dedup key, `{detector}/{subject}@{env}`.
+    pub fn in_environment(mut self, environment: Option<&str>) -> Self {
+        if let Some(environment) = environment {
+            self.dedup_key = format!(
+                "{}@{environment}",
+                Self::dedup_key_for(&self.detector, &self.subject)
+            );
+            self.environment = Some(environment.to_owned());
+        }
+        self
+    }
+
     /// A firing alert stamped now; the caller fills in the measurement.
     pub fn firing(
         detector: impl Into<String>,
