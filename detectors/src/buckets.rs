@@ -130,16 +130,16 @@ impl BucketCounts {
 
 /// The median of `values` (the mean of the middle two for an even count); `None` if empty.
 /// A robust baseline: one earlier spike or outage does not move it.
-pub fn median(mut values: Vec<u64>) -> Option<f64> {
+pub fn median(mut values: Vec<f64>) -> Option<f64> {
     if values.is_empty() {
         return None;
     }
-    values.sort_unstable();
+    values.sort_by(f64::total_cmp);
     let middle = values.len() / 2;
     Some(if values.len() % 2 == 1 {
-        values[middle] as f64
+        values[middle]
     } else {
-        (values[middle - 1] as f64 + values[middle] as f64) / 2.0
+        (values[middle - 1] + values[middle]) / 2.0
     })
 }
 
@@ -187,7 +187,7 @@ mod tests {
     #[test]
     fn the_median_ignores_one_outlier() {
         assert_eq!(median(vec![]), None);
-        assert_eq!(median(vec![10, 12, 11, 10_000, 9]), Some(11.0));
-        assert_eq!(median(vec![4, 2]), Some(3.0));
+        assert_eq!(median(vec![10.0, 12.0, 11.0, 10_000.0, 9.0]), Some(11.0));
+        assert_eq!(median(vec![4.0, 2.0]), Some(3.0));
     }
 }

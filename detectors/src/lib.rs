@@ -14,15 +14,19 @@
 //! share; per-client scopes follow the Kafka key and are exact); `warden simulate` and
 //! `warden detect --replay`.
 
+pub mod auth_failures;
 pub mod buckets;
 pub mod cost_burn;
+pub mod cost_per_request;
 pub mod detector;
 pub mod engine;
 pub mod lifecycle;
+pub mod retry_loop;
 pub mod single_source;
 pub mod spike;
 #[cfg(test)]
 mod test_support;
+pub mod upstream_503;
 
 use std::time::Duration;
 
@@ -36,11 +40,15 @@ use warden_ingest::kafka::{
     AlertPublisher, KafkaCluster, KafkaSetupError, PartitionOffsets, TopicConsumer,
 };
 
+use crate::auth_failures::{AuthFailures, AuthFailuresConfig};
 use crate::cost_burn::{CostBurn, CostBurnConfig};
+use crate::cost_per_request::{CostPerRequest, CostPerRequestConfig};
 use crate::detector::Detector;
 use crate::engine::Engine;
+use crate::retry_loop::{RetryLoop, RetryLoopConfig};
 use crate::single_source::{SingleSource, SingleSourceConfig};
 use crate::spike::{SpikeConfig, TrafficSpike};
+use crate::upstream_503::{Upstream503, Upstream503Config};
 
 /// How often progress is committed.
 const COMMIT_INTERVAL: Duration = Duration::from_secs(5);
@@ -57,6 +65,10 @@ pub struct DetectConfig {
     pub cost_burn: CostBurnConfig,
     pub traffic_spike: SpikeConfig,
     pub single_source: SingleSourceConfig,
+    pub auth_failures: AuthFailuresConfig,
+    pub upstream_503: Upstream503Config,
+    pub retry_loop: RetryLoopConfig,
+    pub cost_per_request: CostPerRequestConfig,
 }
 
 impl Default for DetectConfig {
@@ -67,6 +79,10 @@ impl Default for DetectConfig {
             cost_burn: CostBurnConfig::default(),
             traffic_spike: SpikeConfig::default(),
             single_source: SingleSourceConfig::default(),
+            auth_failures: AuthFailuresConfig::default(),
+            upstream_503: Upstream503Config::default(),
+            retry_loop: RetryLoopConfig::default(),
+            cost_per_request: CostPerRequestConfig::default(),
         }
     }
 }
@@ -84,6 +100,19 @@ impl DetectConfig {
         }
         if self.single_source.enabled {
             detectors.push(Box::new(SingleSource::new(self.single_source.clone())));
+        }
+        if self.auth_failures.enabled {
+            detectors.push(Box::new(AuthFailures::new(self.auth_failures.clone())));
+        }
+        if self.upstream_503.enabled {
+            detectors.push(Box::new(Upstream503::new(self.upstream_503.clone())));
+        }
+        if self.retry_loop.enabled {
+            detectors.push(Box::new(RetryLoop::new(self.retry_loop.clone())));
+        }
+        if self.cost_per_request.enabled {
+            let config = self.cost_per_request.clone();
+            detectors.push(Box::new(CostPerRequest::new(config)));
         }
         Ok(Engine::new(
             detectors,
@@ -103,6 +132,10 @@ impl DetectConfig {
         errors.extend(self.cost_burn.validate());
         errors.extend(self.traffic_spike.validate());
         errors.extend(self.single_source.validate());
+        errors.extend(self.auth_failures.validate());
+        errors.extend(self.upstream_503.validate());
+        errors.extend(self.retry_loop.validate());
+        errors.extend(self.cost_per_request.validate());
         errors
     }
 }

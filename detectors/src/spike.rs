@@ -185,10 +185,10 @@ impl TrafficSpike {
         if current < config.min_requests {
             return None;
         }
-        let baselines: Vec<u64> = (1..=config.baseline_windows as i64)
+        let baselines: Vec<f64> = (1..=config.baseline_windows as i64)
             .map(|i| (end - (i + 1) * width, end - i * width))
             .filter(|(from, _)| *from >= since)
-            .map(|(from, to)| scope.requests.sum(from, to))
+            .map(|(from, to)| scope.requests.sum(from, to) as f64)
             .collect();
         if baselines.len() < config.min_baseline_windows {
             return None;

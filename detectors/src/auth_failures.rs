@@ -1,0 +1,429 @@
+//! Authentication failures (seed 000: "401s = brute force"; "token stuffing attacks attempt
+//! brute force authentication"; after a compromise, "monitor for retry attempts with old
+//! tokens"). Three findings, each its own detector name:
+//!
+//! - `auth_brute_force`: one IP failing authentication `brute_force_failures` times or more
+//!   within the window (critical from `brute_force_critical_failures`);
+//! - `token_stuffing` (critical): one IP trying `stuffing_distinct_tokens` or more different
+//!   keys within the window;
+//! - `revoked_token` (critical): any use of a revoked key, whether the proxy refused it or
+//!   not. Revoked keys are the token fingerprints listed in `revoked_tokens` (a key removed
+//!   from `[[proxy.clients]]` keeps its fingerprint, so listing it here watches for it) and
+//!   any key the proxy refuses with the reason `revoked_api_key`.
+//!
+//! Failures are the proxy's `policy_decision` events for policy `auth` with outcome `deny`:
+//! one per refused call, carrying the caller's IP and the fingerprint of the key it tried.
+
+use std::collections::{HashMap, HashSet};
+
+use chrono::TimeDelta;
+use serde::Deserialize;
+use warden_ingest::EventKind;
+use warden_ingest::alert::{Alert, Severity, SourceShare, Subject};
+use warden_ingest::event_row::EventRow;
+
+use crate::buckets::{BUCKET_SECONDS, BucketCounts, bucket_of, bucket_start};
+use crate::detector::{Detector, RecentIds, TOP_SOURCES, entry};
+use crate::engine::Evaluation;
+
+/// The reason a proxy gives for refusing a revoked key.
+pub const REVOKED_REASON: &str = "revoked_api_key";
+
+/// `[detect.auth_failures]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthFailuresConfig {
+    pub enabled: bool,
+    /// Window length, in seconds (a multiple of 10).
+    pub window_s: i64,
+    pub brute_force_failures: u64,
+    pub brute_force_critical_failures: u64,
+    pub stuffing_distinct_tokens: usize,
+    /// Token fingerprints (`token_id`) that must not be used any more.
+    pub revoked_tokens: Vec<String>,
+    pub cooldown_s: i64,
+}
+
+impl Default for AuthFailuresConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            window_s: 300,
+            brute_force_failures: 20,
+            brute_force_critical_failures: 100,
+            stuffing_distinct_tokens: 10,
+            revoked_tokens: Vec::new(),
+            cooldown_s: 900,
+        }
+    }
+}
+
+impl AuthFailuresConfig {
+    /// One message per problem, each naming its key.
+    pub fn validate(&self) -> Vec<String> {
+        let key = "detect.auth_failures";
+        let mut errors = Vec::new();
+        if self.window_s < BUCKET_SECONDS || self.window_s % BUCKET_SECONDS != 0 {
+            errors.push(format!(
+                "{key}.window_s: must be a positive multiple of {BUCKET_SECONDS}"
+            ));
+        }
+        if self.brute_force_failures == 0
+            || self.brute_force_critical_failures < self.brute_force_failures
+        {
+            errors.push(format!(
+                "{key}.brute_force_failures: must be positive and at most \
+                 brute_force_critical_failures"
+            ));
+        }
+        if self.stuffing_distinct_tokens < 2 {
+            errors.push(format!(
+                "{key}.stuffing_distinct_tokens: must be at least 2"
+            ));
+        }
+        if self.cooldown_s < 0 {
+            errors.push(format!("{key}.cooldown_s: must not be negative"));
+        }
+        errors
+    }
+
+    fn window_buckets(&self) -> i64 {
+        (self.window_s / BUCKET_SECONDS).max(1)
+    }
+}
+
+/// The failures of one IP.
+#[derive(Debug)]
+struct Failures {
+    counts: BucketCounts,
+    /// Each key tried, with the last bucket it was tried in.
+    tokens: HashMap<String, i64>,
+    recent: RecentIds,
+}
+
+/// Uses of one revoked key.
+#[derive(Debug)]
+struct RevokedUse {
+    counts: BucketCounts,
+    ips: HashMap<String, i64>,
+    recent: RecentIds,
+}
+
+/// The authentication-failure detector.
+#[derive(Debug)]
+pub struct AuthFailures {
+    config: AuthFailuresConfig,
+    revoked: HashSet<String>,
+    by_ip: HashMap<String, Failures>,
+    revoked_uses: HashMap<String, RevokedUse>,
+}
+
+impl AuthFailures {
+    pub fn new(config: AuthFailuresConfig) -> Self {
+        Self {
+            revoked: config.revoked_tokens.iter().cloned().collect(),
+            config,
+            by_ip: HashMap::new(),
+            revoked_uses: HashMap::new(),
+        }
+    }
+
+    fn judge_ip(&self, ip: &str, failures: &Failures, evaluation: Evaluation) -> Vec<Alert> {
+        let (end, width) = (evaluation.end, self.config.window_buckets());
+        let window = (bucket_start(end - width), evaluation.at);
+        let mut alerts = Vec::new();
+        let count = failures.counts.sum(end - width, end);
+        let tokens: Vec<&String> = failures
+            .tokens
+            .iter()
+            .filter(|(_, last)| **last >= end - width)
+            .map(|(token, _)| token)
+            .collect();
+        if count >= self.config.brute_force_failures {
+            let severity = if count >= self.config.brute_force_critical_failures {
+                Severity::Critical
+            } else {
+                Severity::Warning
+            };
+            let subject = Subject::Ip(ip.to_owned());
+            let mut alert = Alert::firing("auth_brute_force", severity, subject, window);
+            alert.observed = count as f64;
+            alert.threshold = self.config.brute_force_failures as f64;
+            alert.unit = "failed authentications".to_owned();
+            alert.summary = format!(
+                "{count} failed authentications from {ip} in {}s ({} distinct keys)",
+                self.config.window_s,
+                tokens.len()
+            );
+            alert.evidence.sample_request_ids = failures.recent.to_vec();
+            alerts.push(alert);
+        }
+        if tokens.len() >= self.config.stuffing_distinct_tokens {
+            let subject = Subject::Ip(ip.to_owned());
+            let mut alert = Alert::firing("token_stuffing", Severity::Critical, subject, window);
+            alert.observed = tokens.len() as f64;
+            alert.threshold = self.config.stuffing_distinct_tokens as f64;
+            alert.unit = "distinct keys".to_owned();
+            alert.summary = format!(
+                "{} different keys tried from {ip} in {}s",
+                tokens.len(),
+                self.config.window_s
+            );
+            let mut sample: Vec<&String> = tokens;
+            sample.sort();
+            alert.evidence.top_sources = sample
+                .into_iter()
+                .take(TOP_SOURCES)
+                .map(|token| SourceShare {
+                    source: Subject::Token(token.clone()).to_string(),
+                    value: 1.0,
+                })
+                .collect();
+            alert.evidence.sample_request_ids = failures.recent.to_vec();
+            alerts.push(alert);
+        }
+        alerts
+    }
+
+    fn judge_revoked(
+        &self,
+        token: &str,
+        uses: &RevokedUse,
+        evaluation: Evaluation,
+    ) -> Option<Alert> {
+        let (end, width) = (evaluation.end, self.config.window_buckets());
+        let count = uses.counts.sum(end - width, end);
+        if count == 0 {
+            return None;
+        }
+        let window = (bucket_start(end - width), evaluation.at);
+        let subject = Subject::Token(token.to_owned());
+        let mut alert = Alert::firing("revoked_token", Severity::Critical, subject, window);
+        alert.observed = count as f64;
+        alert.threshold = 1.0;
+        alert.unit = "uses".to_owned();
+        alert.summary = format!(
+            "revoked key {token} used {count} times in {}s from {} IPs",
+            self.config.window_s,
+            uses.ips.len()
+        );
+        let mut ips: Vec<&String> = uses.ips.keys().collect();
+        ips.sort();
+        alert.evidence.top_sources = ips
+            .into_iter()
+            .take(TOP_SOURCES)
+            .map(|ip| SourceShare {
+                source: Subject::Ip(ip.clone()).to_string(),
+                value: 1.0,
+            })
+            .collect();
+        alert.evidence.sample_request_ids = uses.recent.to_vec();
+        alert.runbook = Some("token_compromise".to_owned());
+        Some(alert)
+    }
+}
+
+impl Detector for AuthFailures {
+    fn observe(&mut self, event: &EventRow<'_>) {
+        if event.kind != EventKind::PolicyDecision {
+            return;
+        }
+        let Some(decision) = event.decision.as_ref().filter(|d| &*d.policy == "auth") else {
+            return;
+        };
+        let bucket = bucket_of(event.ts);
+        let history = self.config.window_buckets() as usize;
+        let token = event.client.token_id.as_deref();
+        let ip = event.client.ip.as_deref().unwrap_or("unknown");
+        let denied = &*decision.outcome == "deny";
+        if let Some(token) = token {
+            let revoked_reason = denied && decision.reason.as_deref() == Some(REVOKED_REASON);
+            if revoked_reason && !self.revoked.contains(token) {
+                self.revoked.insert(token.to_owned());
+            }
+            if self.revoked.contains(token) {
+                let uses = entry(&mut self.revoked_uses, token, || RevokedUse {
+                    counts: BucketCounts::new(history),
+                    ips: HashMap::new(),
+                    recent: RecentIds::default(),
+                });
+                uses.counts.add(bucket, 1);
+                *entry(&mut uses.ips, ip, || bucket) = bucket;
+                uses.recent.push(&event.request_id);
+            }
+        }
+        if !denied {
+            return;
+        }
+        let failures = entry(&mut self.by_ip, ip, || Failures {
+            counts: BucketCounts::new(history),
+            tokens: HashMap::new(),
+            recent: RecentIds::default(),
+        });
+        failures.counts.add(bucket, 1);
+        if let Some(token) = token {
+            let last = entry(&mut failures.tokens, token, || bucket);
+            *last = (*last).max(bucket);
+        }
+        failures.recent.push(&event.request_id);
+    }
+
+    fn evaluate(&mut self, evaluation: Evaluation) -> Vec<Alert> {
+        let (end, width) = (evaluation.end, self.config.window_buckets());
+        if evaluation.closed {
+            self.by_ip.retain(|_, failures| {
+                failures.counts.advance_to(end - 1);
+                failures.tokens.retain(|_, last| *last >= end - width);
+                failures.counts.total() > 0
+            });
+            self.revoked_uses.retain(|_, uses| {
+                uses.counts.advance_to(end - 1);
+                uses.ips.retain(|_, last| *last >= end - width);
+                uses.counts.total() > 0
+            });
+        }
+        let mut findings = Vec::new();
+        for (ip, failures) in &self.by_ip {
+            findings.extend(self.judge_ip(ip, failures, evaluation));
+        }
+        for (token, uses) in &self.revoked_uses {
+            findings.extend(self.judge_revoked(token, uses, evaluation));
+        }
+        findings
+    }
+
+    fn cooldown(&self) -> TimeDelta {
+        TimeDelta::seconds(self.config.cooldown_s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use warden_ingest::AuditEvent;
+    use warden_ingest::TokenId;
+    use warden_ingest::event::DecisionInfo;
+
+    use super::*;
+    use crate::test_support::{closed_at, early_at, event, feed, findings};
+
+    fn auth(second: i64, ip: &str, token: &str, outcome: &str, reason: Option<&str>) -> AuditEvent {
+        let mut event = event(EventKind::PolicyDecision, second, "", ip);
+        event.client.name = None;
+        event.client.token_id = Some(TokenId(token.into()));
+        event.decision = Some(DecisionInfo {
+            policy: "auth".into(),
+            outcome: outcome.into(),
+            reason: reason.map(Into::into),
+        });
+        event
+    }
+
+    #[test]
+    fn brute_force_from_one_ip_is_found_and_escalates() {
+        let mut detector = AuthFailures::new(AuthFailuresConfig::default());
+        // One key, guessed wrong twice a second from one IP; a legitimate client elsewhere.
+        for i in 0..19 {
+            feed(
+                &mut detector,
+                &auth(
+                    i / 2,
+                    "203.0.113.5",
+                    "tok-x",
+                    "deny",
+                    Some("invalid_api_key"),
+                ),
+            );
+            feed(
+                &mut detector,
+                &auth(i, "10.0.0.1", "tok-good", "allow", None),
+            );
+        }
+        assert!(detector.evaluate(early_at(9)).is_empty(), "19 < 20");
+        feed(
+            &mut detector,
+            &auth(10, "203.0.113.5", "tok-x", "deny", Some("invalid_api_key")),
+        );
+        assert_eq!(
+            findings(&detector.evaluate(early_at(10))),
+            [("ip:203.0.113.5".to_owned(), Severity::Warning)]
+        );
+        for i in 0..80 {
+            feed(
+                &mut detector,
+                &auth(11 + i / 2, "203.0.113.5", "tok-x", "deny", None),
+            );
+        }
+        let alerts = detector.evaluate(closed_at(60));
+        assert_eq!(
+            findings(&alerts),
+            [("ip:203.0.113.5".to_owned(), Severity::Critical)]
+        );
+        assert_eq!(alerts[0].detector, "auth_brute_force");
+        // Five quiet minutes later it is gone.
+        assert!(detector.evaluate(closed_at(400)).is_empty());
+    }
+
+    #[test]
+    fn many_keys_from_one_ip_are_token_stuffing() {
+        let mut detector = AuthFailures::new(AuthFailuresConfig::default());
+        for i in 0..12 {
+            feed(
+                &mut detector,
+                &auth(i * 5, "198.51.100.2", &format!("tok-{i}"), "deny", None),
+            );
+        }
+        let alerts = detector.evaluate(closed_at(60));
+        let stuffing: Vec<_> = alerts
+            .iter()
+            .filter(|a| a.detector == "token_stuffing")
+            .collect();
+        assert_eq!(stuffing.len(), 1, "{alerts:?}");
+        assert_eq!(stuffing[0].observed, 12.0);
+        assert_eq!(stuffing[0].severity, Severity::Critical);
+        assert!(
+            !alerts.iter().any(|a| a.detector == "auth_brute_force"),
+            "12 < 20"
+        );
+    }
+
+    #[test]
+    fn a_revoked_key_is_found_whether_listed_or_refused_as_revoked() {
+        let mut detector = AuthFailures::new(AuthFailuresConfig {
+            revoked_tokens: vec!["tok-leaked".into()],
+            ..AuthFailuresConfig::default()
+        });
+        feed(
+            &mut detector,
+            &auth(
+                1,
+                "192.0.2.1",
+                "tok-leaked",
+                "deny",
+                Some("invalid_api_key"),
+            ),
+        );
+        feed(
+            &mut detector,
+            &auth(2, "192.0.2.9", "tok-old", "deny", Some(REVOKED_REASON)),
+        );
+        feed(
+            &mut detector,
+            &auth(3, "10.0.0.1", "tok-good", "allow", None),
+        );
+        let alerts = detector.evaluate(early_at(3));
+        let mut revoked: Vec<_> = alerts
+            .iter()
+            .filter(|a| a.detector == "revoked_token")
+            .map(|a| (a.subject.to_string(), a.runbook.clone()))
+            .collect();
+        revoked.sort();
+        let runbook = Some("token_compromise".to_owned());
+        assert_eq!(
+            revoked,
+            [
+                ("token:tok-leaked".to_owned(), runbook.clone()),
+                ("token:tok-old".to_owned(), runbook)
+            ]
+        );
+    }
+}
