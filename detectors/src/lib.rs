@@ -20,6 +20,7 @@ pub mod cost_burn;
 pub mod cost_per_request;
 pub mod detector;
 pub mod engine;
+pub mod geo;
 pub mod lifecycle;
 pub mod retry_loop;
 pub mod single_source;
@@ -45,6 +46,7 @@ use crate::cost_burn::{CostBurn, CostBurnConfig};
 use crate::cost_per_request::{CostPerRequest, CostPerRequestConfig};
 use crate::detector::Detector;
 use crate::engine::Engine;
+use crate::geo::{GeoAnomaly, GeoConfig};
 use crate::retry_loop::{RetryLoop, RetryLoopConfig};
 use crate::single_source::{SingleSource, SingleSourceConfig};
 use crate::spike::{SpikeConfig, TrafficSpike};
@@ -69,6 +71,7 @@ pub struct DetectConfig {
     pub upstream_503: Upstream503Config,
     pub retry_loop: RetryLoopConfig,
     pub cost_per_request: CostPerRequestConfig,
+    pub geo: GeoConfig,
 }
 
 impl Default for DetectConfig {
@@ -83,6 +86,7 @@ impl Default for DetectConfig {
             upstream_503: Upstream503Config::default(),
             retry_loop: RetryLoopConfig::default(),
             cost_per_request: CostPerRequestConfig::default(),
+            geo: GeoConfig::default(),
         }
     }
 }
@@ -114,6 +118,9 @@ impl DetectConfig {
             let config = self.cost_per_request.clone();
             detectors.push(Box::new(CostPerRequest::new(config)));
         }
+        if self.geo.enabled {
+            detectors.push(Box::new(GeoAnomaly::new(self.geo.clone())?));
+        }
         Ok(Engine::new(
             detectors,
             TimeDelta::seconds(self.allowed_lateness_s),
@@ -136,6 +143,7 @@ impl DetectConfig {
         errors.extend(self.upstream_503.validate());
         errors.extend(self.retry_loop.validate());
         errors.extend(self.cost_per_request.validate());
+        errors.extend(self.geo.validate());
         errors
     }
 }

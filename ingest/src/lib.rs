@@ -23,6 +23,7 @@ pub mod columnar;
 pub mod emitter;
 pub mod event;
 pub mod event_row;
+pub mod geo;
 pub mod kafka;
 pub mod layout;
 pub mod spool;

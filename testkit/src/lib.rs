@@ -6,6 +6,7 @@
 //!
 //! Nothing here is part of the `warden` binary.
 
+pub mod mmdb;
 pub mod tansu;
 pub mod tgi;
 pub mod trail;

@@ -1,0 +1,516 @@
+//! Geographic anomalies (seed 000: "geographic anomaly detection for traffic outside expected
+//! regions"; "geographic traffic shifts outside business regions indicate security issues";
+//! data residency: "financial services require specific geographic regions"). Three findings:
+//!
+//! - `geo_disallowed_country` (warning, per country): requests from a country outside
+//!   `allowed_countries` (when that list is set), naming the clients and IPs behind them;
+//! - `geo_new_country` (critical, per token): a token used from a country never seen for it,
+//!   once the token has a history (`min_history_requests` requests over at least
+//!   `min_history_s`). Possible token theft: the runbook is token compromise;
+//! - `geo_multi_country` (critical, per token): one token used from `max_countries_per_window`
+//!   + 1 or more countries within the window.
+//!
+//! The country is the event's `client.country` (set by the proxy from its GeoIP database and
+//! its trusted reverse proxies); for events without one, the detector looks the client IP up
+//! in `database` if one is configured. A token's history is what this detector has seen
+//! (its countries are kept for `history_days`).
+
+use std::collections::{BTreeSet, HashMap};
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use serde::Deserialize;
+use warden_ingest::EventKind;
+use warden_ingest::alert::{Alert, Severity, SourceShare, Subject};
+use warden_ingest::event_row::EventRow;
+use warden_ingest::geo::GeoIp;
+
+use crate::buckets::{BUCKET_SECONDS, BucketCounts, bucket_of, bucket_start};
+use crate::detector::{Detector, RecentIds, TOP_SOURCES, client_of, entry};
+use crate::engine::Evaluation;
+
+/// `[detect.geo]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GeoConfig {
+    pub enabled: bool,
+    /// A MaxMind database for events that carry no country.
+    pub database: Option<PathBuf>,
+    /// ISO country codes traffic may come from; empty: anywhere.
+    pub allowed_countries: Vec<String>,
+    /// Window length, in seconds (a multiple of 10).
+    pub window_s: i64,
+    /// A token used from more countries than this within the window is suspect.
+    pub max_countries_per_window: usize,
+    /// A token's history must hold this many requests...
+    pub min_history_requests: u64,
+    /// ... over at least this long before a new country counts as new.
+    pub min_history_s: i64,
+    /// How long a token's countries are remembered.
+    pub history_days: i64,
+    pub cooldown_s: i64,
+}
+
+impl Default for GeoConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            database: None,
+            allowed_countries: Vec::new(),
+            window_s: 600,
+            max_countries_per_window: 1,
+            min_history_requests: 20,
+            min_history_s: 3_600,
+            history_days: 30,
+            cooldown_s: 1_800,
+        }
+    }
+}
+
+impl GeoConfig {
+    /// One message per problem, each naming its key.
+    pub fn validate(&self) -> Vec<String> {
+        let key = "detect.geo";
+        let mut errors = Vec::new();
+        if self.window_s < BUCKET_SECONDS || self.window_s % BUCKET_SECONDS != 0 {
+            errors.push(format!(
+                "{key}.window_s: must be a positive multiple of {BUCKET_SECONDS}"
+            ));
+        }
+        for country in &self.allowed_countries {
+            if country.len() != 2 || !country.chars().all(|c| c.is_ascii_uppercase()) {
+                errors.push(format!(
+                    "{key}.allowed_countries: {country:?} is not an ISO code like \"DE\""
+                ));
+            }
+        }
+        if self.max_countries_per_window == 0 {
+            errors.push(format!(
+                "{key}.max_countries_per_window: must be at least 1"
+            ));
+        }
+        if self.history_days <= 0 {
+            errors.push(format!("{key}.history_days: must be positive"));
+        }
+        if self.cooldown_s < 0 || self.min_history_s < 0 {
+            errors.push(format!(
+                "{key}.cooldown_s, min_history_s: must not be negative"
+            ));
+        }
+        errors
+    }
+
+    fn window_buckets(&self) -> i64 {
+        (self.window_s / BUCKET_SECONDS).max(1)
+    }
+}
+
+/// What is known of one token.
+#[derive(Debug)]
+struct TokenHistory {
+    first_seen: DateTime<Utc>,
+    requests: u64,
+    /// Each country with the last time the token was used from it.
+    countries: HashMap<String, DateTime<Utc>>,
+    /// Countries first seen after the history was established, with when.
+    new_countries: Vec<(String, DateTime<Utc>, String)>,
+    recent: RecentIds,
+}
+
+/// Requests from one disallowed country.
+#[derive(Debug)]
+struct CountryTraffic {
+    counts: BucketCounts,
+    sources: HashMap<String, i64>,
+    recent: RecentIds,
+}
+
+/// The geographic-anomaly detector.
+#[derive(Debug)]
+pub struct GeoAnomaly {
+    config: GeoConfig,
+    database: Option<GeoIp>,
+    tokens: HashMap<String, TokenHistory>,
+    disallowed: HashMap<String, CountryTraffic>,
+}
+
+impl GeoAnomaly {
+    /// The detector, with its database opened if one is configured.
+    pub fn new(config: GeoConfig) -> Result<Self, String> {
+        let database = match &config.database {
+            Some(path) => Some(GeoIp::open(path).map_err(|err| format!("geo.database: {err}"))?),
+            None => None,
+        };
+        Ok(Self {
+            config,
+            database,
+            tokens: HashMap::new(),
+            disallowed: HashMap::new(),
+        })
+    }
+
+    fn country_of(&self, event: &EventRow<'_>) -> Option<String> {
+        if let Some(country) = event.client.country.as_deref() {
+            return Some(country.to_owned());
+        }
+        let ip: IpAddr = event.client.ip.as_deref()?.parse().ok()?;
+        self.database.as_ref()?.country(ip)
+    }
+
+    fn judge_token(
+        &self,
+        token: &str,
+        history: &TokenHistory,
+        evaluation: Evaluation,
+    ) -> Vec<Alert> {
+        let window_start = bucket_start(evaluation.end - self.config.window_buckets());
+        let window = (window_start, evaluation.at);
+        let mut alerts = Vec::new();
+        let mut recent: Vec<&String> = history
+            .countries
+            .iter()
+            .filter(|(_, last)| **last >= window_start)
+            .map(|(country, _)| country)
+            .collect();
+        recent.sort();
+        if recent.len() > self.config.max_countries_per_window {
+            let subject = Subject::Token(token.to_owned());
+            let mut alert = Alert::firing("geo_multi_country", Severity::Critical, subject, window);
+            alert.observed = recent.len() as f64;
+            alert.threshold = self.config.max_countries_per_window as f64;
+            alert.unit = "countries".to_owned();
+            alert.summary = format!(
+                "token {token} used from {} countries within {}s: {}",
+                recent.len(),
+                self.config.window_s,
+                recent
+                    .iter()
+                    .map(|c| c.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            alert.evidence.top_sources = recent
+                .iter()
+                .take(TOP_SOURCES)
+                .map(|country| SourceShare {
+                    source: Subject::Country((*country).clone()).to_string(),
+                    value: 1.0,
+                })
+                .collect();
+            alert.evidence.sample_request_ids = history.recent.to_vec();
+            alert.runbook = Some("token_compromise".to_owned());
+            alerts.push(alert);
+        }
+        let new: Vec<&(String, DateTime<Utc>, String)> = history
+            .new_countries
+            .iter()
+            .filter(|(_, at, _)| *at >= window_start)
+            .collect();
+        if let Some((_, _, known)) = new.first() {
+            let subject = Subject::Token(token.to_owned());
+            let mut alert = Alert::firing("geo_new_country", Severity::Critical, subject, window);
+            let names: BTreeSet<&str> = new.iter().map(|(c, _, _)| c.as_str()).collect();
+            alert.observed = names.len() as f64;
+            alert.threshold = 0.0;
+            alert.unit = "new countries".to_owned();
+            alert.summary = format!(
+                "token {token} used from {} for the first time (seen before from {known})",
+                names.into_iter().collect::<Vec<_>>().join(", ")
+            );
+            alert.evidence.top_sources = new
+                .iter()
+                .take(TOP_SOURCES)
+                .map(|(country, _, _)| SourceShare {
+                    source: Subject::Country(country.clone()).to_string(),
+                    value: 1.0,
+                })
+                .collect();
+            alert.evidence.sample_request_ids = history.recent.to_vec();
+            alert.runbook = Some("token_compromise".to_owned());
+            alerts.push(alert);
+        }
+        alerts
+    }
+
+    fn judge_country(
+        &self,
+        country: &str,
+        traffic: &CountryTraffic,
+        evaluation: Evaluation,
+    ) -> Option<Alert> {
+        let (end, width) = (evaluation.end, self.config.window_buckets());
+        let count = traffic.counts.sum(end - width, end);
+        if count == 0 {
+            return None;
+        }
+        let subject = Subject::Country(country.to_owned());
+        let window = (bucket_start(end - width), evaluation.at);
+        let mut alert = Alert::firing("geo_disallowed_country", Severity::Warning, subject, window);
+        alert.observed = count as f64;
+        alert.threshold = 0.0;
+        alert.unit = "requests".to_owned();
+        alert.summary = format!(
+            "{count} requests from {country}, outside the allowed countries ({})",
+            self.config.allowed_countries.join(", ")
+        );
+        let mut sources: Vec<&String> = traffic
+            .sources
+            .iter()
+            .filter(|(_, last)| **last >= end - width)
+            .map(|(source, _)| source)
+            .collect();
+        sources.sort();
+        alert.evidence.top_sources = sources
+            .into_iter()
+            .take(TOP_SOURCES)
+            .map(|source| SourceShare {
+                source: source.clone(),
+                value: 1.0,
+            })
+            .collect();
+        alert.evidence.sample_request_ids = traffic.recent.to_vec();
+        Some(alert)
+    }
+}
+
+impl Detector for GeoAnomaly {
+    fn observe(&mut self, event: &EventRow<'_>) {
+        if event.kind != EventKind::Request {
+            return;
+        }
+        let Some(country) = self.country_of(event) else {
+            return;
+        };
+        let bucket = bucket_of(event.ts);
+        if !self.config.allowed_countries.is_empty()
+            && !self.config.allowed_countries.contains(&country)
+        {
+            let history = self.config.window_buckets() as usize;
+            let traffic = entry(&mut self.disallowed, &country, || CountryTraffic {
+                counts: BucketCounts::new(history),
+                sources: HashMap::new(),
+                recent: RecentIds::default(),
+            });
+            traffic.counts.add(bucket, 1);
+            if let Some(client) = client_of(event) {
+                *entry(
+                    &mut traffic.sources,
+                    &Subject::Client(client.to_owned()).to_string(),
+                    || bucket,
+                ) = bucket;
+            }
+            if let Some(ip) = event.client.ip.as_deref() {
+                *entry(
+                    &mut traffic.sources,
+                    &Subject::Ip(ip.to_owned()).to_string(),
+                    || bucket,
+                ) = bucket;
+            }
+            traffic.recent.push(&event.request_id);
+        }
+        let Some(token) = event.client.token_id.as_deref() else {
+            return;
+        };
+        let (min_requests, min_age) = (
+            self.config.min_history_requests,
+            TimeDelta::seconds(self.config.min_history_s),
+        );
+        let history = entry(&mut self.tokens, token, || TokenHistory {
+            first_seen: event.ts,
+            requests: 0,
+            countries: HashMap::new(),
+            new_countries: Vec::new(),
+            recent: RecentIds::default(),
+        });
+        let established = history.requests >= min_requests
+            && event.ts - history.first_seen >= min_age
+            && !history.countries.is_empty();
+        history.first_seen = history.first_seen.min(event.ts);
+        history.requests += 1;
+        history.recent.push(&event.request_id);
+        match history.countries.get_mut(&country) {
+            Some(last) => *last = (*last).max(event.ts),
+            None => {
+                if established {
+                    let mut known: Vec<&String> = history.countries.keys().collect();
+                    known.sort();
+                    let known = known
+                        .iter()
+                        .map(|c| c.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ");
+                    history
+                        .new_countries
+                        .push((country.clone(), event.ts, known));
+                }
+                history.countries.insert(country, event.ts);
+            }
+        }
+    }
+
+    fn evaluate(&mut self, evaluation: Evaluation) -> Vec<Alert> {
+        let (end, width) = (evaluation.end, self.config.window_buckets());
+        if evaluation.closed {
+            let window_start = bucket_start(end - width);
+            let forget_before = evaluation.at - TimeDelta::days(self.config.history_days);
+            self.tokens.retain(|_, history| {
+                history.countries.retain(|_, last| *last >= forget_before);
+                history
+                    .new_countries
+                    .retain(|(_, at, _)| *at >= window_start);
+                !history.countries.is_empty()
+            });
+            self.disallowed.retain(|_, traffic| {
+                traffic.counts.advance_to(end - 1);
+                traffic.sources.retain(|_, last| *last >= end - width);
+                traffic.counts.total() > 0
+            });
+        }
+        let mut findings = Vec::new();
+        for (token, history) in &self.tokens {
+            findings.extend(self.judge_token(token, history, evaluation));
+        }
+        for (country, traffic) in &self.disallowed {
+            findings.extend(self.judge_country(country, traffic, evaluation));
+        }
+        findings
+    }
+
+    fn cooldown(&self) -> TimeDelta {
+        TimeDelta::seconds(self.config.cooldown_s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use warden_ingest::{AuditEvent, TokenId};
+
+    use super::*;
+    use crate::test_support::{closed_at, early_at, feed, findings, request};
+
+    fn call(second: i64, token: &str, ip: &str, country: Option<&str>) -> AuditEvent {
+        let mut event = request(second, "app-a", ip);
+        event.client.token_id = Some(TokenId(token.into()));
+        event.client.country = country.map(Into::into);
+        event
+    }
+
+    #[test]
+    fn a_token_from_a_new_country_after_a_history_is_possible_theft() {
+        let mut detector = GeoAnomaly::new(GeoConfig::default()).expect("detector");
+        // Two hours from Germany, then one call from Brazil.
+        for i in 0..120 {
+            feed(
+                &mut detector,
+                &call(i * 60, "tok-a", "192.0.2.1", Some("DE")),
+            );
+        }
+        assert!(detector.evaluate(closed_at(7_200)).is_empty());
+        feed(
+            &mut detector,
+            &call(7_200, "tok-a", "198.51.100.9", Some("BR")),
+        );
+        let alerts = detector.evaluate(early_at(7_200));
+        let mut found: Vec<_> = alerts
+            .iter()
+            .map(|a| (a.detector.as_str(), a.severity))
+            .collect();
+        found.sort();
+        assert_eq!(
+            found,
+            [
+                ("geo_multi_country", Severity::Critical),
+                ("geo_new_country", Severity::Critical)
+            ]
+        );
+        let new = alerts
+            .iter()
+            .find(|a| a.detector == "geo_new_country")
+            .expect("new");
+        assert_eq!(new.subject.to_string(), "token:tok-a");
+        assert_eq!(new.runbook.as_deref(), Some("token_compromise"));
+        assert!(
+            new.summary.contains("BR") && new.summary.contains("DE"),
+            "{}",
+            new.summary
+        );
+    }
+
+    #[test]
+    fn a_new_token_is_learning_not_stolen() {
+        let mut detector = GeoAnomaly::new(GeoConfig::default()).expect("detector");
+        feed(&mut detector, &call(0, "tok-b", "192.0.2.1", Some("DE")));
+        feed(
+            &mut detector,
+            &call(3_000, "tok-b", "198.51.100.9", Some("FR")),
+        );
+        let alerts = detector.evaluate(closed_at(3_010));
+        assert!(
+            !alerts.iter().any(|a| a.detector == "geo_new_country"),
+            "{alerts:?}"
+        );
+    }
+
+    #[test]
+    fn traffic_from_outside_the_allowed_countries_is_named() {
+        let mut detector = GeoAnomaly::new(GeoConfig {
+            allowed_countries: vec!["US".into(), "IE".into()],
+            ..GeoConfig::default()
+        })
+        .expect("detector");
+        feed(&mut detector, &call(0, "tok-a", "192.0.2.1", Some("US")));
+        feed(&mut detector, &call(1, "tok-c", "203.0.113.7", Some("KP")));
+        let alerts = detector.evaluate(closed_at(10));
+        assert_eq!(
+            findings(&alerts),
+            [("country:KP".to_owned(), Severity::Warning)]
+        );
+        let sources: Vec<_> = alerts[0]
+            .evidence
+            .top_sources
+            .iter()
+            .map(|s| s.source.as_str())
+            .collect();
+        assert_eq!(sources, ["client:app-a", "ip:203.0.113.7"]);
+        // Ten quiet minutes later it resolves (no finding).
+        assert!(detector.evaluate(closed_at(700)).is_empty());
+    }
+
+    #[test]
+    fn events_without_a_country_are_looked_up_in_the_database() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("countries.mmdb");
+        let database = warden_testkit::mmdb::country_database(&[
+            ("192.0.2.0/24", "DE"),
+            ("203.0.113.0/24", "KP"),
+        ]);
+        std::fs::write(&path, database).expect("write");
+        let mut detector = GeoAnomaly::new(GeoConfig {
+            database: Some(path),
+            allowed_countries: vec!["DE".into()],
+            ..GeoConfig::default()
+        })
+        .expect("detector");
+        feed(&mut detector, &call(0, "tok-a", "192.0.2.1", None));
+        feed(&mut detector, &call(1, "tok-c", "203.0.113.7", None));
+        feed(&mut detector, &call(2, "tok-d", "10.1.2.3", None));
+        assert_eq!(
+            findings(&detector.evaluate(closed_at(10))),
+            [("country:KP".to_owned(), Severity::Warning)]
+        );
+    }
+
+    #[test]
+    fn a_missing_database_is_a_clear_error() {
+        let err = GeoAnomaly::new(GeoConfig {
+            database: Some("/nonexistent/GeoLite2-Country.mmdb".into()),
+            ..GeoConfig::default()
+        })
+        .expect_err("no database");
+        assert!(
+            err.contains("geo.database") && err.contains("GeoLite2-Country.mmdb"),
+            "{err}"
+        );
+    }
+}
