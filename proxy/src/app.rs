@@ -128,17 +128,18 @@ impl ProxyState {
     }
 
     pub(crate) fn start_call(&self, endpoint: &str, request: &Request) -> CallAudit {
-        let client_ip = request
+        let peer = request
             .extensions()
             .get::<ConnectInfo<SocketAddr>>()
             .map(|info| info.0.ip());
+        let client_address = self.settings.client_locator.locate(peer, request.headers());
         CallAudit::start(
             self.emitter.clone(),
             self.metrics.clone(),
             &self.settings.proxy_id,
             self.settings.environment.as_deref(),
             endpoint,
-            client_ip,
+            client_address,
             request.headers(),
         )
     }

@@ -3,7 +3,6 @@
 //! decided. All share the call's `request_id`. Emitting never blocks (see
 //! [`warden_ingest::EventEmitter`]).
 
-use std::net::IpAddr;
 use std::time::Instant;
 
 use axum::http::HeaderMap;
@@ -14,6 +13,7 @@ use warden_ingest::event::{ClientInfo, DecisionInfo, RequestInfo, ResponseInfo, 
 use warden_ingest::{AuditEvent, EventEmitter, EventKind, RequestId};
 
 use crate::auth::AuthOutcome;
+use crate::client_address::ClientAddress;
 use crate::config::{CapturePolicy, Pricing, Target};
 use crate::metrics::SharedMetrics;
 
@@ -54,7 +54,7 @@ impl CallAudit {
         proxy_id: &str,
         environment: Option<&str>,
         endpoint: &str,
-        client_ip: Option<IpAddr>,
+        client_address: ClientAddress,
         headers: &HeaderMap,
     ) -> Self {
         let user_agent = headers
@@ -69,7 +69,8 @@ impl CallAudit {
             request_id: RequestId::new(),
             started: Instant::now(),
             client: ClientInfo {
-                ip: client_ip.map(|ip| ip.to_string()),
+                ip: client_address.ip.map(|ip| ip.to_string()),
+                country: client_address.country,
                 user_agent,
                 ..ClientInfo::default()
             },

@@ -1,19 +1,23 @@
 //! `[proxy]` configuration: parsed as written ([`ProxyConfig`]), then validated into the
 //! runtime form ([`ProxySettings`]) with every secret resolved and no "filled in later" field.
 //!
-//! Validation does no IO; it reads the environment only through the [`Environment`] seam, so
-//! tests never touch the process environment. It collects every problem, each prefixed with
+//! Validation does no IO but opening the GeoIP database, if one is named; it reads the
+//! environment only through the [`Environment`] seam, so tests never touch the process
+//! environment. It collects every problem, each prefixed with
 //! the exact key path (`proxy.targets[2].token: ...`), before failing.
 
 use std::collections::HashMap;
 use std::fmt;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
 use url::Url;
+use warden_ingest::geo::GeoIp;
 
+use crate::client_address::{ClientLocator, parse_trusted_proxies};
 use crate::template::{BUILTIN_TEMPLATES, ChatTemplate};
 
 /// Raw `[proxy]` section as written in TOML.
@@ -38,6 +42,12 @@ pub struct ProxyConfig {
     /// HF-native pass-through (off unless configured).
     #[serde(default)]
     pub passthrough: Option<PassthroughConfig>,
+    /// Reverse proxies (CIDR networks or addresses) whose `X-Forwarded-For` is believed.
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
+    /// A MaxMind GeoIP2/GeoLite2 database: callers' countries are recorded on their events.
+    #[serde(default)]
+    pub geoip_database: Option<PathBuf>,
 }
 
 impl Default for ProxyConfig {
@@ -50,6 +60,8 @@ impl Default for ProxyConfig {
             targets: Vec::new(),
             clients: Vec::new(),
             passthrough: None,
+            trusted_proxies: Vec::new(),
+            geoip_database: None,
         }
     }
 }
@@ -338,6 +350,8 @@ pub struct ProxySettings {
     /// Empty means open mode: every caller is let through (a loud warning at startup).
     pub clients: Vec<ClientKey>,
     pub passthrough: Option<Passthrough>,
+    /// Resolves callers' addresses and countries.
+    pub client_locator: ClientLocator,
 }
 
 impl ProxyConfig {
@@ -406,6 +420,15 @@ impl ProxyConfig {
             .as_ref()
             .and_then(|passthrough| validate_passthrough(passthrough, &mut errors));
 
+        let trusted_proxies = parse_trusted_proxies(&self.trusted_proxies)
+            .map_err(|problems| errors.extend(problems))
+            .unwrap_or_default();
+        let geoip = self.geoip_database.as_ref().and_then(|path| {
+            GeoIp::open(path)
+                .map_err(|err| errors.push(format!("proxy.geoip_database: {err}")))
+                .ok()
+        });
+
         match (listen, errors.is_empty()) {
             (Some(listen), true) => Ok(ProxySettings {
                 listen,
@@ -415,6 +438,7 @@ impl ProxyConfig {
                 targets,
                 clients,
                 passthrough,
+                client_locator: ClientLocator::new(trusted_proxies, geoip.map(Arc::new)),
             }),
             _ => Err(errors),
         }

@@ -18,6 +18,7 @@ pub mod app;
 mod audit;
 mod auth;
 mod chat;
+pub mod client_address;
 pub mod config;
 mod embeddings;
 pub mod error;
