@@ -4,12 +4,15 @@
 
 mod config;
 mod roles;
+mod simulate;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use tracing_subscriber::EnvFilter;
+
+use warden_detectors::scenario::Scenario;
 
 use crate::config::WardenConfig;
 
@@ -57,7 +60,27 @@ enum Command {
         #[arg(long, value_parser = parse_since)]
         since: Option<chrono::DateTime<chrono::Utc>>,
     },
-    /// Query the archive with SQL (tables: events).
+    /// Rehearse the detectors on a realistic scenario: by default in this process, printing
+    /// the alerts raised and checking them against the scenario's; with --produce, publish
+    /// the events to [kafka].brokers for the running workers.
+    Simulate {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// benign-day, runaway-cost, traffic-spike, retry-loop, brute-force, token-theft or
+        /// capacity-exhaustion.
+        #[arg(value_parser = parse_scenario)]
+        scenario: Scenario,
+        /// Seed of the random traffic (the same seed gives the same events).
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// When the scenario starts (RFC 3339) [default: so that it ends a minute ago].
+        #[arg(long, value_parser = parse_since)]
+        start: Option<chrono::DateTime<chrono::Utc>>,
+        /// Publish the events to warden.events instead of running the detectors here.
+        #[arg(long)]
+        produce: bool,
+    },
+    /// Query the archive with SQL (tables: events, alerts, actions).
     Sql {
         #[command(flatten)]
         config: ConfigArg,
@@ -97,6 +120,13 @@ impl From<Format> for warden_sql::OutputFormat {
             Format::Json => Self::Json,
         }
     }
+}
+
+fn parse_scenario(name: &str) -> Result<Scenario, String> {
+    Scenario::from_name(name).ok_or_else(|| {
+        let names: Vec<&str> = Scenario::ALL.iter().map(|s| s.name()).collect();
+        format!("{name:?}: expected one of {}", names.join(", "))
+    })
 }
 
 /// `--since`: a day, an hour, or an RFC 3339 instant, in UTC.
@@ -152,6 +182,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         }
         | Command::Archive { config, .. }
         | Command::Sql { config, .. }
+        | Command::Simulate { config, .. }
         | Command::Verify { config, .. } => config,
     };
     let (config, path) = WardenConfig::load(config_arg.config.as_deref())?;
@@ -171,5 +202,24 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Detect(_) => roles::detect(config).await,
         Command::Sql { format, query, .. } => roles::sql(&config, &query, format.into()).await,
         Command::Verify { since, .. } => roles::verify(&config, since).await,
+        Command::Simulate {
+            scenario,
+            seed,
+            start,
+            produce,
+            ..
+        } => {
+            let request = simulate::SimulateRequest {
+                scenario,
+                seed,
+                start,
+                produce,
+            };
+            if simulate::simulate(&config, &request).await? {
+                Ok(())
+            } else {
+                anyhow::bail!("the detectors did not raise what {scenario} expects")
+            }
+        }
     }
 }

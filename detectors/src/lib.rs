@@ -23,6 +23,7 @@ pub mod engine;
 pub mod geo;
 pub mod lifecycle;
 pub mod retry_loop;
+pub mod scenario;
 pub mod single_source;
 pub mod spike;
 #[cfg(test)]

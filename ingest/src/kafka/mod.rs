@@ -21,7 +21,7 @@ use tracing::{info, warn};
 pub use config::{EMBEDDED_BROKERS, KafkaConfig, TopicNames};
 pub use consumer::{ConsumedRecord, PartitionOffsets, TopicConsumer};
 pub use embedded::EmbeddedBroker;
-pub use publisher::{AlertPublisher, DeadLetterPublisher, KafkaEventPublisher};
+pub use publisher::{AlertPublisher, DeadLetterPublisher, KafkaEventPublisher, produce_events};
 
 /// How long topic creation waits for the cluster.
 const ADMIN_TIMEOUT: Duration = Duration::from_secs(5);

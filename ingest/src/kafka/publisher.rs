@@ -677,3 +677,56 @@ impl AlertPublisher {
             .map_err(|(err, _)| err)
     }
 }
+
+/// Publishes events in bulk to `warden.events`, keyed like the proxy keys them, and waits for
+/// every acknowledgement: what `warden simulate --produce` uses to replay a scenario.
+pub async fn produce_events(
+    cluster: &KafkaCluster,
+    events: &[crate::AuditEvent],
+) -> Result<(), KafkaError> {
+    /// Deliveries awaited at most at once.
+    const IN_FLIGHT: usize = 10_000;
+    let producer: FutureProducer = cluster.producer_config().create()?;
+    let topic = &cluster.topics().events;
+    let mut pending = VecDeque::new();
+    for event in events {
+        let payload = event.to_json();
+        let mut record = FutureRecord::to(topic)
+            .key(event.partition_key())
+            .payload(&payload);
+        loop {
+            match producer.send_result(record) {
+                Ok(delivery) => {
+                    pending.push_back(delivery);
+                    break;
+                }
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned)) => {
+                    record = returned;
+                    match pending.pop_front() {
+                        Some(oldest) => acknowledged(oldest).await?,
+                        None => tokio::time::sleep(Duration::from_millis(10)).await,
+                    }
+                }
+                Err((err, _)) => return Err(err),
+            }
+        }
+        if pending.len() >= IN_FLIGHT
+            && let Some(oldest) = pending.pop_front()
+        {
+            acknowledged(oldest).await?;
+        }
+    }
+    for delivery in pending {
+        acknowledged(delivery).await?;
+    }
+    Ok(())
+}
+
+/// Waits for one delivery report.
+async fn acknowledged(delivery: rdkafka::producer::DeliveryFuture) -> Result<(), KafkaError> {
+    match delivery.await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err((err, _))) => Err(err),
+        Err(_) => Err(KafkaError::Canceled),
+    }
+}
