@@ -1,18 +1,23 @@
 //! `warden-detectors`: windowed anomaly detectors over `warden.events`.
 //!
-//! [`DetectLoop`] is one member of the detect consumer group. It decodes each event, feeds it
-//! to the detectors, keeps an event-time watermark (the newest event time seen minus
-//! `allowed_lateness_s`), and each time the watermark enters a new [bucket](buckets) it
-//! evaluates the detectors; their findings go through the [alert lifecycle](lifecycle) and
-//! what comes out is published to `warden.alerts` and logged, one line per alert. Events
-//! behind the watermark are still counted (into the baselines) and reported as late.
+//! The [`engine`] owns event time (watermark, closed and early evaluations) and an
+//! [alert book](lifecycle) per detector (fire, suppress, escalate, remind, resolve); each
+//! detector implements [`detector::Detector`]: it counts events into epoch-aligned
+//! [`buckets`] and, when evaluated, names the subjects whose condition holds. The
+//! detectors: [cost burn](cost_burn), [traffic spike](spike), [single source](single_source),
+//! [geography](geo), [authentication failures](auth_failures), [upstream 503s](upstream_503),
+//! [retry loops](retry_loop) and [cost per request](cost_per_request).
 //!
-//! This build has one detector, the [traffic spike](spike). Not done yet (issue 5): the other
-//! detectors; rebuilding state after a restart (a restarted worker starts with an empty
-//! history, so it first needs `min_baseline_windows` windows before it can fire); combining
-//! global and per-target counts across workers (with N workers each sees its own partitions'
-//! share; per-client scopes follow the Kafka key and are exact); `warden simulate` and
-//! `warden detect --replay`.
+//! [`DetectLoop`] is one member of the detect consumer group: it decodes each record as a
+//! borrowed [`EventRow`], feeds the engine and publishes what comes out to `warden.alerts`
+//! (keyed by dedup key), logging one line per alert. [Scenarios](scenario) generate realistic
+//! streams to rehearse the detectors (`warden simulate`).
+//!
+//! Not done yet (issue 5): rebuilding state after a restart (a restarted worker starts with
+//! empty windows); combining global, per-target, per-IP and per-country counts across
+//! workers (with N workers each sees its own partitions' share; per-client and per-token
+//! scopes follow the Kafka key and are exact); per-environment, per-target and per-client
+//! overrides; `warden detect --replay`.
 
 pub mod auth_failures;
 pub mod buckets;

@@ -2,7 +2,7 @@
 //! an alert is resolved.
 //!
 //! A detector says, at each evaluation, whether its condition holds for a subject (a
-//! [`Finding`]) or not. The [`AlertBook`] turns that into publications, keyed by the alert's
+//! finding) or not. The [`AlertBook`] turns that into publications, keyed by the alert's
 //! dedup key:
 //! - the first finding fires the alert;
 //! - a repeat at the same or a lower severity is suppressed until the cooldown has passed
