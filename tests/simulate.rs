@@ -25,7 +25,11 @@ async fn a_rehearsal_prints_the_alerts_and_passes_its_checklist() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_produced_scenario_is_detected_by_the_workers() {
     let setup = archive_setup(2, "flush_interval_s = 1").await;
-    let (ok, output) = run_warden(&["simulate", "token-theft", "--produce"], &setup.config, &[]);
+    let (ok, output) = run_warden(
+        &["simulate", "token-theft", "--produce"],
+        &setup.config,
+        &[],
+    );
     assert!(ok, "{output}");
     assert!(output.contains("published"), "{output}");
 
