@@ -22,8 +22,8 @@ use warden_ingest::EventKind;
 use warden_ingest::alert::{Alert, Severity, SourceShare, Subject};
 use warden_ingest::event_row::EventRow;
 
-use crate::buckets::{BUCKET_SECONDS, BucketCounts, bucket_of, bucket_start};
-use crate::detector::{Detector, RecentIds, TOP_SOURCES, entry};
+use crate::buckets::{BucketCounts, bucket_of, bucket_start};
+use crate::detector::{Detector, RecentIds, SectionCheck, TOP_SOURCES, buckets_in, entry};
 use crate::engine::Evaluation;
 
 /// The reason a proxy gives for refusing a revoked key.
@@ -61,34 +61,25 @@ impl Default for AuthFailuresConfig {
 impl AuthFailuresConfig {
     /// One message per problem, each naming its key.
     pub fn validate(&self) -> Vec<String> {
-        let key = "detect.auth_failures";
-        let mut errors = Vec::new();
-        if self.window_s < BUCKET_SECONDS || self.window_s % BUCKET_SECONDS != 0 {
-            errors.push(format!(
-                "{key}.window_s: must be a positive multiple of {BUCKET_SECONDS}"
-            ));
-        }
-        if self.brute_force_failures == 0
-            || self.brute_force_critical_failures < self.brute_force_failures
-        {
-            errors.push(format!(
-                "{key}.brute_force_failures: must be positive and at most \
-                 brute_force_critical_failures"
-            ));
-        }
-        if self.stuffing_distinct_tokens < 2 {
-            errors.push(format!(
-                "{key}.stuffing_distinct_tokens: must be at least 2"
-            ));
-        }
-        if self.cooldown_s < 0 {
-            errors.push(format!("{key}.cooldown_s: must not be negative"));
-        }
-        errors
+        let mut check = SectionCheck::new("detect.auth_failures");
+        check.window("window_s", self.window_s);
+        check.require(
+            self.brute_force_failures > 0
+                && self.brute_force_critical_failures >= self.brute_force_failures,
+            "brute_force_failures",
+            "must be positive and at most brute_force_critical_failures",
+        );
+        check.require(
+            self.stuffing_distinct_tokens >= 2,
+            "stuffing_distinct_tokens",
+            "must be at least 2",
+        );
+        check.cooldown(self.cooldown_s);
+        check.finish()
     }
 
     fn window_buckets(&self) -> i64 {
-        (self.window_s / BUCKET_SECONDS).max(1)
+        buckets_in(self.window_s)
     }
 }
 

@@ -25,7 +25,7 @@ use warden_ingest::alert::{Alert, Severity, SourceShare, Subject};
 use warden_ingest::event_row::EventRow;
 
 use crate::buckets::{BUCKET_SECONDS, BucketCounts, bucket_of, bucket_start};
-use crate::detector::{Detector, RecentIds, TOP_SOURCES, client_of, entry};
+use crate::detector::{Detector, RecentIds, SectionCheck, TOP_SOURCES, client_of, entry};
 use crate::engine::Evaluation;
 
 const DETECTOR: &str = "cost_burn";
@@ -73,44 +73,42 @@ impl Default for CostBurnConfig {
 impl CostBurnConfig {
     /// One message per problem, each naming its key.
     pub fn validate(&self) -> Vec<String> {
-        let key = "detect.cost_burn";
-        let mut errors = Vec::new();
-        for (name, value) in [
+        let mut check = SectionCheck::new("detect.cost_burn");
+        for (key, usd) in [
             (
                 "business_hours_usd_per_hour",
                 self.business_hours_usd_per_hour,
             ),
             ("off_hours_usd_per_hour", self.off_hours_usd_per_hour),
         ] {
-            if !(value.is_finite() && value > 0.0) {
-                errors.push(format!("{key}.{name}: must be a positive amount"));
-            }
+            check.require(
+                usd.is_finite() && usd > 0.0,
+                key,
+                "must be a positive amount",
+            );
         }
-        if let Err(err) = self.schedule() {
-            errors.push(format!("{key}.{err}"));
+        if let Err((key, message)) = self.schedule() {
+            check.require(false, key, &message);
         }
-        if !(60..=3_600).contains(&self.projection_window_s)
-            || self.projection_window_s % BUCKET_SECONDS != 0
-        {
-            errors.push(format!(
-                "{key}.projection_window_s: must be a multiple of {BUCKET_SECONDS} between 60 and 3600"
-            ));
-        }
-        if self.cooldown_s < 0 {
-            errors.push(format!("{key}.cooldown_s: must not be negative"));
-        }
-        errors
+        check.window("projection_window_s", self.projection_window_s);
+        check.require(
+            (60..=3_600).contains(&self.projection_window_s),
+            "projection_window_s",
+            "must be between 60 and 3600",
+        );
+        check.cooldown(self.cooldown_s);
+        check.finish()
     }
 
-    /// The schedule the budget follows; the error names the offending key.
-    pub fn schedule(&self) -> Result<Schedule, String> {
-        let timezone = Tz::from_str(&self.timezone)
-            .map_err(|_| format!("timezone: {:?} is not an IANA time zone", self.timezone))?;
+    /// The schedule the budget follows; an error is the offending key and what is wrong.
+    pub fn schedule(&self) -> Result<Schedule, (&'static str, String)> {
+        let timezone = Tz::from_str(&self.timezone).map_err(|_| {
+            let message = format!("{:?} is not an IANA time zone", self.timezone);
+            ("timezone", message)
+        })?;
         let hours_error = || {
-            format!(
-                "business_hours: {:?} is not HH:MM-HH:MM",
-                self.business_hours
-            )
+            let message = format!("{:?} is not HH:MM-HH:MM", self.business_hours);
+            ("business_hours", message)
         };
         let (start, end) = self
             .business_hours
@@ -126,7 +124,7 @@ impl CostBurnConfig {
             .iter()
             .map(|day| {
                 Weekday::from_str(day)
-                    .map_err(|_| format!("business_days: {day:?} is not a weekday"))
+                    .map_err(|_| ("business_days", format!("{day:?} is not a weekday")))
             })
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Schedule {
@@ -205,8 +203,11 @@ pub struct CostBurn {
 impl CostBurn {
     /// A detector for a config that passed [`CostBurnConfig::validate`].
     pub fn new(config: &CostBurnConfig) -> Result<Self, String> {
+        let schedule = config
+            .schedule()
+            .map_err(|(key, message)| format!("cost_burn.{key}: {message}"))?;
         Ok(Self {
-            schedule: config.schedule()?,
+            schedule,
             projection_buckets: (config.projection_window_s / BUCKET_SECONDS).max(1),
             cooldown: TimeDelta::seconds(config.cooldown_s),
             scopes: HashMap::new(),

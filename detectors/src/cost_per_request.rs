@@ -14,8 +14,8 @@ use warden_ingest::EventKind;
 use warden_ingest::alert::{Alert, Severity, Subject};
 use warden_ingest::event_row::EventRow;
 
-use crate::buckets::{BUCKET_SECONDS, BucketCounts, bucket_of, bucket_start, median};
-use crate::detector::{Detector, RecentIds, client_of, entry, target_of};
+use crate::buckets::{BucketCounts, bucket_of, bucket_start, median};
+use crate::detector::{Detector, RecentIds, SectionCheck, buckets_in, client_of, entry, target_of};
 use crate::engine::Evaluation;
 
 const DETECTOR: &str = "cost_per_request";
@@ -53,29 +53,16 @@ impl Default for CostPerRequestConfig {
 impl CostPerRequestConfig {
     /// One message per problem, each naming its key.
     pub fn validate(&self) -> Vec<String> {
-        let key = "detect.cost_per_request";
-        let mut errors = Vec::new();
-        if self.window_s < BUCKET_SECONDS || self.window_s % BUCKET_SECONDS != 0 {
-            errors.push(format!(
-                "{key}.window_s: must be a positive multiple of {BUCKET_SECONDS}"
-            ));
-        }
-        if self.factor.is_nan() || self.factor <= 1.0 {
-            errors.push(format!("{key}.factor: must be greater than 1"));
-        }
-        if self.baseline_windows == 0 || self.min_baseline_windows > self.baseline_windows {
-            errors.push(format!(
-                "{key}.baseline_windows: must be at least 1 and at least min_baseline_windows"
-            ));
-        }
-        if self.cooldown_s < 0 {
-            errors.push(format!("{key}.cooldown_s: must not be negative"));
-        }
-        errors
+        let mut check = SectionCheck::new("detect.cost_per_request");
+        check.window("window_s", self.window_s);
+        check.factor("factor", self.factor);
+        check.baseline(self.baseline_windows, self.min_baseline_windows);
+        check.cooldown(self.cooldown_s);
+        check.finish()
     }
 
     fn window_buckets(&self) -> i64 {
-        (self.window_s / BUCKET_SECONDS).max(1)
+        buckets_in(self.window_s)
     }
 
     fn history(&self) -> usize {

@@ -12,6 +12,7 @@ use chrono::TimeDelta;
 use warden_ingest::alert::Alert;
 use warden_ingest::event_row::EventRow;
 
+use crate::buckets::BUCKET_SECONDS;
 use crate::engine::Evaluation;
 
 /// How many sample request ids an alert carries.
@@ -31,6 +32,76 @@ pub trait Detector: fmt::Debug + Send + Sync {
 
     /// How long (event time) a repeat of an open alert is held back.
     fn cooldown(&self) -> TimeDelta;
+}
+
+/// The whole buckets in `seconds` (at least one).
+pub fn buckets_in(seconds: i64) -> i64 {
+    (seconds / BUCKET_SECONDS).max(1)
+}
+
+/// The problems of one `[detect.*]` section, each message naming `{section}.{key}`.
+#[derive(Debug)]
+pub struct SectionCheck {
+    section: &'static str,
+    errors: Vec<String>,
+}
+
+impl SectionCheck {
+    pub fn new(section: &'static str) -> Self {
+        Self {
+            section,
+            errors: Vec::new(),
+        }
+    }
+
+    /// A problem with `key` unless `ok`.
+    pub fn require(&mut self, ok: bool, key: &str, message: &str) {
+        if !ok {
+            self.errors
+                .push(format!("{}.{key}: {message}", self.section));
+        }
+    }
+
+    /// A window length: whole buckets.
+    pub fn window(&mut self, key: &str, seconds: i64) {
+        let message = format!("must be a positive multiple of {BUCKET_SECONDS}");
+        self.require(
+            seconds >= BUCKET_SECONDS && seconds % BUCKET_SECONDS == 0,
+            key,
+            &message,
+        );
+    }
+
+    /// A multiple of a baseline: above 1.
+    pub fn factor(&mut self, key: &str, value: f64) {
+        self.require(value > 1.0, key, "must be greater than 1");
+    }
+
+    /// A share: above 0, at most 1.
+    pub fn share(&mut self, key: &str, value: f64) {
+        self.require(
+            value > 0.0 && value <= 1.0,
+            key,
+            "must be above 0 and at most 1",
+        );
+    }
+
+    /// `baseline_windows` against `min_baseline_windows`.
+    pub fn baseline(&mut self, windows: usize, min_windows: usize) {
+        self.require(
+            windows > 0 && windows >= min_windows,
+            "baseline_windows",
+            "must be at least 1 and at least min_baseline_windows",
+        );
+    }
+
+    pub fn cooldown(&mut self, seconds: i64) {
+        self.require(seconds >= 0, "cooldown_s", "must not be negative");
+    }
+
+    pub fn finish(self) -> Vec<String> {
+        self.errors
+    }
 }
 
 /// Who the client of an event is: its configured name, else its token fingerprint.

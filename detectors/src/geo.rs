@@ -26,8 +26,10 @@ use warden_ingest::alert::{Alert, Severity, SourceShare, Subject};
 use warden_ingest::event_row::EventRow;
 use warden_ingest::geo::GeoIp;
 
-use crate::buckets::{BUCKET_SECONDS, BucketCounts, bucket_of, bucket_start};
-use crate::detector::{Detector, RecentIds, TOP_SOURCES, client_of, entry};
+use crate::buckets::{BucketCounts, bucket_of, bucket_start};
+use crate::detector::{
+    Detector, RecentIds, SectionCheck, TOP_SOURCES, buckets_in, client_of, entry,
+};
 use crate::engine::Evaluation;
 
 /// `[detect.geo]`.
@@ -71,38 +73,32 @@ impl Default for GeoConfig {
 impl GeoConfig {
     /// One message per problem, each naming its key.
     pub fn validate(&self) -> Vec<String> {
-        let key = "detect.geo";
-        let mut errors = Vec::new();
-        if self.window_s < BUCKET_SECONDS || self.window_s % BUCKET_SECONDS != 0 {
-            errors.push(format!(
-                "{key}.window_s: must be a positive multiple of {BUCKET_SECONDS}"
-            ));
-        }
+        let mut check = SectionCheck::new("detect.geo");
+        check.window("window_s", self.window_s);
         for country in &self.allowed_countries {
-            if country.len() != 2 || !country.chars().all(|c| c.is_ascii_uppercase()) {
-                errors.push(format!(
-                    "{key}.allowed_countries: {country:?} is not an ISO code like \"DE\""
-                ));
-            }
+            check.require(
+                country.len() == 2 && country.chars().all(|c| c.is_ascii_uppercase()),
+                "allowed_countries",
+                &format!("{country:?} is not an ISO code like \"DE\""),
+            );
         }
-        if self.max_countries_per_window == 0 {
-            errors.push(format!(
-                "{key}.max_countries_per_window: must be at least 1"
-            ));
-        }
-        if self.history_days <= 0 {
-            errors.push(format!("{key}.history_days: must be positive"));
-        }
-        if self.cooldown_s < 0 || self.min_history_s < 0 {
-            errors.push(format!(
-                "{key}.cooldown_s, min_history_s: must not be negative"
-            ));
-        }
-        errors
+        check.require(
+            self.max_countries_per_window > 0,
+            "max_countries_per_window",
+            "must be at least 1",
+        );
+        check.require(self.history_days > 0, "history_days", "must be positive");
+        check.require(
+            self.min_history_s >= 0,
+            "min_history_s",
+            "must not be negative",
+        );
+        check.cooldown(self.cooldown_s);
+        check.finish()
     }
 
     fn window_buckets(&self) -> i64 {
-        (self.window_s / BUCKET_SECONDS).max(1)
+        buckets_in(self.window_s)
     }
 }
 

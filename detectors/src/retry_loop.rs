@@ -22,8 +22,10 @@ use warden_ingest::EventKind;
 use warden_ingest::alert::{Alert, Severity, SourceShare, Subject};
 use warden_ingest::event_row::EventRow;
 
-use crate::buckets::{BUCKET_SECONDS, BucketCounts, bucket_of, bucket_start, median};
-use crate::detector::{Detector, RecentIds, TOP_SOURCES, client_of, entry};
+use crate::buckets::{BucketCounts, bucket_of, bucket_start, median};
+use crate::detector::{
+    Detector, RecentIds, SectionCheck, TOP_SOURCES, buckets_in, client_of, entry,
+};
 use crate::engine::Evaluation;
 
 /// How much of a prompt hash an alert shows.
@@ -66,40 +68,22 @@ impl Default for RetryLoopConfig {
 impl RetryLoopConfig {
     /// One message per problem, each naming its key.
     pub fn validate(&self) -> Vec<String> {
-        let key = "detect.retry_loop";
-        let mut errors = Vec::new();
-        if self.window_s < BUCKET_SECONDS || self.window_s % BUCKET_SECONDS != 0 {
-            errors.push(format!(
-                "{key}.window_s: must be a positive multiple of {BUCKET_SECONDS}"
-            ));
-        }
-        if self.min_repeats < 2 || self.critical_repeats < self.min_repeats {
-            errors.push(format!(
-                "{key}.min_repeats: must be at least 2 and at most critical_repeats"
-            ));
-        }
-        if self.amplification_factor.is_nan() || self.amplification_factor <= 1.0 {
-            errors.push(format!(
-                "{key}.amplification_factor: must be greater than 1"
-            ));
-        }
-        let share = self.amplification_error_share;
-        if !(share > 0.0 && share <= 1.0) {
-            errors.push(format!(
-                "{key}.amplification_error_share: must be above 0 and at most 1"
-            ));
-        }
-        if self.baseline_windows == 0 {
-            errors.push(format!("{key}.baseline_windows: must be at least 1"));
-        }
-        if self.cooldown_s < 0 {
-            errors.push(format!("{key}.cooldown_s: must not be negative"));
-        }
-        errors
+        let mut check = SectionCheck::new("detect.retry_loop");
+        check.window("window_s", self.window_s);
+        check.require(
+            self.min_repeats >= 2 && self.critical_repeats >= self.min_repeats,
+            "min_repeats",
+            "must be at least 2 and at most critical_repeats",
+        );
+        check.factor("amplification_factor", self.amplification_factor);
+        check.share("amplification_error_share", self.amplification_error_share);
+        check.baseline(self.baseline_windows, 1);
+        check.cooldown(self.cooldown_s);
+        check.finish()
     }
 
     fn window_buckets(&self) -> i64 {
-        (self.window_s / BUCKET_SECONDS).max(1)
+        buckets_in(self.window_s)
     }
 }
 

@@ -20,7 +20,7 @@ use warden_ingest::alert::{Alert, Severity, Subject};
 use warden_ingest::event_row::EventRow;
 
 use crate::buckets::BucketCounts;
-use crate::detector::{Detector, RecentIds, client_of, entry};
+use crate::detector::{Detector, RecentIds, SectionCheck, client_of, entry};
 use crate::engine::Evaluation;
 
 const DETECTOR: &str = "single_source";
@@ -52,20 +52,19 @@ impl Default for SingleSourceConfig {
 impl SingleSourceConfig {
     /// One message per problem, each naming its key.
     pub fn validate(&self) -> Vec<String> {
-        let key = "detect.single_source";
-        let mut errors = Vec::new();
-        if self.max_requests_per_hour == 0 {
-            errors.push(format!("{key}.max_requests_per_hour: must be positive"));
-        }
-        if !(60..=3_600).contains(&self.projection_window_s) || self.projection_window_s % 60 != 0 {
-            errors.push(format!(
-                "{key}.projection_window_s: must be whole minutes between 60 and 3600"
-            ));
-        }
-        if self.cooldown_s < 0 {
-            errors.push(format!("{key}.cooldown_s: must not be negative"));
-        }
-        errors
+        let mut check = SectionCheck::new("detect.single_source");
+        check.require(
+            self.max_requests_per_hour > 0,
+            "max_requests_per_hour",
+            "must be positive",
+        );
+        check.require(
+            (60..=3_600).contains(&self.projection_window_s) && self.projection_window_s % 60 == 0,
+            "projection_window_s",
+            "must be whole minutes between 60 and 3600",
+        );
+        check.cooldown(self.cooldown_s);
+        check.finish()
     }
 
     fn projection_minutes(&self) -> i64 {

@@ -16,8 +16,10 @@ use warden_ingest::EventKind;
 use warden_ingest::alert::{Alert, Severity, SourceShare, Subject};
 use warden_ingest::event_row::EventRow;
 
-use crate::buckets::{BUCKET_SECONDS, BucketCounts, bucket_of, bucket_start, median};
-use crate::detector::{Detector, RecentIds, TOP_SOURCES, client_of, entry, target_of};
+use crate::buckets::{BucketCounts, bucket_of, bucket_start, median};
+use crate::detector::{
+    Detector, RecentIds, SectionCheck, TOP_SOURCES, buckets_in, client_of, entry, target_of,
+};
 use crate::engine::Evaluation;
 
 /// The detector's name in its alerts.
@@ -62,32 +64,21 @@ impl Default for SpikeConfig {
 impl SpikeConfig {
     /// One message per problem, each naming its key.
     pub fn validate(&self) -> Vec<String> {
-        let mut errors = Vec::new();
-        let key = "detect.traffic_spike";
-        if self.window_s < BUCKET_SECONDS || self.window_s % BUCKET_SECONDS != 0 {
-            errors.push(format!(
-                "{key}.window_s: must be a positive multiple of {BUCKET_SECONDS}"
-            ));
-        }
-        if self.factor.is_nan() || self.factor <= 1.0 {
-            errors.push(format!("{key}.factor: must be greater than 1"));
-        }
-        if self.critical_factor.is_nan() || self.critical_factor < self.factor {
-            errors.push(format!("{key}.critical_factor: must be at least factor"));
-        }
-        if self.baseline_windows == 0 || self.min_baseline_windows > self.baseline_windows {
-            errors.push(format!(
-                "{key}.baseline_windows: must be at least 1 and at least min_baseline_windows"
-            ));
-        }
-        if self.cooldown_s < 0 {
-            errors.push(format!("{key}.cooldown_s: must not be negative"));
-        }
-        errors
+        let mut check = SectionCheck::new("detect.traffic_spike");
+        check.window("window_s", self.window_s);
+        check.factor("factor", self.factor);
+        check.require(
+            self.critical_factor >= self.factor,
+            "critical_factor",
+            "must be at least factor",
+        );
+        check.baseline(self.baseline_windows, self.min_baseline_windows);
+        check.cooldown(self.cooldown_s);
+        check.finish()
     }
 
     fn window_buckets(&self) -> i64 {
-        (self.window_s / BUCKET_SECONDS).max(1)
+        buckets_in(self.window_s)
     }
 }
 

@@ -21,8 +21,8 @@ use warden_ingest::EventKind;
 use warden_ingest::alert::{Alert, Severity, Subject};
 use warden_ingest::event_row::EventRow;
 
-use crate::buckets::{BUCKET_SECONDS, BucketCounts, bucket_of, bucket_start};
-use crate::detector::{Detector, RecentIds, entry, target_of};
+use crate::buckets::{BucketCounts, bucket_of, bucket_start};
+use crate::detector::{Detector, RecentIds, SectionCheck, buckets_in, entry, target_of};
 use crate::engine::Evaluation;
 
 /// The `error_type` of a 503 the upstream sent while loading its model.
@@ -58,31 +58,21 @@ impl Default for Upstream503Config {
 impl Upstream503Config {
     /// One message per problem, each naming its key.
     pub fn validate(&self) -> Vec<String> {
-        let key = "detect.upstream_503";
-        let mut errors = Vec::new();
-        if self.window_s < BUCKET_SECONDS || self.window_s % BUCKET_SECONDS != 0 {
-            errors.push(format!(
-                "{key}.window_s: must be a positive multiple of {BUCKET_SECONDS}"
-            ));
-        }
-        let share = |value: f64| value > 0.0 && value <= 1.0;
-        if !share(self.warning_share) || !share(self.critical_share) {
-            errors.push(format!(
-                "{key}.warning_share, critical_share: must be above 0 and at most 1"
-            ));
-        } else if self.critical_share < self.warning_share {
-            errors.push(format!(
-                "{key}.critical_share: must be at least warning_share"
-            ));
-        }
-        if self.cooldown_s < 0 {
-            errors.push(format!("{key}.cooldown_s: must not be negative"));
-        }
-        errors
+        let mut check = SectionCheck::new("detect.upstream_503");
+        check.window("window_s", self.window_s);
+        check.share("warning_share", self.warning_share);
+        check.share("critical_share", self.critical_share);
+        check.require(
+            self.critical_share >= self.warning_share,
+            "critical_share",
+            "must be at least warning_share",
+        );
+        check.cooldown(self.cooldown_s);
+        check.finish()
     }
 
     fn window_buckets(&self) -> i64 {
-        (self.window_s / BUCKET_SECONDS).max(1)
+        buckets_in(self.window_s)
     }
 }
 
