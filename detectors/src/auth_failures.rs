@@ -19,11 +19,11 @@ use std::collections::{HashMap, HashSet};
 use chrono::TimeDelta;
 use serde::Deserialize;
 use warden_ingest::EventKind;
-use warden_ingest::alert::{Alert, Severity, SourceShare, Subject};
+use warden_ingest::alert::{Alert, Severity, Subject};
 use warden_ingest::event_row::EventRow;
 
 use crate::buckets::{BucketCounts, bucket_of, bucket_start};
-use crate::detector::{Detector, RecentIds, SectionCheck, TOP_SOURCES, buckets_in, entry};
+use crate::detector::{Detector, RecentIds, SectionCheck, buckets_in, entry, named_sources};
 use crate::engine::Evaluation;
 
 /// The reason a proxy gives for refusing a revoked key.
@@ -160,16 +160,11 @@ impl AuthFailures {
                 tokens.len(),
                 self.config.window_s
             );
-            let mut sample: Vec<&String> = tokens;
-            sample.sort();
-            alert.evidence.top_sources = sample
-                .into_iter()
-                .take(TOP_SOURCES)
-                .map(|token| SourceShare {
-                    source: Subject::Token(token.clone()).to_string(),
-                    value: 1.0,
-                })
-                .collect();
+            alert.evidence.top_sources = named_sources(
+                tokens
+                    .into_iter()
+                    .map(|token| Subject::Token(token.clone())),
+            );
             alert.evidence.sample_request_ids = failures.recent.to_vec();
             alerts.push(alert);
         }
@@ -198,16 +193,8 @@ impl AuthFailures {
             self.config.window_s,
             uses.ips.len()
         );
-        let mut ips: Vec<&String> = uses.ips.keys().collect();
-        ips.sort();
-        alert.evidence.top_sources = ips
-            .into_iter()
-            .take(TOP_SOURCES)
-            .map(|ip| SourceShare {
-                source: Subject::Ip(ip.clone()).to_string(),
-                value: 1.0,
-            })
-            .collect();
+        alert.evidence.top_sources =
+            named_sources(uses.ips.keys().map(|ip| Subject::Ip(ip.clone())));
         alert.evidence.sample_request_ids = uses.recent.to_vec();
         alert.runbook = Some("token_compromise".to_owned());
         Some(alert)

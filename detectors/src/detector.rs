@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::fmt;
 
 use chrono::TimeDelta;
-use warden_ingest::alert::Alert;
+use warden_ingest::alert::{Alert, SourceShare, Subject};
 use warden_ingest::event_row::EventRow;
 
 use crate::buckets::BUCKET_SECONDS;
@@ -102,6 +102,19 @@ impl SectionCheck {
     pub fn finish(self) -> Vec<String> {
         self.errors
     }
+}
+
+/// Evidence naming sources without a measure (the keys an IP tried, the countries a token
+/// came from): the first [`TOP_SOURCES`] in order, each with value 1.
+pub fn named_sources(sources: impl IntoIterator<Item = Subject>) -> Vec<SourceShare> {
+    let mut names: Vec<String> = sources.into_iter().map(|s| s.to_string()).collect();
+    names.sort();
+    names.dedup();
+    names
+        .into_iter()
+        .take(TOP_SOURCES)
+        .map(|source| SourceShare { source, value: 1.0 })
+        .collect()
 }
 
 /// Who the client of an event is: its configured name, else its token fingerprint.

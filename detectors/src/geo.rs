@@ -22,13 +22,13 @@ use std::path::PathBuf;
 use chrono::{DateTime, TimeDelta, Utc};
 use serde::Deserialize;
 use warden_ingest::EventKind;
-use warden_ingest::alert::{Alert, Severity, SourceShare, Subject};
+use warden_ingest::alert::{Alert, Severity, Subject};
 use warden_ingest::event_row::EventRow;
 use warden_ingest::geo::GeoIp;
 
 use crate::buckets::{BucketCounts, bucket_of, bucket_start};
 use crate::detector::{
-    Detector, RecentIds, SectionCheck, TOP_SOURCES, buckets_in, client_of, entry,
+    Detector, RecentIds, SectionCheck, buckets_in, client_of, entry, named_sources,
 };
 use crate::engine::Evaluation;
 
@@ -186,14 +186,11 @@ impl GeoAnomaly {
                     .collect::<Vec<_>>()
                     .join(", ")
             );
-            alert.evidence.top_sources = recent
-                .iter()
-                .take(TOP_SOURCES)
-                .map(|country| SourceShare {
-                    source: Subject::Country((*country).clone()).to_string(),
-                    value: 1.0,
-                })
-                .collect();
+            alert.evidence.top_sources = named_sources(
+                recent
+                    .iter()
+                    .map(|country| Subject::Country((*country).clone())),
+            );
             alert.evidence.sample_request_ids = history.recent.to_vec();
             alert.runbook = Some("token_compromise".to_owned());
             alerts.push(alert);
@@ -214,14 +211,10 @@ impl GeoAnomaly {
                 "token {token} used from {} for the first time (seen before from {known})",
                 names.into_iter().collect::<Vec<_>>().join(", ")
             );
-            alert.evidence.top_sources = new
-                .iter()
-                .take(TOP_SOURCES)
-                .map(|(country, _, _)| SourceShare {
-                    source: Subject::Country(country.clone()).to_string(),
-                    value: 1.0,
-                })
-                .collect();
+            alert.evidence.top_sources = named_sources(
+                new.iter()
+                    .map(|(country, _, _)| Subject::Country(country.clone())),
+            );
             alert.evidence.sample_request_ids = history.recent.to_vec();
             alert.runbook = Some("token_compromise".to_owned());
             alerts.push(alert);
@@ -250,21 +243,12 @@ impl GeoAnomaly {
             "{count} requests from {country}, outside the allowed countries ({})",
             self.config.allowed_countries.join(", ")
         );
-        let mut sources: Vec<&String> = traffic
+        let sources = traffic
             .sources
             .iter()
             .filter(|(_, last)| **last >= end - width)
-            .map(|(source, _)| source)
-            .collect();
-        sources.sort();
-        alert.evidence.top_sources = sources
-            .into_iter()
-            .take(TOP_SOURCES)
-            .map(|source| SourceShare {
-                source: source.clone(),
-                value: 1.0,
-            })
-            .collect();
+            .filter_map(|(source, _)| source.parse::<Subject>().ok());
+        alert.evidence.top_sources = named_sources(sources);
         alert.evidence.sample_request_ids = traffic.recent.to_vec();
         Some(alert)
     }
