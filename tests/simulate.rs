@@ -25,6 +25,16 @@ async fn a_rehearsal_prints_the_alerts_and_passes_its_checklist() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_produced_scenario_is_detected_by_the_workers() {
     let setup = archive_setup(2, "flush_interval_s = 1").await;
+    // First, one event from a proxy whose clock is a day ahead: skipped, or it would move the
+    // watermark a day on, make every other event late and every window empty.
+    let mut skewed = warden_ingest::AuditEvent::new(
+        warden_ingest::EventKind::Request,
+        warden_ingest::RequestId::new(),
+        "proxy-skewed",
+    );
+    skewed.ts = chrono::Utc::now() + chrono::TimeDelta::days(1);
+    support::produce_events(&setup.cluster, [&skewed]).await;
+
     let (ok, output) = run_warden(
         &["simulate", "token-theft", "--produce"],
         &setup.config,
@@ -32,7 +42,6 @@ async fn a_produced_scenario_is_detected_by_the_workers() {
     );
     assert!(ok, "{output}");
     assert!(output.contains("published"), "{output}");
-
     let mut archiver = WardenProcess::start("archive", &setup.config);
     let mut detector = WardenProcess::start("detect", &setup.config);
     let alerts = sql_until(
@@ -50,4 +59,5 @@ async fn a_produced_scenario_is_detected_by_the_workers() {
     assert_eq!(alerts[0]["subject"], "token:tk_web_5f2a");
     assert_eq!(alerts[0]["severity"], "critical");
     assert_eq!(alerts[0]["runbook"], "token_compromise");
+    assert!(detector.log().contains("future=1"), "{}", detector.log());
 }

@@ -336,25 +336,14 @@ impl Detector for CostBurn {
 #[cfg(test)]
 mod tests {
     use chrono::TimeZone;
-    use warden_ingest::event::ResponseInfo;
 
     use super::*;
-    use crate::test_support::{closed_at, early_at, event, feed, findings};
+    use crate::test_support::{closed_at, early_at, feed, findings, priced};
 
     fn utc(y: i32, m: u32, d: u32, h: u32, min: u32) -> DateTime<Utc> {
         Utc.with_ymd_and_hms(y, m, d, h, min, 0)
             .single()
             .expect("time")
-    }
-
-    fn response(second: i64, client: &str, cost_usd: f64) -> warden_ingest::AuditEvent {
-        let mut event = event(EventKind::Response, second, client, "10.0.0.1");
-        event.response = Some(ResponseInfo {
-            status: 200,
-            cost_usd: Some(cost_usd),
-            ..ResponseInfo::default()
-        });
-        event
     }
 
     #[test]
@@ -409,13 +398,13 @@ mod tests {
         let mut detector = CostBurn::new(&CostBurnConfig::default()).expect("detector");
         // Steady: $5/hour, a $0.05 response every 36 s, for an hour.
         for i in 0..100 {
-            feed(&mut detector, &response(i * 36 - 3_600, "app-a", 0.05));
+            feed(&mut detector, &priced(i * 36 - 3_600, "app-a", 0.05));
         }
         assert!(detector.evaluate(closed_at(0)).is_empty());
         // Then app-b at $0.02 a second ($72/hour).
         let mut warned_at = None;
         for second in 0..600 {
-            feed(&mut detector, &response(second, "app-b", 0.02));
+            feed(&mut detector, &priced(second, "app-b", 0.02));
             let found = findings(&detector.evaluate(early_at(second)));
             if warned_at.is_none() && !found.is_empty() {
                 assert_eq!(found, [("global".to_owned(), Severity::Warning)]);
@@ -439,10 +428,10 @@ mod tests {
     fn environments_have_their_own_budgets_and_dedup_keys() {
         let mut detector = CostBurn::new(&CostBurnConfig::default()).expect("detector");
         for i in 0..600 {
-            let mut event = response(i, "app-a", 0.05);
+            let mut event = priced(i, "app-a", 0.05);
             event.environment = Some("staging".into());
             feed(&mut detector, &event);
-            feed(&mut detector, &response(i * 60, "app-b", 0.01));
+            feed(&mut detector, &priced(i * 60, "app-b", 0.01));
         }
         let alerts = detector.evaluate(closed_at(600));
         assert_eq!(alerts.len(), 1, "{alerts:?}");

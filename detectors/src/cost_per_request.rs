@@ -203,21 +203,8 @@ impl Detector for CostPerRequest {
 
 #[cfg(test)]
 mod tests {
-    use warden_ingest::AuditEvent;
-    use warden_ingest::event::ResponseInfo;
-
     use super::*;
-    use crate::test_support::{closed_at, event, feed, findings};
-
-    fn priced(second: i64, client: &str, cost_usd: f64) -> AuditEvent {
-        let mut event = event(EventKind::Response, second, client, "10.0.0.1");
-        event.response = Some(ResponseInfo {
-            status: 200,
-            cost_usd: Some(cost_usd),
-            ..ResponseInfo::default()
-        });
-        event
-    }
+    use crate::test_support::{closed_at, feed, findings, priced};
 
     #[test]
     fn a_doubled_cost_per_request_is_found_for_the_target_and_the_client() {

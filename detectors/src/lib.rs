@@ -37,7 +37,7 @@ pub mod upstream_503;
 
 use std::time::Duration;
 
-use chrono::TimeDelta;
+use chrono::{TimeDelta, Utc};
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -60,6 +60,10 @@ use crate::upstream_503::{Upstream503, Upstream503Config};
 
 /// How often progress is committed.
 const COMMIT_INTERVAL: Duration = Duration::from_secs(5);
+/// An event stamped further than this ahead of this worker's clock is not fed to the
+/// detectors: one proxy with a wrong clock would otherwise move the watermark into the
+/// future, make every other event late and empty every window.
+const MAX_CLOCK_SKEW: TimeDelta = TimeDelta::minutes(5);
 
 /// Raw `[detect]` section as written in TOML.
 #[derive(Debug, Clone, Deserialize)]
@@ -161,6 +165,8 @@ pub struct DetectReport {
     pub num_undecodable: u64,
     /// Events behind the watermark when they came (counted into the baselines all the same).
     pub num_late: u64,
+    /// Events stamped more than [`MAX_CLOCK_SKEW`] in the future: skipped.
+    pub num_future: u64,
     pub num_alerts: u64,
 }
 
@@ -220,6 +226,10 @@ impl DetectLoop {
                 received = self.consumer.recv() => match received {
                     Ok(record) => {
                         let alerts = match EventRow::from_json(&record.payload) {
+                            Ok(event) if event.ts > Utc::now() + MAX_CLOCK_SKEW => {
+                                report.num_future += 1;
+                                Vec::new()
+                            }
                             Ok(event) => self.engine.take(&event),
                             Err(_) => {
                                 report.num_undecodable += 1;
@@ -247,6 +257,7 @@ impl DetectLoop {
             events = report.num_events,
             undecodable = report.num_undecodable,
             late = report.num_late,
+            future = report.num_future,
             alerts = report.num_alerts,
             "detect loop stopped"
         );

@@ -243,6 +243,9 @@ impl Detector for RetryLoop {
         let Some(name) = client_of(event) else {
             return;
         };
+        if !matches!(event.kind, EventKind::Request | EventKind::Response) {
+            return;
+        }
         let bucket = bucket_of(event.ts);
         let history = self.history();
         let window = self.config.window_buckets() as usize;

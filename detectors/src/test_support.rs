@@ -2,7 +2,7 @@
 
 use chrono::DateTime;
 use warden_ingest::alert::{Alert, Severity};
-use warden_ingest::event::RouteInfo;
+use warden_ingest::event::{ResponseInfo, RouteInfo};
 use warden_ingest::event_row::EventRow;
 use warden_ingest::{AuditEvent, EventKind, RequestId};
 
@@ -30,6 +30,17 @@ pub fn event(kind: EventKind, second: i64, client: &str, ip: &str) -> AuditEvent
 /// A `request` event.
 pub fn request(second: i64, client: &str, ip: &str) -> AuditEvent {
     event(EventKind::Request, second, client, ip)
+}
+
+/// A `response` event with status 200 and its cost.
+pub fn priced(second: i64, client: &str, cost_usd: f64) -> AuditEvent {
+    let mut event = event(EventKind::Response, second, client, "10.0.0.1");
+    event.response = Some(ResponseInfo {
+        status: 200,
+        cost_usd: Some(cost_usd),
+        ..ResponseInfo::default()
+    });
+    event
 }
 
 pub fn feed(detector: &mut impl Detector, event: &AuditEvent) {
