@@ -191,3 +191,59 @@ mod tests {
         assert_eq!(median(vec![4.0, 2.0]), Some(3.0));
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use std::collections::BTreeMap;
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        /// Whatever order buckets arrive in, a window's sum is the sum of what was added to
+        /// its buckets that are still within the capacity behind the newest; `total` agrees.
+        #[test]
+        fn sums_match_a_plain_model(
+            capacity in 1usize..40,
+            adds in prop::collection::vec((0i64..120, 1u64..1_000), 1..200),
+            from in 0i64..130,
+            width in 0i64..60,
+        ) {
+            let mut counts = BucketCounts::new(capacity);
+            let mut model: BTreeMap<i64, u64> = BTreeMap::new();
+            let mut newest = i64::MIN;
+            for (bucket, amount) in adds {
+                if counts.add(bucket, amount) {
+                    newest = newest.max(bucket);
+                    *model.entry(bucket).or_default() += amount;
+                    let kept_from = newest - capacity as i64 + 1;
+                    model.retain(|b, _| *b >= kept_from);
+                } else {
+                    // Refused only when older than the kept history.
+                    prop_assert!(bucket < newest - capacity as i64 + 1);
+                }
+            }
+            let expected: u64 = model.range(from..from + width).map(|(_, v)| v).sum();
+            prop_assert_eq!(counts.sum(from, from + width), expected);
+            prop_assert_eq!(counts.total(), model.values().sum::<u64>());
+        }
+
+        /// The median lies between the smallest and largest value and moves at most to a
+        /// neighbouring value when one outlier is added.
+        #[test]
+        fn the_median_is_robust(values in prop::collection::vec(0u32..10_000, 3..50), outlier in 1_000_000u32..2_000_000) {
+            let as_f64: Vec<f64> = values.iter().map(|v| f64::from(*v)).collect();
+            let median_before = median(as_f64.clone()).expect("values");
+            let (min, max) = (
+                as_f64.iter().copied().fold(f64::MAX, f64::min),
+                as_f64.iter().copied().fold(f64::MIN, f64::max),
+            );
+            prop_assert!(min <= median_before && median_before <= max);
+            let mut with_outlier = as_f64;
+            with_outlier.push(f64::from(outlier));
+            let median_after = median(with_outlier).expect("values");
+            prop_assert!(median_after <= max, "one outlier cannot pull the median past the old maximum");
+        }
+    }
+}
