@@ -538,6 +538,10 @@ pub async fn produce(cluster: &KafkaCluster, records: &[(&str, Vec<u8>)]) {
 }
 
 /// Sends events to `warden.events` keyed as the proxy keys them, one at a time, in order.
+/// Unlike `warden_ingest::kafka::produce_events` (pipelined, what `warden simulate` uses),
+/// each record is its own produce request and so its own batch: tansu's memory storage
+/// returns nothing to a fetch that starts inside a batch, and the restart tests resume at
+/// arbitrary committed offsets.
 pub async fn produce_events<'a>(
     cluster: &KafkaCluster,
     events: impl IntoIterator<Item = &'a warden_ingest::AuditEvent>,
