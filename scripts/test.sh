@@ -34,6 +34,8 @@ else
     echo "installing tansu (one time, takes a while)"
     CARGO_TARGET_DIR="${TMPDIR:-/tmp}/warden-tansu-build" \
         cargo install tansu --features dynostore --locked
+    # cargo keeps an explicit target directory; its gigabytes are of no further use.
+    rm -rf "${TMPDIR:-/tmp}/warden-tansu-build"
 fi
 
 step "python test clients (.venv)"

@@ -1,7 +1,7 @@
 //! Durability of the audit trail against a real broker (tansu): events outlive a broker
 //! outage and a proxy crash, and reach the Parquet archive exactly once.
 
-mod support;
+use crate::support;
 
 use std::path::Path;
 

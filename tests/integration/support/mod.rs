@@ -1,11 +1,6 @@
 //! Shared helpers of the end-to-end tests: run the real `warden` binary with a config, talk to
 //! it, stop it the way an operator does (SIGINT), and find the Python test clients.
 
-#![allow(
-    dead_code,
-    reason = "each test binary uses a different subset of the helpers"
-)]
-
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};

@@ -3,7 +3,7 @@
 //! `huggingface_hub`'s `InferenceClient` through HF-native pass-through; then the archive
 //! shows every call audited.
 
-mod support;
+use crate::support;
 
 use serde_json::{Value, json};
 use warden_testkit::{EmulatorOptions, TgiEmulator};

@@ -2,7 +2,7 @@
 //! and again while it works through a backlog still archives every event exactly once, and
 //! `warden verify` passes; then tampering with the archive is caught and named.
 
-mod support;
+use crate::support;
 
 use std::path::Path;
 use std::time::Duration;

@@ -2,7 +2,7 @@
 //! partitions past `[archive].retention_days`; `warden verify` still passes afterwards, and
 //! reports an archive pruned further back than the configured retention.
 
-mod support;
+use crate::support;
 
 use std::path::{Path, PathBuf};
 

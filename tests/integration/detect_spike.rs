@@ -3,7 +3,7 @@
 //! are published to `warden.alerts`, and the archiver puts them in the `alerts` table, where
 //! `warden sql` finds them.
 
-mod support;
+use crate::support;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use warden_ingest::event::RouteInfo;

@@ -2,7 +2,7 @@
 //! (tansu), the real `warden` binary. Events land in the bucket, `warden sql`, pyarrow and
 //! DuckDB read them there, and `warden verify` checks the bucket against its manifest.
 
-mod support;
+use crate::support;
 
 use warden_testkit::{EmulatorOptions, TansuBroker, TgiEmulator};
 

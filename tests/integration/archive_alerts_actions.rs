@@ -3,7 +3,7 @@
 //! `warden sql`, DuckDB and `warden verify` read them back. A malformed alert is dead-lettered,
 //! and an alert read twice is archived once.
 
-mod support;
+use crate::support;
 
 use chrono::{TimeDelta, Utc};
 use warden_ingest::action::{ActionKind, ControlAction};

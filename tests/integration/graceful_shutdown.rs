@@ -2,7 +2,7 @@
 //! puts every accepted call's events in the archive. The flush interval is set to an hour so
 //! only the shutdown drain can have written them.
 
-mod support;
+use crate::support;
 
 use serde_json::json;
 use warden_testkit::{EmulatorOptions, TgiEmulator};

@@ -2,7 +2,7 @@
 //! published with `--produce` to a real broker (tansu) is found by the `warden detect`
 //! worker, whose alerts the archiver puts in the `alerts` table.
 
-mod support;
+use crate::support;
 
 use support::{WardenProcess, archive_setup, run_warden, sql_until};
 

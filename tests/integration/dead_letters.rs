@@ -1,7 +1,7 @@
 //! The standalone `warden archive` role on a real broker (tansu): malformed records go to
 //! `warden.dlq` with their reason and source coordinates, and the archiver keeps archiving.
 
-mod support;
+use crate::support;
 
 use std::time::{Duration, Instant};
 

@@ -2,7 +2,7 @@
 //! OpenAI Python SDK as the client, the TGI emulator upstream, and independent readers
 //! (pyarrow, DuckDB) of the Parquet archive.
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};

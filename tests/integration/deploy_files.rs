@@ -3,7 +3,7 @@
 //! where `WARDEN_CONFIG` points. (That the mounted config is valid is a unit test of
 //! `src/config.rs`.)
 
-mod support;
+use crate::support;
 
 use std::process::Command;
 

@@ -1,0 +1,19 @@
+//! Warden's end-to-end tests, in one test binary: each module drives the real `warden` binary
+//! (and real brokers, clients and readers) through one capability. One binary rather than one per
+//! file because each links the whole workspace (DataFusion, rdkafka, arrow): a dozen of them
+//! took ~6 GB of disk and a dozen slow links. nextest still runs every test in its own process.
+
+mod support;
+
+mod archive_alerts_actions;
+mod archive_integrity;
+mod archive_retention;
+mod archive_s3;
+mod dead_letters;
+mod deploy_files;
+mod detect_spike;
+mod durability;
+mod end_to_end;
+mod graceful_shutdown;
+mod sdk_clients;
+mod simulate;
