@@ -303,8 +303,5 @@ async fn shutdown_signal() {
 
 /// The detect worker the config asks for.
 fn detect_loop(cluster: &KafkaCluster, config: &DetectConfig) -> anyhow::Result<DetectLoop> {
-    let engine = config
-        .engine()
-        .map_err(|err| anyhow::anyhow!("detect.{err}"))?;
-    DetectLoop::new(cluster, &config.consumer_group, engine).context("starting detect")
+    DetectLoop::new(cluster, config).context("starting detect")
 }

@@ -84,7 +84,7 @@ impl AuthFailuresConfig {
 }
 
 /// The failures of one IP.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Failures {
     counts: BucketCounts,
     /// Each key tried, with the last bucket it was tried in.
@@ -93,7 +93,7 @@ struct Failures {
 }
 
 /// Uses of one revoked key.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct RevokedUse {
     counts: BucketCounts,
     ips: HashMap<String, i64>,
@@ -101,7 +101,7 @@ struct RevokedUse {
 }
 
 /// The authentication-failure detector.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct AuthFailures {
     config: AuthFailuresConfig,
     revoked: HashSet<String>,

@@ -182,7 +182,7 @@ impl Schedule {
 }
 
 /// The spend of one environment.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Scope {
     micros: BucketCounts,
     /// Spend per client, per minute, over the hour.
@@ -191,7 +191,7 @@ struct Scope {
 }
 
 /// The cost-burn detector.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct CostBurn {
     schedule: Schedule,
     projection_buckets: i64,

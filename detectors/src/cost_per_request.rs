@@ -72,7 +72,7 @@ impl CostPerRequestConfig {
 }
 
 /// Priced responses of one target or client.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Spend {
     micros: BucketCounts,
     responses: BucketCounts,
@@ -89,7 +89,7 @@ impl Spend {
 }
 
 /// The cost-per-request detector.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct CostPerRequest {
     config: CostPerRequestConfig,
     targets: HashMap<String, Spend>,

@@ -20,8 +20,9 @@ pub const SAMPLE_REQUEST_IDS: usize = 3;
 /// How many top sources an alert names.
 pub const TOP_SOURCES: usize = 3;
 
-/// One detector of the engine.
-pub trait Detector: fmt::Debug + Send + Sync {
+/// One detector of the engine. Detectors are `Clone` (through [`FreshCopy`]) so an engine can
+/// be copied before it has seen any event and started afresh from that copy.
+pub trait Detector: FreshCopy + fmt::Debug + Send + Sync {
     /// Counts one event. Events come in any order; one older than the history the detector
     /// keeps is not counted.
     fn observe(&mut self, event: &EventRow<'_>);
@@ -32,6 +33,23 @@ pub trait Detector: fmt::Debug + Send + Sync {
 
     /// How long (event time) a repeat of an open alert is held back.
     fn cooldown(&self) -> TimeDelta;
+}
+
+/// A boxed copy of a detector; implemented for every `Clone` detector.
+pub trait FreshCopy {
+    fn boxed_copy(&self) -> Box<dyn Detector>;
+}
+
+impl<T: Detector + Clone + 'static> FreshCopy for T {
+    fn boxed_copy(&self) -> Box<dyn Detector> {
+        Box::new(self.clone())
+    }
+}
+
+impl Clone for Box<dyn Detector> {
+    fn clone(&self) -> Self {
+        self.boxed_copy()
+    }
 }
 
 /// The whole buckets in `seconds` (at least one).

@@ -58,7 +58,7 @@ pub struct EngineStats {
 }
 
 /// The detectors of one worker, their alert books and its event-time clock.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Engine {
     detectors: Vec<(Box<dyn Detector>, AlertBook)>,
     lateness: TimeDelta,

@@ -18,6 +18,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::net::IpAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use serde::Deserialize;
@@ -103,7 +104,7 @@ impl GeoConfig {
 }
 
 /// What is known of one token.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct TokenHistory {
     first_seen: DateTime<Utc>,
     requests: u64,
@@ -115,7 +116,7 @@ struct TokenHistory {
 }
 
 /// Requests from one disallowed country.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct CountryTraffic {
     counts: BucketCounts,
     sources: HashMap<String, i64>,
@@ -123,10 +124,11 @@ struct CountryTraffic {
 }
 
 /// The geographic-anomaly detector.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct GeoAnomaly {
     config: GeoConfig,
-    database: Option<GeoIp>,
+    /// Shared by the copies of this detector (one memory map).
+    database: Option<Arc<GeoIp>>,
     tokens: HashMap<String, TokenHistory>,
     disallowed: HashMap<String, CountryTraffic>,
 }
@@ -135,7 +137,9 @@ impl GeoAnomaly {
     /// The detector, with its database opened if one is configured.
     pub fn new(config: GeoConfig) -> Result<Self, String> {
         let database = match &config.database {
-            Some(path) => Some(GeoIp::open(path).map_err(|err| format!("geo.database: {err}"))?),
+            Some(path) => Some(Arc::new(
+                GeoIp::open(path).map_err(|err| format!("geo.database: {err}"))?,
+            )),
             None => None,
         };
         Ok(Self {

@@ -35,16 +35,17 @@ pub mod spike;
 mod test_support;
 pub mod upstream_503;
 
+use std::collections::HashMap;
 use std::time::Duration;
 
-use chrono::{TimeDelta, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 use warden_ingest::alert::Alert;
 use warden_ingest::event_row::EventRow;
 use warden_ingest::kafka::{
-    AlertPublisher, KafkaCluster, KafkaSetupError, PartitionOffsets, TopicConsumer,
+    AlertPublisher, ConsumedRecord, KafkaCluster, KafkaSetupError, PartitionOffsets, TopicConsumer,
 };
 
 use crate::auth_failures::{AuthFailures, AuthFailuresConfig};
@@ -60,6 +61,10 @@ use crate::upstream_503::{Upstream503, Upstream503Config};
 
 /// How often progress is committed.
 const COMMIT_INTERVAL: Duration = Duration::from_secs(5);
+/// How often a quiet input moves the watermark on with the clock.
+const IDLE_TICK: Duration = Duration::from_secs(1);
+/// A stream whose newest event came within this of its time is live (follows the clock).
+const LIVE_STREAM_LAG: TimeDelta = TimeDelta::minutes(1);
 /// An event stamped further than this ahead of this worker's clock is not fed to the
 /// detectors: one proxy with a wrong clock would otherwise move the watermark into the
 /// future, make every other event late and empty every window.
@@ -74,6 +79,9 @@ pub struct DetectConfig {
     /// How far behind the newest event time an event may arrive and still be in time for its
     /// window's first evaluation.
     pub allowed_lateness_s: i64,
+    /// How much of the recent past a worker re-reads to rebuild its detectors' state after a
+    /// restart or rebalance: at least the longest window or baseline of any detector.
+    pub rebuild_history_s: i64,
     pub cost_burn: CostBurnConfig,
     pub traffic_spike: SpikeConfig,
     pub single_source: SingleSourceConfig,
@@ -89,6 +97,7 @@ impl Default for DetectConfig {
         Self {
             consumer_group: "warden-detect".to_owned(),
             allowed_lateness_s: 5,
+            rebuild_history_s: 7_200,
             cost_burn: CostBurnConfig::default(),
             traffic_spike: SpikeConfig::default(),
             single_source: SingleSourceConfig::default(),
@@ -146,6 +155,9 @@ impl DetectConfig {
         if !(0..=3_600).contains(&self.allowed_lateness_s) {
             errors.push("detect.allowed_lateness_s: must be between 0 and 3600".to_owned());
         }
+        if !(0..=7 * 86_400).contains(&self.rebuild_history_s) {
+            errors.push("detect.rebuild_history_s: must be between 0 and 604800".to_owned());
+        }
         errors.extend(self.cost_burn.validate());
         errors.extend(self.traffic_spike.validate());
         errors.extend(self.single_source.validate());
@@ -158,38 +170,105 @@ impl DetectConfig {
     }
 }
 
+/// Why a detect worker could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum DetectSetupError {
+    #[error("detect.{0}")]
+    Config(String),
+    #[error(transparent)]
+    Kafka(#[from] KafkaSetupError),
+}
+
 /// What a detect loop saw before it stopped.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct DetectReport {
+    /// Events fed to the detectors, replayed ones included.
     pub num_events: u64,
     pub num_undecodable: u64,
     /// Events behind the watermark when they came (counted into the baselines all the same).
     pub num_late: u64,
     /// Events stamped more than [`MAX_CLOCK_SKEW`] in the future: skipped.
     pub num_future: u64,
+    /// Events re-read to rebuild state after an assignment (their alerts not published).
+    pub num_replayed: u64,
+    /// Alerts published.
     pub num_alerts: u64,
+    /// Alerts found again while rebuilding state: published before, so not again.
+    pub num_suppressed: u64,
+    /// Times the detectors' state was rebuilt (the first assignment, then each rebalance).
+    pub num_rebuilds: u64,
+}
+
+/// How the event time of a live stream relates to this worker's clock, as of the last event
+/// that moved it forward: lets the watermark follow the clock while the stream is quiet.
+#[derive(Debug, Clone, Copy)]
+struct LastProgress {
+    /// This worker's clock when the newest event came.
+    wall: DateTime<Utc>,
+    /// The newest event time then.
+    newest: DateTime<Utc>,
+}
+
+/// The watermark a quiet stream has reached at wall time `now`: the clock minus the allowed
+/// lateness, if the stream is live (its newest event was within [`LIVE_STREAM_LAG`] of the
+/// clock when it came). An old stream being read (a backlog, a rehearsal of a past day) keeps
+/// its event time: its next event may continue where the last one left off.
+fn idle_watermark(
+    last: Option<LastProgress>,
+    now: DateTime<Utc>,
+    lateness: TimeDelta,
+) -> Option<DateTime<Utc>> {
+    let last = last?;
+    let live = (last.wall - last.newest).abs() <= LIVE_STREAM_LAG;
+    (live && now > last.wall).then(|| now - lateness)
 }
 
 /// One member of the detect consumer group.
+///
+/// **Restart and rebalance safety.** The detectors' state is the recent past of the
+/// partitions this member reads, so it is rebuilt from them: on every assignment (the first,
+/// after a restart, and each rebalance) the engine starts again from its configured copy,
+/// every assigned partition is read again from `rebuild_history_s` ago, and the records
+/// before the group's committed offset are replayed with their alerts held back (they were
+/// published already, by this member or the one that had the partition before; the alert
+/// books still learn that those alerts are open, so their repeats stay suppressed and their
+/// resolves are published). The committed offset moves only past processed records, and at
+/// once after a record that published alerts, so an alert is published again only if a
+/// worker dies between publishing and committing; it then carries the same derived
+/// `alert_id` and readers can drop the copy.
 #[derive(Debug)]
 pub struct DetectLoop {
     consumer: TopicConsumer,
     alerts: AlertPublisher,
+    /// The engine as configured, before any event: each rebuild starts from a copy.
+    configured: Engine,
     engine: Engine,
+    lateness: TimeDelta,
+    rebuild_history: TimeDelta,
+    /// The assignment count the engine was last rebuilt for.
+    assignment: u64,
+    /// Each replaying partition's committed offset: records before it are replayed.
+    replay_until: HashMap<(String, i32), i64>,
+    last_progress: Option<LastProgress>,
+    report: DetectReport,
 }
 
 impl DetectLoop {
-    /// A member of `consumer_group` feeding `engine`.
-    pub fn new(
-        cluster: &KafkaCluster,
-        consumer_group: &str,
-        engine: Engine,
-    ) -> Result<Self, KafkaSetupError> {
+    /// A member of the detect consumer group, with the engine and history `config` asks for.
+    pub fn new(cluster: &KafkaCluster, config: &DetectConfig) -> Result<Self, DetectSetupError> {
+        let engine = config.engine().map_err(DetectSetupError::Config)?;
         let topic = cluster.topics().events.clone();
         Ok(Self {
-            consumer: TopicConsumer::subscribe(cluster, consumer_group, &[&topic])?,
+            consumer: TopicConsumer::subscribe(cluster, &config.consumer_group, &[&topic])?,
             alerts: AlertPublisher::new(cluster)?,
+            configured: engine.clone(),
             engine,
+            lateness: TimeDelta::seconds(config.allowed_lateness_s),
+            rebuild_history: TimeDelta::seconds(config.rebuild_history_s),
+            assignment: 0,
+            replay_until: HashMap::new(),
+            last_progress: None,
+            report: DetectReport::default(),
         })
     }
 
@@ -215,32 +294,30 @@ impl DetectLoop {
     /// Runs until `shutdown` fires. Undecodable records are counted and skipped here: the
     /// archiver is the one that dead-letters them.
     pub async fn run(mut self, shutdown: CancellationToken) -> DetectReport {
-        let mut report = DetectReport::default();
         let mut processed = PartitionOffsets::default();
         let mut commit_timer = tokio::time::interval(COMMIT_INTERVAL);
+        let mut idle_timer = tokio::time::interval(IDLE_TICK);
+        let mut received_since_tick = false;
         loop {
             tokio::select! {
                 biased;
                 () = shutdown.cancelled() => break,
                 _ = commit_timer.tick() => self.commit(&mut processed).await,
+                _ = idle_timer.tick() => {
+                    if !std::mem::take(&mut received_since_tick) {
+                        self.on_idle(&mut processed).await;
+                    }
+                }
                 received = self.consumer.recv() => match received {
                     Ok(record) => {
-                        let alerts = match EventRow::from_json(&record.payload) {
-                            Ok(event) if event.ts > Utc::now() + MAX_CLOCK_SKEW => {
-                                report.num_future += 1;
-                                Vec::new()
-                            }
-                            Ok(event) => self.engine.take(&event),
-                            Err(_) => {
-                                report.num_undecodable += 1;
-                                Vec::new()
-                            }
-                        };
-                        for alert in &alerts {
-                            self.publish(alert).await;
+                        received_since_tick = true;
+                        if self.consumer.assignments() != self.assignment
+                            && self.rebuild(&record, &mut processed).await
+                        {
+                            // Its partition was rewound: the record comes again in order.
+                            continue;
                         }
-                        report.num_alerts += alerts.len() as u64;
-                        processed.record(&record);
+                        self.process(&record, &mut processed).await;
                     }
                     Err(err) => {
                         warn!(error = %err, "kafka receive failed; retrying");
@@ -251,17 +328,124 @@ impl DetectLoop {
         }
         self.commit(&mut processed).await;
         let stats = self.engine.stats();
-        report.num_events = stats.events;
+        let mut report = self.report;
         report.num_late = stats.late;
         info!(
             events = report.num_events,
+            replayed = report.num_replayed,
             undecodable = report.num_undecodable,
             late = report.num_late,
             future = report.num_future,
             alerts = report.num_alerts,
+            suppressed = report.num_suppressed,
+            rebuilds = report.num_rebuilds,
             "detect loop stopped"
         );
         report
+    }
+
+    /// Feeds one record to the engine; publishes its alerts unless it is being replayed.
+    async fn process(&mut self, record: &ConsumedRecord, processed: &mut PartitionOffsets) {
+        let replaying = self
+            .replay_until
+            .get(&(record.topic.clone(), record.partition))
+            .is_some_and(|&committed| record.offset < committed);
+        let alerts = match EventRow::from_json(&record.payload) {
+            Ok(event) if event.ts > Utc::now() + MAX_CLOCK_SKEW => {
+                self.report.num_future += u64::from(!replaying);
+                Vec::new()
+            }
+            Ok(event) => {
+                self.report.num_events += 1;
+                self.report.num_replayed += u64::from(replaying);
+                let before = self.engine.watermark();
+                let alerts = self.engine.take(&event);
+                if self.engine.watermark() != before {
+                    self.last_progress = Some(LastProgress {
+                        wall: Utc::now(),
+                        newest: event.ts,
+                    });
+                }
+                alerts
+            }
+            Err(_) => {
+                self.report.num_undecodable += u64::from(!replaying);
+                Vec::new()
+            }
+        };
+        if replaying {
+            self.report.num_suppressed += alerts.len() as u64;
+            return;
+        }
+        processed.record(record);
+        if !alerts.is_empty() {
+            for alert in &alerts {
+                self.publish(alert).await;
+            }
+            self.report.num_alerts += alerts.len() as u64;
+            // Published: a member that takes over must not publish them again.
+            self.commit(processed).await;
+        }
+    }
+
+    /// Starts the engine again for a new assignment: rewinds every assigned partition by
+    /// `rebuild_history` and notes which records to replay. Returns whether `record`'s
+    /// partition was rewound (if not, it is read on from where it was, without history).
+    async fn rebuild(&mut self, record: &ConsumedRecord, processed: &mut PartitionOffsets) -> bool {
+        self.assignment = self.consumer.assignments();
+        // What this member processed of partitions it keeps is not to be replayed as new.
+        self.commit(processed).await;
+        processed.clear();
+        self.engine = self.configured.clone();
+        self.last_progress = None;
+        self.replay_until.clear();
+        self.report.num_rebuilds += 1;
+        let since = Utc::now() - self.rebuild_history;
+        let rewound = match self.consumer.rewind_assignment(since).await {
+            Ok(rewound) => rewound,
+            Err(err) => {
+                warn!(error = %err, "could not re-read the recent past; detectors start empty");
+                return false;
+            }
+        };
+        let mut record_rewound = false;
+        for partition in rewound {
+            info!(
+                topic = partition.topic,
+                partition = partition.partition,
+                from = partition.from,
+                committed = partition.committed,
+                "rebuilding detector state"
+            );
+            record_rewound |=
+                partition.topic == record.topic && partition.partition == record.partition;
+            self.replay_until
+                .insert((partition.topic, partition.partition), partition.committed);
+        }
+        record_rewound
+    }
+
+    /// The input is quiet: if it is a live stream, moves the watermark on with the clock so
+    /// windows close and cleared conditions resolve.
+    async fn on_idle(&mut self, processed: &mut PartitionOffsets) {
+        let Some(watermark) = idle_watermark(self.last_progress, Utc::now(), self.lateness) else {
+            return;
+        };
+        if self
+            .engine
+            .watermark()
+            .is_some_and(|current| current >= watermark)
+        {
+            return;
+        }
+        let alerts = self.engine.advance_to(watermark);
+        for alert in &alerts {
+            self.publish(alert).await;
+        }
+        self.report.num_alerts += alerts.len() as u64;
+        if !alerts.is_empty() {
+            self.commit(processed).await;
+        }
     }
 
     async fn commit(&self, processed: &mut PartitionOffsets) {
@@ -269,5 +453,40 @@ impl DetectLoop {
             Ok(()) => processed.clear(),
             Err(err) => warn!(error = %err, "offset commit failed; will retry"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(seconds: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_790_000_000 + seconds, 0).expect("time")
+    }
+
+    #[test]
+    fn a_quiet_live_stream_follows_the_clock() {
+        let lateness = TimeDelta::seconds(5);
+        let last = LastProgress {
+            wall: at(0),
+            newest: at(-2),
+        };
+        assert_eq!(idle_watermark(Some(last), at(30), lateness), Some(at(25)));
+        // Nothing has passed since the last event.
+        assert_eq!(idle_watermark(Some(last), at(0), lateness), None);
+        // No event yet: no time to follow.
+        assert_eq!(idle_watermark(None, at(30), lateness), None);
+    }
+
+    #[test]
+    fn a_quiet_old_stream_keeps_its_event_time() {
+        let behind = LastProgress {
+            wall: at(0),
+            newest: at(-3_600),
+        };
+        assert_eq!(
+            idle_watermark(Some(behind), at(30), TimeDelta::seconds(5)),
+            None
+        );
     }
 }

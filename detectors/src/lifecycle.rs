@@ -19,7 +19,6 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, TimeDelta, Utc};
-use warden_ingest::EventId;
 use warden_ingest::alert::{Alert, AlertStatus, Severity};
 
 /// An alert that was published and not yet resolved.
@@ -30,7 +29,7 @@ struct OpenAlert {
 }
 
 /// The open alerts of one detector.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct AlertBook {
     open: BTreeMap<String, OpenAlert>,
 }
@@ -88,18 +87,18 @@ impl AlertBook {
             (None, Some(_)) => {
                 let open = self.open.remove(dedup_key)?;
                 let mut resolved = open.last;
-                resolved.alert_id = EventId::new();
                 resolved.status = AlertStatus::Resolved;
                 resolved.severity = Severity::Info;
                 resolved.ts = now;
                 resolved.summary = format!("resolved: {}", resolved.summary);
-                Some(resolved)
+                Some(resolved.with_derived_id())
             }
             (None, None) => None,
         }
     }
 
     fn publish(&mut self, alert: Alert, now: DateTime<Utc>) -> Alert {
+        let alert = alert.with_derived_id();
         self.open.insert(
             alert.dedup_key.clone(),
             OpenAlert {

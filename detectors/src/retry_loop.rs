@@ -88,7 +88,7 @@ impl RetryLoopConfig {
 }
 
 /// Repeats of one (client, request).
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Repeats {
     counts: BucketCounts,
     /// Set once the request repeats: most requests are seen once and never need it.
@@ -96,7 +96,7 @@ struct Repeats {
 }
 
 /// One client's traffic.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Client {
     requests: BucketCounts,
     responses: BucketCounts,
@@ -106,7 +106,7 @@ struct Client {
 }
 
 /// The retry-loop detector.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct RetryLoop {
     config: RetryLoopConfig,
     /// By a hash of (client, prompt hash): a map entry without strings for a request seen once.

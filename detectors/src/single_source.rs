@@ -73,7 +73,7 @@ impl SingleSourceConfig {
 }
 
 /// The last hour of one source, per minute.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Source {
     minutes: BucketCounts,
     recent: RecentIds,
@@ -99,7 +99,7 @@ impl Source {
 }
 
 /// The single-source detector.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct SingleSource {
     config: SingleSourceConfig,
     ips: HashMap<String, Source>,

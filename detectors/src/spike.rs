@@ -90,7 +90,7 @@ enum SourceKind {
 }
 
 /// The counts of one scope (the whole service, a target, a client).
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Scope {
     requests: BucketCounts,
     /// Who sent them, over the window only.
@@ -143,7 +143,7 @@ impl Scope {
 }
 
 /// The traffic-spike detector.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct TrafficSpike {
     config: SpikeConfig,
     global: Scope,

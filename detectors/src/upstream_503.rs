@@ -77,7 +77,7 @@ impl Upstream503Config {
 }
 
 /// One target's responses.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Responses {
     all: BucketCounts,
     capacity: BucketCounts,
@@ -86,7 +86,7 @@ struct Responses {
 }
 
 /// The upstream-503 detector.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Upstream503 {
     config: Upstream503Config,
     targets: HashMap<String, Responses>,

@@ -148,10 +148,16 @@ pub struct Evidence {
     pub sample_request_ids: Vec<String>,
 }
 
+/// The namespace of derived alert ids.
+const ALERT_ID_NAMESPACE: uuid::Uuid =
+    uuid::Uuid::from_u128(0x5f0c_1a7e_9d42_4b8e_a1c3_7e2d_9b64_0f15);
+
 /// One alert publication: a detector's finding about one subject over one window.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Alert {
-    /// Unique per publication (UUIDv7).
+    /// Unique per publication, and derived from it (UUIDv5 of dedup key, status, severity
+    /// and event time; see [`Alert::with_derived_id`]): a worker that re-publishes the same
+    /// finding after a restart gives it the same id, so readers can drop the copy.
     pub alert_id: EventId,
     pub schema_version: u32,
     /// The event time the detector decided at (the end of its window, as its watermark saw it).
@@ -199,6 +205,20 @@ impl Alert {
             );
             self.environment = Some(environment.to_owned());
         }
+        self
+    }
+
+    /// The alert with its id derived from what makes the publication unique: its dedup key,
+    /// status, severity and event time.
+    pub fn with_derived_id(mut self) -> Self {
+        let name = format!(
+            "{}|{:?}|{}|{}",
+            self.dedup_key,
+            self.status,
+            self.severity.as_str(),
+            self.ts.timestamp_micros()
+        );
+        self.alert_id = EventId(uuid::Uuid::new_v5(&ALERT_ID_NAMESPACE, name.as_bytes()));
         self
     }
 

@@ -6,9 +6,14 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use chrono::{DateTime, Utc};
+use rdkafka::ClientContext;
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
+};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Headers;
 use rdkafka::{Message, Offset, TopicPartitionList};
@@ -70,10 +75,40 @@ impl PartitionOffsets {
     }
 }
 
+/// Counts the group's assignments of partitions to this member, so a worker whose state
+/// depends on which partitions it reads can notice a rebalance.
+#[derive(Debug, Default)]
+pub struct AssignmentWatch {
+    assignments: AtomicU64,
+}
+
+impl ClientContext for AssignmentWatch {}
+
+impl ConsumerContext for AssignmentWatch {
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(_) = rebalance {
+            self.assignments.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+}
+
+/// Where a member re-reads one assigned partition from, to rebuild state over its recent
+/// past (see [`TopicConsumer::rewind_assignment`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RewoundPartition {
+    pub topic: String,
+    pub partition: i32,
+    /// The first offset read again.
+    pub from: i64,
+    /// The group's committed offset: records before it were processed by some member
+    /// already, records from it on are new.
+    pub committed: i64,
+}
+
 /// A consumer-group member subscribed to some topics, with manual commits.
 #[derive(Clone)]
 pub struct TopicConsumer {
-    consumer: Arc<StreamConsumer>,
+    consumer: Arc<StreamConsumer<AssignmentWatch>>,
 }
 
 impl std::fmt::Debug for TopicConsumer {
@@ -89,7 +124,9 @@ impl TopicConsumer {
         group_id: &str,
         topics: &[&str],
     ) -> Result<Self, KafkaSetupError> {
-        let consumer: StreamConsumer = cluster.consumer_config(group_id).create()?;
+        let consumer: StreamConsumer<AssignmentWatch> = cluster
+            .consumer_config(group_id)
+            .create_with_context(AssignmentWatch::default())?;
         consumer.subscribe(topics)?;
         Ok(Self {
             consumer: Arc::new(consumer),
@@ -182,6 +219,69 @@ impl TopicConsumer {
         let topic = topic.to_owned();
         tokio::task::spawn_blocking(move || {
             consumer.seek(&topic, partition, Offset::Offset(offset), TIMEOUT)
+        })
+        .await
+        .map_err(|_| KafkaError::Canceled)?
+    }
+
+    /// How many times the group has assigned partitions to this member: a change means a
+    /// rebalance happened (it is counted before the first record of the new assignment is
+    /// received).
+    pub fn assignments(&self) -> u64 {
+        self.consumer.context().assignments.load(Ordering::SeqCst)
+    }
+
+    /// Seeks every assigned partition back to its first record stamped at or after `since`
+    /// (Kafka's record timestamps), or to the committed offset if that is earlier, and says
+    /// where each one now starts and where the group's committed offset is. A partition the
+    /// group never committed is read from where its reset policy would start (no record of it
+    /// counts as processed). Only the partitions actually rewound are listed. Runs on a
+    /// blocking thread.
+    pub async fn rewind_assignment(
+        &self,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<RewoundPartition>, KafkaError> {
+        const TIMEOUT: Duration = Duration::from_secs(10);
+        let consumer = self.consumer.clone();
+        tokio::task::spawn_blocking(move || {
+            let assignment = consumer.assignment()?;
+            if assignment.count() == 0 {
+                return Ok(Vec::new());
+            }
+            let committed = consumer.committed_offsets(assignment.clone(), TIMEOUT)?;
+            let by_time = consumer.offsets_for_timestamp(since.timestamp_millis(), TIMEOUT)?;
+            let mut rewound = Vec::new();
+            for element in assignment.elements() {
+                let (topic, partition) = (element.topic(), element.partition());
+                let (low, high) = consumer.fetch_watermarks(topic, partition, TIMEOUT)?;
+                let offset_in = |list: &TopicPartitionList| match list
+                    .find_partition(topic, partition)
+                    .map(|e| e.offset())
+                {
+                    Some(Offset::Offset(offset)) => Some(offset),
+                    _ => None,
+                };
+                // No record since `since`: nothing to re-read before the end.
+                let first_recent = offset_in(&by_time).unwrap_or(high).clamp(low, high);
+                let (from, committed) = match offset_in(&committed) {
+                    Some(committed) => (first_recent.min(committed), committed),
+                    // A new group reads from the start (auto.offset.reset = earliest), all new.
+                    None => (low, low),
+                };
+                // A partition that cannot be rewound (librdkafka refuses a seek before its
+                // fetcher started) is read on from where it is, and left out of the answer.
+                if let Err(err) = consumer.seek(topic, partition, Offset::Offset(from), TIMEOUT) {
+                    tracing::warn!(topic, partition, error = %err, "could not rewind");
+                    continue;
+                }
+                rewound.push(RewoundPartition {
+                    topic: topic.to_owned(),
+                    partition,
+                    from,
+                    committed,
+                });
+            }
+            Ok(rewound)
         })
         .await
         .map_err(|_| KafkaError::Canceled)?

@@ -19,7 +19,9 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use tracing::{info, warn};
 
 pub use config::{EMBEDDED_BROKERS, KafkaConfig, TopicNames};
-pub use consumer::{ConsumedRecord, PartitionOffsets, TopicConsumer};
+pub use consumer::{
+    AssignmentWatch, ConsumedRecord, PartitionOffsets, RewoundPartition, TopicConsumer,
+};
 pub use embedded::EmbeddedBroker;
 pub use publisher::{AlertPublisher, DeadLetterPublisher, KafkaEventPublisher, produce_events};
 
