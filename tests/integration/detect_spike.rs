@@ -6,23 +6,8 @@
 use crate::support;
 
 use chrono::{DateTime, TimeDelta, Utc};
-use warden_ingest::event::RouteInfo;
-use warden_ingest::{AuditEvent, EventKind, RequestId};
 
-use support::{WardenProcess, archive_setup, produce_events, sql_until};
-
-fn request(ts: DateTime<Utc>, client: &str, ip: &str) -> AuditEvent {
-    let mut event = AuditEvent::new(EventKind::Request, RequestId::new(), "proxy-t");
-    event.ts = ts;
-    event.client.name = Some(client.into());
-    event.client.ip = Some(ip.into());
-    event.route = Some(RouteInfo {
-        endpoint: "/v1/chat/completions".into(),
-        target_id: Some("llama-8b".into()),
-        ..RouteInfo::default()
-    });
-    event
-}
+use support::{WardenProcess, archive_setup, chat_request as request, produce_events, sql_until};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_client_spike_becomes_an_alert_in_the_alerts_table() {

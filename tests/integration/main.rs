@@ -11,6 +11,7 @@ mod archive_retention;
 mod archive_s3;
 mod dead_letters;
 mod deploy_files;
+mod detect_restart;
 mod detect_spike;
 mod durability;
 mod end_to_end;

@@ -6,7 +6,9 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use warden_ingest::event::RouteInfo;
 use warden_ingest::kafka::{KafkaCluster, KafkaConfig};
+use warden_ingest::{AuditEvent, EventKind, RequestId};
 use warden_testkit::TansuBroker;
 
 /// The `warden` binary under test.
@@ -554,4 +556,18 @@ pub async fn produce_events<'a>(
             .await
             .expect("produced");
     }
+}
+
+/// A chat-completions request event from `client` at `ip` to the target `llama-8b`, at `ts`.
+pub fn chat_request(ts: chrono::DateTime<chrono::Utc>, client: &str, ip: &str) -> AuditEvent {
+    let mut event = AuditEvent::new(EventKind::Request, RequestId::new(), "proxy-t");
+    event.ts = ts;
+    event.client.name = Some(client.into());
+    event.client.ip = Some(ip.into());
+    event.route = Some(RouteInfo {
+        endpoint: "/v1/chat/completions".into(),
+        target_id: Some("llama-8b".into()),
+        ..RouteInfo::default()
+    });
+    event
 }
