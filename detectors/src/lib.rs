@@ -13,8 +13,9 @@
 //! (keyed by dedup key), logging one line per alert. [Scenarios](scenario) generate realistic
 //! streams to rehearse the detectors (`warden simulate`).
 //!
-//! Not done yet (issue 5): rebuilding state after a restart (a restarted worker starts with
-//! empty windows); combining global, per-target, per-IP and per-country counts across
+//! Restart and rebalance safety is by replay, not checkpoints: see [`DetectLoop`].
+//!
+//! Not done yet (issue 5): combining global, per-target, per-IP and per-country counts across
 //! workers (with N workers each sees its own partitions' share; per-client and per-token
 //! scopes follow the Kafka key and are exact); per-environment, per-target and per-client
 //! overrides; `warden detect --replay`.
