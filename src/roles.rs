@@ -10,7 +10,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
-use warden_detectors::{DetectConfig, DetectLoop};
+use warden_detectors::run_detect_worker;
 use warden_ingest::kafka::{EmbeddedBroker, KafkaCluster, KafkaEventPublisher};
 use warden_ingest::layout::{ARCHIVE_TABLES, ArchiveUrl};
 use warden_ingest::{AuditStats, event_channel};
@@ -53,11 +53,11 @@ async fn run_workers(
         () = shutdown.cancelled() => return Ok(0),
     }
     let archiver = Archiver::new(&cluster, &config.archive).context("starting the archiver")?;
-    let detector = detect_loop(&cluster, &config.detect)?;
-    let (archived, _) = tokio::join!(
+    let (archived, detected) = tokio::join!(
         archiver.run(shutdown.clone(), ShutdownMode::DrainTopic),
-        detector.run(shutdown.clone()),
+        run_detect_worker(&cluster, &config.detect, shutdown.clone()),
     );
+    detected.context("starting detect")?;
     Ok(archived.rows(Table::Events))
 }
 
@@ -140,11 +140,22 @@ pub async fn detect(config: ValidatedConfig) -> anyhow::Result<()> {
         return Ok(());
     };
     let shutdown = CancellationToken::new();
-    let detector = detect_loop(&cluster, &config.detect)?;
-    let task = tokio::spawn(detector.run(shutdown.clone()));
-    shutdown_signal().await;
-    shutdown.cancel();
-    task.await.context("detect task")?;
+    let mut worker = {
+        let (cluster, detect, shutdown) =
+            (cluster.clone(), config.detect.clone(), shutdown.clone());
+        tokio::spawn(async move { run_detect_worker(&cluster, &detect, shutdown).await })
+    };
+    tokio::select! {
+        () = shutdown_signal() => shutdown.cancel(),
+        finished = &mut worker => {
+            finished.context("detect task")?.context("starting detect")?;
+            return Ok(());
+        }
+    }
+    worker
+        .await
+        .context("detect task")?
+        .context("starting detect")?;
     Ok(())
 }
 
@@ -299,9 +310,4 @@ async fn shutdown_signal() {
     {
         let _ = interrupt.await;
     }
-}
-
-/// The detect worker the config asks for.
-fn detect_loop(cluster: &KafkaCluster, config: &DetectConfig) -> anyhow::Result<DetectLoop> {
-    DetectLoop::new(cluster, config).context("starting detect")
 }

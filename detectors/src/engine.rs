@@ -25,7 +25,7 @@
 //! and the baselines) and reported as late.
 
 use chrono::{DateTime, TimeDelta, Utc};
-use warden_ingest::alert::Alert;
+use warden_ingest::alert::{Alert, Subject};
 use warden_ingest::event_row::EventRow;
 
 use crate::buckets::{BUCKET_SECONDS, bucket_of, bucket_start};
@@ -50,6 +50,34 @@ pub struct Evaluation {
 }
 
 /// Counts the engine keeps about its input.
+/// Which subjects an engine reports on. Events are partitioned by client token, so with
+/// several detect workers each sees every event of its tokens but only a share of
+/// everything else: each worker reports on tokens over its own partitions ([`Keyed`]), and
+/// one worker, reading every event passed on to it, reports on the rest ([`Shared`]).
+///
+/// [`Keyed`]: Subjects::Keyed
+/// [`Shared`]: Subjects::Shared
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Subjects {
+    /// Every subject: one engine sees every event (rehearsals, replays).
+    All,
+    /// Subjects that follow the partition key: tokens.
+    Keyed,
+    /// Subjects that do not: global, per target, client, IP and country.
+    Shared,
+}
+
+impl Subjects {
+    pub fn include(self, subject: &Subject) -> bool {
+        let keyed = matches!(subject, Subject::Token(_));
+        match self {
+            Self::All => true,
+            Self::Keyed => keyed,
+            Self::Shared => !keyed,
+        }
+    }
+}
+
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct EngineStats {
     pub events: u64,
@@ -60,6 +88,8 @@ pub struct EngineStats {
 /// The detectors of one worker, their alert books and its event-time clock.
 #[derive(Debug, Clone)]
 pub struct Engine {
+    /// Which findings this engine reports.
+    subjects: Subjects,
     detectors: Vec<(Box<dyn Detector>, AlertBook)>,
     lateness: TimeDelta,
     newest: Option<DateTime<Utc>>,
@@ -78,11 +108,19 @@ impl Engine {
                 .map(|detector| (detector, AlertBook::default()))
                 .collect(),
             lateness,
+            subjects: Subjects::All,
             newest: None,
             closed_until: None,
             early_second: None,
             stats: EngineStats::default(),
         }
+    }
+
+    /// The engine reporting only on `subjects` (it still counts every event: detectors keep
+    /// one state for all their scopes).
+    pub fn reporting_on(mut self, subjects: Subjects) -> Self {
+        self.subjects = subjects;
+        self
     }
 
     pub fn stats(&self) -> EngineStats {
@@ -139,6 +177,7 @@ impl Engine {
             None => end,
         };
         self.closed_until = Some(end);
+        let subjects = self.subjects;
         let mut alerts = Vec::new();
         for bucket in first..=end {
             let evaluation = Evaluation {
@@ -147,7 +186,8 @@ impl Engine {
                 at: bucket_start(bucket),
             };
             for (detector, book) in &mut self.detectors {
-                let findings = detector.evaluate(evaluation);
+                let mut findings = detector.evaluate(evaluation);
+                findings.retain(|finding| subjects.include(&finding.subject));
                 alerts.extend(book.settle(findings, evaluation.at, detector.cooldown()));
             }
         }
@@ -160,9 +200,13 @@ impl Engine {
             closed: false,
             at: newest,
         };
+        let subjects = self.subjects;
         let mut alerts = Vec::new();
         for (detector, book) in &mut self.detectors {
             for finding in detector.evaluate(evaluation) {
+                if !subjects.include(&finding.subject) {
+                    continue;
+                }
                 let key = finding.dedup_key.clone();
                 alerts.extend(book.update(&key, Some(finding), newest, detector.cooldown()));
             }

@@ -46,14 +46,15 @@ use tracing::{info, warn};
 use warden_ingest::alert::Alert;
 use warden_ingest::event_row::EventRow;
 use warden_ingest::kafka::{
-    AlertPublisher, ConsumedRecord, KafkaCluster, KafkaSetupError, PartitionOffsets, TopicConsumer,
+    AlertPublisher, ConsumedRecord, KafkaCluster, KafkaSetupError, PartitionOffsets,
+    RecordForwarder, SOURCE_OFFSET_HEADER, SOURCE_PARTITION_HEADER, TopicConsumer,
 };
 
 use crate::auth_failures::{AuthFailures, AuthFailuresConfig};
 use crate::cost_burn::{CostBurn, CostBurnConfig};
 use crate::cost_per_request::{CostPerRequest, CostPerRequestConfig};
 use crate::detector::Detector;
-use crate::engine::Engine;
+use crate::engine::{Engine, Subjects};
 use crate::geo::{GeoAnomaly, GeoConfig};
 use crate::retry_loop::{RetryLoop, RetryLoopConfig};
 use crate::single_source::{SingleSource, SingleSourceConfig};
@@ -194,10 +195,28 @@ pub struct DetectReport {
     pub num_replayed: u64,
     /// Alerts published.
     pub num_alerts: u64,
+    /// Shared stage: records passed on twice (by a worker that died before committing),
+    /// counted once.
+    pub num_duplicates: u64,
     /// Alerts found again while rebuilding state: published before, so not again.
     pub num_suppressed: u64,
     /// Times the detectors' state was rebuilt (the first assignment, then each rebalance).
     pub num_rebuilds: u64,
+}
+
+/// One detect worker: both stages, until `shutdown` fires. Returns the keyed and the shared
+/// stage's reports.
+pub async fn run_detect_worker(
+    cluster: &KafkaCluster,
+    config: &DetectConfig,
+    shutdown: CancellationToken,
+) -> Result<(DetectReport, DetectReport), DetectSetupError> {
+    let keyed = DetectLoop::new(cluster, config, DetectStage::Keyed)?;
+    let shared = DetectLoop::new(cluster, config, DetectStage::Shared)?;
+    Ok(tokio::join!(
+        keyed.run(shutdown.clone()),
+        shared.run(shutdown)
+    ))
 }
 
 /// How the event time of a live stream relates to this worker's clock, as of the last event
@@ -251,16 +270,56 @@ pub struct DetectLoop {
     /// Each replaying partition's committed offset: records before it are replayed.
     replay_until: HashMap<(String, i32), i64>,
     last_progress: Option<LastProgress>,
+    stage: DetectStage,
+    /// Keyed stage: passes every event it feeds its engine on to the shared stage.
+    forwarder: Option<RecordForwarder>,
+    /// Shared stage: per source partition, the highest offset counted (a record passed on
+    /// twice, by a worker that died before committing, is counted once).
+    counted_up_to: HashMap<i32, i64>,
     report: DetectReport,
 }
 
+/// The two stages of detection. Events are partitioned by client token: every detect worker
+/// runs the keyed stage over its share of `warden.events` (reporting on tokens) and passes
+/// each event on to `warden.detect.shared`, whose one partition the shared stage's group
+/// gives to one worker (reporting on everything else: global, targets, clients, IPs,
+/// countries). N workers therefore publish what one would; if the shared stage's worker
+/// dies, the group moves it to another, which rebuilds it like any other restart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DetectStage {
+    Keyed,
+    Shared,
+}
+
 impl DetectLoop {
-    /// A member of the detect consumer group, with the engine and history `config` asks for.
-    pub fn new(cluster: &KafkaCluster, config: &DetectConfig) -> Result<Self, DetectSetupError> {
-        let engine = config.engine().map_err(DetectSetupError::Config)?;
-        let topic = cluster.topics().events.clone();
+    /// A member of `stage`'s consumer group (`consumer_group`, or `{consumer_group}-shared`),
+    /// with the engine and history `config` asks for.
+    pub fn new(
+        cluster: &KafkaCluster,
+        config: &DetectConfig,
+        stage: DetectStage,
+    ) -> Result<Self, DetectSetupError> {
+        let topics = cluster.topics();
+        let (topic, group, subjects, forwarder) = match stage {
+            DetectStage::Keyed => (
+                &topics.events,
+                config.consumer_group.clone(),
+                Subjects::Keyed,
+                Some(RecordForwarder::new(cluster, &topics.detect_shared)?),
+            ),
+            DetectStage::Shared => (
+                &topics.detect_shared,
+                format!("{}-shared", config.consumer_group),
+                Subjects::Shared,
+                None,
+            ),
+        };
+        let engine = config
+            .engine()
+            .map_err(DetectSetupError::Config)?
+            .reporting_on(subjects);
         Ok(Self {
-            consumer: TopicConsumer::subscribe(cluster, &config.consumer_group, &[&topic])?,
+            consumer: TopicConsumer::subscribe(cluster, &group, &[topic])?,
             alerts: AlertPublisher::new(cluster)?,
             configured: engine.clone(),
             engine,
@@ -269,6 +328,9 @@ impl DetectLoop {
             assignment: 0,
             replay_until: HashMap::new(),
             last_progress: None,
+            stage,
+            forwarder,
+            counted_up_to: HashMap::new(),
             report: DetectReport::default(),
         })
     }
@@ -332,6 +394,7 @@ impl DetectLoop {
         let mut report = self.report;
         report.num_late = stats.late;
         info!(
+            stage = ?self.stage,
             events = report.num_events,
             replayed = report.num_replayed,
             undecodable = report.num_undecodable,
@@ -339,6 +402,7 @@ impl DetectLoop {
             future = report.num_future,
             alerts = report.num_alerts,
             suppressed = report.num_suppressed,
+            duplicates = report.num_duplicates,
             rebuilds = report.num_rebuilds,
             "detect loop stopped"
         );
@@ -351,6 +415,13 @@ impl DetectLoop {
             .replay_until
             .get(&(record.topic.clone(), record.partition))
             .is_some_and(|&committed| record.offset < committed);
+        if self.forwarder.is_none() && self.counted_before(record) {
+            self.report.num_duplicates += u64::from(!replaying);
+            if !replaying {
+                processed.record(record);
+            }
+            return;
+        }
         let alerts = match EventRow::from_json(&record.payload) {
             Ok(event) if event.ts > Utc::now() + MAX_CLOCK_SKEW => {
                 self.report.num_future += u64::from(!replaying);
@@ -359,6 +430,9 @@ impl DetectLoop {
             Ok(event) => {
                 self.report.num_events += 1;
                 self.report.num_replayed += u64::from(replaying);
+                if let Some(forwarder) = self.forwarder.as_mut().filter(|_| !replaying) {
+                    forwarder.forward(record).await;
+                }
                 let before = self.engine.watermark();
                 let alerts = self.engine.take(&event);
                 if self.engine.watermark() != before {
@@ -389,6 +463,30 @@ impl DetectLoop {
         }
     }
 
+    /// Whether a passed-on record was counted already (by its source partition and offset),
+    /// noting it as counted if not. Records without the headers are always new.
+    fn counted_before(&mut self, record: &ConsumedRecord) -> bool {
+        let header = |name: &str| -> Option<i64> {
+            let (_, value) = record.headers.iter().find(|(key, _)| key == name)?;
+            std::str::from_utf8(value.as_deref()?).ok()?.parse().ok()
+        };
+        let (Some(partition), Some(offset)) = (
+            header(SOURCE_PARTITION_HEADER),
+            header(SOURCE_OFFSET_HEADER),
+        ) else {
+            return false;
+        };
+        let Ok(partition) = i32::try_from(partition) else {
+            return false;
+        };
+        let counted = self.counted_up_to.entry(partition).or_insert(-1);
+        if offset <= *counted {
+            return true;
+        }
+        *counted = offset;
+        false
+    }
+
     /// Starts the engine again for a new assignment: rewinds every assigned partition by
     /// `rebuild_history` and notes which records to replay. Returns whether `record`'s
     /// partition was rewound (if not, it is read on from where it was, without history).
@@ -399,6 +497,7 @@ impl DetectLoop {
         processed.clear();
         self.engine = self.configured.clone();
         self.last_progress = None;
+        self.counted_up_to.clear();
         self.replay_until.clear();
         self.report.num_rebuilds += 1;
         let since = Utc::now() - self.rebuild_history;
@@ -412,6 +511,7 @@ impl DetectLoop {
         let mut record_rewound = false;
         for partition in rewound {
             info!(
+                stage = ?self.stage,
                 topic = partition.topic,
                 partition = partition.partition,
                 from = partition.from,
@@ -449,7 +549,14 @@ impl DetectLoop {
         }
     }
 
-    async fn commit(&self, processed: &mut PartitionOffsets) {
+    async fn commit(&mut self, processed: &mut PartitionOffsets) {
+        // What was passed on must be at the shared stage before its source is committed.
+        if let Some(forwarder) = self.forwarder.as_mut()
+            && !forwarder.flush().await
+        {
+            warn!("passing events on to the shared stage failed; not committing yet");
+            return;
+        }
         match self.consumer.commit(processed).await {
             Ok(()) => processed.clear(),
             Err(err) => warn!(error = %err, "offset commit failed; will retry"),

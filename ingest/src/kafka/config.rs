@@ -45,6 +45,10 @@ pub struct TopicNames {
     pub alerts: String,
     pub control: String,
     pub dlq: String,
+    /// Events the detect workers pass on to the one worker that runs the detectors whose
+    /// subjects are not the partition key (global, per target, client, IP, country): one
+    /// partition, so the consumer group gives it to exactly one member.
+    pub detect_shared: String,
 }
 
 impl Default for TopicNames {
@@ -54,13 +58,21 @@ impl Default for TopicNames {
             alerts: "warden.alerts".to_owned(),
             control: "warden.control".to_owned(),
             dlq: "warden.dlq".to_owned(),
+            detect_shared: "warden.detect.shared".to_owned(),
         }
     }
 }
 
 impl TopicNames {
-    pub fn all(&self) -> [&str; 4] {
-        [&self.events, &self.alerts, &self.control, &self.dlq]
+    /// Every topic with its partition count, given the configured count for the others.
+    pub fn with_partitions(&self, partitions: i32) -> [(&str, i32); 5] {
+        [
+            (&self.events, partitions),
+            (&self.alerts, partitions),
+            (&self.control, partitions),
+            (&self.dlq, partitions),
+            (&self.detect_shared, 1),
+        ]
     }
 }
 

@@ -32,8 +32,11 @@ impl EmbeddedBroker {
     pub fn start(config: &KafkaConfig) -> Result<Self, KafkaSetupError> {
         let (ready_tx, ready_rx) = mpsc::channel::<Result<String, String>>();
         let (stop_tx, stop_rx) = mpsc::channel::<()>();
-        let topics: Vec<String> = config.topics.all().map(str::to_owned).to_vec();
-        let partitions = config.partitions;
+        let topics: Vec<(String, i32)> = config
+            .topics
+            .with_partitions(config.partitions)
+            .map(|(name, partitions)| (name.to_owned(), partitions))
+            .to_vec();
         let thread = thread::Builder::new()
             .name("embedded-broker".into())
             .spawn(move || {
@@ -44,8 +47,8 @@ impl EmbeddedBroker {
                         return;
                     }
                 };
-                for topic in &topics {
-                    if let Err(err) = cluster.create_topic(topic, partitions, 1) {
+                for (topic, partitions) in &topics {
+                    if let Err(err) = cluster.create_topic(topic, *partitions, 1) {
                         let _ = ready_tx.send(Err(format!("topic {topic}: {err}")));
                         return;
                     }

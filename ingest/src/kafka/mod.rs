@@ -23,7 +23,10 @@ pub use consumer::{
     AssignmentWatch, ConsumedRecord, PartitionOffsets, RewoundPartition, TopicConsumer,
 };
 pub use embedded::EmbeddedBroker;
-pub use publisher::{AlertPublisher, DeadLetterPublisher, KafkaEventPublisher, produce_events};
+pub use publisher::{
+    AlertPublisher, DeadLetterPublisher, KafkaEventPublisher, RecordForwarder,
+    SOURCE_OFFSET_HEADER, SOURCE_PARTITION_HEADER, produce_events,
+};
 
 /// How long topic creation waits for the cluster.
 const ADMIN_TIMEOUT: Duration = Duration::from_secs(5);
@@ -155,11 +158,11 @@ impl KafkaCluster {
         let new_topics: Vec<NewTopic<'_>> = self
             .config
             .topics
-            .all()
+            .with_partitions(self.config.partitions)
             .into_iter()
-            .map(|name| {
+            .map(|(name, partitions)| {
                 let replication = TopicReplication::Fixed(self.config.replication_factor);
-                NewTopic::new(name, self.config.partitions, replication)
+                NewTopic::new(name, partitions, replication)
             })
             .collect();
         let options = AdminOptions::new().request_timeout(Some(ADMIN_TIMEOUT));

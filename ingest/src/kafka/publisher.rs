@@ -678,6 +678,102 @@ impl AlertPublisher {
     }
 }
 
+/// Passes consumed records on to another topic unchanged, each with headers naming where it
+/// came from (`warden-source-partition`, `warden-source-offset`), so a reader can drop a
+/// record passed on twice. Sends are queued; [`RecordForwarder::flush`] waits until the
+/// broker has every one (call it before committing the source offsets).
+pub struct RecordForwarder {
+    producer: FutureProducer,
+    topic: String,
+    pending: Vec<rdkafka::producer::DeliveryFuture>,
+    /// A delivery since the last flush was refused.
+    refused: bool,
+}
+
+impl std::fmt::Debug for RecordForwarder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RecordForwarder")
+            .field("topic", &self.topic)
+            .field("pending", &self.pending.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The header naming the partition a passed-on record was read from.
+pub const SOURCE_PARTITION_HEADER: &str = "warden-source-partition";
+/// The header naming the offset a passed-on record was read from.
+pub const SOURCE_OFFSET_HEADER: &str = "warden-source-offset";
+
+impl RecordForwarder {
+    pub fn new(cluster: &KafkaCluster, topic: &str) -> Result<Self, KafkaSetupError> {
+        Ok(Self {
+            producer: cluster.producer_config().create()?,
+            topic: topic.to_owned(),
+            pending: Vec::new(),
+            refused: false,
+        })
+    }
+
+    /// Queues `record` for the topic (waiting only while the producer's queue is full).
+    pub async fn forward(&mut self, record: &ConsumedRecord) {
+        let partition = record.partition.to_string();
+        let offset = record.offset.to_string();
+        let headers = OwnedHeaders::new()
+            .insert(Header {
+                key: SOURCE_PARTITION_HEADER,
+                value: Some(partition.as_bytes()),
+            })
+            .insert(Header {
+                key: SOURCE_OFFSET_HEADER,
+                value: Some(offset.as_bytes()),
+            });
+        let mut next = FutureRecord::to(&self.topic)
+            .payload(&record.payload)
+            .headers(headers);
+        if let Some(key) = &record.key {
+            next = next.key(key.as_slice());
+        }
+        loop {
+            match self.producer.send_result(next) {
+                Ok(delivery) => {
+                    self.pending.push(delivery);
+                    return;
+                }
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                    next = back;
+                    self.refused |= !Self::await_older_half(&mut self.pending).await;
+                }
+                Err((err, back)) => {
+                    warn!(error = %err, "passing a record on failed; retrying");
+                    next = back;
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        }
+    }
+
+    /// Makes room in a full producer queue: waits for the older half of the deliveries.
+    /// Returns whether all of them were delivered.
+    async fn await_older_half(pending: &mut Vec<rdkafka::producer::DeliveryFuture>) -> bool {
+        let older = (pending.len() / 2).max(1).min(pending.len());
+        let mut delivered = true;
+        for delivery in pending.drain(..older) {
+            delivered &= matches!(delivery.await, Ok(Ok(_)));
+        }
+        delivered
+    }
+
+    /// Waits until the broker has every queued record. Returns false if one was refused
+    /// (then the source offsets must not be committed: those records are passed on again).
+    pub async fn flush(&mut self) -> bool {
+        let mut delivered = !std::mem::take(&mut self.refused);
+        for delivery in self.pending.drain(..) {
+            delivered &= matches!(delivery.await, Ok(Ok(_)));
+        }
+        delivered
+    }
+}
+
 /// Publishes events in bulk to `warden.events`, keyed like the proxy keys them, and waits for
 /// every acknowledgement: what `warden simulate --produce` uses to replay a scenario.
 pub async fn produce_events(
