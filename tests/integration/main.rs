@@ -13,6 +13,7 @@ mod dead_letters;
 mod deploy_files;
 mod detect_restart;
 mod detect_spike;
+mod detect_two_workers;
 mod durability;
 mod end_to_end;
 mod graceful_shutdown;
