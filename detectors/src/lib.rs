@@ -15,10 +15,11 @@
 //!
 //! Restart and rebalance safety is by replay, not checkpoints: see [`DetectLoop`].
 //!
-//! Not done yet (issue 5): combining global, per-target, per-IP and per-country counts across
-//! workers (with N workers each sees its own partitions' share; per-client and per-token
-//! scopes follow the Kafka key and are exact); per-environment, per-target and per-client
-//! overrides; `warden detect --replay`.
+//! Scale-out is in two stages ([`DetectStage`]): keyed subjects over each worker's partitions,
+//! the rest on one worker that reads every event passed on through `warden.detect.shared`.
+//!
+//! Not done yet (issue 5): per-environment, per-target and per-client overrides; `warden
+//! detect --replay`; spreading the shared stage (partial aggregates).
 
 pub mod auth_failures;
 pub mod buckets;
