@@ -1,0 +1,58 @@
+//! Detector engine throughput, in-process, on one core: every enabled detector (the default
+//! `[detect]` config) fed a realistic stream — a generated day of traffic with full call
+//! trails, and the traffic-spike scenario (warm-up, a 10x spike, cool-down) — either as
+//! decoded events or from the JSON payloads a worker reads from Kafka (decoding included).
+//!
+//! `cargo bench -p warden-detectors --bench engine`
+
+use std::hint::black_box;
+
+use chrono::DateTime;
+use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use warden_detectors::DetectConfig;
+use warden_detectors::engine::Engine;
+use warden_detectors::scenario::Scenario;
+use warden_ingest::AuditEvent;
+use warden_ingest::event_row::EventRow;
+
+fn engine_throughput(c: &mut Criterion) {
+    let start = DateTime::from_timestamp(1_790_208_000, 0).expect("start");
+    let configured = DetectConfig::default().engine().expect("default engine");
+    let mut group = c.benchmark_group("engine");
+    group.sample_size(10);
+    for scenario in [Scenario::BenignDay, Scenario::TrafficSpike] {
+        let events = scenario.events(start, 7);
+        let payloads: Vec<Vec<u8>> = events.iter().map(AuditEvent::to_json).collect();
+        group.throughput(Throughput::Elements(events.len() as u64));
+        let fresh = || configured.clone();
+        group.bench_function(format!("{scenario}/decoded"), |b| {
+            b.iter_batched(
+                fresh,
+                |mut engine: Engine| {
+                    for event in &events {
+                        black_box(engine.take(&EventRow::from(event)));
+                    }
+                    engine
+                },
+                BatchSize::LargeInput,
+            );
+        });
+        group.bench_function(format!("{scenario}/json"), |b| {
+            b.iter_batched(
+                fresh,
+                |mut engine: Engine| {
+                    for payload in &payloads {
+                        let event = EventRow::from_json(payload).expect("valid event");
+                        black_box(engine.take(&event));
+                    }
+                    engine
+                },
+                BatchSize::LargeInput,
+            );
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, engine_throughput);
+criterion_main!(benches);
