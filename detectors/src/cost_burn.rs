@@ -173,11 +173,49 @@ impl Schedule {
     }
 
     /// The budget of buckets `from..to`: each bucket's share of its hourly rate.
+    #[cfg(test)]
     fn budget(&self, from: i64, to: i64) -> f64 {
+        let business = self.business_buckets(from, to);
+        self.budget_of(business, to - from)
+    }
+
+    /// How many of buckets `from..to` start in business hours.
+    fn business_buckets(&self, from: i64, to: i64) -> i64 {
         (from..to)
-            .map(|bucket| self.usd_per_hour(bucket_start(bucket)))
-            .sum::<f64>()
-            * (BUCKET_SECONDS as f64 / 3_600.0)
+            .filter(|&bucket| self.is_business_hours(bucket_start(bucket)))
+            .count() as i64
+    }
+
+    /// The budget of `buckets` buckets, `business` of them in business hours.
+    fn budget_of(&self, business: i64, buckets: i64) -> f64 {
+        let usd =
+            business as f64 * self.business_usd + (buckets - business) as f64 * self.off_hours_usd;
+        usd * (BUCKET_SECONDS as f64 / 3_600.0)
+    }
+}
+
+/// The business buckets of the last hour window, kept up to date as the window slides: the
+/// time-zone lookups of a whole hour (360 buckets) at every evaluation were most of the
+/// engine's time. Counts are integers, so sliding never drifts from a full count.
+#[derive(Debug, Clone, Copy)]
+struct BusinessBuckets {
+    from: i64,
+    to: i64,
+    business: i64,
+}
+
+impl BusinessBuckets {
+    /// The count for `from..to`, sliding from the last one when the window moved forward by
+    /// less than its length, counting afresh otherwise.
+    fn slide(last: Option<Self>, schedule: &Schedule, from: i64, to: i64) -> Self {
+        let business = match last {
+            Some(last) if last.to - last.from == to - from && to >= last.to && from < last.to => {
+                last.business + schedule.business_buckets(last.to, to)
+                    - schedule.business_buckets(last.from, from)
+            }
+            _ => schedule.business_buckets(from, to),
+        };
+        Self { from, to, business }
     }
 }
 
@@ -198,6 +236,8 @@ pub struct CostBurn {
     cooldown: TimeDelta,
     /// By environment; `None` for events without one.
     scopes: HashMap<Option<String>, Scope>,
+    /// The business buckets of the last evaluated hour.
+    business_buckets: Option<BusinessBuckets>,
 }
 
 impl CostBurn {
@@ -211,6 +251,7 @@ impl CostBurn {
             projection_buckets: (config.projection_window_s / BUCKET_SECONDS).max(1),
             cooldown: TimeDelta::seconds(config.cooldown_s),
             scopes: HashMap::new(),
+            business_buckets: None,
         })
     }
 
@@ -219,10 +260,10 @@ impl CostBurn {
         environment: Option<&str>,
         scope: &Scope,
         evaluation: Evaluation,
+        budget: f64,
     ) -> Option<Alert> {
         let end = evaluation.end;
         let spent = scope.micros.sum(end - HOUR_BUCKETS, end) as f64 / MICROS_PER_USD;
-        let budget = self.schedule.budget(end - HOUR_BUCKETS, end);
         let recent = scope.micros.sum(end - self.projection_buckets, end) as f64 / MICROS_PER_USD;
         let projected = recent * (HOUR_BUCKETS as f64 / self.projection_buckets as f64);
         let rate_now = self.schedule.usd_per_hour(evaluation.at);
@@ -320,10 +361,17 @@ impl Detector for CostBurn {
             }
             self.scopes.retain(|_, scope| scope.micros.total() > 0);
         }
+        if self.scopes.is_empty() {
+            return Vec::new();
+        }
+        let (from, to) = (evaluation.end - HOUR_BUCKETS, evaluation.end);
+        let window = BusinessBuckets::slide(self.business_buckets, &self.schedule, from, to);
+        self.business_buckets = Some(window);
+        let budget = self.schedule.budget_of(window.business, HOUR_BUCKETS);
         self.scopes
             .iter()
             .filter_map(|(environment, scope)| {
-                self.judge(environment.as_deref(), scope, evaluation)
+                self.judge(environment.as_deref(), scope, evaluation, budget)
             })
             .collect()
     }
@@ -456,5 +504,35 @@ mod tests {
             ..CostBurnConfig::default()
         };
         assert!(bad_hours.validate()[0].contains("business_hours"));
+    }
+
+    proptest::proptest! {
+        /// However the hour window moves (forward a little, forward past itself, back), the
+        /// slid count of business buckets is the count made afresh — across opening, closing,
+        /// weekends and the 2026 DST change of America/New_York.
+        #[test]
+        fn sliding_the_business_count_matches_counting_afresh(
+            start in 0i64..(14 * 8_640),
+            steps in proptest::collection::vec(-400i64..800, 1..40),
+        ) {
+            let schedule = CostBurnConfig {
+                timezone: "America/New_York".into(),
+                ..CostBurnConfig::default()
+            }
+            .schedule()
+            .expect("schedule");
+            // 1 March 2026 00:00 UTC, in buckets, plus up to two weeks.
+            let mut to = bucket_of(utc(2026, 3, 1, 0, 0)) + start;
+            let mut last = None;
+            for step in steps {
+                to += step;
+                let window = BusinessBuckets::slide(last, &schedule, to - HOUR_BUCKETS, to);
+                proptest::prop_assert_eq!(
+                    window.business,
+                    schedule.business_buckets(to - HOUR_BUCKETS, to)
+                );
+                last = Some(window);
+            }
+        }
     }
 }
