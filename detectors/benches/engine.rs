@@ -4,7 +4,7 @@
 //! decoded events or from the JSON payloads a worker reads from Kafka (decoding included).
 //! Those streams are sparse (a few events per event-time second), so the per-second and
 //! per-bucket evaluations weigh on every event; `dense` is the traffic-spike scenario with its
-//! event time compressed 100x (thousands of events per second, as at high rates), where they
+//! event time compressed 100x (hundreds of events per second, as at high rates), where they
 //! are spread over many events.
 //!
 //! `cargo bench -p warden-detectors --bench engine`
