@@ -126,15 +126,10 @@ async fn sigkilled_archivers_still_archive_every_event_once_and_tampering_is_nam
         config,
     } = archive_setup(
         2,
-        r#"
-            flush_interval_s = 0.3
-            max_batch_events = 1500
-            # A killed member holds its partitions until its session expires: keep that short.
-            [kafka.properties]
-            "session.timeout.ms" = "6000"
-            "heartbeat.interval.ms" = "1000"
-            "max.poll.interval.ms" = "10000"
-        "#,
+        &format!(
+            "flush_interval_s = 0.3\nmax_batch_events = 1500\n{}",
+            support::SHORT_KAFKA_SESSIONS
+        ),
     )
     .await;
     produce_backlog(&cluster, BACKLOG).await;

@@ -13,18 +13,8 @@ use support::{WardenProcess, archive_setup, chat_request, produce_events, sql_un
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_spike_spanning_a_crash_is_escalated_once_and_nothing_is_repeated() {
-    let setup = archive_setup(
-        2,
-        r#"
-            flush_interval_s = 1
-            # A killed member holds its partitions until its session expires: keep that short.
-            [kafka.properties]
-            "session.timeout.ms" = "6000"
-            "heartbeat.interval.ms" = "1000"
-            "max.poll.interval.ms" = "10000"
-        "#,
-    )
-    .await;
+    let extra = format!("flush_interval_s = 1\n{}", support::SHORT_KAFKA_SESSIONS);
+    let setup = archive_setup(2, &extra).await;
     let start = DateTime::from_timestamp(
         (Utc::now() - TimeDelta::hours(2)).timestamp() / 300 * 300,
         0,

@@ -51,16 +51,8 @@ fn traffic(start: DateTime<Utc>) -> Vec<AuditEvent> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn two_workers_publish_what_one_engine_would() {
-    let setup = archive_setup(
-        4,
-        r#"
-            flush_interval_s = 1
-            [kafka.properties]
-            "session.timeout.ms" = "6000"
-            "heartbeat.interval.ms" = "1000"
-        "#,
-    )
-    .await;
+    let extra = format!("flush_interval_s = 1\n{}", support::SHORT_KAFKA_SESSIONS);
+    let setup = archive_setup(4, &extra).await;
     let start = DateTime::from_timestamp(
         (Utc::now() - TimeDelta::hours(2)).timestamp() / 300 * 300,
         0,

@@ -480,6 +480,15 @@ pub struct ArchiveSetup {
     pub config: std::path::PathBuf,
 }
 
+/// Config lines (after the `[archive]` keys) for tests that kill a consumer-group member: a
+/// killed member holds its partitions until its session expires, so keep that short.
+pub const SHORT_KAFKA_SESSIONS: &str = r#"
+    [kafka.properties]
+    "session.timeout.ms" = "6000"
+    "heartbeat.interval.ms" = "1000"
+    "max.poll.interval.ms" = "10000"
+"#;
+
 /// `extra` is appended to the config (its `[archive]` section is open, so archive keys first).
 pub async fn archive_setup(partitions: i32, extra: &str) -> ArchiveSetup {
     let broker = TansuBroker::start().expect("tansu starts");
