@@ -268,8 +268,9 @@ pub struct DetectLoop {
     rebuild_history: TimeDelta,
     /// The assignment count the engine was last rebuilt for.
     assignment: u64,
-    /// Each replaying partition's committed offset: records before it are replayed.
-    replay_until: HashMap<(String, i32), i64>,
+    /// Each replaying partition's committed offset: records before it are replayed. (One
+    /// topic per loop, so the partition names it.)
+    replay_until: HashMap<i32, i64>,
     last_progress: Option<LastProgress>,
     stage: DetectStage,
     /// Keyed stage: passes every event it feeds its engine on to the shared stage.
@@ -414,7 +415,7 @@ impl DetectLoop {
     async fn process(&mut self, record: &ConsumedRecord, processed: &mut PartitionOffsets) {
         let replaying = self
             .replay_until
-            .get(&(record.topic.clone(), record.partition))
+            .get(&record.partition)
             .is_some_and(|&committed| record.offset < committed);
         if self.forwarder.is_none() && self.counted_before(record) {
             self.report.num_duplicates += u64::from(!replaying);
@@ -454,22 +455,27 @@ impl DetectLoop {
             return;
         }
         processed.record(record);
-        if !alerts.is_empty() {
-            for alert in &alerts {
-                self.publish(alert).await;
-            }
-            self.report.num_alerts += alerts.len() as u64;
-            // Published: a member that takes over must not publish them again.
-            self.commit(processed).await;
+        self.publish_all(&alerts, processed).await;
+    }
+
+    /// Publishes `alerts`, then commits what was processed: a member that takes over must
+    /// not publish them again.
+    async fn publish_all(&mut self, alerts: &[Alert], processed: &mut PartitionOffsets) {
+        if alerts.is_empty() {
+            return;
         }
+        for alert in alerts {
+            self.publish(alert).await;
+        }
+        self.report.num_alerts += alerts.len() as u64;
+        self.commit(processed).await;
     }
 
     /// Whether a passed-on record was counted already (by its source partition and offset),
     /// noting it as counted if not. Records without the headers are always new.
     fn counted_before(&mut self, record: &ConsumedRecord) -> bool {
         let header = |name: &str| -> Option<i64> {
-            let (_, value) = record.headers.iter().find(|(key, _)| key == name)?;
-            std::str::from_utf8(value.as_deref()?).ok()?.parse().ok()
+            std::str::from_utf8(record.header(name)?).ok()?.parse().ok()
         };
         let (Some(partition), Some(offset)) = (
             header(SOURCE_PARTITION_HEADER),
@@ -522,7 +528,7 @@ impl DetectLoop {
             record_rewound |=
                 partition.topic == record.topic && partition.partition == record.partition;
             self.replay_until
-                .insert((partition.topic, partition.partition), partition.committed);
+                .insert(partition.partition, partition.committed);
         }
         record_rewound
     }
@@ -541,13 +547,7 @@ impl DetectLoop {
             return;
         }
         let alerts = self.engine.advance_to(watermark);
-        for alert in &alerts {
-            self.publish(alert).await;
-        }
-        self.report.num_alerts += alerts.len() as u64;
-        if !alerts.is_empty() {
-            self.commit(processed).await;
-        }
+        self.publish_all(&alerts, processed).await;
     }
 
     async fn commit(&mut self, processed: &mut PartitionOffsets) {

@@ -42,13 +42,7 @@ async fn malformed_records_are_dead_lettered_and_archiving_goes_on() {
     assert_eq!(dead[0].payload, b"this is not json");
     assert_eq!(dead[1].payload, future_version.to_json());
     let header = |record: &ConsumedRecord, name: &str| {
-        record
-            .headers
-            .iter()
-            .find(|(key, _)| key == name)
-            .and_then(|(_, value)| value.clone())
-            .map(|value| String::from_utf8_lossy(&value).into_owned())
-            .unwrap_or_default()
+        String::from_utf8_lossy(record.header(name).unwrap_or_default()).into_owned()
     };
     assert!(header(&dead[0], "warden-dlq-reason").contains("not a valid audit event"));
     assert_eq!(

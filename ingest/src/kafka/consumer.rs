@@ -32,6 +32,14 @@ pub struct ConsumedRecord {
     pub headers: Vec<(String, Option<Vec<u8>>)>,
 }
 
+impl ConsumedRecord {
+    /// The value of the first header called `name`, if it has one.
+    pub fn header(&self, name: &str) -> Option<&[u8]> {
+        let (_, value) = self.headers.iter().find(|(key, _)| key == name)?;
+        value.as_deref()
+    }
+}
+
 /// The highest processed offset of each (topic, partition) since the last commit.
 #[derive(Debug, Default, Clone)]
 pub struct PartitionOffsets {

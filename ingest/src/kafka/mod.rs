@@ -25,7 +25,7 @@ pub use consumer::{
 pub use embedded::EmbeddedBroker;
 pub use publisher::{
     AlertPublisher, DeadLetterPublisher, KafkaEventPublisher, RecordForwarder,
-    SOURCE_OFFSET_HEADER, SOURCE_PARTITION_HEADER, produce_events,
+    SOURCE_OFFSET_HEADER, SOURCE_PARTITION_HEADER, SOURCE_TOPIC_HEADER, produce_events,
 };
 
 /// How long topic creation waits for the cluster.

@@ -606,31 +606,11 @@ impl DeadLetterPublisher {
 
     /// Publishes `record` unchanged with `reason`; returns once the broker has it.
     pub async fn publish(&self, record: &ConsumedRecord, reason: &str) -> Result<(), KafkaError> {
-        let partition = record.partition.to_string();
-        let offset = record.offset.to_string();
-        let headers = OwnedHeaders::new()
-            .insert(Header {
-                key: "warden-dlq-reason",
-                value: Some(reason),
-            })
-            .insert(Header {
-                key: "warden-source-topic",
-                value: Some(record.topic.as_str()),
-            })
-            .insert(Header {
-                key: "warden-source-partition",
-                value: Some(partition.as_str()),
-            })
-            .insert(Header {
-                key: "warden-source-offset",
-                value: Some(offset.as_str()),
-            });
-        let mut dead_letter = FutureRecord::to(&self.topic)
-            .payload(record.payload.as_slice())
-            .headers(headers);
-        if let Some(key) = &record.key {
-            dead_letter = dead_letter.key(key.as_slice());
-        }
+        let headers = source_headers(record).insert(Header {
+            key: "warden-dlq-reason",
+            value: Some(reason),
+        });
+        let dead_letter = copy_of(record, &self.topic, headers);
         self.producer
             .send(dead_letter, ACK_TIMEOUT)
             .await
@@ -699,10 +679,44 @@ impl std::fmt::Debug for RecordForwarder {
     }
 }
 
-/// The header naming the partition a passed-on record was read from.
+/// The header naming the topic a dead-lettered or passed-on record was read from.
+pub const SOURCE_TOPIC_HEADER: &str = "warden-source-topic";
+/// The header naming the partition a dead-lettered or passed-on record was read from.
 pub const SOURCE_PARTITION_HEADER: &str = "warden-source-partition";
-/// The header naming the offset a passed-on record was read from.
+/// The header naming the offset a dead-lettered or passed-on record was read from.
 pub const SOURCE_OFFSET_HEADER: &str = "warden-source-offset";
+
+/// Headers naming where `record` was read from: topic, partition and offset.
+fn source_headers(record: &ConsumedRecord) -> OwnedHeaders {
+    OwnedHeaders::new()
+        .insert(Header {
+            key: SOURCE_TOPIC_HEADER,
+            value: Some(record.topic.as_str()),
+        })
+        .insert(Header {
+            key: SOURCE_PARTITION_HEADER,
+            value: Some(&record.partition.to_string()),
+        })
+        .insert(Header {
+            key: SOURCE_OFFSET_HEADER,
+            value: Some(&record.offset.to_string()),
+        })
+}
+
+/// `record`'s key and payload, unchanged, for `topic`, with `headers`.
+fn copy_of<'a>(
+    record: &'a ConsumedRecord,
+    topic: &'a str,
+    headers: OwnedHeaders,
+) -> FutureRecord<'a, [u8], [u8]> {
+    let copy = FutureRecord::to(topic)
+        .payload(record.payload.as_slice())
+        .headers(headers);
+    match &record.key {
+        Some(key) => copy.key(key.as_slice()),
+        None => copy,
+    }
+}
 
 impl RecordForwarder {
     pub fn new(cluster: &KafkaCluster, topic: &str) -> Result<Self, KafkaSetupError> {
@@ -716,23 +730,7 @@ impl RecordForwarder {
 
     /// Queues `record` for the topic (waiting only while the producer's queue is full).
     pub async fn forward(&mut self, record: &ConsumedRecord) {
-        let partition = record.partition.to_string();
-        let offset = record.offset.to_string();
-        let headers = OwnedHeaders::new()
-            .insert(Header {
-                key: SOURCE_PARTITION_HEADER,
-                value: Some(partition.as_bytes()),
-            })
-            .insert(Header {
-                key: SOURCE_OFFSET_HEADER,
-                value: Some(offset.as_bytes()),
-            });
-        let mut next = FutureRecord::to(&self.topic)
-            .payload(&record.payload)
-            .headers(headers);
-        if let Some(key) = &record.key {
-            next = next.key(key.as_slice());
-        }
+        let mut next = copy_of(record, &self.topic, source_headers(record));
         loop {
             match self.producer.send_result(next) {
                 Ok(delivery) => {
