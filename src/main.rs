@@ -3,6 +3,8 @@
 //! workspace crates.
 
 mod config;
+mod replay;
+mod report;
 mod roles;
 mod simulate;
 
@@ -48,8 +50,24 @@ enum Command {
         #[command(subcommand)]
         action: Option<ArchiveAction>,
     },
-    /// The detectors only.
-    Detect(ConfigArg),
+    /// The detectors only; with --replay, a backtest over the archive instead.
+    Detect {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Run the detectors over the archived events of --from..--to and print the alerts
+        /// that would have fired (nothing is published).
+        #[arg(long, requires = "from")]
+        replay: bool,
+        /// Start of the replay: YYYY-MM-DD, YYYY-MM-DDTHH or RFC 3339 (UTC).
+        #[arg(long, value_parser = parse_since, requires = "replay")]
+        from: Option<chrono::DateTime<chrono::Utc>>,
+        /// End of the replay (exclusive) [default: now].
+        #[arg(long, value_parser = parse_since, requires = "replay")]
+        to: Option<chrono::DateTime<chrono::Utc>>,
+        /// Print each alert as one JSON object per line.
+        #[arg(long, requires = "replay")]
+        json: bool,
+    },
     /// Check the archive against its manifest and hourly digests: missing, altered or
     /// unlisted objects, breaks in a hash chain, digests that no longer match it, and pruning
     /// beyond retention are named; exits non-zero if there are any.
@@ -175,12 +193,13 @@ fn main() -> ExitCode {
 
 async fn run(command: Command) -> anyhow::Result<()> {
     let config_arg = match &command {
-        Command::Up(arg) | Command::Proxy(arg) | Command::Detect(arg) => arg,
+        Command::Up(arg) | Command::Proxy(arg) => arg,
         Command::Archive {
             action: Some(ArchiveAction::Prune { config, .. }),
             ..
         }
         | Command::Archive { config, .. }
+        | Command::Detect { config, .. }
         | Command::Sql { config, .. }
         | Command::Simulate { config, .. }
         | Command::Verify { config, .. } => config,
@@ -199,7 +218,21 @@ async fn run(command: Command) -> anyhow::Result<()> {
             action: Some(ArchiveAction::Prune { apply, .. }),
             ..
         } => roles::prune(&config, apply).await,
-        Command::Detect(_) => roles::detect(config).await,
+        Command::Detect {
+            replay: true,
+            from: Some(from),
+            to,
+            json,
+            ..
+        } => {
+            let request = replay::ReplayRequest {
+                from,
+                to: to.unwrap_or_else(chrono::Utc::now),
+                json,
+            };
+            replay::replay(&config, &request).await
+        }
+        Command::Detect { .. } => roles::detect(config).await,
         Command::Sql { format, query, .. } => roles::sql(&config, &query, format.into()).await,
         Command::Verify { since, .. } => roles::verify(&config, since).await,
         Command::Simulate {

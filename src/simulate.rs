@@ -14,6 +14,7 @@ use warden_ingest::alert::{Alert, AlertStatus};
 use warden_ingest::kafka::{KafkaCluster, produce_events};
 
 use crate::config::ValidatedConfig;
+use crate::report::alert_line;
 
 /// What `warden simulate` was asked.
 #[derive(Debug)]
@@ -90,19 +91,12 @@ pub async fn simulate(config: &ValidatedConfig, request: &SimulateRequest) -> an
     Ok(all_met)
 }
 
-/// One alert as a line: delay after the incident, status, severity, detector, subject, summary.
+/// One alert as a line: its delay after the incident, then [`alert_line`].
 fn describe(alert: &Alert, incident: DateTime<Utc>) -> String {
-    let status = match alert.status {
-        AlertStatus::Firing => "FIRING",
-        AlertStatus::Resolved => "resolved",
-    };
     format!(
-        "{:>+6}s  {status:<8} {:<8} {:<22} {:<28} {}",
+        "{:>+6}s  {}",
         (alert.ts - incident).num_seconds(),
-        alert.severity.as_str(),
-        alert.detector,
-        alert.subject.to_string(),
-        alert.summary
+        alert_line(alert)
     )
 }
 

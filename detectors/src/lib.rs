@@ -18,8 +18,11 @@
 //! Scale-out is in two stages ([`DetectStage`]): keyed subjects over each worker's partitions,
 //! the rest on one worker that reads every event passed on through `warden.detect.shared`.
 //!
-//! Not done yet (issue 5): per-environment, per-target and per-client overrides; `warden
-//! detect --replay`; spreading the shared stage (partial aggregates).
+//! `warden detect --replay` (in the `warden` binary) runs the same [`Engine`] over the
+//! archive.
+//!
+//! Not done yet (issue 5): per-environment, per-target and per-client overrides; spreading the
+//! shared stage (partial aggregates).
 
 pub mod auth_failures;
 pub mod buckets;

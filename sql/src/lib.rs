@@ -23,7 +23,8 @@ use datafusion::datasource::listing::{
 };
 use datafusion::error::DataFusionError;
 use datafusion::execution::context::SQLOptions;
-use datafusion::prelude::SessionContext;
+use datafusion::execution::SendableRecordBatchStream;
+use datafusion::prelude::{DataFrame, SessionContext};
 use warden_ingest::action::ControlAction;
 use warden_ingest::alert::Alert;
 use warden_ingest::archive_store::{ArchiveStore, S3Options};
@@ -105,14 +106,24 @@ impl ArchiveSession {
 
     /// Runs one read-only query.
     pub async fn query(&self, sql: &str) -> Result<QueryResult, SqlError> {
+        let frame = self.plan(sql).await?;
+        let schema: SchemaRef = Arc::new(frame.schema().as_arrow().clone());
+        let batches = frame.collect().await?;
+        Ok(QueryResult { schema, batches })
+    }
+
+    /// Runs one read-only query, its results as a stream of batches: for results too large to
+    /// hold at once (a replay of the archive).
+    pub async fn query_stream(&self, sql: &str) -> Result<SendableRecordBatchStream, SqlError> {
+        Ok(self.plan(sql).await?.execute_stream().await?)
+    }
+
+    async fn plan(&self, sql: &str) -> Result<DataFrame, SqlError> {
         let options = SQLOptions::new()
             .with_allow_ddl(false)
             .with_allow_dml(false)
             .with_allow_statements(false);
-        let frame = self.context.sql_with_options(sql, options).await?;
-        let schema: SchemaRef = Arc::new(frame.schema().as_arrow().clone());
-        let batches = frame.collect().await?;
-        Ok(QueryResult { schema, batches })
+        Ok(self.context.sql_with_options(sql, options).await?)
     }
 }
 

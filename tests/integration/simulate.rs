@@ -61,3 +61,90 @@ async fn a_produced_scenario_is_detected_by_the_workers() {
     assert_eq!(alerts[0]["runbook"], "token_compromise");
     assert!(detector.log().contains("future=1"), "{}", detector.log());
 }
+
+/// The alert lines of `warden simulate` or `warden detect --replay` output: each line's
+/// columns after its time (a delay for the one, an instant for the other).
+fn alert_lines(output: &str, firing_only: bool) -> Vec<String> {
+    output
+        .lines()
+        .filter(|line| line.contains("FIRING") || (!firing_only && line.contains("resolved ")))
+        .filter(|line| !line.starts_with("expected"))
+        .map(|line| {
+            let line = line.trim_start();
+            line.split_once("  ")
+                .map_or(line, |(_time, columns)| columns)
+                .to_owned()
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_replay_of_the_archive_raises_what_the_rehearsal_raises() {
+    use chrono::{DurationRound, TimeDelta, Utc};
+    use warden_detectors::scenario::{COOL_DOWN, INCIDENT, WARM_UP};
+
+    let setup = archive_setup(2, "flush_interval_s = 1").await;
+    let length = WARM_UP + INCIDENT + COOL_DOWN;
+    let start = (Utc::now() - length - TimeDelta::hours(1))
+        .duration_trunc(TimeDelta::minutes(1))
+        .expect("minute");
+    let start_arg = start.to_rfc3339();
+    let scenario = ["simulate", "capacity-exhaustion", "--start", &start_arg];
+    let (ok, output) = run_warden(&[&scenario[..], &["--produce"]].concat(), &setup.config, &[]);
+    assert!(ok, "{output}");
+    let published: u64 = output
+        .split_whitespace()
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("event count in {output:?}"));
+    let mut archiver = WardenProcess::start("archive", &setup.config);
+    let (archived, _) = support::archived_event_counts(&setup.config, published).await;
+    assert!(archiver.interrupt().await.success(), "{}", archiver.log());
+    assert_eq!(archived, published);
+
+    let (ok, rehearsal) = run_warden(&scenario, &setup.config, &[]);
+    assert!(ok, "{rehearsal}");
+    // The rehearsal ends a minute after its last event; so does this replay.
+    let to = (start + length + TimeDelta::minutes(1)).to_rfc3339();
+    let replay_args = ["detect", "--replay", "--from", &start_arg, "--to", &to];
+    let (ok, replay) = run_warden(&replay_args, &setup.config, &[]);
+    assert!(ok, "{replay}");
+    let expected = alert_lines(&rehearsal, true);
+    assert!(
+        expected.iter().any(|line| line.contains("capacity_503")),
+        "{rehearsal}"
+    );
+    assert_eq!(alert_lines(&replay, true), expected, "{replay}");
+    assert!(
+        replay.contains(&format!("replayed {published} events")),
+        "{replay}"
+    );
+
+    // The same as JSON, one alert per line; and a replay from inside the incident lists what
+    // was already open then instead of raising it again.
+    let (ok, json) = run_warden(&[&replay_args[..], &["--json"]].concat(), &setup.config, &[]);
+    assert!(ok, "{json}");
+    let alerts: Vec<serde_json::Value> = json
+        .lines()
+        .filter(|line| line.starts_with('{'))
+        .map(|line| serde_json::from_str(line).expect("alert JSON"))
+        .collect();
+    assert_eq!(
+        alerts.iter().filter(|a| a["status"] == "firing").count(),
+        expected.len()
+    );
+    let from_mid_incident = (start + WARM_UP + INCIDENT / 2).to_rfc3339();
+    let (ok, partial) = run_warden(
+        &["detect", "--replay", "--from", &from_mid_incident, "--to", &to],
+        &setup.config,
+        &[],
+    );
+    assert!(ok, "{partial}");
+    assert!(
+        partial.contains("already open: ") && partial.contains("capacity_503"),
+        "{partial}"
+    );
+
+    let (ok, error) = run_warden(&["detect", "--replay"], &setup.config, &[]);
+    assert!(!ok && error.contains("--from"), "{error}");
+}
