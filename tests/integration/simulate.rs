@@ -90,7 +90,11 @@ async fn a_replay_of_the_archive_raises_what_the_rehearsal_raises() {
         .expect("minute");
     let start_arg = start.to_rfc3339();
     let scenario = ["simulate", "capacity-exhaustion", "--start", &start_arg];
-    let (ok, output) = run_warden(&[&scenario[..], &["--produce"]].concat(), &setup.config, &[]);
+    let (ok, output) = run_warden(
+        &[&scenario[..], &["--produce"]].concat(),
+        &setup.config,
+        &[],
+    );
     assert!(ok, "{output}");
     let published: u64 = output
         .split_whitespace()
@@ -122,7 +126,11 @@ async fn a_replay_of_the_archive_raises_what_the_rehearsal_raises() {
 
     // The same as JSON, one alert per line; and a replay from inside the incident lists what
     // was already open then instead of raising it again.
-    let (ok, json) = run_warden(&[&replay_args[..], &["--json"]].concat(), &setup.config, &[]);
+    let (ok, json) = run_warden(
+        &[&replay_args[..], &["--json"]].concat(),
+        &setup.config,
+        &[],
+    );
     assert!(ok, "{json}");
     let alerts: Vec<serde_json::Value> = json
         .lines()
@@ -135,7 +143,14 @@ async fn a_replay_of_the_archive_raises_what_the_rehearsal_raises() {
     );
     let from_mid_incident = (start + WARM_UP + INCIDENT / 2).to_rfc3339();
     let (ok, partial) = run_warden(
-        &["detect", "--replay", "--from", &from_mid_incident, "--to", &to],
+        &[
+            "detect",
+            "--replay",
+            "--from",
+            &from_mid_incident,
+            "--to",
+            &to,
+        ],
         &setup.config,
         &[],
     );
