@@ -3,6 +3,11 @@
 //! - `event-load produce`: fills `warden.events` with realistic call trails.
 //! - `event-load consume`: reads them back with a plain consumer that does nothing else: the
 //!   benchmark's baseline, what reading the topic costs before any archiving work.
+//! - `event-load wait-committed`: returns once a consumer group has committed every record of
+//!   a topic (the detector benchmark's finish line, `scripts/bench-detect.sh`).
+//! - `event-load latency`: live traffic stamped with the clock, with a brute-force burst from
+//!   a fresh IP at a fixed interval; measures, for each burst, the time from sending the
+//!   event that crossed the detector's threshold to receiving its alert on `warden.alerts`.
 //!
 //! Each call leaves the three events the proxy emits (auth decision, request, response) with
 //! the fields a production call has: a client among 200 (token id, name, IP, country, user
@@ -15,6 +20,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 use clap::{Parser, Subcommand};
+use rdkafka::Message;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
@@ -50,6 +56,34 @@ enum Action {
         #[arg(long, default_value = "bench-baseline")]
         group: String,
     },
+    /// Wait until consumer group `group` has committed every record of `topic`.
+    WaitCommitted {
+        #[arg(long)]
+        group: String,
+        #[arg(long)]
+        topic: String,
+    },
+    /// Produce live traffic with brute-force bursts and time their alerts.
+    Latency(LatencyArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct LatencyArgs {
+    /// Background events per second (call trails, three events per call).
+    #[arg(long, default_value_t = 3_000)]
+    rate: u64,
+    /// How long to run.
+    #[arg(long, default_value_t = 60)]
+    seconds: u64,
+    /// Milliseconds between bursts.
+    #[arg(long, default_value_t = 500)]
+    burst_every_ms: u64,
+    /// Refused keys per burst; the alert follows the `threshold`-th.
+    #[arg(long, default_value_t = 25)]
+    burst_size: u64,
+    /// `[detect.auth_failures].brute_force_failures` of the workers (default 20).
+    #[arg(long, default_value_t = 20)]
+    threshold: u64,
 }
 
 const COUNTRIES: [&str; 6] = ["US", "DE", "FR", "GB", "JP", "BR"];
@@ -129,7 +163,7 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let partitions = match args.action {
         Action::Produce { partitions, .. } => partitions,
-        Action::Consume { .. } => 1,
+        Action::Consume { .. } | Action::WaitCommitted { .. } | Action::Latency(_) => 1,
     };
     let config = KafkaConfig {
         brokers: args.brokers.clone(),
@@ -142,6 +176,8 @@ async fn main() -> anyhow::Result<()> {
     match args.action {
         Action::Produce { start, .. } => produce(&cluster, args.events, start).await,
         Action::Consume { group } => consume(&cluster, args.events, &group),
+        Action::WaitCommitted { group, topic } => wait_committed(&cluster, &group, &topic),
+        Action::Latency(latency) => measure_latency(&cluster, &latency).await,
     }
 }
 
@@ -212,5 +248,175 @@ fn consume(cluster: &KafkaCluster, events: u64, group: &str) -> anyhow::Result<(
     }
     let seconds = first_at.map_or(0.0, |at| at.elapsed().as_secs_f64());
     println!("{{\"events\": {read}, \"json_bytes\": {bytes}, \"seconds\": {seconds:.2}}}");
+    Ok(())
+}
+
+fn wait_committed(cluster: &KafkaCluster, group: &str, topic: &str) -> anyhow::Result<()> {
+    let consumer: BaseConsumer = cluster
+        .consumer_config(group)
+        .create()
+        .context("consumer")?;
+    let timeout = Duration::from_secs(10);
+    let metadata = consumer
+        .fetch_metadata(Some(topic), timeout)
+        .context("metadata")?;
+    let partitions: Vec<i32> = metadata
+        .topics()
+        .iter()
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .collect();
+    anyhow::ensure!(!partitions.is_empty(), "topic {topic} has no partitions");
+    let mut end = 0;
+    for &partition in &partitions {
+        end += consumer
+            .fetch_watermarks(topic, partition, timeout)
+            .context("watermarks")?
+            .1;
+    }
+    let mut wanted = rdkafka::TopicPartitionList::new();
+    for &partition in &partitions {
+        wanted.add_partition(topic, partition);
+    }
+    loop {
+        let committed: i64 = consumer
+            .committed_offsets(wanted.clone(), timeout)
+            .context("committed offsets")?
+            .elements()
+            .iter()
+            .filter_map(|e| match e.offset() {
+                rdkafka::Offset::Offset(offset) => Some(offset),
+                _ => None,
+            })
+            .sum();
+        if committed >= end {
+            println!("{{\"committed\": {committed}, \"end\": {end}}}");
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// One auth decision refusing a key from `ip`, stamped now.
+fn refused_key(ip: &str) -> AuditEvent {
+    let mut event = AuditEvent::new(EventKind::PolicyDecision, RequestId::new(), "proxy-bench-1");
+    event.environment = Some("prod".to_owned());
+    event.client.ip = Some(ip.to_owned());
+    event.decision = Some(DecisionInfo {
+        policy: "auth".to_owned(),
+        outcome: "deny".to_owned(),
+        reason: Some("invalid_api_key".to_owned()),
+    });
+    event
+}
+
+async fn measure_latency(cluster: &KafkaCluster, args: &LatencyArgs) -> anyhow::Result<()> {
+    use std::collections::HashMap;
+    use std::sync::{Arc, Mutex};
+
+    cluster.ensure_topics().await.context("creating topics")?;
+    let topics = cluster.topics().clone();
+    // Subscribed before the first burst; alerts are told apart by their fresh IPs.
+    let consumer: BaseConsumer = cluster
+        .consumer_config(&format!("bench-latency-{}", uuid::Uuid::new_v4()))
+        .set("auto.offset.reset", "latest")
+        .create()
+        .context("consumer")?;
+    consumer
+        .subscribe(&[&topics.alerts])
+        .context("subscribing")?;
+    while consumer.assignment().map(|a| a.count()).unwrap_or(0) == 0 {
+        let _ = consumer.poll(Duration::from_millis(100));
+    }
+    // Burst IP → when its threshold-crossing event was sent.
+    let crossings: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
+    let running = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let receiver = {
+        let (crossings, running) = (crossings.clone(), running.clone());
+        std::thread::spawn(move || {
+            let mut latencies = Vec::new();
+            while running.load(std::sync::atomic::Ordering::Relaxed) {
+                let Some(Ok(message)) = consumer.poll(Duration::from_millis(50)) else {
+                    continue;
+                };
+                let received = Instant::now();
+                let Some(alert) = message
+                    .payload()
+                    .and_then(|p| serde_json::from_slice::<serde_json::Value>(p).ok())
+                else {
+                    continue;
+                };
+                if alert["detector"] != "auth_brute_force" || alert["status"] != "firing" {
+                    continue;
+                }
+                let ip = alert["subject"].as_str().unwrap_or("").trim_start_matches("ip:");
+                if let Some(sent) = crossings.lock().expect("lock").remove(ip) {
+                    latencies.push(received.duration_since(sent));
+                }
+            }
+            latencies
+        })
+    };
+
+    let producer: ThreadedProducer<DefaultProducerContext> = cluster
+        .producer_config()
+        .create()
+        .context("producer")?;
+    let send = |event: &AuditEvent| -> anyhow::Result<()> {
+        let payload = event.to_json();
+        let record = BaseRecord::to(&topics.events)
+            .key(event.partition_key())
+            .payload(&payload);
+        producer.send(record).map_err(|(err, _)| err).context("producing")
+    };
+    let started = Instant::now();
+    let tick = Duration::from_millis(10);
+    let calls_per_tick = (args.rate / 3).div_ceil(100).max(1);
+    let mut next_burst = started + Duration::from_secs(2);
+    let (mut call, mut bursts) = (0u64, 0u64);
+    while started.elapsed() < Duration::from_secs(args.seconds) {
+        let tick_started = Instant::now();
+        for _ in 0..calls_per_tick {
+            for event in call_trail(call, Utc::now()) {
+                send(&event)?;
+            }
+            call += 1;
+        }
+        if tick_started >= next_burst {
+            let ip = format!("198.18.{}.{}", bursts / 250, bursts % 250 + 1);
+            for n in 1..=args.burst_size {
+                send(&refused_key(&ip))?;
+                if n == args.threshold {
+                    crossings.lock().expect("lock").insert(ip.clone(), Instant::now());
+                }
+            }
+            bursts += 1;
+            next_burst += Duration::from_millis(args.burst_every_ms);
+        }
+        std::thread::sleep(tick.saturating_sub(tick_started.elapsed()));
+    }
+    producer.flush(Duration::from_secs(30)).context("flushing")?;
+    // Alerts of the last bursts still on their way.
+    std::thread::sleep(Duration::from_secs(5));
+    running.store(false, std::sync::atomic::Ordering::Relaxed);
+    let mut latencies = receiver.join().map_err(|_| anyhow::anyhow!("receiver panicked"))?;
+    latencies.sort();
+    let missing = crossings.lock().expect("lock").len();
+    let millis = |q: f64| -> f64 {
+        if latencies.is_empty() {
+            return f64::NAN;
+        }
+        let index = ((latencies.len() as f64 * q).ceil() as usize).clamp(1, latencies.len()) - 1;
+        latencies[index].as_secs_f64() * 1_000.0
+    };
+    println!(
+        "{{\"bursts\": {bursts}, \"alerts\": {}, \"missing\": {missing}, \"background_events\": {}, \
+         \"p50_ms\": {:.0}, \"p90_ms\": {:.0}, \"p99_ms\": {:.0}, \"max_ms\": {:.0}}}",
+        latencies.len(),
+        call * 3,
+        millis(0.5),
+        millis(0.9),
+        millis(0.99),
+        millis(1.0)
+    );
     Ok(())
 }

@@ -1,0 +1,145 @@
+"""Detector benchmark (issue 5) from a real broker: throughput and alert latency.
+
+Driven by scripts/bench-detect.sh (which builds the release binaries first). In one run:
+  1. start tansu (a real Kafka-protocol broker, memory storage) on loopback;
+  2. `event-load produce` fills warden.events with EVENTS realistic events (3 per call, event
+     time 1 ms per call, so about 3,000 events per event-time second);
+  3. baseline: `event-load consume` reads them with a plain librdkafka consumer that does
+     nothing else — what reading the topic costs;
+  4. throughput: one `warden detect` worker (both stages: the keyed stage reads warden.events
+     and passes every event on to warden.detect.shared, the shared stage reads that) works
+     through the backlog; done when both groups have committed every record. Events/s per core
+     is EVENTS ÷ the worker's CPU seconds (its own user + system time), so the broker's work
+     and the commit interval's idle seconds do not count;
+  5. latency: with the worker still running (now on live input), `event-load latency` sends
+     live traffic at RATE events/s and every BURST_MS a brute-force burst from a fresh IP, and
+     times each burst's threshold-crossing event to its alert arriving on warden.alerts. IP
+     subjects are the shared stage's, so this is the full path: proxy-side produce → keyed
+     stage → warden.detect.shared → shared stage → warden.alerts → a consumer.
+All processes share the machine's cores.
+"""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+EVENTS = int(sys.argv[1]) if len(sys.argv) > 1 else 1_000_000
+PARTITIONS = int(sys.argv[2]) if len(sys.argv) > 2 else 2
+RATE = int(sys.argv[3]) if len(sys.argv) > 3 else 3_000
+LATENCY_SECONDS = int(sys.argv[4]) if len(sys.argv) > 4 else 60
+WARDEN, EVENT_LOAD, TANSU = sys.argv[5], sys.argv[6], sys.argv[7]
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def cpu_seconds(pid):
+    """User + system CPU seconds of a running process."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS
+
+
+def run(argv):
+    """Runs argv to completion: (stdout, wall seconds, CPU seconds)."""
+    started = time.monotonic()
+    child = subprocess.Popen(argv, stdout=subprocess.PIPE)
+    out = child.stdout.read()
+    _, status, usage = os.wait4(child.pid, 0)
+    if os.waitstatus_to_exitcode(status) != 0:
+        sys.exit(f"{argv[0]} {argv[3:4]} failed")
+    return out, time.monotonic() - started, usage.ru_utime + usage.ru_stime
+
+
+def main():
+    work = tempfile.mkdtemp(prefix="warden-bench-detect-")
+    port = free_port()
+    brokers = f"127.0.0.1:{port}"
+    url = f"tcp://{brokers}"
+    tansu = subprocess.Popen(
+        [TANSU, "broker", "--listener-url", url, "--advertised-listener-url", url,
+         "--storage-engine", "memory://tansu/"],
+        stdout=subprocess.DEVNULL, stderr=open(f"{work}/tansu.log", "w"),
+        env={**os.environ, "RUST_LOG": "warn"},
+    )
+    warden = None
+    try:
+        for _ in range(100):
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                time.sleep(0.1)
+        load = [EVENT_LOAD, "--brokers", brokers, "--events", str(EVENTS)]
+
+        _, seconds, _ = run(load + ["produce", "--partitions", str(PARTITIONS)])
+        print(f"produced {EVENTS} events in {seconds:.1f} s", file=sys.stderr)
+
+        out, baseline_wall, baseline_cpu = run(load + ["consume"])
+        baseline_steady = json.loads(out)["seconds"]
+
+        with open(f"{work}/warden.toml", "w") as f:
+            f.write(f"""
+[kafka]
+brokers = "{brokers}"
+partitions = {PARTITIONS}
+replication_factor = 1
+""")
+        broker_before = cpu_seconds(tansu.pid)
+        started = time.monotonic()
+        profiler = (["perf", "record", "-F", "499", "-g", "-o", os.environ["PERF_DATA"], "--"]
+                    if os.environ.get("PERF_DATA") else [])
+        warden = subprocess.Popen(
+            profiler + [WARDEN, "detect", "--config", f"{work}/warden.toml"],
+            stdout=subprocess.DEVNULL, stderr=open(f"{work}/warden.log", "w"),
+            env={**os.environ, "WARDEN_LOG": "info"}, cwd=work,
+        )
+        warden_pid = warden.pid
+        for group, topic in [("warden-detect", "warden.events"),
+                             ("warden-detect-shared", "warden.detect.shared")]:
+            run(load + ["wait-committed", "--group", group, "--topic", topic])
+        done = time.monotonic()
+        detect_cpu = cpu_seconds(warden_pid) if not profiler else float("nan")
+        detect_broker = cpu_seconds(tansu.pid) - broker_before
+        print(f"detect caught up in {done - started:.1f} s", file=sys.stderr)
+
+        out, _, _ = run(load + ["latency", "--rate", str(RATE),
+                                "--seconds", str(LATENCY_SECONDS)])
+        latency = json.loads(out)
+
+        warden.send_signal(signal.SIGINT)
+        _, _, usage = os.wait4(warden.pid, 0)
+        warden = None
+        with open(f"{work}/warden.log") as f:
+            closing = [line.strip() for line in f if "detect stopped" in line or "events=" in line]
+
+        print(json.dumps({
+            "events": EVENTS, "partitions": PARTITIONS,
+            "baseline": {"wall_s": round(baseline_wall, 2), "steady_s": baseline_steady,
+                         "cpu_s": round(baseline_cpu, 2),
+                         "events_per_cpu_s": round(EVENTS / baseline_cpu)},
+            "detect": {"to_committed_wall_s": round(done - started, 2),
+                       "cpu_s": round(detect_cpu, 2), "broker_cpu_s": round(detect_broker, 2),
+                       "events_per_cpu_s": round(EVENTS / detect_cpu),
+                       "events_per_wall_s": round(EVENTS / (done - started))},
+            "latency": {"background_events_per_s": RATE, "seconds": LATENCY_SECONDS, **latency},
+            "worker_log": closing[-4:],
+        }, indent=2))
+    finally:
+        if warden is not None:
+            warden.kill()
+        tansu.send_signal(signal.SIGTERM)
+        tansu.wait()
+
+
+if __name__ == "__main__":
+    main()
