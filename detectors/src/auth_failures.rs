@@ -17,7 +17,7 @@
 use std::collections::{HashMap, HashSet};
 
 use chrono::TimeDelta;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use warden_ingest::EventKind;
 use warden_ingest::alert::{Alert, Severity, Subject};
 use warden_ingest::event_row::EventRow;
@@ -30,7 +30,7 @@ use crate::engine::Evaluation;
 pub const REVOKED_REASON: &str = "revoked_api_key";
 
 /// `[detect.auth_failures]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthFailuresConfig {
     pub enabled: bool,

@@ -19,7 +19,7 @@ use std::str::FromStr;
 
 use chrono::{DateTime, Datelike, NaiveTime, TimeDelta, Utc, Weekday};
 use chrono_tz::Tz;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use warden_ingest::EventKind;
 use warden_ingest::alert::{Alert, Severity, SourceShare, Subject};
 use warden_ingest::event_row::EventRow;
@@ -34,7 +34,7 @@ const HOUR_BUCKETS: i64 = 3_600 / BUCKET_SECONDS;
 const MICROS_PER_USD: f64 = 1_000_000.0;
 
 /// `[detect.cost_burn]` as written.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CostBurnConfig {
     pub enabled: bool,

@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 
 use chrono::TimeDelta;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use warden_ingest::EventKind;
 use warden_ingest::alert::{Alert, Severity, Subject};
 use warden_ingest::event_row::EventRow;
@@ -22,7 +22,7 @@ const DETECTOR: &str = "cost_per_request";
 const MICROS_PER_USD: f64 = 1_000_000.0;
 
 /// `[detect.cost_per_request]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CostPerRequestConfig {
     pub enabled: bool,

@@ -23,6 +23,18 @@
 //!
 //! Events behind the watermark are still counted (they reach the windows not yet evaluated
 //! and the baselines) and reported as late.
+//!
+//! # Overrides
+//!
+//! The detectors come in [sets](DetectorSet): the default set watches every environment not
+//! named by an override; an environment that is (`[[detect.overrides]] environment = ...`)
+//! is watched on its own by a set built from its settings, and its alerts end their dedup key
+//! in `@{environment}`. Within a set, a client or target with its own settings has its own
+//! detectors, fed only its events, which alone report on that subject (and, for a client, on
+//! its tokens); the set's main detectors see every event of the set (a global count includes
+//! the client) but leave those subjects to them.
+
+use std::collections::HashMap;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use warden_ingest::alert::{Alert, Subject};
@@ -85,12 +97,164 @@ pub struct EngineStats {
     pub late: u64,
 }
 
+/// Detectors and the alert book of each.
+pub type Detectors = Vec<(Box<dyn Detector>, AlertBook)>;
+
+/// A client or a target with settings of its own.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Scope {
+    Client(String),
+    Target(String),
+}
+
+impl std::fmt::Display for Scope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Client(name) => write!(f, "client:{name}"),
+            Self::Target(id) => write!(f, "target:{id}"),
+        }
+    }
+}
+
+impl Scope {
+    fn matches(&self, event: &EventRow<'_>) -> bool {
+        match self {
+            Self::Client(name) => event.client.name.as_deref() == Some(name.as_str()),
+            Self::Target(id) => {
+                event
+                    .route
+                    .as_ref()
+                    .and_then(|route| route.target_id.as_deref())
+                    == Some(id.as_str())
+            }
+        }
+    }
+}
+
+/// The detectors watching one environment (or, for the default set, every environment
+/// without a set of its own): the main detectors, and those of each scope with its own
+/// settings.
+#[derive(Debug, Clone)]
+pub struct DetectorSet {
+    /// `None` for the default set.
+    environment: Option<String>,
+    /// `groups[0]` is the main detectors; `groups[i + 1]` those of `scopes[i]`.
+    groups: Vec<Detectors>,
+    scopes: Vec<Scope>,
+    /// The client of each token seen, when a client has its own detectors: they report on
+    /// its tokens too.
+    token_clients: HashMap<String, String>,
+}
+
+impl DetectorSet {
+    /// `scoped` are the detectors of each client or target with settings of its own.
+    pub fn new(
+        environment: Option<String>,
+        main: Vec<Box<dyn Detector>>,
+        scoped: Vec<(Scope, Vec<Box<dyn Detector>>)>,
+    ) -> Self {
+        let books = |detectors: Vec<Box<dyn Detector>>| -> Detectors {
+            detectors
+                .into_iter()
+                .map(|detector| (detector, AlertBook::default()))
+                .collect()
+        };
+        let mut groups = vec![books(main)];
+        let mut scopes = Vec::new();
+        for (scope, detectors) in scoped {
+            scopes.push(scope);
+            groups.push(books(detectors));
+        }
+        Self {
+            environment,
+            groups,
+            scopes,
+            token_clients: HashMap::new(),
+        }
+    }
+
+    fn observe(&mut self, event: &EventRow<'_>) {
+        for (detector, _) in &mut self.groups[0] {
+            detector.observe(event);
+        }
+        if self.scopes.is_empty() {
+            return;
+        }
+        for (scope, group) in self.scopes.iter().zip(&mut self.groups[1..]) {
+            if scope.matches(event) {
+                for (detector, _) in group {
+                    detector.observe(event);
+                }
+            }
+        }
+        if let (Some(token), Some(client)) = (&event.client.token_id, &event.client.name)
+            && self.token_clients.get(&**token).map(String::as_str) != Some(&**client)
+        {
+            self.token_clients
+                .insert((**token).to_owned(), (**client).to_owned());
+        }
+    }
+
+    /// The group that reports on `subject`: its scope's, else the main one.
+    fn group_of(&self, subject: &Subject) -> usize {
+        let scope = match subject {
+            Subject::Client(name) => Scope::Client(name.clone()),
+            Subject::Target(id) => Scope::Target(id.clone()),
+            Subject::Token(token) => match self.token_clients.get(token) {
+                Some(client) => Scope::Client(client.clone()),
+                None => return 0,
+            },
+            _ => return 0,
+        };
+        self.scopes
+            .iter()
+            .position(|s| *s == scope)
+            .map_or(0, |index| index + 1)
+    }
+
+    /// The findings of one evaluation of every group, each kept by the group that reports on
+    /// its subject, as publications.
+    fn evaluate(&mut self, evaluation: Evaluation, subjects: Subjects) -> Vec<Alert> {
+        let mut alerts = Vec::new();
+        for index in 0..self.groups.len() {
+            for detector_index in 0..self.groups[index].len() {
+                let (detector, _) = &mut self.groups[index][detector_index];
+                let cooldown = detector.cooldown();
+                let mut findings = detector.evaluate(evaluation);
+                findings.retain(|finding| {
+                    subjects.include(&finding.subject)
+                        && (self.scopes.is_empty() || self.group_of(&finding.subject) == index)
+                });
+                if let Some(environment) = &self.environment {
+                    for finding in &mut findings {
+                        if finding.environment.is_none() {
+                            finding.dedup_key = format!("{}@{environment}", finding.dedup_key);
+                            finding.environment = Some(environment.clone());
+                        }
+                    }
+                }
+                let (_, book) = &mut self.groups[index][detector_index];
+                if evaluation.closed {
+                    alerts.extend(book.settle(findings, evaluation.at, cooldown));
+                } else {
+                    for finding in findings {
+                        let key = finding.dedup_key.clone();
+                        alerts.extend(book.update(&key, Some(finding), evaluation.at, cooldown));
+                    }
+                }
+            }
+        }
+        alerts
+    }
+}
+
 /// The detectors of one worker, their alert books and its event-time clock.
 #[derive(Debug, Clone)]
 pub struct Engine {
     /// Which findings this engine reports.
     subjects: Subjects,
-    detectors: Vec<(Box<dyn Detector>, AlertBook)>,
+    /// `sets[0]` is the default set.
+    sets: Vec<DetectorSet>,
     lateness: TimeDelta,
     newest: Option<DateTime<Utc>>,
     /// The bucket the last closed evaluation ended at.
@@ -101,12 +265,23 @@ pub struct Engine {
 }
 
 impl Engine {
+    /// One set of detectors for every event.
     pub fn new(detectors: Vec<Box<dyn Detector>>, lateness: TimeDelta) -> Self {
+        Self::with_sets(
+            DetectorSet::new(None, detectors, Vec::new()),
+            Vec::new(),
+            lateness,
+        )
+    }
+
+    /// `default` for every environment not in `environments`, which each have their own set.
+    pub fn with_sets(
+        default: DetectorSet,
+        environments: Vec<DetectorSet>,
+        lateness: TimeDelta,
+    ) -> Self {
         Self {
-            detectors: detectors
-                .into_iter()
-                .map(|detector| (detector, AlertBook::default()))
-                .collect(),
+            sets: std::iter::once(default).chain(environments).collect(),
             lateness,
             subjects: Subjects::All,
             newest: None,
@@ -141,9 +316,14 @@ impl Engine {
         {
             self.stats.late += 1;
         }
-        for (detector, _) in &mut self.detectors {
-            detector.observe(event);
-        }
+        let set = match &event.environment {
+            Some(environment) if self.sets.len() > 1 => self.sets[1..]
+                .iter()
+                .position(|set| set.environment.as_deref() == Some(&**environment))
+                .map_or(0, |index| index + 1),
+            _ => 0,
+        };
+        self.sets[set].observe(event);
         let mut alerts = Vec::new();
         if self.newest.is_none_or(|newest| event.ts > newest) {
             self.newest = Some(event.ts);
@@ -185,10 +365,8 @@ impl Engine {
                 closed: true,
                 at: bucket_start(bucket),
             };
-            for (detector, book) in &mut self.detectors {
-                let mut findings = detector.evaluate(evaluation);
-                findings.retain(|finding| subjects.include(&finding.subject));
-                alerts.extend(book.settle(findings, evaluation.at, detector.cooldown()));
+            for set in &mut self.sets {
+                alerts.extend(set.evaluate(evaluation, subjects));
             }
         }
         alerts
@@ -202,14 +380,8 @@ impl Engine {
         };
         let subjects = self.subjects;
         let mut alerts = Vec::new();
-        for (detector, book) in &mut self.detectors {
-            for finding in detector.evaluate(evaluation) {
-                if !subjects.include(&finding.subject) {
-                    continue;
-                }
-                let key = finding.dedup_key.clone();
-                alerts.extend(book.update(&key, Some(finding), newest, detector.cooldown()));
-            }
+        for set in &mut self.sets {
+            alerts.extend(set.evaluate(evaluation, subjects));
         }
         alerts
     }

@@ -21,8 +21,9 @@
 //! `warden detect --replay` (in the `warden` binary) runs the same [`Engine`] over the
 //! archive.
 //!
-//! Not done yet (issue 5): per-environment, per-target and per-client overrides; spreading the
-//! shared stage (partial aggregates).
+//! Settings per environment, target and client: [`overrides`].
+//!
+//! Not done yet (issue 5): spreading the shared stage (partial aggregates).
 
 pub mod auth_failures;
 pub mod buckets;
@@ -32,6 +33,7 @@ pub mod detector;
 pub mod engine;
 pub mod geo;
 pub mod lifecycle;
+pub mod overrides;
 pub mod retry_loop;
 pub mod scenario;
 pub mod single_source;
@@ -44,7 +46,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 use warden_ingest::alert::Alert;
@@ -58,8 +60,9 @@ use crate::auth_failures::{AuthFailures, AuthFailuresConfig};
 use crate::cost_burn::{CostBurn, CostBurnConfig};
 use crate::cost_per_request::{CostPerRequest, CostPerRequestConfig};
 use crate::detector::Detector;
-use crate::engine::{Engine, Subjects};
+use crate::engine::{DetectorSet, Engine, Subjects};
 use crate::geo::{GeoAnomaly, GeoConfig};
+use crate::overrides::DetectOverride;
 use crate::retry_loop::{RetryLoop, RetryLoopConfig};
 use crate::single_source::{SingleSource, SingleSourceConfig};
 use crate::spike::{SpikeConfig, TrafficSpike};
@@ -77,7 +80,7 @@ const LIVE_STREAM_LAG: TimeDelta = TimeDelta::minutes(1);
 const MAX_CLOCK_SKEW: TimeDelta = TimeDelta::minutes(5);
 
 /// Raw `[detect]` section as written in TOML.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DetectConfig {
     /// Consumer group of the detect workers.
@@ -96,6 +99,9 @@ pub struct DetectConfig {
     pub retry_loop: RetryLoopConfig,
     pub cost_per_request: CostPerRequestConfig,
     pub geo: GeoConfig,
+    /// Settings per environment, target and client ([`overrides`]).
+    #[serde(skip_serializing)]
+    pub overrides: Vec<DetectOverride>,
 }
 
 impl Default for DetectConfig {
@@ -112,14 +118,39 @@ impl Default for DetectConfig {
             retry_loop: RetryLoopConfig::default(),
             cost_per_request: CostPerRequestConfig::default(),
             geo: GeoConfig::default(),
+            overrides: Vec::new(),
         }
     }
 }
 
 impl DetectConfig {
-    /// An engine with the enabled detectors; fails only on a config that did not pass
+    /// An engine with the enabled detectors, a set of them per environment with settings of
+    /// its own ([`overrides`]); fails only on a config that did not pass
     /// [`validate`](Self::validate).
     pub fn engine(&self) -> Result<Engine, String> {
+        let mut sets = Vec::new();
+        for set in overrides::plan(self).map_err(|errors| errors.join("; "))? {
+            let mut scoped = Vec::new();
+            for (scope, settings) in &set.scoped {
+                scoped.push((scope.clone(), settings.detectors()?));
+            }
+            sets.push(DetectorSet::new(
+                set.environment,
+                set.main.detectors()?,
+                scoped,
+            ));
+        }
+        let mut sets = sets.into_iter();
+        let default = sets.next().ok_or("no default set of detectors")?;
+        Ok(Engine::with_sets(
+            default,
+            sets.collect(),
+            TimeDelta::seconds(self.allowed_lateness_s),
+        ))
+    }
+
+    /// The enabled detectors of these settings (overrides aside).
+    fn detectors(&self) -> Result<Vec<Box<dyn Detector>>, String> {
         let mut detectors: Vec<Box<dyn Detector>> = Vec::new();
         if self.cost_burn.enabled {
             detectors.push(Box::new(CostBurn::new(&self.cost_burn)?));
@@ -146,10 +177,7 @@ impl DetectConfig {
         if self.geo.enabled {
             detectors.push(Box::new(GeoAnomaly::new(self.geo.clone())?));
         }
-        Ok(Engine::new(
-            detectors,
-            TimeDelta::seconds(self.allowed_lateness_s),
-        ))
+        Ok(detectors)
     }
 
     /// Checks the section without IO; one message per problem, each naming its key.
@@ -172,6 +200,12 @@ impl DetectConfig {
         errors.extend(self.retry_loop.validate());
         errors.extend(self.cost_per_request.validate());
         errors.extend(self.geo.validate());
+        if errors.is_empty()
+            && !self.overrides.is_empty()
+            && let Err(problems) = overrides::plan(self)
+        {
+            errors.extend(problems);
+        }
         errors
     }
 }

@@ -17,7 +17,7 @@ use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
 
 use chrono::TimeDelta;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use warden_ingest::EventKind;
 use warden_ingest::alert::{Alert, Severity, SourceShare, Subject};
 use warden_ingest::event_row::EventRow;
@@ -32,7 +32,7 @@ use crate::engine::Evaluation;
 const PROMPT_HASH_PREFIX: usize = 16;
 
 /// `[detect.retry_loop]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RetryLoopConfig {
     pub enabled: bool,

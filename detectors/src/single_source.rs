@@ -14,7 +14,7 @@
 use std::collections::{HashMap, HashSet};
 
 use chrono::TimeDelta;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use warden_ingest::EventKind;
 use warden_ingest::alert::{Alert, Severity, Subject};
 use warden_ingest::event_row::EventRow;
@@ -27,7 +27,7 @@ const DETECTOR: &str = "single_source";
 const MINUTES_PER_HOUR: i64 = 60;
 
 /// `[detect.single_source]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SingleSourceConfig {
     pub enabled: bool,

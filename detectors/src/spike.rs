@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 
 use chrono::TimeDelta;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use warden_ingest::EventKind;
 use warden_ingest::alert::{Alert, Severity, SourceShare, Subject};
 use warden_ingest::event_row::EventRow;
@@ -26,7 +26,7 @@ use crate::engine::Evaluation;
 const DETECTOR: &str = "traffic_spike";
 
 /// `[detect.traffic_spike]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SpikeConfig {
     pub enabled: bool,

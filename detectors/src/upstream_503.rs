@@ -16,7 +16,7 @@
 use std::collections::HashMap;
 
 use chrono::TimeDelta;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use warden_ingest::EventKind;
 use warden_ingest::alert::{Alert, Severity, Subject};
 use warden_ingest::event_row::EventRow;
@@ -29,7 +29,7 @@ use crate::engine::Evaluation;
 pub const LOADING_ERROR_TYPE: &str = "upstream_loading";
 
 /// `[detect.upstream_503]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Upstream503Config {
     pub enabled: bool,

@@ -348,7 +348,10 @@ async fn measure_latency(cluster: &KafkaCluster, args: &LatencyArgs) -> anyhow::
                 if alert["detector"] != "auth_brute_force" || alert["status"] != "firing" {
                     continue;
                 }
-                let ip = alert["subject"].as_str().unwrap_or("").trim_start_matches("ip:");
+                let ip = alert["subject"]
+                    .as_str()
+                    .unwrap_or("")
+                    .trim_start_matches("ip:");
                 if let Some(sent) = crossings.lock().expect("lock").remove(ip) {
                     latencies.push(received.duration_since(sent));
                 }
@@ -357,16 +360,17 @@ async fn measure_latency(cluster: &KafkaCluster, args: &LatencyArgs) -> anyhow::
         })
     };
 
-    let producer: ThreadedProducer<DefaultProducerContext> = cluster
-        .producer_config()
-        .create()
-        .context("producer")?;
+    let producer: ThreadedProducer<DefaultProducerContext> =
+        cluster.producer_config().create().context("producer")?;
     let send = |event: &AuditEvent| -> anyhow::Result<()> {
         let payload = event.to_json();
         let record = BaseRecord::to(&topics.events)
             .key(event.partition_key())
             .payload(&payload);
-        producer.send(record).map_err(|(err, _)| err).context("producing")
+        producer
+            .send(record)
+            .map_err(|(err, _)| err)
+            .context("producing")
     };
     let started = Instant::now();
     let tick = Duration::from_millis(10);
@@ -386,7 +390,10 @@ async fn measure_latency(cluster: &KafkaCluster, args: &LatencyArgs) -> anyhow::
             for n in 1..=args.burst_size {
                 send(&refused_key(&ip))?;
                 if n == args.threshold {
-                    crossings.lock().expect("lock").insert(ip.clone(), Instant::now());
+                    crossings
+                        .lock()
+                        .expect("lock")
+                        .insert(ip.clone(), Instant::now());
                 }
             }
             bursts += 1;
@@ -394,11 +401,15 @@ async fn measure_latency(cluster: &KafkaCluster, args: &LatencyArgs) -> anyhow::
         }
         std::thread::sleep(tick.saturating_sub(tick_started.elapsed()));
     }
-    producer.flush(Duration::from_secs(30)).context("flushing")?;
+    producer
+        .flush(Duration::from_secs(30))
+        .context("flushing")?;
     // Alerts of the last bursts still on their way.
     std::thread::sleep(Duration::from_secs(5));
     running.store(false, std::sync::atomic::Ordering::Relaxed);
-    let mut latencies = receiver.join().map_err(|_| anyhow::anyhow!("receiver panicked"))?;
+    let mut latencies = receiver
+        .join()
+        .map_err(|_| anyhow::anyhow!("receiver panicked"))?;
     latencies.sort();
     let missing = crossings.lock().expect("lock").len();
     let millis = |q: f64| -> f64 {
