@@ -273,6 +273,10 @@ impl Detector for AuthFailures {
     fn cooldown(&self) -> TimeDelta {
         TimeDelta::seconds(self.config.cooldown_s)
     }
+
+    fn reports_on_tokens(&self) -> bool {
+        true
+    }
 }
 
 #[cfg(test)]

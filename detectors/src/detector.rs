@@ -33,6 +33,12 @@ pub trait Detector: FreshCopy + fmt::Debug + Send + Sync {
 
     /// How long (event time) a repeat of an open alert is held back.
     fn cooldown(&self) -> TimeDelta;
+
+    /// Whether any of its findings may be about a token ([`Subject::Token`]): a keyed-stage
+    /// engine ([`crate::engine::Subjects::Keyed`]) runs only the detectors that do.
+    fn reports_on_tokens(&self) -> bool {
+        false
+    }
 }
 
 /// A boxed copy of a detector; implemented for every `Clone` detector.

@@ -291,10 +291,18 @@ impl Engine {
         }
     }
 
-    /// The engine reporting only on `subjects` (it still counts every event: detectors keep
-    /// one state for all their scopes).
+    /// The engine reporting only on `subjects`. Detectors keep one state for all their
+    /// scopes, so each still counts every event; for [`Subjects::Keyed`], detectors that
+    /// never report on a token are left out.
     pub fn reporting_on(mut self, subjects: Subjects) -> Self {
         self.subjects = subjects;
+        if subjects == Subjects::Keyed {
+            for set in &mut self.sets {
+                for group in &mut set.groups {
+                    group.retain(|(detector, _)| detector.reports_on_tokens());
+                }
+            }
+        }
         self
     }
 

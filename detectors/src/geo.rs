@@ -364,6 +364,10 @@ impl Detector for GeoAnomaly {
     fn cooldown(&self) -> TimeDelta {
         TimeDelta::seconds(self.config.cooldown_s)
     }
+
+    fn reports_on_tokens(&self) -> bool {
+        true
+    }
 }
 
 #[cfg(test)]
