@@ -34,7 +34,7 @@ RATE = int(sys.argv[3]) if len(sys.argv) > 3 else 3_000
 LATENCY_SECONDS = int(sys.argv[4]) if len(sys.argv) > 4 else 60
 WARDEN, EVENT_LOAD, TANSU = sys.argv[5], sys.argv[6], sys.argv[7]
 TICKS = os.sysconf("SC_CLK_TCK")
-# FETCH_WAIT_MS=n sets the worker's fetch.wait.max.ms (librdkafka's default is 500).
+# FETCH_WAIT_MS=n sets the worker's fetch.wait.max.ms (Warden's default is 100).
 FETCH_WAIT_MS = os.environ.get("FETCH_WAIT_MS")
 KAFKA_PROPERTIES = (f'[kafka.properties]\n"fetch.wait.max.ms" = "{FETCH_WAIT_MS}"'
                     if FETCH_WAIT_MS else "")
@@ -129,7 +129,7 @@ replication_factor = 1
 
         print(json.dumps({
             "events": EVENTS, "partitions": PARTITIONS,
-            "worker_fetch_wait_max_ms": int(FETCH_WAIT_MS or 500),
+            "worker_fetch_wait_max_ms": int(FETCH_WAIT_MS or 100),
             "baseline": {"wall_s": round(baseline_wall, 2), "steady_s": baseline_steady,
                          "cpu_s": round(baseline_cpu, 2),
                          "events_per_cpu_s": round(EVENTS / baseline_cpu)},
