@@ -16,41 +16,16 @@ import glob
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 
+from benchkit import cpu_seconds, run_measured, start_tansu
+
 EVENTS = int(sys.argv[1]) if len(sys.argv) > 1 else 1_000_000
 PARTITIONS = int(sys.argv[2]) if len(sys.argv) > 2 else 2
 WARDEN, EVENT_LOAD, TANSU = sys.argv[3], sys.argv[4], sys.argv[5]
-TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def cpu_seconds(pid):
-    """User + system CPU seconds of a running process."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS
-
-
-def run_measured(argv, **kwargs):
-    """Runs argv to completion: (stdout, wall seconds, CPU seconds)."""
-    started = time.monotonic()
-    child = subprocess.Popen(argv, stdout=subprocess.PIPE, **kwargs)
-    out = child.stdout.read()
-    _, status, usage = os.wait4(child.pid, 0)
-    child.returncode = os.waitstatus_to_exitcode(status)
-    if child.returncode != 0:
-        sys.exit(f"{argv[0]} failed ({child.returncode})")
-    return out, time.monotonic() - started, usage.ru_utime + usage.ru_stime
 
 
 def archived_rows(archive):
@@ -66,22 +41,8 @@ def archived_rows(archive):
 
 def main():
     work = tempfile.mkdtemp(prefix="warden-bench-archive-")
-    port = free_port()
-    brokers = f"127.0.0.1:{port}"
-    url = f"tcp://{brokers}"
-    tansu = subprocess.Popen(
-        [TANSU, "broker", "--listener-url", url, "--advertised-listener-url", url,
-         "--storage-engine", "memory://tansu/"],
-        stdout=subprocess.DEVNULL, stderr=open(f"{work}/tansu.log", "w"),
-        env={**os.environ, "RUST_LOG": "warn"},
-    )
+    tansu, brokers = start_tansu(TANSU, work)
     try:
-        for _ in range(100):
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                time.sleep(0.1)
 
         out, seconds, _ = run_measured(
             [EVENT_LOAD, "--brokers", brokers, "--events", str(EVENTS), "produce",

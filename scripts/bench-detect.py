@@ -22,73 +22,35 @@ All processes share the machine's cores.
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
+
+from benchkit import cpu_seconds, run_measured, start_tansu
 
 EVENTS = int(sys.argv[1]) if len(sys.argv) > 1 else 1_000_000
 PARTITIONS = int(sys.argv[2]) if len(sys.argv) > 2 else 2
 RATE = int(sys.argv[3]) if len(sys.argv) > 3 else 3_000
 LATENCY_SECONDS = int(sys.argv[4]) if len(sys.argv) > 4 else 60
 WARDEN, EVENT_LOAD, TANSU = sys.argv[5], sys.argv[6], sys.argv[7]
-TICKS = os.sysconf("SC_CLK_TCK")
 # FETCH_WAIT_MS=n sets the worker's fetch.wait.max.ms (Warden's default is 100).
 FETCH_WAIT_MS = os.environ.get("FETCH_WAIT_MS")
 KAFKA_PROPERTIES = (f'[kafka.properties]\n"fetch.wait.max.ms" = "{FETCH_WAIT_MS}"'
                     if FETCH_WAIT_MS else "")
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def cpu_seconds(pid):
-    """User + system CPU seconds of a running process."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS
-
-
-def run(argv):
-    """Runs argv to completion: (stdout, wall seconds, CPU seconds)."""
-    started = time.monotonic()
-    child = subprocess.Popen(argv, stdout=subprocess.PIPE)
-    out = child.stdout.read()
-    _, status, usage = os.wait4(child.pid, 0)
-    if os.waitstatus_to_exitcode(status) != 0:
-        sys.exit(f"{argv[0]} {argv[3:4]} failed")
-    return out, time.monotonic() - started, usage.ru_utime + usage.ru_stime
-
-
 def main():
     work = tempfile.mkdtemp(prefix="warden-bench-detect-")
-    port = free_port()
-    brokers = f"127.0.0.1:{port}"
-    url = f"tcp://{brokers}"
-    tansu = subprocess.Popen(
-        [TANSU, "broker", "--listener-url", url, "--advertised-listener-url", url,
-         "--storage-engine", "memory://tansu/"],
-        stdout=subprocess.DEVNULL, stderr=open(f"{work}/tansu.log", "w"),
-        env={**os.environ, "RUST_LOG": "warn"},
-    )
+    tansu, brokers = start_tansu(TANSU, work)
     warden = None
     try:
-        for _ in range(100):
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                time.sleep(0.1)
         load = [EVENT_LOAD, "--brokers", brokers, "--events", str(EVENTS)]
 
-        _, seconds, _ = run(load + ["produce", "--partitions", str(PARTITIONS)])
+        _, seconds, _ = run_measured(load + ["produce", "--partitions", str(PARTITIONS)])
         print(f"produced {EVENTS} events in {seconds:.1f} s", file=sys.stderr)
 
-        out, baseline_wall, baseline_cpu = run(load + ["consume"])
+        out, baseline_wall, baseline_cpu = run_measured(load + ["consume"])
         baseline_steady = json.loads(out)["seconds"]
 
         with open(f"{work}/warden.toml", "w") as f:
@@ -111,13 +73,13 @@ replication_factor = 1
         warden_pid = warden.pid
         for group, topic in [("warden-detect", "warden.events"),
                              ("warden-detect-shared", "warden.detect.shared")]:
-            run(load + ["wait-committed", "--group", group, "--topic", topic])
+            run_measured(load + ["wait-committed", "--group", group, "--topic", topic])
         done = time.monotonic()
         detect_cpu = cpu_seconds(warden_pid) if not profiler else float("nan")
         detect_broker = cpu_seconds(tansu.pid) - broker_before
         print(f"detect caught up in {done - started:.1f} s", file=sys.stderr)
 
-        out, _, _ = run(load + ["latency", "--rate", str(RATE),
+        out, _, _ = run_measured(load + ["latency", "--rate", str(RATE),
                                 "--seconds", str(LATENCY_SECONDS)])
         latency = json.loads(out)
 
