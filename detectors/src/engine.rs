@@ -197,19 +197,23 @@ impl DetectorSet {
 
     /// The group that reports on `subject`: its scope's, else the main one.
     fn group_of(&self, subject: &Subject) -> usize {
-        let scope = match subject {
-            Subject::Client(name) => Scope::Client(name.clone()),
-            Subject::Target(id) => Scope::Target(id.clone()),
-            Subject::Token(token) => match self.token_clients.get(token) {
-                Some(client) => Scope::Client(client.clone()),
-                None => return 0,
-            },
-            _ => return 0,
+        let client = match subject {
+            Subject::Client(name) => Some(name),
+            Subject::Token(token) => self.token_clients.get(token),
+            _ => None,
         };
-        self.scopes
-            .iter()
-            .position(|s| *s == scope)
-            .map_or(0, |index| index + 1)
+        let position = match (client, subject) {
+            (Some(client), _) => self
+                .scopes
+                .iter()
+                .position(|scope| matches!(scope, Scope::Client(name) if name == client)),
+            (None, Subject::Target(target)) => self
+                .scopes
+                .iter()
+                .position(|scope| matches!(scope, Scope::Target(id) if id == target)),
+            (None, _) => None,
+        };
+        position.map_or(0, |index| index + 1)
     }
 
     /// The findings of one evaluation of every group, each kept by the group that reports on
