@@ -12,7 +12,8 @@
 //! the watermark is moved to `to`, so windows that closed by then resolve.
 //!
 //! Each hour is sorted by the query engine (the archive partitions by event time, so hours
-//! come in order); an hour larger than memory spills as DataFusion's sort does.
+//! come in order). The sort holds one hour partition in memory: DataFusion's default session
+//! has no memory limit and does not spill, so a very busy hour needs its size in RAM.
 
 use std::collections::BTreeMap;
 use std::io::Write;
