@@ -34,6 +34,7 @@ pub mod engine;
 pub mod geo;
 pub mod lifecycle;
 pub mod overrides;
+pub mod relay;
 pub mod retry_loop;
 pub mod scenario;
 pub mod single_source;
