@@ -319,8 +319,18 @@ impl Engine {
         self.newest.map(|newest| newest - self.lateness)
     }
 
-    /// Feeds one event; returns the alerts to publish, in order.
+    /// Feeds one event of a single input read in event-time order (a rehearsal, a replay):
+    /// counts it, then takes its time as the input's progress ([`reach`](Self::reach)).
+    /// Returns the alerts to publish, in order.
     pub fn take(&mut self, event: &EventRow<'_>) -> Vec<Alert> {
+        self.count(event);
+        self.reach(event.ts)
+    }
+
+    /// Counts one event without moving event time: for inputs read at different paces,
+    /// whose progress is told separately ([`crate::frontier`]). An event ahead of the clock
+    /// is judged once the clock reaches it; one behind the watermark is late.
+    pub fn count(&mut self, event: &EventRow<'_>) {
         self.stats.events += 1;
         if self
             .watermark()
@@ -336,17 +346,25 @@ impl Engine {
             _ => 0,
         };
         self.sets[set].observe(event);
+    }
+
+    /// The input has reached event time `newest`: runs the closed evaluations the new
+    /// watermark (`newest` minus the allowed lateness) completes, and an early one if
+    /// `newest` entered a new second. Time never goes back: an older `newest` does nothing.
+    /// Returns the alerts to publish, in order.
+    pub fn reach(&mut self, newest: DateTime<Utc>) -> Vec<Alert> {
+        if self.newest.is_some_and(|current| newest <= current) {
+            return Vec::new();
+        }
+        self.newest = Some(newest);
         let mut alerts = Vec::new();
-        if self.newest.is_none_or(|newest| event.ts > newest) {
-            self.newest = Some(event.ts);
-            if let Some(watermark) = self.watermark() {
-                alerts.extend(self.close_until(bucket_of(watermark)));
-            }
-            let second = event.ts.timestamp();
-            if self.early_second.is_none_or(|done| second > done) {
-                self.early_second = Some(second);
-                alerts.extend(self.evaluate_early(event.ts));
-            }
+        if let Some(watermark) = self.watermark() {
+            alerts.extend(self.close_until(bucket_of(watermark)));
+        }
+        let second = newest.timestamp();
+        if self.early_second.is_none_or(|done| second > done) {
+            self.early_second = Some(second);
+            alerts.extend(self.evaluate_early(newest));
         }
         alerts
     }
@@ -405,7 +423,11 @@ mod tests {
 
     use super::*;
     use crate::spike::{SpikeConfig, TrafficSpike};
-    use crate::test_support::request;
+    use crate::test_support::{START, request};
+
+    fn at(second: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(START + second, 0).expect("time")
+    }
 
     fn engine() -> Engine {
         let spike = TrafficSpike::new(SpikeConfig::default());
@@ -496,5 +518,34 @@ mod tests {
         let late = request(3_000, "app-a", "10.0.0.1");
         engine.take(&EventRow::from(&late));
         assert_eq!(engine.stats().late, 1);
+    }
+
+    #[test]
+    fn events_ahead_of_the_input_clock_are_judged_when_it_reaches_them() {
+        // Two inputs: a steady one, and one whose burst is read before the steady one has
+        // caught up to it. Counted ahead of the clock, the burst is neither late nor lost.
+        let mut engine = engine();
+        for i in 0..480 {
+            let client = if i % 2 == 0 { "app-a" } else { "app-b" };
+            engine.count(&EventRow::from(&request(i * 15 / 2, client, "10.0.0.1")));
+        }
+        for i in 0..1_200 {
+            engine.count(&EventRow::from(&request(
+                3_600 + i / 4,
+                "app-b",
+                "10.0.0.2",
+            )));
+        }
+        let mut fired = Vec::new();
+        for second in (0..3_900).step_by(10) {
+            fired.extend(engine.reach(at(second)));
+        }
+        assert_eq!(engine.stats().late, 0);
+        let spike = fired
+            .iter()
+            .find(|alert| alert.subject.to_string() == "client:app-b")
+            .expect("app-b alert once the clock reaches the burst");
+        assert!(spike.window_end >= at(3_600), "{spike:?}");
+        assert!(engine.reach(at(100)).is_empty(), "time never goes back");
     }
 }

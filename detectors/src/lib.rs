@@ -31,6 +31,7 @@ pub mod cost_burn;
 pub mod cost_per_request;
 pub mod detector;
 pub mod engine;
+pub mod frontier;
 pub mod geo;
 pub mod lifecycle;
 pub mod overrides;
