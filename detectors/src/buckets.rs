@@ -24,7 +24,17 @@ pub fn bucket_start(bucket: i64) -> DateTime<Utc> {
     DateTime::from_timestamp(bucket * BUCKET_SECONDS, 0).unwrap_or(DateTime::<Utc>::MIN_UTC)
 }
 
-/// Counts per bucket for the last `capacity` buckets of one key.
+/// How far a key's buckets may reach beyond its capacity, for events counted ahead of the
+/// evaluations (a partition read ahead of another while catching up): a day.
+const MAX_AHEAD_BUCKETS: usize = 86_400 / BUCKET_SECONDS as usize;
+
+/// Counts per bucket of one key: the `capacity` buckets up to the newest one an evaluation
+/// has needed (its *horizon*), and any counted beyond it.
+///
+/// Events can be counted ahead of the evaluations (see [`crate::frontier`]), so what is kept
+/// follows the evaluations, not the newest event: [`advance_to`](Self::advance_to) moves the
+/// horizon and forgets the buckets that fell out behind it; [`add`](Self::add) refuses only a
+/// bucket already forgotten (or one more than a day beyond the capacity).
 #[derive(Debug, Clone)]
 pub struct BucketCounts {
     /// Count of bucket `first + i` at index `i`.
@@ -33,6 +43,8 @@ pub struct BucketCounts {
     capacity: usize,
     /// The sum of `counts`, kept as they change.
     total: u64,
+    /// The newest bucket an evaluation needed, if any yet.
+    horizon: Option<i64>,
 }
 
 impl BucketCounts {
@@ -42,57 +54,61 @@ impl BucketCounts {
             first: 0,
             capacity: capacity.max(1),
             total: 0,
+            horizon: None,
         }
     }
 
+    fn last(&self) -> i64 {
+        self.first + self.counts.len() as i64 - 1
+    }
+
     /// Adds `amount` to `bucket`. Returns false, counting nothing, if the bucket is older
-    /// than the kept history (the caller counts it as too late).
+    /// than the kept history (the caller counts it as too late), or so far from the others
+    /// that keeping both would take more than a day beyond the capacity.
     pub fn add(&mut self, bucket: i64, amount: u64) -> bool {
+        if self
+            .horizon
+            .is_some_and(|horizon| bucket <= horizon - self.capacity as i64)
+        {
+            return false;
+        }
         if self.counts.is_empty() {
             self.first = bucket;
             self.counts.push_back(0);
         }
-        if bucket < self.first {
-            let missing = usize::try_from(self.first - bucket).unwrap_or(usize::MAX);
-            if self.counts.len().saturating_add(missing) > self.capacity {
-                return false;
-            }
-            for _ in 0..missing {
-                self.counts.push_front(0);
-            }
-            self.first = bucket;
+        let (from, to) = (bucket.min(self.first), bucket.max(self.last()));
+        let span = u128::try_from(to - from).unwrap_or(u128::MAX) + 1;
+        if span > (self.capacity + MAX_AHEAD_BUCKETS) as u128 {
+            return false;
         }
-        self.advance_to(bucket);
+        for _ in bucket..self.first {
+            self.counts.push_front(0);
+        }
+        self.first = from;
+        for _ in self.last()..bucket {
+            self.counts.push_back(0);
+        }
         let index = usize::try_from(bucket - self.first).unwrap_or(0);
         self.counts[index] += amount;
         self.total += amount;
         true
     }
 
-    /// Makes `bucket` the newest kept bucket (empty buckets in between), dropping the oldest
-    /// beyond capacity.
+    /// An evaluation needs the windows up to `bucket`: makes it the horizon (it only moves
+    /// forward) and forgets the buckets more than the capacity behind it. Buckets counted
+    /// beyond it are kept.
     pub fn advance_to(&mut self, bucket: i64) {
-        if self.counts.is_empty() {
-            self.first = bucket;
-            self.counts.push_back(0);
-            return;
-        }
-        let last = self.first + self.counts.len() as i64 - 1;
-        if bucket <= last {
-            return;
-        }
-        let gap = bucket - last;
-        if gap as u128 >= self.capacity as u128 {
+        let horizon = self.horizon.map_or(bucket, |horizon| horizon.max(bucket));
+        self.horizon = Some(horizon);
+        let keep_from = horizon - self.capacity as i64 + 1;
+        if self.counts.is_empty() || self.last() < keep_from {
             self.counts.clear();
             self.counts.push_back(0);
-            self.first = bucket;
+            self.first = horizon;
             self.total = 0;
             return;
         }
-        for _ in 0..gap {
-            self.counts.push_back(0);
-        }
-        while self.counts.len() > self.capacity {
+        while self.first < keep_from {
             self.total -= self.counts.pop_front().unwrap_or(0);
             self.first += 1;
         }
@@ -115,11 +131,6 @@ impl BucketCounts {
     /// The total of every kept bucket.
     pub fn total(&self) -> u64 {
         self.total
-    }
-
-    /// The newest bucket kept, if any.
-    pub fn last_bucket(&self) -> Option<i64> {
-        (!self.counts.is_empty()).then(|| self.first + self.counts.len() as i64 - 1)
     }
 
     /// The oldest bucket kept, if any.
@@ -170,18 +181,30 @@ mod tests {
         assert_eq!(counts.sum(0, 200), 2, "buckets 100 and 101 fell out");
         assert_eq!(counts.total(), 2);
         assert!(!counts.add(101, 1), "older than the history: too late");
+        assert!(counts.add(104, 1), "still kept");
         counts.advance_to(1_000);
         assert_eq!(counts.sum(0, 2_000), 0);
         assert_eq!(counts.total(), 0);
     }
 
     #[test]
-    fn an_early_bucket_within_capacity_is_still_counted() {
+    fn buckets_ahead_of_the_evaluations_keep_what_is_behind() {
         let mut counts = BucketCounts::new(10);
-        counts.add(50, 1);
+        counts.advance_to(50);
+        assert!(counts.add(50, 1));
+        // A partition read ahead: an hour past the capacity.
+        assert!(counts.add(400, 5));
+        // The other partition, behind: still within the capacity of the horizon.
         assert!(counts.add(45, 3));
-        assert_eq!(counts.sum(45, 51), 4);
-        assert!(!counts.add(30, 1), "would need more than the capacity");
+        assert_eq!(counts.sum(41, 51), 4);
+        assert!(!counts.add(40, 1), "behind the horizon's capacity");
+        counts.advance_to(60);
+        assert_eq!(counts.sum(0, 500), 5, "50 and 45 fell out, 400 is kept");
+        assert_eq!(counts.total(), 5);
+        assert!(
+            !counts.add(400 + 10 + MAX_AHEAD_BUCKETS as i64, 1),
+            "more than a day beyond"
+        );
     }
 
     #[test]
@@ -201,27 +224,30 @@ mod properties {
     use super::*;
 
     proptest! {
-        /// Whatever order buckets arrive in, a window's sum is the sum of what was added to
-        /// its buckets that are still within the capacity behind the newest; `total` agrees.
+        /// Whatever order buckets arrive in and evaluations move on, a window's sum is the
+        /// sum of what was added to its buckets not yet behind the horizon's capacity;
+        /// `total` agrees, and only buckets behind it are refused.
         #[test]
         fn sums_match_a_plain_model(
             capacity in 1usize..40,
-            adds in prop::collection::vec((0i64..120, 1u64..1_000), 1..200),
+            steps in prop::collection::vec((0i64..120, 0u64..1_000), 1..200),
             from in 0i64..130,
             width in 0i64..60,
         ) {
             let mut counts = BucketCounts::new(capacity);
             let mut model: BTreeMap<i64, u64> = BTreeMap::new();
-            let mut newest = i64::MIN;
-            for (bucket, amount) in adds {
-                if counts.add(bucket, amount) {
-                    newest = newest.max(bucket);
+            let mut horizon: Option<i64> = None;
+            for (bucket, amount) in steps {
+                // An amount of 0 stands for an evaluation at `bucket`.
+                if amount == 0 {
+                    counts.advance_to(bucket);
+                    let newest = horizon.map_or(bucket, |h| h.max(bucket));
+                    horizon = Some(newest);
+                    model.retain(|b, _| *b > newest - capacity as i64);
+                } else if counts.add(bucket, amount) {
                     *model.entry(bucket).or_default() += amount;
-                    let kept_from = newest - capacity as i64 + 1;
-                    model.retain(|b, _| *b >= kept_from);
                 } else {
-                    // Refused only when older than the kept history.
-                    prop_assert!(bucket < newest - capacity as i64 + 1);
+                    prop_assert!(horizon.is_some_and(|h| bucket <= h - capacity as i64));
                 }
             }
             let expected: u64 = model.range(from..from + width).map(|(_, v)| v).sum();

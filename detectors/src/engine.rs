@@ -13,8 +13,10 @@
 //! - a **closed** evaluation each time the watermark enters a new [bucket](crate::buckets):
 //!   windows end at the watermark's bucket, every bucket in them is complete, and an open
 //!   alert whose condition no longer holds is resolved. When the watermark jumps (a lull in
-//!   traffic), every bucket it passed is evaluated in turn, up to [`MAX_CATCH_UP_BUCKETS`], so
-//!   a burst just before a lull is not skipped;
+//!   traffic, or events counted ahead of a clock that then catches up with them), every
+//!   bucket it passed that ends a window with events in it is evaluated in turn: each bucket
+//!   up to [`MAX_CATCH_UP_BUCKETS`] after a bucket with events, so neither a burst just before
+//!   a lull nor anything in a backlog is skipped, while an empty day costs one evaluation;
 //! - an **early** evaluation each time the newest event time enters a new second: windows end
 //!   after the newest event's bucket, still filling. Detectors whose condition can only grow
 //!   with more events (counts against a threshold) fire from it, so an alert follows the
@@ -34,7 +36,7 @@
 //! its tokens); the set's main detectors see every event of the set (a global count includes
 //! the client) but leave those subjects to them.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
 use chrono::{DateTime, TimeDelta, Utc};
 use warden_ingest::alert::{Alert, Subject};
@@ -44,8 +46,8 @@ use crate::buckets::{BUCKET_SECONDS, bucket_of, bucket_start};
 use crate::detector::Detector;
 use crate::lifecycle::AlertBook;
 
-/// At most this many skipped buckets are evaluated after a jump of the watermark (an hour);
-/// beyond that the windows before the jump are long gone from every detector's history.
+/// After a bucket with events, the buckets passed by a jump of the watermark are evaluated
+/// for this long (an hour): beyond that its windows are long gone from every detector.
 pub const MAX_CATCH_UP_BUCKETS: i64 = 3_600 / BUCKET_SECONDS;
 
 /// How windows are cut for one evaluation.
@@ -263,6 +265,12 @@ pub struct Engine {
     newest: Option<DateTime<Utc>>,
     /// The bucket the last closed evaluation ended at.
     closed_until: Option<i64>,
+    /// Buckets with events counted that no closed evaluation has passed yet.
+    pending_buckets: BTreeSet<i64>,
+    /// The last bucket added to `pending_buckets` (most events fall in the same one).
+    last_pending: Option<i64>,
+    /// The newest bucket with events that closed evaluations have passed.
+    passed_bucket: Option<i64>,
     /// The second of the last early evaluation.
     early_second: Option<i64>,
     stats: EngineStats,
@@ -290,6 +298,9 @@ impl Engine {
             subjects: Subjects::All,
             newest: None,
             closed_until: None,
+            pending_buckets: BTreeSet::new(),
+            last_pending: None,
+            passed_bucket: None,
             early_second: None,
             stats: EngineStats::default(),
         }
@@ -312,6 +323,11 @@ impl Engine {
 
     pub fn stats(&self) -> EngineStats {
         self.stats
+    }
+
+    /// The newest event time the clock has reached.
+    pub fn newest(&self) -> Option<DateTime<Utc>> {
+        self.newest
     }
 
     /// The watermark: no event older than this is expected any more.
@@ -346,6 +362,12 @@ impl Engine {
             _ => 0,
         };
         self.sets[set].observe(event);
+        // A late event's windows are the ones still to come.
+        let bucket = bucket_of(event.ts).max(self.closed_until.unwrap_or(i64::MIN));
+        if self.last_pending != Some(bucket) {
+            self.pending_buckets.insert(bucket);
+            self.last_pending = Some(bucket);
+        }
     }
 
     /// The input has reached event time `newest`: runs the closed evaluations the new
@@ -379,25 +401,48 @@ impl Engine {
         self.close_until(bucket_of(watermark))
     }
 
-    /// Runs the closed evaluations of every bucket up to `end` not evaluated yet.
+    /// Runs the closed evaluations up to bucket `end` not run yet: each bucket up to
+    /// [`MAX_CATCH_UP_BUCKETS`] after one with events, and `end` itself.
     fn close_until(&mut self, end: i64) -> Vec<Alert> {
-        let first = match self.closed_until {
+        let mut next = match self.closed_until {
             Some(done) if done >= end => return Vec::new(),
-            Some(done) => (done + 1).max(end - MAX_CATCH_UP_BUCKETS),
-            None => end,
+            Some(done) => done + 1,
+            None => self.pending_buckets.first().map_or(end, |first| first + 1),
         };
         self.closed_until = Some(end);
+        let later = self.pending_buckets.split_off(&end);
+        let with_events: Vec<i64> = self
+            .passed_bucket
+            .into_iter()
+            .chain(std::mem::replace(&mut self.pending_buckets, later))
+            .collect();
+        self.passed_bucket = with_events.last().copied();
+        self.last_pending = None;
+        let mut alerts = Vec::new();
+        for bucket_with_events in with_events {
+            let last = (bucket_with_events + MAX_CATCH_UP_BUCKETS).min(end);
+            for bucket in next.max(bucket_with_events + 1)..=last {
+                alerts.extend(self.close(bucket));
+                next = bucket + 1;
+            }
+        }
+        if next <= end {
+            alerts.extend(self.close(end));
+        }
+        alerts
+    }
+
+    /// The closed evaluation of windows ending before `bucket`.
+    fn close(&mut self, bucket: i64) -> Vec<Alert> {
+        let evaluation = Evaluation {
+            end: bucket,
+            closed: true,
+            at: bucket_start(bucket),
+        };
         let subjects = self.subjects;
         let mut alerts = Vec::new();
-        for bucket in first..=end {
-            let evaluation = Evaluation {
-                end: bucket,
-                closed: true,
-                at: bucket_start(bucket),
-            };
-            for set in &mut self.sets {
-                alerts.extend(set.evaluate(evaluation, subjects));
-            }
+        for set in &mut self.sets {
+            alerts.extend(set.evaluate(evaluation, subjects));
         }
         alerts
     }

@@ -12,21 +12,42 @@
 //! among the inputs that are still catching up. An input that was read to its end (Kafka's
 //! partition end, or a batch marked caught up) does not hold anyone back until it has
 //! something new: a quiet partition must not stop the clock. When every input is at its end,
-//! the frontier is the newest event time of any. An input that has neither delivered nor
-//! reported its end for [`STALL_AFTER`] no longer holds the frontier either (a partition
-//! whose leader is gone, a keyed worker that died mid-catch-up); it holds again when it
-//! delivers.
+//! the frontier is the newest event time of any.
 //!
-//! Events ahead of the frontier are counted at once; the engine judges their windows once
-//! the frontier (minus the allowed lateness) has passed them.
+//! Two exceptions keep a stalled input from stopping the clock and a momentary end from
+//! releasing it too early:
+//! - an input that has neither delivered nor reported its end for [`STALL_AFTER`] no longer
+//!   holds the frontier (a partition whose leader is gone, a keyed worker that died
+//!   mid-catch-up); it holds again when it delivers;
+//! - an input whose end is in the past (its newest event more than [`LIVE_LAG`] older than
+//!   the wall clock) still holds for [`END_GRACE`]: a stream of past events being published
+//!   right now (`warden simulate --produce`, a re-published backlog) reaches its end every
+//!   time the consumer overtakes the producer, and its next events are as old as the last.
+//!   A live input's end is its end.
+//!
+//! Events more than [`AHEAD_SLACK`] ahead of the frontier are held in an [`AheadBuffer`]
+//! and fed to the engine, in event-time order, as the frontier reaches them: detectors that
+//! remember when something was last seen (a token's countries, the keys tried from an IP)
+//! would otherwise judge a window with events from after its end. The buffer holds at most
+//! [`MAX_AHEAD_BYTES`]; beyond that its oldest events are counted ahead of the clock, which
+//! the [window maths](crate::buckets) allow.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
+use warden_ingest::alert::Alert;
+use warden_ingest::event_row::EventRow;
+
+use crate::engine::Engine;
+use crate::relay;
 
 /// An input silent this long (wall time) stops holding the frontier.
 pub const STALL_AFTER: Duration = Duration::from_secs(10);
+/// How long an input at the end of past events still holds the frontier.
+pub const END_GRACE: Duration = Duration::from_secs(2);
+/// An input whose newest event is at most this much older than the wall clock is live.
+pub const LIVE_LAG: TimeDelta = TimeDelta::minutes(1);
 
 #[derive(Debug, Clone, Copy)]
 struct InputProgress {
@@ -34,8 +55,31 @@ struct InputProgress {
     newest: Option<DateTime<Utc>>,
     /// Read to its end since its last event.
     at_end: bool,
+    /// At its end, with a newest event older than [`LIVE_LAG`] then.
+    ended_in_the_past: bool,
     /// When the input last delivered or reported its end.
     heard: Instant,
+}
+
+impl InputProgress {
+    fn new(newest: Option<DateTime<Utc>>, now: Instant) -> Self {
+        Self {
+            newest,
+            at_end: false,
+            ended_in_the_past: false,
+            heard: now,
+        }
+    }
+
+    /// Whether the frontier waits for this input.
+    fn holds(&self, now: Instant) -> bool {
+        let silent = now.saturating_duration_since(self.heard);
+        if self.at_end {
+            self.ended_in_the_past && silent < END_GRACE
+        } else {
+            silent < STALL_AFTER
+        }
+    }
 }
 
 /// The progress of each input of one stage (by partition number).
@@ -53,23 +97,15 @@ impl Frontier {
     /// `input` is to be read but has delivered nothing yet: it holds the frontier until it
     /// delivers or reports its end.
     pub fn expect(&mut self, input: i32, now: Instant) {
-        self.inputs.insert(
-            input,
-            InputProgress {
-                newest: None,
-                at_end: false,
-                heard: now,
-            },
-        );
+        self.inputs.insert(input, InputProgress::new(None, now));
     }
 
     /// An event stamped `ts` was read from `input`.
     pub fn saw(&mut self, input: i32, ts: DateTime<Utc>, now: Instant) {
-        let progress = self.inputs.entry(input).or_insert(InputProgress {
-            newest: Some(ts),
-            at_end: false,
-            heard: now,
-        });
+        let progress = self
+            .inputs
+            .entry(input)
+            .or_insert_with(|| InputProgress::new(Some(ts), now));
         if progress.newest.is_none_or(|newest| ts > newest) {
             progress.newest = Some(ts);
         }
@@ -77,28 +113,24 @@ impl Frontier {
         progress.heard = now;
     }
 
-    /// `input` was read to its end.
-    pub fn reached_end(&mut self, input: i32, now: Instant) {
-        if let Some(progress) = self.inputs.get_mut(&input) {
-            progress.at_end = true;
-            progress.heard = now;
-        } else {
-            self.inputs.insert(
-                input,
-                InputProgress {
-                    newest: None,
-                    at_end: true,
-                    heard: now,
-                },
-            );
-        }
+    /// `input` was read to its end, at wall time `wall`.
+    pub fn reached_end(&mut self, input: i32, now: Instant, wall: DateTime<Utc>) {
+        let progress = self
+            .inputs
+            .entry(input)
+            .or_insert_with(|| InputProgress::new(None, now));
+        progress.at_end = true;
+        progress.ended_in_the_past = progress
+            .newest
+            .is_some_and(|newest| wall - newest > LIVE_LAG);
+        progress.heard = now;
     }
 
-    /// Inputs still catching up (not at their end, not stalled).
+    /// Inputs the frontier waits for.
     fn holding(&self, now: Instant) -> impl Iterator<Item = &InputProgress> {
-        self.inputs.values().filter(move |progress| {
-            !progress.at_end && now.saturating_duration_since(progress.heard) < STALL_AFTER
-        })
+        self.inputs
+            .values()
+            .filter(move |progress| progress.holds(now))
     }
 
     /// Whether no input is catching up: the stage is live (or idle), and its clock may follow
@@ -115,6 +147,147 @@ impl Frontier {
             return self.inputs.values().filter_map(|p| p.newest).max();
         }
         holding.map(|progress| progress.newest).min().flatten()
+    }
+}
+
+/// Events at most this far ahead of the frontier are counted at once (live traffic: the
+/// inputs are within milliseconds of each other).
+pub const AHEAD_SLACK: TimeDelta = TimeDelta::seconds(1);
+/// The most an [`AheadBuffer`] holds (encoded rows).
+pub const MAX_AHEAD_BYTES: usize = 64 << 20;
+
+/// Events read ahead of the frontier, in the compact row form of [`crate::relay`], until the
+/// frontier reaches them.
+#[derive(Debug, Clone, Default)]
+pub struct AheadBuffer {
+    held: BTreeMap<(DateTime<Utc>, u64), Vec<u8>>,
+    /// Tells apart events with the same time, keeping the order they came in.
+    sequence: u64,
+    bytes: usize,
+}
+
+impl AheadBuffer {
+    pub fn hold(&mut self, ts: DateTime<Utc>, row: Vec<u8>) {
+        self.bytes += row.len();
+        self.sequence += 1;
+        self.held.insert((ts, self.sequence), row);
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.held.is_empty()
+    }
+
+    pub fn clear(&mut self) {
+        self.held.clear();
+        self.bytes = 0;
+    }
+
+    /// Takes out, oldest first, the events stamped at or before `until`, and while the
+    /// buffer holds more than [`MAX_AHEAD_BYTES`], the oldest of the others.
+    pub fn release(&mut self, until: Option<DateTime<Utc>>) -> Vec<Vec<u8>> {
+        let mut released = Vec::new();
+        while let Some(entry) = self.held.first_entry() {
+            let (ts, _) = *entry.key();
+            if until.is_none_or(|until| ts > until) && self.bytes <= MAX_AHEAD_BYTES {
+                break;
+            }
+            let row = entry.remove();
+            self.bytes -= row.len();
+            released.push(row);
+        }
+        released
+    }
+}
+
+/// An engine fed by several inputs read at different paces: its clock is their
+/// [`Frontier`], and events more than [`AHEAD_SLACK`] ahead of it wait in an
+/// [`AheadBuffer`]. IO-free: the detect loop tells it what it reads, the scenario tests do the
+/// same without Kafka.
+#[derive(Debug, Clone)]
+pub struct PacedEngine {
+    engine: Engine,
+    frontier: Frontier,
+    ahead: AheadBuffer,
+    held: u64,
+}
+
+impl PacedEngine {
+    pub fn new(engine: Engine) -> Self {
+        Self {
+            engine,
+            frontier: Frontier::default(),
+            ahead: AheadBuffer::default(),
+            held: 0,
+        }
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// For moving the clock without any input (an idle live stream).
+    pub fn engine_mut(&mut self) -> &mut Engine {
+        &mut self.engine
+    }
+
+    /// Events held back so far because they were ahead of the frontier.
+    pub fn held(&self) -> u64 {
+        self.held
+    }
+
+    /// See [`Frontier::expect`].
+    pub fn expect(&mut self, input: i32, now: Instant) {
+        self.frontier.expect(input, now);
+    }
+
+    /// See [`Frontier::reached_end`].
+    pub fn reached_end(&mut self, input: i32, now: Instant, wall: DateTime<Utc>) {
+        self.frontier.reached_end(input, now, wall);
+    }
+
+    /// See [`Frontier::is_settled`].
+    pub fn is_settled(&self, now: Instant) -> bool {
+        self.frontier.is_settled(now)
+    }
+
+    /// Takes one event read from `input`: counts it, or holds it while it is ahead of the
+    /// frontier.
+    pub fn offer(&mut self, event: &EventRow<'_>, input: i32, now: Instant) {
+        self.frontier.saw(input, event.ts, now);
+        let ahead = self
+            .frontier
+            .get(now)
+            .is_none_or(|frontier| event.ts > frontier + AHEAD_SLACK);
+        if ahead {
+            self.held += 1;
+            self.ahead.hold(event.ts, relay::encode_row(event));
+        } else {
+            self.engine.count(event);
+        }
+    }
+
+    /// Moves the engine's clock to the frontier, feeding it the held events the frontier
+    /// reached on the way, in time order; returns the alerts that follow.
+    pub fn advance(&mut self, now: Instant) -> Vec<Alert> {
+        let frontier = self.frontier.get(now);
+        let mut alerts = Vec::new();
+        for row in self
+            .ahead
+            .release(frontier.map(|frontier| frontier + AHEAD_SLACK))
+        {
+            // Encoded by `offer` above: decodes.
+            let Ok(event) = relay::decode_row(&row) else {
+                continue;
+            };
+            self.engine.count(&event);
+            if let Some(frontier) = frontier {
+                alerts.extend(self.engine.reach(event.ts.min(frontier)));
+            }
+        }
+        if let Some(frontier) = frontier {
+            alerts.extend(self.engine.reach(frontier));
+        }
+        alerts
     }
 }
 
@@ -145,21 +318,59 @@ mod tests {
     #[test]
     fn an_input_at_its_end_holds_nothing_until_it_delivers() {
         let now = Instant::now();
+        // Live: the wall clock is just after the newest events.
+        let wall = at(601);
         let mut frontier = Frontier::default();
         frontier.saw(0, at(600), now);
-        frontier.saw(1, at(10), now);
-        frontier.reached_end(1, now);
+        frontier.saw(1, at(590), now);
+        frontier.reached_end(1, now, wall);
         assert_eq!(frontier.get(now), Some(at(600)));
-        frontier.reached_end(0, now);
+        frontier.reached_end(0, now, wall);
         assert!(frontier.is_settled(now));
         assert_eq!(frontier.get(now), Some(at(600)), "the newest of all");
         // Partition 1 delivers again: it is behind, and holds again.
-        frontier.saw(1, at(20), now);
-        assert_eq!(frontier.get(now), Some(at(20)));
+        frontier.saw(1, at(595), now);
+        assert_eq!(frontier.get(now), Some(at(595)));
         // An empty partition that reports its end at once holds nothing.
         frontier.expect(2, now);
-        frontier.reached_end(2, now);
-        assert_eq!(frontier.get(now), Some(at(20)));
+        frontier.reached_end(2, now, wall);
+        assert_eq!(frontier.get(now), Some(at(595)));
+    }
+
+    #[test]
+    fn the_end_of_past_events_holds_a_little_while() {
+        let start = Instant::now();
+        let wall = at(7_200);
+        let mut frontier = Frontier::default();
+        frontier.saw(0, at(600), start);
+        frontier.saw(1, at(10), start);
+        // Partition 1 is at its end for now, but its events are two hours old: more may
+        // follow at once (a scenario being published).
+        frontier.reached_end(1, start, wall);
+        assert_eq!(frontier.get(start), Some(at(10)));
+        frontier.saw(1, at(20), start + END_GRACE / 2);
+        assert_eq!(frontier.get(start + END_GRACE / 2), Some(at(20)));
+        frontier.reached_end(1, start + END_GRACE / 2, wall);
+        // Nothing more came: it is over.
+        let later = start + END_GRACE * 2;
+        assert_eq!(frontier.get(later), Some(at(600)));
+    }
+
+    #[test]
+    fn held_events_come_out_in_time_order_once_reached() {
+        let mut buffer = AheadBuffer::default();
+        buffer.hold(at(30), vec![3]);
+        buffer.hold(at(10), vec![1]);
+        buffer.hold(at(30), vec![4]);
+        buffer.hold(at(20), vec![2]);
+        assert!(buffer.release(None).is_empty());
+        assert_eq!(buffer.release(Some(at(20))), [vec![1], vec![2]]);
+        assert_eq!(buffer.release(Some(at(60))), [vec![3], vec![4]]);
+        assert!(buffer.is_empty());
+        // Over its size, the oldest come out regardless.
+        buffer.hold(at(50), vec![0; MAX_AHEAD_BYTES]);
+        buffer.hold(at(40), vec![9]);
+        assert_eq!(buffer.release(Some(at(0))), [vec![9]]);
     }
 
     #[test]

@@ -44,8 +44,8 @@ pub mod spike;
 mod test_support;
 pub mod upstream_503;
 
-use std::collections::HashMap;
-use std::time::Duration;
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
@@ -54,8 +54,8 @@ use tracing::{info, warn};
 use warden_ingest::alert::Alert;
 use warden_ingest::event_row::EventRow;
 use warden_ingest::kafka::{
-    AlertPublisher, ConsumedRecord, KafkaCluster, KafkaSetupError, PartitionOffsets,
-    RecordForwarder, SOURCE_OFFSET_HEADER, SOURCE_PARTITION_HEADER, TopicConsumer,
+    AlertPublisher, BorrowedRecord, KafkaCluster, KafkaError, KafkaSetupError, PartitionOffsets,
+    Received, RecordForwarder, TopicConsumer,
 };
 
 use crate::auth_failures::{AuthFailures, AuthFailuresConfig};
@@ -63,8 +63,10 @@ use crate::cost_burn::{CostBurn, CostBurnConfig};
 use crate::cost_per_request::{CostPerRequest, CostPerRequestConfig};
 use crate::detector::Detector;
 use crate::engine::{DetectorSet, Engine, Subjects};
+use crate::frontier::PacedEngine;
 use crate::geo::{GeoAnomaly, GeoConfig};
 use crate::overrides::DetectOverride;
+use crate::relay::{Batch, BatchWriter};
 use crate::retry_loop::{RetryLoop, RetryLoopConfig};
 use crate::single_source::{SingleSource, SingleSourceConfig};
 use crate::spike::{SpikeConfig, TrafficSpike};
@@ -229,6 +231,8 @@ pub struct DetectReport {
     pub num_undecodable: u64,
     /// Events behind the watermark when they came (counted into the baselines all the same).
     pub num_late: u64,
+    /// Events read ahead of the stage's other inputs, held until its clock reached them.
+    pub num_held: u64,
     /// Events stamped more than [`MAX_CLOCK_SKEW`] in the future: skipped.
     pub num_future: u64,
     /// Events re-read to rebuild state after an assignment (their alerts not published).
@@ -292,17 +296,27 @@ fn idle_watermark(
 /// before the group's committed offset are replayed with their alerts held back (they were
 /// published already, by this member or the one that had the partition before; the alert
 /// books still learn that those alerts are open, so their repeats stay suppressed and their
-/// resolves are published). The committed offset moves only past processed records, and at
-/// once after a record that published alerts, so an alert is published again only if a
-/// worker dies between publishing and committing; it then carries the same derived
-/// `alert_id` and readers can drop the copy.
+/// resolves are published). The committed offset moves only past processed records (and, in
+/// the keyed stage, only once what they passed on is at the broker), and at once after a
+/// record that published alerts, so an alert is published again only if a worker dies
+/// between publishing and committing; it then carries the same derived `alert_id` and
+/// readers can drop the copy.
+///
+/// **Event time.** The engine's clock is the [frontier] of the stage's inputs: the keyed
+/// stage's inputs are its partitions (librdkafka reports when one is read to its end), the
+/// shared stage's the source partitions of the batches passed on to it (each batch says
+/// whether its partition was caught up). So a backlog read one partition after another is
+/// counted ahead of the clock, not late.
 #[derive(Debug)]
 pub struct DetectLoop {
     consumer: TopicConsumer,
+    /// The topic this loop reads.
+    topic: String,
     alerts: AlertPublisher,
     /// The engine as configured, before any event: each rebuild starts from a copy.
     configured: Engine,
-    engine: Engine,
+    /// The engine, its clock the frontier of this stage's inputs.
+    paced: PacedEngine,
     lateness: TimeDelta,
     rebuild_history: TimeDelta,
     /// The assignment count the engine was last rebuilt for.
@@ -313,8 +327,8 @@ pub struct DetectLoop {
     last_progress: Option<LastProgress>,
     stage: DetectStage,
     /// Keyed stage: passes every event it feeds its engine on to the shared stage.
-    forwarder: Option<RecordForwarder>,
-    /// Shared stage: per source partition, the highest offset counted (a record passed on
+    relay: Option<Relay>,
+    /// Shared stage: per source partition, the highest offset counted (an event passed on
     /// twice, by a worker that died before committing, is counted once).
     counted_up_to: HashMap<i32, i64>,
     report: DetectReport,
@@ -322,14 +336,110 @@ pub struct DetectLoop {
 
 /// The two stages of detection. Events are partitioned by client token: every detect worker
 /// runs the keyed stage over its share of `warden.events` (reporting on tokens) and passes
-/// each event on to `warden.detect.shared`, whose one partition the shared stage's group
-/// gives to one worker (reporting on everything else: global, targets, clients, IPs,
-/// countries). N workers therefore publish what one would; if the shared stage's worker
-/// dies, the group moves it to another, which rebuilds it like any other restart.
+/// each event on, in [batches](relay), to `warden.detect.shared`, whose one partition the
+/// shared stage's group gives to one worker (reporting on everything else: global, targets,
+/// clients, IPs, countries). N workers therefore publish what one would; if the shared
+/// stage's worker dies, the group moves it to another, which rebuilds it like any other
+/// restart.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DetectStage {
     Keyed,
     Shared,
+}
+
+/// A batch for the shared stage is sent once it holds this many events...
+const RELAY_BATCH_EVENTS: usize = 1_000;
+/// ...or at the latest this long after it started filling: what passing on adds to the
+/// latency of the shared stage's alerts.
+const RELAY_INTERVAL: Duration = Duration::from_millis(50);
+
+/// The keyed stage's way to the shared stage: a [batch](relay) being filled per source
+/// partition.
+#[derive(Debug)]
+struct Relay {
+    forwarder: RecordForwarder,
+    batches: HashMap<i32, BatchWriter>,
+    /// Source partitions whose last batch sent did not say caught up: the shared stage waits
+    /// for them until one does.
+    catching_up: HashSet<i32>,
+}
+
+impl Relay {
+    fn new(forwarder: RecordForwarder) -> Self {
+        Self {
+            forwarder,
+            batches: HashMap::new(),
+            catching_up: HashSet::new(),
+        }
+    }
+
+    /// Adds an event read at `offset` of `partition`; true if its batch is full.
+    fn push(&mut self, partition: i32, offset: i64, event: &EventRow<'_>) -> bool {
+        let batch = self
+            .batches
+            .entry(partition)
+            .or_insert_with(|| BatchWriter::new(partition));
+        batch.push(offset, event);
+        batch.len() >= RELAY_BATCH_EVENTS
+    }
+
+    /// Sends `partition`'s batch, saying whether the partition was read to its end; an empty
+    /// batch only to tell the shared stage that a partition it waits for has caught up.
+    async fn send(&mut self, partition: i32, caught_up: bool) {
+        let batch = self
+            .batches
+            .entry(partition)
+            .or_insert_with(|| BatchWriter::new(partition));
+        let news = caught_up && self.catching_up.contains(&partition);
+        if batch.is_empty() && !news {
+            return;
+        }
+        let payload = batch.finish(caught_up);
+        if caught_up {
+            self.catching_up.remove(&partition);
+        } else {
+            self.catching_up.insert(partition);
+        }
+        let key = partition.to_string();
+        self.forwarder.send(key.as_bytes(), &payload).await;
+    }
+
+    /// Sends every batch with events in it.
+    async fn send_all(&mut self) {
+        let filled: Vec<i32> = self
+            .batches
+            .iter()
+            .filter(|(_, batch)| !batch.is_empty())
+            .map(|(&partition, _)| partition)
+            .collect();
+        for partition in filled {
+            self.send(partition, false).await;
+        }
+    }
+
+    /// Sends every batch and waits until the broker has all that was sent; false if a
+    /// record was refused (the source offsets must not be committed then).
+    async fn flush(&mut self) -> bool {
+        self.send_all().await;
+        self.forwarder.flush().await
+    }
+}
+
+/// What receiving one thing from the consumer left to do (after the record is given back).
+enum Step {
+    /// Alerts to publish (none when replaying); a source partition whose batch is full.
+    Processed {
+        alerts: Vec<Alert>,
+        full_batch: Option<i32>,
+    },
+    /// The group assigned partitions anew: rebuild, then read this record again.
+    Reassigned {
+        partition: i32,
+        offset: i64,
+    },
+    /// A partition was read to its end.
+    End(i32),
+    Failed(KafkaError),
 }
 
 impl DetectLoop {
@@ -341,16 +451,27 @@ impl DetectLoop {
         stage: DetectStage,
     ) -> Result<Self, DetectSetupError> {
         let topics = cluster.topics();
-        let (topic, group, subjects, forwarder) = match stage {
+        let (topic, consumer, subjects, relay) = match stage {
             DetectStage::Keyed => (
                 &topics.events,
-                config.consumer_group.clone(),
+                TopicConsumer::subscribe_reporting_ends(
+                    cluster,
+                    &config.consumer_group,
+                    &[&topics.events],
+                )?,
                 Subjects::Keyed,
-                Some(RecordForwarder::new(cluster, &topics.detect_shared)?),
+                Some(Relay::new(RecordForwarder::new(
+                    cluster,
+                    &topics.detect_shared,
+                )?)),
             ),
             DetectStage::Shared => (
                 &topics.detect_shared,
-                format!("{}-shared", config.consumer_group),
+                TopicConsumer::subscribe(
+                    cluster,
+                    &format!("{}-shared", config.consumer_group),
+                    &[&topics.detect_shared],
+                )?,
                 Subjects::Shared,
                 None,
             ),
@@ -360,17 +481,18 @@ impl DetectLoop {
             .map_err(DetectSetupError::Config)?
             .reporting_on(subjects);
         Ok(Self {
-            consumer: TopicConsumer::subscribe(cluster, &group, &[topic])?,
+            consumer,
+            topic: topic.clone(),
             alerts: AlertPublisher::new(cluster)?,
             configured: engine.clone(),
-            engine,
+            paced: PacedEngine::new(engine),
             lateness: TimeDelta::seconds(config.allowed_lateness_s),
             rebuild_history: TimeDelta::seconds(config.rebuild_history_s),
             assignment: 0,
             replay_until: HashMap::new(),
             last_progress: None,
             stage,
-            forwarder,
+            relay,
             counted_up_to: HashMap::new(),
             report: DetectReport::default(),
         })
@@ -398,48 +520,80 @@ impl DetectLoop {
     /// Runs until `shutdown` fires. Undecodable records are counted and skipped here: the
     /// archiver is the one that dead-letters them.
     pub async fn run(mut self, shutdown: CancellationToken) -> DetectReport {
+        // A clone to receive from, so a received record can be read while `self` changes.
+        let consumer = self.consumer.clone();
         let mut processed = PartitionOffsets::default();
         let mut commit_timer = tokio::time::interval(COMMIT_INTERVAL);
         let mut idle_timer = tokio::time::interval(IDLE_TICK);
+        let mut relay_timer = tokio::time::interval(RELAY_INTERVAL);
+        relay_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut received_since_tick = false;
         loop {
-            tokio::select! {
+            let step = tokio::select! {
                 biased;
                 () = shutdown.cancelled() => break,
-                _ = commit_timer.tick() => self.commit(&mut processed).await,
+                _ = commit_timer.tick() => {
+                    self.commit(&mut processed).await;
+                    continue;
+                }
+                _ = relay_timer.tick(), if self.relay.is_some() => {
+                    if let Some(relay) = self.relay.as_mut() {
+                        relay.send_all().await;
+                    }
+                    continue;
+                }
                 _ = idle_timer.tick() => {
                     if !std::mem::take(&mut received_since_tick) {
                         self.on_idle(&mut processed).await;
                     }
+                    continue;
                 }
-                received = self.consumer.recv() => match received {
-                    Ok(record) => {
-                        received_since_tick = true;
-                        if self.consumer.assignments() != self.assignment
-                            && self.rebuild(&record, &mut processed).await
-                        {
-                            // Its partition was rewound: the record comes again in order.
-                            continue;
-                        }
-                        self.process(&record, &mut processed).await;
+                received = consumer.recv_borrowed() => {
+                    received_since_tick = true;
+                    match received {
+                        Ok(Received::Record(record)) => self.handle(&record, &mut processed),
+                        Ok(Received::End { partition }) => Step::End(partition),
+                        Err(err) => Step::Failed(err),
                     }
-                    Err(err) => {
-                        warn!(error = %err, "kafka receive failed; retrying");
-                        tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            };
+            match step {
+                Step::Processed { alerts, full_batch } => {
+                    if let (Some(partition), Some(relay)) = (full_batch, self.relay.as_mut()) {
+                        relay.send(partition, false).await;
                     }
-                },
+                    self.publish_all(&alerts, &mut processed).await;
+                }
+                Step::Reassigned { partition, offset } => {
+                    self.rebuild(partition, offset, &mut processed).await;
+                }
+                Step::End(partition) => {
+                    let now = Instant::now();
+                    self.paced.reached_end(partition, now, Utc::now());
+                    if let Some(relay) = self.relay.as_mut() {
+                        relay.send(partition, true).await;
+                    }
+                    let alerts = self.advance(now);
+                    self.publish_all(&alerts, &mut processed).await;
+                }
+                Step::Failed(err) => {
+                    warn!(error = %err, "kafka receive failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
             }
         }
         self.commit(&mut processed).await;
-        let stats = self.engine.stats();
+        let stats = self.paced.engine().stats();
         let mut report = self.report;
         report.num_late = stats.late;
+        report.num_held = self.paced.held();
         info!(
             stage = ?self.stage,
             events = report.num_events,
             replayed = report.num_replayed,
             undecodable = report.num_undecodable,
             late = report.num_late,
+            held = report.num_held,
             future = report.num_future,
             alerts = report.num_alerts,
             suppressed = report.num_suppressed,
@@ -450,51 +604,125 @@ impl DetectLoop {
         report
     }
 
-    /// Feeds one record to the engine; publishes its alerts unless it is being replayed.
-    async fn process(&mut self, record: &ConsumedRecord, processed: &mut PartitionOffsets) {
+    /// Feeds one record to the engine, without copying it: an event (keyed stage) or a
+    /// batch of them (shared stage). Its alerts are to be published unless it is replayed.
+    fn handle(&mut self, record: &BorrowedRecord<'_>, processed: &mut PartitionOffsets) -> Step {
+        let (partition, offset) = (record.partition(), record.offset());
+        if self.consumer.assignments() != self.assignment {
+            return Step::Reassigned { partition, offset };
+        }
         let replaying = self
             .replay_until
-            .get(&record.partition)
-            .is_some_and(|&committed| record.offset < committed);
-        if self.forwarder.is_none() && self.counted_before(record) {
-            self.report.num_duplicates += u64::from(!replaying);
-            if !replaying {
-                processed.record(record);
-            }
-            return;
-        }
-        let alerts = match EventRow::from_json(&record.payload) {
-            Ok(event) if event.ts > Utc::now() + MAX_CLOCK_SKEW => {
-                self.report.num_future += u64::from(!replaying);
-                Vec::new()
-            }
-            Ok(event) => {
-                self.report.num_events += 1;
-                self.report.num_replayed += u64::from(replaying);
-                if let Some(forwarder) = self.forwarder.as_mut().filter(|_| !replaying) {
-                    forwarder.forward(record).await;
+            .get(&partition)
+            .is_some_and(|&committed| offset < committed);
+        let now = Instant::now();
+        let future = Utc::now() + MAX_CLOCK_SKEW;
+        let mut full_batch = None;
+        let alerts = match self.stage {
+            DetectStage::Keyed => {
+                match EventRow::from_json(record.payload()) {
+                    Ok(event) => {
+                        if self.offer(&event, partition, replaying, now, future)
+                            && !replaying
+                            && let Some(relay) = self.relay.as_mut()
+                            && relay.push(partition, offset, &event)
+                        {
+                            full_batch = Some(partition);
+                        }
+                    }
+                    Err(_) => self.report.num_undecodable += u64::from(!replaying),
                 }
-                let before = self.engine.watermark();
-                let alerts = self.engine.take(&event);
-                if self.engine.watermark() != before {
-                    self.last_progress = Some(LastProgress {
-                        wall: Utc::now(),
-                        newest: event.ts,
-                    });
-                }
-                alerts
+                self.advance(now)
             }
-            Err(_) => {
-                self.report.num_undecodable += u64::from(!replaying);
-                Vec::new()
-            }
+            DetectStage::Shared => self.take_batch(record.payload(), replaying, now, future),
         };
         if replaying {
             self.report.num_suppressed += alerts.len() as u64;
-            return;
+            return Step::Processed {
+                alerts: Vec::new(),
+                full_batch,
+            };
         }
-        processed.record(record);
-        self.publish_all(&alerts, processed).await;
+        processed.mark(record.topic(), partition, offset);
+        Step::Processed { alerts, full_batch }
+    }
+
+    /// Takes one event read from `input` ([`PacedEngine::offer`]). False if it was skipped, being stamped after
+    /// `future`.
+    fn offer(
+        &mut self,
+        event: &EventRow<'_>,
+        input: i32,
+        replaying: bool,
+        now: Instant,
+        future: DateTime<Utc>,
+    ) -> bool {
+        if event.ts > future {
+            self.report.num_future += u64::from(!replaying);
+            return false;
+        }
+        self.report.num_events += 1;
+        self.report.num_replayed += u64::from(replaying);
+        self.paced.offer(event, input, now);
+        true
+    }
+
+    /// Counts the events of one batch passed on by the keyed stage, each once, moving the
+    /// clock after each (a batch of a backlog spans minutes of event time: an alert comes
+    /// with the event that crossed its threshold, as with one event per record).
+    fn take_batch(
+        &mut self,
+        payload: &[u8],
+        replaying: bool,
+        now: Instant,
+        future: DateTime<Utc>,
+    ) -> Vec<Alert> {
+        let batch = match Batch::parse(payload) {
+            Ok(batch) => batch,
+            Err(err) => {
+                warn!(error = %err, "skipping a record of the shared stage's topic");
+                self.report.num_undecodable += u64::from(!replaying);
+                return Vec::new();
+            }
+        };
+        let (source, caught_up) = (batch.partition, batch.caught_up);
+        let mut alerts = Vec::new();
+        for event in batch {
+            match event {
+                Ok((offset, event)) => {
+                    if self.counted_before(source, offset) {
+                        self.report.num_duplicates += u64::from(!replaying);
+                    } else if self.offer(&event, source, replaying, now, future) {
+                        alerts.extend(self.advance(now));
+                    }
+                }
+                Err(err) => {
+                    warn!(error = %err, "skipping the rest of a batch of the shared stage");
+                    self.report.num_undecodable += u64::from(!replaying);
+                }
+            }
+        }
+        if caught_up {
+            self.paced.reached_end(source, now, Utc::now());
+            alerts.extend(self.advance(now));
+        }
+        alerts
+    }
+
+    /// Moves the engine's clock to the inputs' frontier ([`PacedEngine::advance`]); returns
+    /// the alerts that follow.
+    fn advance(&mut self, now: Instant) -> Vec<Alert> {
+        let before = self.paced.engine().watermark();
+        let alerts = self.paced.advance(now);
+        if self.paced.engine().watermark() != before
+            && let Some(newest) = self.paced.engine().newest()
+        {
+            self.last_progress = Some(LastProgress {
+                wall: Utc::now(),
+                newest,
+            });
+        }
+        alerts
     }
 
     /// Publishes `alerts`, then commits what was processed: a member that takes over must
@@ -510,22 +738,10 @@ impl DetectLoop {
         self.commit(processed).await;
     }
 
-    /// Whether a passed-on record was counted already (by its source partition and offset),
-    /// noting it as counted if not. Records without the headers are always new.
-    fn counted_before(&mut self, record: &ConsumedRecord) -> bool {
-        let header = |name: &str| -> Option<i64> {
-            std::str::from_utf8(record.header(name)?).ok()?.parse().ok()
-        };
-        let (Some(partition), Some(offset)) = (
-            header(SOURCE_PARTITION_HEADER),
-            header(SOURCE_OFFSET_HEADER),
-        ) else {
-            return false;
-        };
-        let Ok(partition) = i32::try_from(partition) else {
-            return false;
-        };
-        let counted = self.counted_up_to.entry(partition).or_insert(-1);
+    /// Whether the event at `offset` of source partition `source` was counted already,
+    /// noting it as counted if not.
+    fn counted_before(&mut self, source: i32, offset: i64) -> bool {
+        let counted = self.counted_up_to.entry(source).or_insert(-1);
         if offset <= *counted {
             return true;
         }
@@ -534,14 +750,14 @@ impl DetectLoop {
     }
 
     /// Starts the engine again for a new assignment: rewinds every assigned partition by
-    /// `rebuild_history` and notes which records to replay. Returns whether `record`'s
-    /// partition was rewound (if not, it is read on from where it was, without history).
-    async fn rebuild(&mut self, record: &ConsumedRecord, processed: &mut PartitionOffsets) -> bool {
+    /// `rebuild_history` and notes which records to replay. The record that revealed the
+    /// assignment (at `offset` of `partition`) is read again, rewound or not.
+    async fn rebuild(&mut self, partition: i32, offset: i64, processed: &mut PartitionOffsets) {
         self.assignment = self.consumer.assignments();
         // What this member processed of partitions it keeps is not to be replayed as new.
         self.commit(processed).await;
         processed.clear();
-        self.engine = self.configured.clone();
+        self.paced = PacedEngine::new(self.configured.clone());
         self.last_progress = None;
         self.counted_up_to.clear();
         self.replay_until.clear();
@@ -551,48 +767,63 @@ impl DetectLoop {
             Ok(rewound) => rewound,
             Err(err) => {
                 warn!(error = %err, "could not re-read the recent past; detectors start empty");
-                return false;
+                Vec::new()
             }
         };
+        let now = Instant::now();
         let mut record_rewound = false;
-        for partition in rewound {
+        for rewound in rewound {
             info!(
                 stage = ?self.stage,
-                topic = partition.topic,
-                partition = partition.partition,
-                from = partition.from,
-                committed = partition.committed,
+                topic = rewound.topic,
+                partition = rewound.partition,
+                from = rewound.from,
+                committed = rewound.committed,
                 "rebuilding detector state"
             );
-            record_rewound |=
-                partition.topic == record.topic && partition.partition == record.partition;
+            record_rewound |= rewound.partition == partition;
             self.replay_until
-                .insert(partition.partition, partition.committed);
+                .insert(rewound.partition, rewound.committed);
+            if self.stage == DetectStage::Keyed {
+                self.paced.expect(rewound.partition, now);
+            }
         }
-        record_rewound
+        if !record_rewound
+            && let Err(err) = self.consumer.rewind(&self.topic, partition, offset).await
+        {
+            warn!(partition, offset, error = %err, "a record could not be read again; not counted");
+        }
     }
 
-    /// The input is quiet: if it is a live stream, moves the watermark on with the clock so
-    /// windows close and cleared conditions resolve.
+    /// The input is quiet: catches up with a frontier that moved without a record (an input
+    /// stopped holding it); then, if it is a live stream with no input catching up, moves the
+    /// watermark on with the clock so windows close and cleared conditions resolve.
     async fn on_idle(&mut self, processed: &mut PartitionOffsets) {
+        let now = Instant::now();
+        let alerts = self.advance(now);
+        self.publish_all(&alerts, processed).await;
+        if !self.paced.is_settled(now) {
+            return;
+        }
         let Some(watermark) = idle_watermark(self.last_progress, Utc::now(), self.lateness) else {
             return;
         };
         if self
-            .engine
+            .paced
+            .engine()
             .watermark()
             .is_some_and(|current| current >= watermark)
         {
             return;
         }
-        let alerts = self.engine.advance_to(watermark);
+        let alerts = self.paced.engine_mut().advance_to(watermark);
         self.publish_all(&alerts, processed).await;
     }
 
     async fn commit(&mut self, processed: &mut PartitionOffsets) {
         // What was passed on must be at the shared stage before its source is committed.
-        if let Some(forwarder) = self.forwarder.as_mut()
-            && !forwarder.flush().await
+        if let Some(relay) = self.relay.as_mut()
+            && !relay.flush().await
         {
             warn!("passing events on to the shared stage failed; not committing yet");
             return;

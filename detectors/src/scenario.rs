@@ -539,8 +539,11 @@ impl SplitMix64 {
 mod tests {
     use chrono::TimeZone;
 
+    use std::time::Instant;
+
     use super::*;
     use crate::DetectConfig;
+    use crate::frontier::PacedEngine;
 
     fn start() -> DateTime<Utc> {
         Utc.with_ymd_and_hms(2026, 11, 2, 6, 0, 0)
@@ -596,6 +599,84 @@ mod tests {
             assert!(
                 before.is_empty(),
                 "{scenario}: alerts before the incident: {before:#?}"
+            );
+        }
+    }
+
+    /// `events` as a detect stage reads two partitions of them (by token) while catching up:
+    /// in runs of `run` events of one partition, then of the other (librdkafka hands over a
+    /// fetched chunk of a partition at a time: 1 MB, about 2,000 events).
+    fn rehearse_in_runs(events: &[AuditEvent], run: usize) -> Vec<Alert> {
+        let engine = DetectConfig::default().engine().expect("engine");
+        let mut paced = PacedEngine::new(engine);
+        let now = Instant::now();
+        let on_first = |event: &&AuditEvent| {
+            let key = event.partition_key().bytes().map(u32::from).sum::<u32>();
+            key % 2 == 0
+        };
+        let (first, second): (Vec<&AuditEvent>, Vec<&AuditEvent>) =
+            events.iter().partition(on_first);
+        let mut runs = [first.chunks(run), second.chunks(run)];
+        let mut alerts = Vec::new();
+        for input in [0, 1] {
+            paced.expect(input, now);
+        }
+        let mut ended = [false, false];
+        while ended.contains(&false) {
+            for (input, runs) in runs.iter_mut().enumerate() {
+                match runs.next() {
+                    Some(run) => {
+                        for event in run {
+                            paced.offer(&EventRow::from(*event), input as i32, now);
+                            alerts.extend(paced.advance(now));
+                        }
+                    }
+                    None if !ended[input] => {
+                        ended[input] = true;
+                        // Read to its end, live: it holds nothing back any more.
+                        let wall = events.last().map_or_else(Utc::now, |event| event.ts);
+                        paced.reached_end(input as i32, now, wall);
+                        alerts.extend(paced.advance(now));
+                    }
+                    None => {}
+                }
+            }
+        }
+        if let Some(last) = events.last() {
+            alerts.extend(
+                paced
+                    .engine_mut()
+                    .advance_to(last.ts + TimeDelta::minutes(1)),
+            );
+        }
+        assert_eq!(paced.engine().stats().late, 0);
+        assert!(paced.held() > 0, "the runs put one partition ahead");
+        alerts
+    }
+
+    #[test]
+    fn each_incident_is_found_in_time_when_partitions_are_read_at_different_paces() {
+        let incident = start() + WARM_UP;
+        for scenario in Scenario::ALL {
+            let alerts = rehearse_in_runs(&scenario.events(start(), 7), 2_000);
+            for expected in scenario.expected() {
+                assert!(
+                    alerts
+                        .iter()
+                        .any(|alert| expected.is_met_by(alert, incident)),
+                    "{scenario}: expected {expected}; got {:#?}",
+                    firing(&alerts)
+                );
+            }
+            let before: Vec<Alert> = alerts
+                .iter()
+                .filter(|alert| alert.ts < incident)
+                .cloned()
+                .collect();
+            assert!(
+                before.is_empty(),
+                "{scenario}: alerts before the incident: {:#?}",
+                before
             );
         }
     }

@@ -15,7 +15,7 @@ use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
 };
 use rdkafka::error::KafkaError;
-use rdkafka::message::Headers;
+use rdkafka::message::{BorrowedMessage, Headers};
 use rdkafka::{Message, Offset, TopicPartitionList};
 
 use super::{KafkaCluster, KafkaSetupError};
@@ -40,28 +40,26 @@ impl ConsumedRecord {
     }
 }
 
-/// The highest processed offset of each (topic, partition) since the last commit.
+/// The highest processed offset of each partition of each topic since the last commit.
 #[derive(Debug, Default, Clone)]
 pub struct PartitionOffsets {
-    highest: BTreeMap<(String, i32), i64>,
+    highest: BTreeMap<String, BTreeMap<i32, i64>>,
 }
 
 impl PartitionOffsets {
     /// Marks `record` as processed.
     pub fn record(&mut self, record: &ConsumedRecord) {
-        let highest = self
-            .highest
-            .entry((record.topic.clone(), record.partition))
-            .or_insert(record.offset);
-        *highest = (*highest).max(record.offset);
+        self.mark(&record.topic, record.partition, record.offset);
     }
 
-    /// Marks everything up to `offset` of one partition as processed.
+    /// Marks everything up to `offset` of one partition as processed (without allocating
+    /// once the topic is known: this runs for every record).
     pub fn mark(&mut self, topic: &str, partition: i32, offset: i64) {
-        let highest = self
-            .highest
-            .entry((topic.to_owned(), partition))
-            .or_insert(offset);
+        let partitions = match self.highest.get_mut(topic) {
+            Some(partitions) => partitions,
+            None => self.highest.entry(topic.to_owned()).or_default(),
+        };
+        let highest = partitions.entry(partition).or_insert(offset);
         *highest = (*highest).max(offset);
     }
 
@@ -76,11 +74,52 @@ impl PartitionOffsets {
     /// The list to commit: Kafka's committed offset is the next one to read.
     fn to_commit_list(&self) -> Result<TopicPartitionList, KafkaError> {
         let mut list = TopicPartitionList::new();
-        for ((topic, partition), offset) in &self.highest {
-            list.add_partition_offset(topic, *partition, Offset::Offset(offset + 1))?;
+        for (topic, partitions) in &self.highest {
+            for (partition, offset) in partitions {
+                list.add_partition_offset(topic, *partition, Offset::Offset(offset + 1))?;
+            }
         }
         Ok(list)
     }
+}
+
+/// A record still in the consumer's buffer: read it in place (no copy), before the next
+/// receive.
+#[derive(Debug)]
+pub struct BorrowedRecord<'a>(BorrowedMessage<'a>);
+
+impl BorrowedRecord<'_> {
+    pub fn topic(&self) -> &str {
+        self.0.topic()
+    }
+
+    pub fn partition(&self) -> i32 {
+        self.0.partition()
+    }
+
+    pub fn offset(&self) -> i64 {
+        self.0.offset()
+    }
+
+    pub fn key(&self) -> Option<&[u8]> {
+        self.0.key()
+    }
+
+    /// The value (empty for a null value).
+    pub fn payload(&self) -> &[u8] {
+        self.0.payload().unwrap_or_default()
+    }
+}
+
+/// What [`TopicConsumer::recv_borrowed`] returns.
+#[derive(Debug)]
+pub enum Received<'a> {
+    Record(BorrowedRecord<'a>),
+    /// The member has read everything `partition` holds, for now (only for a consumer made
+    /// with [`TopicConsumer::subscribe_reporting_ends`]).
+    End {
+        partition: i32,
+    },
 }
 
 /// Counts the group's assignments of partitions to this member, so a worker whose state
@@ -139,6 +178,34 @@ impl TopicConsumer {
         Ok(Self {
             consumer: Arc::new(consumer),
         })
+    }
+
+    /// Joins `group_id` and subscribes to `topics` like [`subscribe`](Self::subscribe), and
+    /// [`recv_borrowed`](Self::recv_borrowed) also reports each time a partition has been
+    /// read to its end.
+    pub fn subscribe_reporting_ends(
+        cluster: &KafkaCluster,
+        group_id: &str,
+        topics: &[&str],
+    ) -> Result<Self, KafkaSetupError> {
+        let consumer: StreamConsumer<AssignmentWatch> = cluster
+            .consumer_config(group_id)
+            .set("enable.partition.eof", "true")
+            .create_with_context(AssignmentWatch::default())?;
+        consumer.subscribe(topics)?;
+        Ok(Self {
+            consumer: Arc::new(consumer),
+        })
+    }
+
+    /// Waits for the next record and lends it, without copying it out of the consumer's
+    /// buffer; or, for a consumer that reports them, for a partition's end.
+    pub async fn recv_borrowed(&self) -> Result<Received<'_>, KafkaError> {
+        match self.consumer.recv().await {
+            Ok(message) => Ok(Received::Record(BorrowedRecord(message))),
+            Err(KafkaError::PartitionEOF(partition)) => Ok(Received::End { partition }),
+            Err(err) => Err(err),
+        }
     }
 
     /// Waits for the next record.

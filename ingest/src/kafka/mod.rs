@@ -15,12 +15,14 @@ use std::time::Duration;
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+pub use rdkafka::error::KafkaError;
+use rdkafka::error::RDKafkaErrorCode;
 use tracing::{info, warn};
 
 pub use config::{EMBEDDED_BROKERS, KafkaConfig, TopicNames};
 pub use consumer::{
-    AssignmentWatch, ConsumedRecord, PartitionOffsets, RewoundPartition, TopicConsumer,
+    AssignmentWatch, BorrowedRecord, ConsumedRecord, PartitionOffsets, Received, RewoundPartition,
+    TopicConsumer,
 };
 pub use embedded::EmbeddedBroker;
 pub use publisher::{

@@ -658,10 +658,11 @@ impl AlertPublisher {
     }
 }
 
-/// Passes consumed records on to another topic unchanged, each with headers naming where it
-/// came from (`warden-source-partition`, `warden-source-offset`), so a reader can drop a
-/// record passed on twice. Sends are queued; [`RecordForwarder::flush`] waits until the
-/// broker has every one (call it before committing the source offsets).
+/// Passes what a worker derived from consumed records on to another topic (the detect
+/// stages' relay). Sends are queued; [`RecordForwarder::flush`] waits until the broker has
+/// every one (call it before committing the source offsets: a reader of the other topic
+/// must be able to drop what is passed on twice after a crash, e.g. by source offsets
+/// carried in the payload).
 pub struct RecordForwarder {
     producer: FutureProducer,
     topic: String,
@@ -728,9 +729,9 @@ impl RecordForwarder {
         })
     }
 
-    /// Queues `record` for the topic (waiting only while the producer's queue is full).
-    pub async fn forward(&mut self, record: &ConsumedRecord) {
-        let mut next = copy_of(record, &self.topic, source_headers(record));
+    /// Queues a record for the topic (waiting only while the producer's queue is full).
+    pub async fn send(&mut self, key: &[u8], payload: &[u8]) {
+        let mut next = FutureRecord::to(&self.topic).key(key).payload(payload);
         loop {
             match self.producer.send_result(next) {
                 Ok(delivery) => {
