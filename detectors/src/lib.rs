@@ -8,15 +8,18 @@
 //! [geography](geo), [authentication failures](auth_failures), [upstream 503s](upstream_503),
 //! [retry loops](retry_loop) and [cost per request](cost_per_request).
 //!
-//! [`DetectLoop`] is one member of the detect consumer group: it decodes each record as a
-//! borrowed [`EventRow`], feeds the engine and publishes what comes out to `warden.alerts`
-//! (keyed by dedup key), logging one line per alert. [Scenarios](scenario) generate realistic
-//! streams to rehearse the detectors (`warden simulate`).
+//! [`DetectLoop`] is one member of the detect consumer group: it reads each record in place,
+//! decodes it as a borrowed [`EventRow`], feeds the engine and publishes what comes out to
+//! `warden.alerts` (keyed by dedup key), logging one line per alert. Its clock is the
+//! [frontier] of its inputs, so partitions read at different paces are judged in event-time
+//! order. [Scenarios](scenario) generate realistic streams to rehearse the detectors
+//! (`warden simulate`).
 //!
 //! Restart and rebalance safety is by replay, not checkpoints: see [`DetectLoop`].
 //!
 //! Scale-out is in two stages ([`DetectStage`]): keyed subjects over each worker's partitions,
-//! the rest on one worker that reads every event passed on through `warden.detect.shared`.
+//! the rest on one worker that reads every event passed on, in [batches](relay), through
+//! `warden.detect.shared`.
 //!
 //! `warden detect --replay` (in the `warden` binary) runs the same [`Engine`] over the
 //! archive.
