@@ -315,6 +315,8 @@ pub struct DetectLoop {
     consumer: TopicConsumer,
     /// The topic this loop reads.
     topic: String,
+    /// Shared stage: the topic whose partitions the keyed stages pass on (`warden.events`).
+    source_topic: Option<String>,
     alerts: AlertPublisher,
     /// The engine as configured, before any event: each rebuild starts from a copy.
     configured: Engine,
@@ -486,6 +488,7 @@ impl DetectLoop {
         Ok(Self {
             consumer,
             topic: topic.clone(),
+            source_topic: (stage == DetectStage::Shared).then(|| topics.events.clone()),
             alerts: AlertPublisher::new(cluster)?,
             configured: engine.clone(),
             paced: PacedEngine::new(engine),
@@ -787,8 +790,23 @@ impl DetectLoop {
             record_rewound |= rewound.partition == partition;
             self.replay_until
                 .insert(rewound.partition, rewound.committed);
-            if self.stage == DetectStage::Keyed {
+            if let Some(relay) = self.relay.as_mut() {
+                // Its clock waits for the partition, and so will the shared stage's until
+                // this member says the partition is caught up.
                 self.paced.expect(rewound.partition, now);
+                relay.catching_up.insert(rewound.partition);
+            }
+        }
+        // The shared stage waits for every source partition until it has heard of it (a
+        // keyed stage may pass on one partition's backlog long before another's).
+        if let Some(source_topic) = &self.source_topic {
+            match self.consumer.partitions_of(source_topic).await {
+                Ok(partitions) => {
+                    for source in partitions {
+                        self.paced.expect(source, now);
+                    }
+                }
+                Err(err) => warn!(error = %err, "could not list the source partitions"),
             }
         }
         if !record_rewound

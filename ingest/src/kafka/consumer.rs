@@ -272,6 +272,24 @@ impl TopicConsumer {
         .map_err(|_| KafkaError::Canceled)?
     }
 
+    /// The partitions `topic` has (asked of the cluster, on a blocking thread).
+    pub async fn partitions_of(&self, topic: &str) -> Result<Vec<i32>, KafkaError> {
+        const TIMEOUT: Duration = Duration::from_secs(5);
+        let consumer = self.consumer.clone();
+        let topic = topic.to_owned();
+        tokio::task::spawn_blocking(move || {
+            let metadata = consumer.fetch_metadata(Some(&topic), TIMEOUT)?;
+            Ok(metadata
+                .topics()
+                .iter()
+                .filter(|found| found.name() == topic)
+                .flat_map(|found| found.partitions().iter().map(|p| p.id()))
+                .collect())
+        })
+        .await
+        .map_err(|_| KafkaError::Canceled)?
+    }
+
     /// True while the group has `partition` of `topic` assigned to this member. Asked on a
     /// blocking thread: librdkafka answers it from its group thread.
     pub async fn is_assigned(&self, topic: &str, partition: i32) -> bool {
