@@ -97,7 +97,8 @@ replication_factor = 1
                          "events_per_cpu_s": round(EVENTS / baseline_cpu)},
             "detect": {"to_committed_wall_s": round(done - started, 2),
                        "cpu_s": round(detect_cpu, 2), "broker_cpu_s": round(detect_broker, 2),
-                       "events_per_cpu_s": round(EVENTS / detect_cpu),
+                       "events_per_cpu_s": (round(EVENTS / detect_cpu)
+                                            if detect_cpu == detect_cpu else None),
                        "events_per_wall_s": round(EVENTS / (done - started))},
             "latency": {"background_events_per_s": RATE, "seconds": LATENCY_SECONDS, **latency},
             "worker_log": closing[-4:],
