@@ -581,25 +581,31 @@ mod tests {
         assert!(alerts.is_empty(), "{:#?}", firing(&alerts));
     }
 
+    /// `scenario`'s expected alerts are among `alerts`, in time, and nothing fired before its
+    /// incident.
+    fn assert_found_in_time(scenario: Scenario, alerts: &[Alert]) {
+        let incident = start() + WARM_UP;
+        for expected in scenario.expected() {
+            assert!(
+                alerts
+                    .iter()
+                    .any(|alert| expected.is_met_by(alert, incident)),
+                "{scenario}: expected {expected}; got {:#?}",
+                firing(alerts)
+            );
+        }
+        let before: Vec<_> = alerts.iter().filter(|a| a.ts < incident).collect();
+        assert!(
+            before.is_empty(),
+            "{scenario}: alerts before the incident: {before:#?}"
+        );
+    }
+
     #[test]
     fn each_incident_raises_its_alerts_in_time() {
-        let incident = start() + WARM_UP;
         for scenario in Scenario::ALL.into_iter().skip(1) {
             let (_, alerts) = run(scenario);
-            for expected in scenario.expected() {
-                assert!(
-                    alerts
-                        .iter()
-                        .any(|alert| expected.is_met_by(alert, incident)),
-                    "{scenario}: expected {expected}; got {:#?}",
-                    firing(&alerts)
-                );
-            }
-            let before: Vec<_> = alerts.iter().filter(|a| a.ts < incident).collect();
-            assert!(
-                before.is_empty(),
-                "{scenario}: alerts before the incident: {before:#?}"
-            );
+            assert_found_in_time(scenario, &alerts);
         }
     }
 
@@ -656,28 +662,9 @@ mod tests {
 
     #[test]
     fn each_incident_is_found_in_time_when_partitions_are_read_at_different_paces() {
-        let incident = start() + WARM_UP;
         for scenario in Scenario::ALL {
             let alerts = rehearse_in_runs(&scenario.events(start(), 7), 2_000);
-            for expected in scenario.expected() {
-                assert!(
-                    alerts
-                        .iter()
-                        .any(|alert| expected.is_met_by(alert, incident)),
-                    "{scenario}: expected {expected}; got {:#?}",
-                    firing(&alerts)
-                );
-            }
-            let before: Vec<Alert> = alerts
-                .iter()
-                .filter(|alert| alert.ts < incident)
-                .cloned()
-                .collect();
-            assert!(
-                before.is_empty(),
-                "{scenario}: alerts before the incident: {:#?}",
-                before
-            );
+            assert_found_in_time(scenario, &alerts);
         }
     }
 

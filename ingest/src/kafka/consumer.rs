@@ -10,12 +10,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use rdkafka::ClientContext;
 use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
 };
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Headers};
+use rdkafka::{ClientConfig, ClientContext};
 use rdkafka::{Message, Offset, TopicPartitionList};
 
 use super::{KafkaCluster, KafkaSetupError};
@@ -171,9 +171,12 @@ impl TopicConsumer {
         group_id: &str,
         topics: &[&str],
     ) -> Result<Self, KafkaSetupError> {
-        let consumer: StreamConsumer<AssignmentWatch> = cluster
-            .consumer_config(group_id)
-            .create_with_context(AssignmentWatch::default())?;
+        Self::subscribe_with(cluster.consumer_config(group_id), topics)
+    }
+
+    fn subscribe_with(config: ClientConfig, topics: &[&str]) -> Result<Self, KafkaSetupError> {
+        let consumer: StreamConsumer<AssignmentWatch> =
+            config.create_with_context(AssignmentWatch::default())?;
         consumer.subscribe(topics)?;
         Ok(Self {
             consumer: Arc::new(consumer),
@@ -188,14 +191,9 @@ impl TopicConsumer {
         group_id: &str,
         topics: &[&str],
     ) -> Result<Self, KafkaSetupError> {
-        let consumer: StreamConsumer<AssignmentWatch> = cluster
-            .consumer_config(group_id)
-            .set("enable.partition.eof", "true")
-            .create_with_context(AssignmentWatch::default())?;
-        consumer.subscribe(topics)?;
-        Ok(Self {
-            consumer: Arc::new(consumer),
-        })
+        let mut config = cluster.consumer_config(group_id);
+        config.set("enable.partition.eof", "true");
+        Self::subscribe_with(config, topics)
     }
 
     /// Waits for the next record and lends it, without copying it out of the consumer's
