@@ -199,10 +199,11 @@ impl GeoAnomaly {
             alert.runbook = Some("token_compromise".to_owned());
             alerts.push(alert);
         }
+        // A new country stays suspicious while the token is still used from it.
         let new: Vec<&(String, DateTime<Utc>, String)> = history
             .new_countries
             .iter()
-            .filter(|(_, at, _)| *at >= window_start)
+            .filter(|(country, _, _)| still_used(history, country, window_start))
             .collect();
         if let Some((_, _, known)) = new.first() {
             let subject = Subject::Token(token.to_owned());
@@ -256,6 +257,14 @@ impl GeoAnomaly {
         alert.evidence.sample_request_ids = traffic.recent.to_vec();
         Some(alert)
     }
+}
+
+/// Whether `history`'s token was used from `country` since `since`.
+fn still_used(history: &TokenHistory, country: &str, since: DateTime<Utc>) -> bool {
+    history
+        .countries
+        .get(country)
+        .is_some_and(|last| *last >= since)
 }
 
 impl Detector for GeoAnomaly {
@@ -340,9 +349,12 @@ impl Detector for GeoAnomaly {
             let forget_before = evaluation.at - TimeDelta::days(self.config.history_days);
             self.tokens.retain(|_, history| {
                 history.countries.retain(|_, last| *last >= forget_before);
-                history
-                    .new_countries
-                    .retain(|(_, at, _)| *at >= window_start);
+                let countries = &history.countries;
+                history.new_countries.retain(|(country, _, _)| {
+                    countries
+                        .get(country)
+                        .is_some_and(|last| *last >= window_start)
+                });
                 !history.countries.is_empty()
             });
             self.disallowed.retain(|_, traffic| {
@@ -422,6 +434,26 @@ mod tests {
             new.summary.contains("BR") && new.summary.contains("DE"),
             "{}",
             new.summary
+        );
+        // The token goes on being used from Brazil for an hour: the alert holds (a resolve
+        // while the theft goes on would read as the all-clear).
+        for i in 1..=60 {
+            feed(
+                &mut detector,
+                &call(7_200 + i * 60, "tok-a", "198.51.100.9", Some("BR")),
+            );
+        }
+        let still = detector.evaluate(closed_at(10_800));
+        assert!(
+            still.iter().any(|a| a.detector == "geo_new_country"),
+            "{still:?}"
+        );
+        // Then Brazil stops; once the window has passed, the condition clears.
+        assert!(
+            !detector
+                .evaluate(closed_at(10_800 + 660))
+                .iter()
+                .any(|a| a.detector == "geo_new_country")
         );
     }
 
