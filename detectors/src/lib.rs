@@ -653,8 +653,8 @@ impl DetectLoop {
         Step::Processed { alerts, full_batch }
     }
 
-    /// Takes one event read from `input` ([`PacedEngine::offer`]). False if it was skipped, being stamped after
-    /// `future`.
+    /// Takes one event read from `input` ([`PacedEngine::offer`]). False if it was skipped,
+    /// being stamped after `future`.
     fn offer(
         &mut self,
         event: &EventRow<'_>,
