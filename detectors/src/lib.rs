@@ -409,6 +409,12 @@ impl Relay {
         self.forwarder.send(key.as_bytes(), &payload).await;
     }
 
+    /// The shared stage is to wait for `partition` until this member says it is caught up
+    /// (a new assignment: its next end is news, even with nothing passed on).
+    fn announce_end_of(&mut self, partition: i32) {
+        self.catching_up.insert(partition);
+    }
+
     /// Sends every batch with events in it.
     async fn send_all(&mut self) {
         let filled: Vec<i32> = self
@@ -794,7 +800,7 @@ impl DetectLoop {
                 // Its clock waits for the partition, and so will the shared stage's until
                 // this member says the partition is caught up.
                 self.paced.expect(rewound.partition, now);
-                relay.catching_up.insert(rewound.partition);
+                relay.announce_end_of(rewound.partition);
             }
         }
         // The shared stage waits for every source partition until it has heard of it (a
