@@ -251,8 +251,15 @@ impl PacedEngine {
     }
 
     /// Takes one event read from `input`: counts it, or holds it while it is ahead of the
-    /// frontier.
-    pub fn offer(&mut self, event: &EventRow<'_>, input: i32, now: Instant) {
+    /// frontier. `encoded` is its row in [`relay`]'s encoding if the caller has it already
+    /// (it is encoded here otherwise, only if held).
+    pub fn offer(
+        &mut self,
+        event: &EventRow<'_>,
+        encoded: Option<&[u8]>,
+        input: i32,
+        now: Instant,
+    ) {
         self.frontier.saw(input, event.ts, now);
         let ahead = self
             .frontier
@@ -260,7 +267,8 @@ impl PacedEngine {
             .is_none_or(|frontier| event.ts > frontier + AHEAD_SLACK);
         if ahead {
             self.held += 1;
-            self.ahead.hold(event.ts, relay::encode_row(event));
+            let row = encoded.map_or_else(|| relay::encode_row(event), <[u8]>::to_vec);
+            self.ahead.hold(event.ts, row);
         } else {
             self.engine.count(event);
         }

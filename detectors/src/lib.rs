@@ -378,14 +378,15 @@ impl Relay {
         }
     }
 
-    /// Adds an event read at `offset` of `partition`; true if its batch is full.
-    fn push(&mut self, partition: i32, offset: i64, event: &EventRow<'_>) -> bool {
+    /// Adds an event read at `offset` of `partition`. Returns whether its batch is now full,
+    /// and the event's row as encoded.
+    fn push(&mut self, partition: i32, offset: i64, event: &EventRow<'_>) -> (bool, &[u8]) {
         let batch = self
             .batches
             .entry(partition)
             .or_insert_with(|| BatchWriter::new(partition));
-        batch.push(offset, event);
-        batch.len() >= RELAY_BATCH_EVENTS
+        let full = batch.len() + 1 >= RELAY_BATCH_EVENTS;
+        (full, batch.push(offset, event))
     }
 
     /// Sends `partition`'s batch, saying whether the partition was read to its end; an empty
@@ -634,12 +635,16 @@ impl DetectLoop {
             DetectStage::Keyed => {
                 match EventRow::from_json(record.payload()) {
                     Ok(event) => {
-                        if self.offer(&event, partition, replaying, now, future)
-                            && !replaying
-                            && let Some(relay) = self.relay.as_mut()
-                            && relay.push(partition, offset, &event)
-                        {
-                            full_batch = Some(partition);
+                        if self.admit(&event, replaying, future) {
+                            // Passed on (not when replayed), and counted or held with the
+                            // row encoded once for both.
+                            let mut encoded = None;
+                            if !replaying && let Some(relay) = self.relay.as_mut() {
+                                let (full, row) = relay.push(partition, offset, &event);
+                                full_batch = full.then_some(partition);
+                                encoded = Some(row);
+                            }
+                            self.paced.offer(&event, encoded, partition, now);
                         }
                     }
                     Err(_) => self.report.num_undecodable += u64::from(!replaying),
@@ -659,23 +664,14 @@ impl DetectLoop {
         Step::Processed { alerts, full_batch }
     }
 
-    /// Takes one event read from `input` ([`PacedEngine::offer`]). False if it was skipped,
-    /// being stamped after `future`.
-    fn offer(
-        &mut self,
-        event: &EventRow<'_>,
-        input: i32,
-        replaying: bool,
-        now: Instant,
-        future: DateTime<Utc>,
-    ) -> bool {
+    /// Whether an event is to be taken: false, counting it, if it is stamped after `future`.
+    fn admit(&mut self, event: &EventRow<'_>, replaying: bool, future: DateTime<Utc>) -> bool {
         if event.ts > future {
             self.report.num_future += u64::from(!replaying);
             return false;
         }
         self.report.num_events += 1;
         self.report.num_replayed += u64::from(replaying);
-        self.paced.offer(event, input, now);
         true
     }
 
@@ -701,10 +697,12 @@ impl DetectLoop {
         let mut alerts = Vec::new();
         for event in batch {
             match event {
-                Ok((offset, event)) => {
-                    if self.counted_before(source, offset) {
+                Ok(event) => {
+                    if self.counted_before(source, event.offset) {
                         self.report.num_duplicates += u64::from(!replaying);
-                    } else if self.offer(&event, source, replaying, now, future) {
+                    } else if self.admit(&event.row, replaying, future) {
+                        self.paced
+                            .offer(&event.row, Some(event.encoded), source, now);
                         alerts.extend(self.advance(now));
                     }
                 }

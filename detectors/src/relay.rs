@@ -106,13 +106,16 @@ impl BatchWriter {
         self.events == 0
     }
 
-    /// Appends the event read at `offset` (offsets only grow within a batch).
-    pub fn push(&mut self, offset: i64, row: &EventRow<'_>) {
+    /// Appends the event read at `offset` (offsets only grow within a batch); returns its
+    /// row as encoded ([`decode_row`] reads it back).
+    pub fn push(&mut self, offset: i64, row: &EventRow<'_>) -> &[u8] {
         let delta = offset.saturating_sub(self.previous_offset).max(1);
         put_unsigned(&mut self.buffer, delta.unsigned_abs());
         self.previous_offset = self.previous_offset.saturating_add(delta);
+        let start = self.buffer.len();
         put_row(&mut self.buffer, row);
         self.events += 1;
+        &self.buffer[start..]
     }
 
     /// The batch as a record payload, `caught_up` if its partition was read to its end; the
@@ -151,9 +154,19 @@ impl<'a> Batch<'a> {
     }
 }
 
+/// One event of a [`Batch`].
+#[derive(Debug, Clone)]
+pub struct BatchEvent<'a> {
+    /// Its offset in the source partition.
+    pub offset: i64,
+    pub row: EventRow<'a>,
+    /// The row as encoded in the batch ([`decode_row`] reads it back).
+    pub encoded: &'a [u8],
+}
+
 impl<'a> Iterator for Batch<'a> {
-    /// An event and its offset in the source partition. After an error the batch ends.
-    type Item = Result<(i64, EventRow<'a>), RelayError>;
+    /// The next event. After an error the batch ends.
+    type Item = Result<BatchEvent<'a>, RelayError>;
 
     fn next(&mut self) -> Option<Self::Item> {
         if self.reader.rest.is_empty() {
@@ -166,9 +179,15 @@ impl<'a> Iterator for Batch<'a> {
                 .previous_offset
                 .checked_add(delta)
                 .ok_or(RelayError::OutOfRange)?;
+            let before = self.reader.rest;
             let row = self.reader.row()?;
+            let encoded = &before[..before.len() - self.reader.rest.len()];
             self.previous_offset = offset;
-            Ok((offset, row))
+            Ok(BatchEvent {
+                offset,
+                row,
+                encoded,
+            })
         })();
         if event.is_err() {
             self.reader.rest = &[];
@@ -533,7 +552,8 @@ mod tests {
         let events = scenario_events();
         let mut writer = BatchWriter::new(3);
         for (index, event) in events.iter().enumerate() {
-            writer.push(100 + 2 * index as i64, &EventRow::from(event));
+            let encoded = writer.push(100 + 2 * index as i64, &EventRow::from(event));
+            assert_eq!(decode_row(encoded).expect("row"), without_content(event));
         }
         assert_eq!(writer.len(), events.len());
         let payload = writer.finish(true);
@@ -542,9 +562,10 @@ mod tests {
         assert_eq!((batch.partition, batch.caught_up), (3, true));
         let read: Vec<_> = batch.collect::<Result<_, _>>().expect("events");
         assert_eq!(read.len(), events.len());
-        for (index, ((offset, row), event)) in read.iter().zip(events).enumerate() {
-            assert_eq!(*offset, 100 + 2 * index as i64);
-            assert_eq!(row, &without_content(event));
+        for (index, (read, event)) in read.iter().zip(events).enumerate() {
+            assert_eq!(read.offset, 100 + 2 * index as i64);
+            assert_eq!(read.row, without_content(event));
+            assert_eq!(decode_row(read.encoded).expect("row"), read.row);
         }
     }
 
@@ -559,7 +580,7 @@ mod tests {
         let read = |payload: &[u8]| -> Vec<i64> {
             let batch = Batch::parse(payload).expect("batch");
             assert_eq!((batch.partition, batch.caught_up), (-1, false));
-            batch.map(|event| event.expect("event").0).collect()
+            batch.map(|event| event.expect("event").offset).collect()
         };
         assert_eq!(read(&first), [7]);
         assert_eq!(read(&second), [8]);

@@ -633,7 +633,7 @@ mod tests {
                 match runs.next() {
                     Some(run) => {
                         for event in run {
-                            paced.offer(&EventRow::from(*event), input as i32, now);
+                            paced.offer(&EventRow::from(*event), None, input as i32, now);
                             alerts.extend(paced.advance(now));
                         }
                     }
