@@ -63,7 +63,11 @@ replication_factor = 1
 """)
         broker_before = cpu_seconds(tansu.pid)
         started = time.monotonic()
-        profiler = (["perf", "record", "-F", "499", "-g", "-o", os.environ["PERF_DATA"], "--"]
+        # PERF_CALL_GRAPH=dwarf attributes time to callers (our release build has no frame
+        # pointers, so the default `fp` call graphs stop at the first frame).
+        call_graph = os.environ.get("PERF_CALL_GRAPH", "fp")
+        profiler = (["perf", "record", "-F", "499", "--call-graph", call_graph,
+                     "-o", os.environ["PERF_DATA"], "--"]
                     if os.environ.get("PERF_DATA") else [])
         warden = subprocess.Popen(
             profiler + [WARDEN, "detect", "--config", f"{work}/warden.toml"],

@@ -8,6 +8,7 @@
 mod config;
 mod consumer;
 mod embedded;
+mod producer;
 mod publisher;
 
 use std::time::Duration;
@@ -25,6 +26,7 @@ pub use consumer::{
     TopicConsumer,
 };
 pub use embedded::EmbeddedBroker;
+pub use producer::{DeliveringProducer, Delivery, DeliveryReports, Outgoing, PolledProducer};
 pub use publisher::{
     AlertPublisher, DeadLetterPublisher, KafkaEventPublisher, RecordForwarder,
     SOURCE_OFFSET_HEADER, SOURCE_PARTITION_HEADER, SOURCE_TOPIC_HEADER, produce_events,

@@ -25,14 +25,12 @@ use rdkafka::ClientContext;
 use rdkafka::Message;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{
-    BaseRecord, DeliveryResult, FutureProducer, FutureRecord, Producer, ProducerContext,
-    PurgeConfig, ThreadedProducer,
-};
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, PurgeConfig};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tracing::{debug, error, info, warn};
 
+use super::producer::{DeliveringProducer, Delivery, Outgoing, PolledProducer};
 use super::{ConsumedRecord, KafkaCluster, KafkaSetupError};
 use crate::audit_config::AuditConfig;
 use crate::emitter::{AuditStats, EventReceiver, OnSpoolFull};
@@ -141,13 +139,15 @@ impl KafkaEventPublisher {
         let delivery_timeout_ms = audit.delivery_timeout().as_millis().to_string();
         let mut producer_config = cluster.producer_config();
         producer_config.set("message.timeout.ms", &delivery_timeout_ms);
-        let direct: ThreadedProducer<DirectRouteContext> =
-            producer_config.create_with_context(DirectRouteContext {
+        let direct = PolledProducer::create(
+            &producer_config,
+            DirectRouteContext {
                 stats: stats.clone(),
                 failed: failed_tx,
                 all_brokers_down: all_brokers_down.clone(),
-            })?;
-        let replay: FutureProducer = producer_config.create()?;
+            },
+        )?;
+        let replay = DeliveringProducer::from_config(&producer_config)?;
         let route = if spool.is_drained() {
             Route::Direct
         } else {
@@ -156,7 +156,7 @@ impl KafkaEventPublisher {
             }
         };
         let publisher = Publisher {
-            direct: Arc::new(direct),
+            direct,
             replay,
             topic: cluster.topics().events.clone(),
             cluster: cluster.clone(),
@@ -178,8 +178,8 @@ impl KafkaEventPublisher {
 
 /// The publisher task's state. One owner: no locks.
 struct Publisher {
-    direct: Arc<ThreadedProducer<DirectRouteContext>>,
-    replay: FutureProducer,
+    direct: PolledProducer<DirectRouteContext>,
+    replay: DeliveringProducer,
     topic: String,
     cluster: KafkaCluster,
     spool: Spool,
@@ -524,7 +524,7 @@ impl Publisher {
 /// acknowledgement. Returns the window with the records Kafka did not take.
 async fn send_window(
     cluster: KafkaCluster,
-    producer: FutureProducer,
+    producer: DeliveringProducer,
     mut window: ReplayWindow,
 ) -> ReplayOutcome {
     let topic = cluster.topics().events.clone();
@@ -533,10 +533,7 @@ async fn send_window(
     }
     let mut deliveries = Vec::with_capacity(window.unsent.len());
     for (index, record) in window.unsent.iter().enumerate() {
-        let future_record = FutureRecord::to(&topic)
-            .key(record.key.as_slice())
-            .payload(record.payload.as_slice());
-        match producer.send_result(future_record) {
+        match producer.queue(Outgoing::new(&topic, &record.key, &record.payload)) {
             Ok(delivery) => deliveries.push((index, delivery)),
             // Queue full or refused: this one and the rest wait for the next attempt.
             Err(_) => break,
@@ -544,7 +541,7 @@ async fn send_window(
     }
     let mut delivered = vec![false; window.unsent.len()];
     for (index, delivery) in deliveries {
-        if matches!(delivery.await, Ok(Ok(_))) {
+        if delivery.await.is_ok() {
             delivered[index] = true;
         }
     }
@@ -558,7 +555,7 @@ async fn send_window(
 }
 
 /// True when the cluster answers and has the events topic (created here if missing).
-async fn probe(cluster: &KafkaCluster, producer: &FutureProducer, topic: &str) -> bool {
+async fn probe(cluster: &KafkaCluster, producer: &DeliveringProducer, topic: &str) -> bool {
     let client = producer.clone();
     let topic_name = topic.to_owned();
     let metadata = tokio::task::spawn_blocking(move || {
@@ -584,7 +581,7 @@ async fn probe(cluster: &KafkaCluster, producer: &FutureProducer, topic: &str) -
 /// the source coordinates as headers, and waits for the broker's acknowledgement.
 #[derive(Clone)]
 pub struct DeadLetterPublisher {
-    producer: FutureProducer,
+    producer: DeliveringProducer,
     topic: String,
 }
 
@@ -599,7 +596,7 @@ impl std::fmt::Debug for DeadLetterPublisher {
 impl DeadLetterPublisher {
     pub fn new(cluster: &KafkaCluster) -> Result<Self, KafkaSetupError> {
         Ok(Self {
-            producer: cluster.producer_config().create()?,
+            producer: DeliveringProducer::from_config(&cluster.producer_config())?,
             topic: cluster.topics().dlq.clone(),
         })
     }
@@ -610,12 +607,13 @@ impl DeadLetterPublisher {
             key: "warden-dlq-reason",
             value: Some(reason),
         });
-        let dead_letter = copy_of(record, &self.topic, headers);
-        self.producer
-            .send(dead_letter, ACK_TIMEOUT)
-            .await
-            .map(|_| ())
-            .map_err(|(err, _)| err)
+        let dead_letter = Outgoing {
+            topic: &self.topic,
+            key: record.key.as_deref(),
+            payload: &record.payload,
+            headers: Some(&headers),
+        };
+        self.producer.deliver(dead_letter, ACK_TIMEOUT).await
     }
 }
 
@@ -623,7 +621,7 @@ impl DeadLetterPublisher {
 /// one condition lands in one partition, in order), and waits for the broker's acknowledgement.
 #[derive(Clone)]
 pub struct AlertPublisher {
-    producer: FutureProducer,
+    producer: DeliveringProducer,
     topic: String,
 }
 
@@ -638,7 +636,7 @@ impl std::fmt::Debug for AlertPublisher {
 impl AlertPublisher {
     pub fn new(cluster: &KafkaCluster) -> Result<Self, KafkaSetupError> {
         Ok(Self {
-            producer: cluster.producer_config().create()?,
+            producer: DeliveringProducer::from_config(&cluster.producer_config())?,
             topic: cluster.topics().alerts.clone(),
         })
     }
@@ -647,14 +645,8 @@ impl AlertPublisher {
     pub async fn publish(&self, alert: &crate::alert::Alert) -> Result<(), KafkaError> {
         // Plain structs of strings and numbers always serialize.
         let payload = serde_json::to_vec(alert).unwrap_or_default();
-        let record = FutureRecord::to(&self.topic)
-            .key(alert.dedup_key.as_bytes())
-            .payload(&payload);
-        self.producer
-            .send(record, ACK_TIMEOUT)
-            .await
-            .map(|_| ())
-            .map_err(|(err, _)| err)
+        let record = Outgoing::new(&self.topic, alert.dedup_key.as_bytes(), &payload);
+        self.producer.deliver(record, ACK_TIMEOUT).await
     }
 }
 
@@ -664,9 +656,9 @@ impl AlertPublisher {
 /// must be able to drop what is passed on twice after a crash, e.g. by source offsets
 /// carried in the payload).
 pub struct RecordForwarder {
-    producer: FutureProducer,
+    producer: DeliveringProducer,
     topic: String,
-    pending: Vec<rdkafka::producer::DeliveryFuture>,
+    pending: Vec<Delivery>,
     /// A delivery since the last flush was refused.
     refused: bool,
 }
@@ -704,25 +696,10 @@ fn source_headers(record: &ConsumedRecord) -> OwnedHeaders {
         })
 }
 
-/// `record`'s key and payload, unchanged, for `topic`, with `headers`.
-fn copy_of<'a>(
-    record: &'a ConsumedRecord,
-    topic: &'a str,
-    headers: OwnedHeaders,
-) -> FutureRecord<'a, [u8], [u8]> {
-    let copy = FutureRecord::to(topic)
-        .payload(record.payload.as_slice())
-        .headers(headers);
-    match &record.key {
-        Some(key) => copy.key(key.as_slice()),
-        None => copy,
-    }
-}
-
 impl RecordForwarder {
     pub fn new(cluster: &KafkaCluster, topic: &str) -> Result<Self, KafkaSetupError> {
         Ok(Self {
-            producer: cluster.producer_config().create()?,
+            producer: DeliveringProducer::from_config(&cluster.producer_config())?,
             topic: topic.to_owned(),
             pending: Vec::new(),
             refused: false,
@@ -731,20 +708,18 @@ impl RecordForwarder {
 
     /// Queues a record for the topic (waiting only while the producer's queue is full).
     pub async fn send(&mut self, key: &[u8], payload: &[u8]) {
-        let mut next = FutureRecord::to(&self.topic).key(key).payload(payload);
+        let record = Outgoing::new(&self.topic, key, payload);
         loop {
-            match self.producer.send_result(next) {
+            match self.producer.queue(record) {
                 Ok(delivery) => {
                     self.pending.push(delivery);
                     return;
                 }
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-                    next = back;
+                Err(KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull)) => {
                     self.refused |= !Self::await_older_half(&mut self.pending).await;
                 }
-                Err((err, back)) => {
+                Err(err) => {
                     warn!(error = %err, "passing a record on failed; retrying");
-                    next = back;
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
             }
@@ -753,11 +728,11 @@ impl RecordForwarder {
 
     /// Makes room in a full producer queue: waits for the older half of the deliveries.
     /// Returns whether all of them were delivered.
-    async fn await_older_half(pending: &mut Vec<rdkafka::producer::DeliveryFuture>) -> bool {
+    async fn await_older_half(pending: &mut Vec<Delivery>) -> bool {
         let older = (pending.len() / 2).max(1).min(pending.len());
         let mut delivered = true;
         for delivery in pending.drain(..older) {
-            delivered &= matches!(delivery.await, Ok(Ok(_)));
+            delivered &= delivery.await.is_ok();
         }
         delivered
     }
@@ -767,7 +742,7 @@ impl RecordForwarder {
     pub async fn flush(&mut self) -> bool {
         let mut delivered = !std::mem::take(&mut self.refused);
         for delivery in self.pending.drain(..) {
-            delivered &= matches!(delivery.await, Ok(Ok(_)));
+            delivered &= delivery.await.is_ok();
         }
         delivered
     }
@@ -781,47 +756,35 @@ pub async fn produce_events(
 ) -> Result<(), KafkaError> {
     /// Deliveries awaited at most at once.
     const IN_FLIGHT: usize = 10_000;
-    let producer: FutureProducer = cluster.producer_config().create()?;
+    let producer = DeliveringProducer::from_config(&cluster.producer_config())?;
     let topic = &cluster.topics().events;
     let mut pending = VecDeque::new();
     for event in events {
         let payload = event.to_json();
-        let mut record = FutureRecord::to(topic)
-            .key(event.partition_key())
-            .payload(&payload);
+        let record = Outgoing::new(topic, event.partition_key().as_bytes(), &payload);
         loop {
-            match producer.send_result(record) {
+            match producer.queue(record) {
                 Ok(delivery) => {
                     pending.push_back(delivery);
                     break;
                 }
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned)) => {
-                    record = returned;
+                Err(KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull)) => {
                     match pending.pop_front() {
-                        Some(oldest) => acknowledged(oldest).await?,
+                        Some(oldest) => oldest.await?,
                         None => tokio::time::sleep(Duration::from_millis(10)).await,
                     }
                 }
-                Err((err, _)) => return Err(err),
+                Err(err) => return Err(err),
             }
         }
         if pending.len() >= IN_FLIGHT
             && let Some(oldest) = pending.pop_front()
         {
-            acknowledged(oldest).await?;
+            oldest.await?;
         }
     }
     for delivery in pending {
-        acknowledged(delivery).await?;
+        delivery.await?;
     }
     Ok(())
-}
-
-/// Waits for one delivery report.
-async fn acknowledged(delivery: rdkafka::producer::DeliveryFuture) -> Result<(), KafkaError> {
-    match delivery.await {
-        Ok(Ok(_)) => Ok(()),
-        Ok(Err((err, _))) => Err(err),
-        Err(_) => Err(KafkaError::Canceled),
-    }
 }
