@@ -11,6 +11,12 @@
 //! the event itself decodes an [`AuditEvent`]; an [`AuditEvent`] gives its view with
 //! [`EventRow::from`], so both reach Arrow through one builder. The tests hold the two
 //! decodings to the same rows.
+//!
+//! Payloads in the exact form [`AuditEvent::to_json`] writes (every event a proxy publishes)
+//! are read by a fast path that compares keys in place (`canonical.rs`); any other payload is
+//! decoded by serde_json, under the same rules.
+
+mod canonical;
 
 use std::borrow::Cow;
 
@@ -181,7 +187,10 @@ impl<'a> EventRow<'a> {
     pub fn from_json(payload: &'a [u8]) -> Result<Self, DecodeError> {
         // One UTF-8 check of the whole payload is cheaper than serde_json's check per string.
         let text = std::str::from_utf8(payload).map_err(DecodeError::Utf8)?;
-        let row: Self = serde_json::from_str(text)?;
+        let row: Self = match canonical::decode(text) {
+            Some(row) => row,
+            None => serde_json::from_str(text)?,
+        };
         if !SUPPORTED_SCHEMA_VERSIONS.contains(&row.schema_version) {
             return Err(DecodeError::UnsupportedVersion(row.schema_version));
         }

@@ -5,13 +5,16 @@
 //! delivery, made exactly-once by deterministic, idempotent writes downstream.
 
 use std::collections::BTreeMap;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use futures_core::Stream;
 use rdkafka::consumer::{
-    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, MessageStream, Rebalance, StreamConsumer,
 };
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Headers};
@@ -122,6 +125,46 @@ pub enum Received<'a> {
     },
 }
 
+/// A consumer's records (and partition ends) as one stream, for a loop that reads every
+/// record: [`TopicConsumer::recv_borrowed`] sets up and tears down a wake-up slot, under a
+/// lock, for every record. Records are read in place, like `recv_borrowed`'s.
+pub struct Records<'c> {
+    stream: MessageStream<'c, AssignmentWatch>,
+}
+
+impl std::fmt::Debug for Records<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Records").finish_non_exhaustive()
+    }
+}
+
+impl<'c> Records<'c> {
+    /// Waits for the next record, or partition end.
+    pub async fn next(&mut self) -> Result<Received<'c>, KafkaError> {
+        std::future::poll_fn(|cx| self.poll_next(cx)).await
+    }
+
+    /// The next record or partition end if one is there already; `None` if it would have
+    /// to be waited for.
+    pub fn ready(&mut self) -> Option<Result<Received<'c>, KafkaError>> {
+        match self.poll_next(&mut Context::from_waker(Waker::noop())) {
+            Poll::Ready(received) => Some(received),
+            Poll::Pending => None,
+        }
+    }
+
+    fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Result<Received<'c>, KafkaError>> {
+        Pin::new(&mut self.stream).poll_next(cx).map(|item| {
+            // rdkafka's message streams never end.
+            match item.unwrap_or(Err(KafkaError::Canceled)) {
+                Ok(message) => Ok(Received::Record(BorrowedRecord(message))),
+                Err(KafkaError::PartitionEOF(partition)) => Ok(Received::End { partition }),
+                Err(err) => Err(err),
+            }
+        })
+    }
+}
+
 /// Counts the group's assignments of partitions to this member, so a worker whose state
 /// depends on which partitions it reads can notice a rebalance.
 #[derive(Debug, Default)]
@@ -203,6 +246,13 @@ impl TopicConsumer {
             Ok(message) => Ok(Received::Record(BorrowedRecord(message))),
             Err(KafkaError::PartitionEOF(partition)) => Ok(Received::End { partition }),
             Err(err) => Err(err),
+        }
+    }
+
+    /// Every record from here on, as one stream.
+    pub fn records(&self) -> Records<'_> {
+        Records {
+            stream: self.consumer.stream(),
         }
     }
 

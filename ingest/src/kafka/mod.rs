@@ -22,8 +22,8 @@ use tracing::{info, warn};
 
 pub use config::{EMBEDDED_BROKERS, KafkaConfig, TopicNames};
 pub use consumer::{
-    AssignmentWatch, BorrowedRecord, ConsumedRecord, PartitionOffsets, Received, RewoundPartition,
-    TopicConsumer,
+    AssignmentWatch, BorrowedRecord, ConsumedRecord, PartitionOffsets, Received, Records,
+    RewoundPartition, TopicConsumer,
 };
 pub use embedded::EmbeddedBroker;
 pub use producer::{DeliveringProducer, Delivery, DeliveryReports, Outgoing, PolledProducer};
