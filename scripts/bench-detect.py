@@ -34,10 +34,16 @@ PARTITIONS = int(sys.argv[2]) if len(sys.argv) > 2 else 2
 RATE = int(sys.argv[3]) if len(sys.argv) > 3 else 3_000
 LATENCY_SECONDS = int(sys.argv[4]) if len(sys.argv) > 4 else 60
 WARDEN, EVENT_LOAD, TANSU = sys.argv[5], sys.argv[6], sys.argv[7]
-# FETCH_WAIT_MS=n sets the worker's fetch.wait.max.ms (Warden's default is 100).
+# FETCH_WAIT_MS=n sets the worker's fetch.wait.max.ms (Warden's default is 100);
+# WORKER_KAFKA="name=value,..." sets other librdkafka properties of the worker.
 FETCH_WAIT_MS = os.environ.get("FETCH_WAIT_MS")
-KAFKA_PROPERTIES = (f'[kafka.properties]\n"fetch.wait.max.ms" = "{FETCH_WAIT_MS}"'
-                    if FETCH_WAIT_MS else "")
+WORKER_KAFKA = dict(item.split("=", 1) for item in os.environ.get("WORKER_KAFKA", "").split(",")
+                    if item)
+if FETCH_WAIT_MS:
+    WORKER_KAFKA["fetch.wait.max.ms"] = FETCH_WAIT_MS
+KAFKA_PROPERTIES = ("[kafka.properties]\n" + "".join(f'"{k}" = "{v}"\n'
+                                                     for k, v in WORKER_KAFKA.items())
+                    if WORKER_KAFKA else "")
 
 
 def main():
@@ -96,6 +102,7 @@ replication_factor = 1
         print(json.dumps({
             "events": EVENTS, "partitions": PARTITIONS,
             "worker_fetch_wait_max_ms": int(FETCH_WAIT_MS or 100),
+            "worker_kafka_properties": WORKER_KAFKA,
             "baseline": {"wall_s": round(baseline_wall, 2), "steady_s": baseline_steady,
                          "cpu_s": round(baseline_cpu, 2),
                          "events_per_cpu_s": round(EVENTS / baseline_cpu)},

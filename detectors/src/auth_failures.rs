@@ -14,7 +14,7 @@
 //! Failures are the proxy's `policy_decision` events for policy `auth` with outcome `deny`:
 //! one per refused call, carrying the caller's IP and the fingerprint of the key it tried.
 
-use std::collections::{HashMap, HashSet};
+use hashbrown::{HashMap, HashSet};
 
 use chrono::TimeDelta;
 use serde::{Deserialize, Serialize};

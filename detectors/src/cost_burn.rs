@@ -14,7 +14,7 @@
 //! (which would page every evening at six) nor $100. Business hours are read in the configured
 //! IANA time zone, so they follow daylight saving time.
 
-use std::collections::HashMap;
+use hashbrown::HashMap;
 use std::str::FromStr;
 
 use chrono::{DateTime, Datelike, NaiveTime, TimeDelta, Utc, Weekday};
@@ -330,16 +330,20 @@ impl Detector for CostBurn {
         }
         let micros = (cost * MICROS_PER_USD).round() as u64;
         let environment = event.environment.as_deref();
-        let scope = match self.scopes.get_mut(&environment.map(str::to_owned)) {
-            Some(scope) => scope,
-            None => self
-                .scopes
-                .entry(environment.map(str::to_owned))
-                .or_insert_with(|| Scope {
+        // A handful of environments: found by comparing, without making a key per event.
+        let of_environment = |key: &Option<String>| key.as_deref() == environment;
+        if !self.scopes.keys().any(of_environment) {
+            self.scopes.insert(
+                environment.map(str::to_owned),
+                Scope {
                     micros: BucketCounts::new(HOUR_BUCKETS as usize),
                     clients: HashMap::new(),
                     recent: RecentIds::default(),
-                }),
+                },
+            );
+        }
+        let Some((_, scope)) = self.scopes.iter_mut().find(|(key, _)| of_environment(key)) else {
+            return;
         };
         scope.micros.add(bucket_of(event.ts), micros);
         if let Some(client) = client_of(event) {

@@ -6,7 +6,7 @@
 //! It fires (warning) at `factor` times the baseline. A mean can fall as more responses
 //! come, so this waits for closed windows.
 
-use std::collections::HashMap;
+use hashbrown::HashMap;
 
 use chrono::TimeDelta;
 use serde::{Deserialize, Serialize};

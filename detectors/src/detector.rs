@@ -5,7 +5,7 @@
 //! evaluation, and the engine's [alert book](crate::lifecycle) turns that into fire, suppress,
 //! escalate, remind and resolve. A subject a detector stops reporting is resolved.
 
-use std::collections::HashMap;
+use hashbrown::HashMap;
 use std::fmt;
 
 use chrono::TimeDelta;
@@ -158,17 +158,14 @@ pub fn target_of<'e>(event: &'e EventRow<'_>) -> Option<&'e str> {
         .and_then(|route| route.target_id.as_deref())
 }
 
-/// The value under `key`, made by `make` first if missing; allocates the key only then.
+/// The value under `key`, made by `make` first if missing; hashes `key` once and allocates
+/// it only then.
 pub fn entry<'m, V>(
     map: &'m mut HashMap<String, V>,
     key: &str,
     make: impl FnOnce() -> V,
 ) -> &'m mut V {
-    if !map.contains_key(key) {
-        map.insert(key.to_owned(), make());
-    }
-    map.get_mut(key)
-        .unwrap_or_else(|| unreachable!("inserted above"))
+    map.entry_ref(key).or_insert_with(make)
 }
 
 /// The last few request ids of a subject, kept without allocating once warm.

@@ -36,7 +36,9 @@
 //! its tokens); the set's main detectors see every event of the set (a global count includes
 //! the client) but leave those subjects to them.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
+
+use hashbrown::HashMap;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use warden_ingest::alert::{Alert, Subject};

@@ -32,7 +32,9 @@
 //! [`MAX_AHEAD_BYTES`]; beyond that its oldest events are counted ahead of the clock, which
 //! the [window maths](crate::buckets) allow.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+use hashbrown::HashMap;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, TimeDelta, Utc};

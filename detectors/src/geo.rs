@@ -15,7 +15,9 @@
 //! in `database` if one is configured. A token's history is what this detector has seen
 //! (its countries are kept for `history_days`).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
+
+use hashbrown::HashMap;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -47,7 +47,7 @@ pub mod spike;
 mod test_support;
 pub mod upstream_503;
 
-use std::collections::{HashMap, HashSet};
+use hashbrown::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, TimeDelta, Utc};

@@ -13,7 +13,7 @@
 //! The Kafka key of an event is its client's token, so one worker sees all of a client's
 //! requests and these counts are exact under scale-out.
 
-use std::collections::HashMap;
+use hashbrown::HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
 
 use chrono::TimeDelta;

@@ -11,7 +11,7 @@
 //! IPs cost about 50 MB) and are forgotten after an hour of silence. A source crossing either
 //! line is noted as it is counted, so early evaluations look at those sources only.
 
-use std::collections::{HashMap, HashSet};
+use hashbrown::{HashMap, HashSet};
 
 use chrono::TimeDelta;
 use serde::{Deserialize, Serialize};

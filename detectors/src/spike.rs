@@ -8,7 +8,7 @@
 //! lie after the scope's first request (a zero there is a real zero, not a gap; a new client
 //! has no baseline until it has `min_baseline_windows` windows of history).
 
-use std::collections::HashMap;
+use hashbrown::HashMap;
 
 use chrono::TimeDelta;
 use serde::{Deserialize, Serialize};

@@ -13,7 +13,7 @@
 //!
 //! A share can fall as more responses come, so these findings wait for closed windows.
 
-use std::collections::HashMap;
+use hashbrown::HashMap;
 
 use chrono::TimeDelta;
 use serde::{Deserialize, Serialize};
