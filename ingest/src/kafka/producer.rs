@@ -5,7 +5,7 @@
 //! last millisecond of each is a busy loop: rdkafka rounds the time left down to whole
 //! milliseconds, and a 0 ms poll returns at once. That is about 1 % of a core per producer,
 //! idle or not (an idle detect worker with three of them used 3 % of a core; under load
-//! their polling threads were 7 % of the worker's CPU time).
+//! their polling threads were 7–12 % of the worker's samples).
 //!
 //! [`PolledProducer`] polls in one-second calls instead. A delivery report ends a call at
 //! once, so reports are not delayed; only stopping the thread waits for the call to end.
