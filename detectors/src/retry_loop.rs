@@ -114,6 +114,11 @@ pub struct RetryLoop {
     /// Which client each repeats entry belongs to, for the entries that repeat.
     repeat_clients: HashMap<u64, String>,
     clients: HashMap<String, Client>,
+    /// The closed evaluation from which `repeats` is swept of entries with nothing left in
+    /// the window. Once a window, not at every bucket: there is an entry per distinct
+    /// request (most are seen once), and walking them all every bucket was most of this
+    /// detector's time. Windows are summed by bucket, so older counts never show.
+    next_sweep: i64,
 }
 
 impl RetryLoop {
@@ -123,6 +128,7 @@ impl RetryLoop {
             repeats: HashMap::new(),
             repeat_clients: HashMap::new(),
             clients: HashMap::new(),
+            next_sweep: i64::MIN,
         }
     }
 
@@ -294,7 +300,7 @@ impl Detector for RetryLoop {
 
     fn evaluate(&mut self, evaluation: Evaluation) -> Vec<Alert> {
         let end = evaluation.end;
-        if evaluation.closed {
+        if evaluation.closed && end >= self.next_sweep {
             self.repeats.retain(|_, repeats| {
                 repeats.counts.advance_to(end - 1);
                 repeats.counts.total() > 0
@@ -302,6 +308,9 @@ impl Detector for RetryLoop {
             let repeats = &self.repeats;
             self.repeat_clients
                 .retain(|key, _| repeats.contains_key(key));
+            self.next_sweep = end + self.config.window_buckets();
+        }
+        if evaluation.closed {
             self.clients.retain(|_, client| {
                 client.requests.advance_to(end - 1);
                 client.responses.advance_to(end - 1);
@@ -384,6 +393,42 @@ mod tests {
         );
         // Requests seen once keep no strings.
         assert_eq!(detector.repeat_clients.len(), 1);
+    }
+
+    #[test]
+    fn repeats_further_apart_than_the_window_never_add_up_and_are_swept() {
+        let config = RetryLoopConfig::default();
+        let window = config.window_s;
+        let mut detector = RetryLoop::new(config);
+        // Nine copies of one prompt every 1.5 windows: never two visits in a window, though
+        // the entry lives on between sweeps.
+        let mut second = 0;
+        while second < window * 40 {
+            for copy in 0..9 {
+                feed(&mut detector, &prompt(second + copy, "app-a", "cafe"));
+            }
+            feed(
+                &mut detector,
+                &prompt(second + 9, "app-a", &format!("{second:x}")),
+            );
+            for bucket_second in (second..second + window * 3 / 2).step_by(10) {
+                let alerts = detector.evaluate(closed_at(bucket_second));
+                assert!(
+                    alerts
+                        .iter()
+                        .all(|a| a.detector != "retry_loop" || a.observed < 10.0)
+                );
+            }
+            second += window * 3 / 2;
+        }
+        // 9 repeats in each visit, never 10 in one window: no loop.
+        assert!(detector.evaluate(early_at(second)).is_empty());
+        // Requests seen once are swept within two windows, not kept forever.
+        assert!(
+            detector.repeats.len() <= 2 * 3 + 1,
+            "{}",
+            detector.repeats.len()
+        );
     }
 
     #[test]
