@@ -648,7 +648,7 @@ impl DetectLoop {
                 }
                 let alerts = self.advance(clock);
                 self.publish_all(&alerts, processed).await;
-                true
+                alerts.is_empty()
             }
             Step::Failed(err) => {
                 warn!(error = %err, "kafka receive failed; retrying");

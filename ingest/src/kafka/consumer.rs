@@ -114,7 +114,7 @@ impl BorrowedRecord<'_> {
     }
 }
 
-/// What [`TopicConsumer::recv_borrowed`] returns.
+/// What [`Records`] yields.
 #[derive(Debug)]
 pub enum Received<'a> {
     Record(BorrowedRecord<'a>),
@@ -126,8 +126,8 @@ pub enum Received<'a> {
 }
 
 /// A consumer's records (and partition ends) as one stream, for a loop that reads every
-/// record: [`TopicConsumer::recv_borrowed`] sets up and tears down a wake-up slot, under a
-/// lock, for every record. Records are read in place, like `recv_borrowed`'s.
+/// record in place, without copying it out of the consumer's buffer. One stream, not a
+/// receive per record: each receive sets up and tears down a wake-up slot under a lock.
 pub struct Records<'c> {
     stream: MessageStream<'c, AssignmentWatch>,
 }
@@ -227,8 +227,8 @@ impl TopicConsumer {
     }
 
     /// Joins `group_id` and subscribes to `topics` like [`subscribe`](Self::subscribe), and
-    /// [`recv_borrowed`](Self::recv_borrowed) also reports each time a partition has been
-    /// read to its end.
+    /// its [`records`](Self::records) also report each time a partition has been read to its
+    /// end.
     pub fn subscribe_reporting_ends(
         cluster: &KafkaCluster,
         group_id: &str,
@@ -237,16 +237,6 @@ impl TopicConsumer {
         let mut config = cluster.consumer_config(group_id);
         config.set("enable.partition.eof", "true");
         Self::subscribe_with(config, topics)
-    }
-
-    /// Waits for the next record and lends it, without copying it out of the consumer's
-    /// buffer; or, for a consumer that reports them, for a partition's end.
-    pub async fn recv_borrowed(&self) -> Result<Received<'_>, KafkaError> {
-        match self.consumer.recv().await {
-            Ok(message) => Ok(Received::Record(BorrowedRecord(message))),
-            Err(KafkaError::PartitionEOF(partition)) => Ok(Received::End { partition }),
-            Err(err) => Err(err),
-        }
     }
 
     /// Every record from here on, as one stream.
