@@ -7,6 +7,7 @@
 //! event time compressed 100x (hundreds of events per second, as at high rates), where they
 //! are spread over many events.
 //!
+//!
 //! `cargo bench -p warden-detectors --bench engine`
 
 use std::hint::black_box;

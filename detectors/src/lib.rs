@@ -8,11 +8,12 @@
 //! [geography](geo), [authentication failures](auth_failures), [upstream 503s](upstream_503),
 //! [retry loops](retry_loop) and [cost per request](cost_per_request).
 //!
-//! [`DetectLoop`] is one member of the detect consumer group: it reads each record in place,
-//! decodes it as a borrowed [`EventRow`], feeds the engine and publishes what comes out to
-//! `warden.alerts` (keyed by dedup key), logging one line per alert. Its clock is the
-//! [frontier] of its inputs, so partitions read at different paces are judged in event-time
-//! order. [Scenarios](scenario) generate realistic streams to rehearse the detectors
+//! [`DetectLoop`] is one member of the detect consumer group: it reads each record in place
+//! and hands it to its [stage](stage::StageCore), which decodes it as a borrowed
+//! [`EventRow`](warden_ingest::event_row::EventRow) and feeds the engine; the loop publishes
+//! what comes out to `warden.alerts` (keyed by dedup key), logging one line per alert. The
+//! engine's clock is the [frontier] of the stage's inputs, so partitions read at different
+//! paces are judged in event-time order. [Scenarios](scenario) generate realistic streams to rehearse the detectors
 //! (`warden simulate`).
 //!
 //! Restart and rebalance safety is by replay, not checkpoints: see [`DetectLoop`].
@@ -43,19 +44,19 @@ pub mod retry_loop;
 pub mod scenario;
 pub mod single_source;
 pub mod spike;
+pub mod stage;
 #[cfg(test)]
 mod test_support;
 pub mod upstream_503;
 
-use hashbrown::{HashMap, HashSet};
+use hashbrown::HashMap;
 use std::time::{Duration, Instant};
 
-use chrono::{DateTime, TimeDelta, Utc};
+use chrono::{TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 use warden_ingest::alert::Alert;
-use warden_ingest::event_row::EventRow;
 use warden_ingest::kafka::{
     AlertPublisher, BorrowedRecord, KafkaCluster, KafkaError, KafkaSetupError, PartitionOffsets,
     Received, RecordForwarder, TopicConsumer,
@@ -66,13 +67,12 @@ use crate::cost_burn::{CostBurn, CostBurnConfig};
 use crate::cost_per_request::{CostPerRequest, CostPerRequestConfig};
 use crate::detector::Detector;
 use crate::engine::{DetectorSet, Engine, Subjects};
-use crate::frontier::PacedEngine;
 use crate::geo::{GeoAnomaly, GeoConfig};
 use crate::overrides::DetectOverride;
-use crate::relay::{Batch, BatchWriter};
 use crate::retry_loop::{RetryLoop, RetryLoopConfig};
 use crate::single_source::{SingleSource, SingleSourceConfig};
 use crate::spike::{SpikeConfig, TrafficSpike};
+use crate::stage::{Clock, StageCore};
 use crate::upstream_503::{Upstream503, Upstream503Config};
 
 /// How often progress is committed.
@@ -81,13 +81,6 @@ const COMMIT_INTERVAL: Duration = Duration::from_secs(5);
 const BURST: usize = 256;
 /// How often a quiet input moves the watermark on with the clock.
 const IDLE_TICK: Duration = Duration::from_secs(1);
-/// A stream whose newest event came within this of its time is live (follows the clock).
-const LIVE_STREAM_LAG: TimeDelta = TimeDelta::minutes(1);
-/// An event stamped further than this ahead of this worker's clock is not fed to the
-/// detectors: one proxy with a wrong clock would otherwise move the watermark into the
-/// future, make every other event late and empty every window.
-const MAX_CLOCK_SKEW: TimeDelta = TimeDelta::minutes(5);
-
 /// Raw `[detect]` section as written in TOML.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -238,7 +231,8 @@ pub struct DetectReport {
     pub num_late: u64,
     /// Events read ahead of the stage's other inputs, held until its clock reached them.
     pub num_held: u64,
-    /// Events stamped more than [`MAX_CLOCK_SKEW`] in the future: skipped.
+    /// Events stamped more than [`MAX_CLOCK_SKEW`](stage::MAX_CLOCK_SKEW) in the future:
+    /// skipped.
     pub num_future: u64,
     /// Events re-read to rebuild state after an assignment (their alerts not published).
     pub num_replayed: u64,
@@ -266,30 +260,6 @@ pub async fn run_detect_worker(
         keyed.run(shutdown.clone()),
         shared.run(shutdown)
     ))
-}
-
-/// How the event time of a live stream relates to this worker's clock, as of the last event
-/// that moved it forward: lets the watermark follow the clock while the stream is quiet.
-#[derive(Debug, Clone, Copy)]
-struct LastProgress {
-    /// This worker's clock when the newest event came.
-    wall: DateTime<Utc>,
-    /// The newest event time then.
-    newest: DateTime<Utc>,
-}
-
-/// The watermark a quiet stream has reached at wall time `now`: the clock minus the allowed
-/// lateness, if the stream is live (its newest event was within [`LIVE_STREAM_LAG`] of the
-/// clock when it came). An old stream being read (a backlog, a rehearsal of a past day) keeps
-/// its event time: its next event may continue where the last one left off.
-fn idle_watermark(
-    last: Option<LastProgress>,
-    now: DateTime<Utc>,
-    lateness: TimeDelta,
-) -> Option<DateTime<Utc>> {
-    let last = last?;
-    let live = (last.wall - last.newest).abs() <= LIVE_STREAM_LAG;
-    (live && now > last.wall).then(|| now - lateness)
 }
 
 /// One member of the detect consumer group.
@@ -322,23 +292,16 @@ pub struct DetectLoop {
     alerts: AlertPublisher,
     /// The engine as configured, before any event: each rebuild starts from a copy.
     configured: Engine,
-    /// The engine, its clock the frontier of this stage's inputs.
-    paced: PacedEngine,
-    lateness: TimeDelta,
+    /// Decoding, counting, the clock and (keyed stage) the batches being filled.
+    core: StageCore,
     rebuild_history: TimeDelta,
     /// The assignment count the engine was last rebuilt for.
     assignment: u64,
     /// Each replaying partition's committed offset: records before it are replayed. (One
     /// topic per loop, so the partition names it.)
     replay_until: HashMap<i32, i64>,
-    last_progress: Option<LastProgress>,
-    stage: DetectStage,
-    /// Keyed stage: passes every event it feeds its engine on to the shared stage.
-    relay: Option<Relay>,
-    /// Shared stage: per source partition, the highest offset counted (an event passed on
-    /// twice, by a worker that died before committing, is counted once).
-    counted_up_to: HashMap<i32, i64>,
-    report: DetectReport,
+    /// Keyed stage: sends the core's batches to the shared stage.
+    forwarder: Option<RecordForwarder>,
 }
 
 /// The two stages of detection. Events are partitioned by client token: every detect worker
@@ -354,106 +317,10 @@ pub enum DetectStage {
     Shared,
 }
 
-/// A batch for the shared stage is sent once it holds this many events...
-const RELAY_BATCH_EVENTS: usize = 1_000;
-/// ...or at the latest this long after it started filling: what passing on adds to the
-/// latency of the shared stage's alerts.
+/// A batch for the shared stage is sent once full ([`stage::RELAY_BATCH_EVENTS`]), or at the
+/// latest this long after it started filling: what passing on adds to the latency of the
+/// shared stage's alerts.
 const RELAY_INTERVAL: Duration = Duration::from_millis(50);
-
-/// The keyed stage's way to the shared stage: a [batch](relay) being filled per source
-/// partition.
-#[derive(Debug)]
-struct Relay {
-    forwarder: RecordForwarder,
-    batches: HashMap<i32, BatchWriter>,
-    /// Source partitions whose last batch sent did not say caught up: the shared stage waits
-    /// for them until one does.
-    catching_up: HashSet<i32>,
-}
-
-impl Relay {
-    fn new(forwarder: RecordForwarder) -> Self {
-        Self {
-            forwarder,
-            batches: HashMap::new(),
-            catching_up: HashSet::new(),
-        }
-    }
-
-    /// Adds an event read at `offset` of `partition`. Returns whether its batch is now full,
-    /// and the event's row as encoded.
-    fn push(&mut self, partition: i32, offset: i64, event: &EventRow<'_>) -> (bool, &[u8]) {
-        let batch = self
-            .batches
-            .entry(partition)
-            .or_insert_with(|| BatchWriter::new(partition));
-        let full = batch.len() + 1 >= RELAY_BATCH_EVENTS;
-        (full, batch.push(offset, event))
-    }
-
-    /// Sends `partition`'s batch, saying whether the partition was read to its end; an empty
-    /// batch only to tell the shared stage that a partition it waits for has caught up.
-    async fn send(&mut self, partition: i32, caught_up: bool) {
-        let batch = self
-            .batches
-            .entry(partition)
-            .or_insert_with(|| BatchWriter::new(partition));
-        let news = caught_up && self.catching_up.contains(&partition);
-        if batch.is_empty() && !news {
-            return;
-        }
-        let payload = batch.finish(caught_up);
-        if caught_up {
-            self.catching_up.remove(&partition);
-        } else {
-            self.catching_up.insert(partition);
-        }
-        let key = partition.to_string();
-        self.forwarder.send(key.as_bytes(), &payload).await;
-    }
-
-    /// The shared stage is to wait for `partition` until this member says it is caught up
-    /// (a new assignment: its next end is news, even with nothing passed on).
-    fn announce_end_of(&mut self, partition: i32) {
-        self.catching_up.insert(partition);
-    }
-
-    /// Sends every batch with events in it.
-    async fn send_all(&mut self) {
-        let filled: Vec<i32> = self
-            .batches
-            .iter()
-            .filter(|(_, batch)| !batch.is_empty())
-            .map(|(&partition, _)| partition)
-            .collect();
-        for partition in filled {
-            self.send(partition, false).await;
-        }
-    }
-
-    /// Sends every batch and waits until the broker has all that was sent; false if a
-    /// record was refused (the source offsets must not be committed then).
-    async fn flush(&mut self) -> bool {
-        self.send_all().await;
-        self.forwarder.flush().await
-    }
-}
-
-/// The time, read once for a burst of records.
-#[derive(Debug, Clone, Copy)]
-struct Clock {
-    now: Instant,
-    wall: DateTime<Utc>,
-}
-
-impl Clock {
-    fn read() -> Self {
-        Self {
-            now: Instant::now(),
-            wall: Utc::now(),
-        }
-    }
-}
 
 /// What receiving one thing from the consumer left to do (after the record is given back).
 enum Step {
@@ -481,7 +348,7 @@ impl DetectLoop {
         stage: DetectStage,
     ) -> Result<Self, DetectSetupError> {
         let topics = cluster.topics();
-        let (topic, consumer, subjects, relay) = match stage {
+        let (topic, consumer, subjects, forwarder) = match stage {
             DetectStage::Keyed => (
                 &topics.events,
                 TopicConsumer::subscribe_reporting_ends(
@@ -490,10 +357,7 @@ impl DetectLoop {
                     &[&topics.events],
                 )?,
                 Subjects::Keyed,
-                Some(Relay::new(RecordForwarder::new(
-                    cluster,
-                    &topics.detect_shared,
-                )?)),
+                Some(RecordForwarder::new(cluster, &topics.detect_shared)?),
             ),
             DetectStage::Shared => (
                 &topics.detect_shared,
@@ -516,16 +380,11 @@ impl DetectLoop {
             source_topic: (stage == DetectStage::Shared).then(|| topics.events.clone()),
             alerts: AlertPublisher::new(cluster)?,
             configured: engine.clone(),
-            paced: PacedEngine::new(engine),
-            lateness: TimeDelta::seconds(config.allowed_lateness_s),
+            core: StageCore::new(stage, engine, TimeDelta::seconds(config.allowed_lateness_s)),
             rebuild_history: TimeDelta::seconds(config.rebuild_history_s),
             assignment: 0,
             replay_until: HashMap::new(),
-            last_progress: None,
-            stage,
-            relay,
-            counted_up_to: HashMap::new(),
-            report: DetectReport::default(),
+            forwarder,
         })
     }
 
@@ -568,10 +427,8 @@ impl DetectLoop {
                     self.commit(&mut processed).await;
                     continue;
                 }
-                _ = relay_timer.tick(), if self.relay.is_some() => {
-                    if let Some(relay) = self.relay.as_mut() {
-                        relay.send_all().await;
-                    }
+                _ = relay_timer.tick(), if self.forwarder.is_some() => {
+                    self.send_all().await;
                     continue;
                 }
                 _ = idle_timer.tick() => {
@@ -605,12 +462,9 @@ impl DetectLoop {
             }
         }
         self.commit(&mut processed).await;
-        let stats = self.paced.engine().stats();
-        let mut report = self.report;
-        report.num_late = stats.late;
-        report.num_held = self.paced.held();
+        let report = self.core.report();
         info!(
-            stage = ?self.stage,
+            stage = ?self.core.stage(),
             events = report.num_events,
             replayed = report.num_replayed,
             undecodable = report.num_undecodable,
@@ -631,8 +485,8 @@ impl DetectLoop {
     async fn finish(&mut self, step: Step, processed: &mut PartitionOffsets, clock: Clock) -> bool {
         match step {
             Step::Processed { alerts, full_batch } => {
-                if let (Some(partition), Some(relay)) = (full_batch, self.relay.as_mut()) {
-                    relay.send(partition, false).await;
+                if let Some(partition) = full_batch {
+                    self.send(partition, false).await;
                 }
                 self.publish_all(&alerts, processed).await;
                 alerts.is_empty()
@@ -642,11 +496,9 @@ impl DetectLoop {
                 false
             }
             Step::End(partition) => {
-                self.paced.reached_end(partition, clock.now, clock.wall);
-                if let Some(relay) = self.relay.as_mut() {
-                    relay.send(partition, true).await;
-                }
-                let alerts = self.advance(clock);
+                self.core.reached_end(partition, clock);
+                self.send(partition, true).await;
+                let alerts = self.core.advance(clock);
                 self.publish_all(&alerts, processed).await;
                 alerts.is_empty()
             }
@@ -674,33 +526,18 @@ impl DetectLoop {
             .replay_until
             .get(&partition)
             .is_some_and(|&committed| offset < committed);
-        let now = clock.now;
-        let future = clock.wall + MAX_CLOCK_SKEW;
-        let mut full_batch = None;
-        let alerts = match self.stage {
+        let payload = record.payload();
+        let (alerts, full_batch) = match self.core.stage() {
             DetectStage::Keyed => {
-                match EventRow::from_json(record.payload()) {
-                    Ok(event) => {
-                        if self.admit(&event, replaying, future) {
-                            // Passed on (not when replayed), and counted or held with the
-                            // row encoded once for both.
-                            let mut encoded = None;
-                            if !replaying && let Some(relay) = self.relay.as_mut() {
-                                let (full, row) = relay.push(partition, offset, &event);
-                                full_batch = full.then_some(partition);
-                                encoded = Some(row);
-                            }
-                            self.paced.offer(&event, encoded, partition, now);
-                        }
-                    }
-                    Err(_) => self.report.num_undecodable += u64::from(!replaying),
-                }
-                self.advance(clock)
+                let taken = self
+                    .core
+                    .take_event(partition, offset, payload, replaying, clock);
+                (taken.alerts, taken.full_batch)
             }
-            DetectStage::Shared => self.take_batch(record.payload(), replaying, clock),
+            DetectStage::Shared => (self.core.take_batch(payload, replaying, clock), None),
         };
         if replaying {
-            self.report.num_suppressed += alerts.len() as u64;
+            self.core.report_mut().num_suppressed += alerts.len() as u64;
             return Step::Processed {
                 alerts: Vec::new(),
                 full_batch,
@@ -708,72 +545,6 @@ impl DetectLoop {
         }
         processed.mark(record.topic(), partition, offset);
         Step::Processed { alerts, full_batch }
-    }
-
-    /// Whether an event is to be taken: false, counting it, if it is stamped after `future`.
-    fn admit(&mut self, event: &EventRow<'_>, replaying: bool, future: DateTime<Utc>) -> bool {
-        if event.ts > future {
-            self.report.num_future += u64::from(!replaying);
-            return false;
-        }
-        self.report.num_events += 1;
-        self.report.num_replayed += u64::from(replaying);
-        true
-    }
-
-    /// Counts the events of one batch passed on by the keyed stage, each once, moving the
-    /// clock after each (a batch of a backlog spans minutes of event time: an alert comes
-    /// with the event that crossed its threshold, as with one event per record).
-    fn take_batch(&mut self, payload: &[u8], replaying: bool, clock: Clock) -> Vec<Alert> {
-        let (now, future) = (clock.now, clock.wall + MAX_CLOCK_SKEW);
-        let batch = match Batch::parse(payload) {
-            Ok(batch) => batch,
-            Err(err) => {
-                warn!(error = %err, "skipping a record of the shared stage's topic");
-                self.report.num_undecodable += u64::from(!replaying);
-                return Vec::new();
-            }
-        };
-        let (source, caught_up) = (batch.partition, batch.caught_up);
-        let mut alerts = Vec::new();
-        for event in batch {
-            match event {
-                Ok(event) => {
-                    if self.counted_before(source, event.offset) {
-                        self.report.num_duplicates += u64::from(!replaying);
-                    } else if self.admit(&event.row, replaying, future) {
-                        self.paced
-                            .offer(&event.row, Some(event.encoded), source, now);
-                        alerts.extend(self.advance(clock));
-                    }
-                }
-                Err(err) => {
-                    warn!(error = %err, "skipping the rest of a batch of the shared stage");
-                    self.report.num_undecodable += u64::from(!replaying);
-                }
-            }
-        }
-        if caught_up {
-            self.paced.reached_end(source, now, clock.wall);
-            alerts.extend(self.advance(clock));
-        }
-        alerts
-    }
-
-    /// Moves the engine's clock to the inputs' frontier ([`PacedEngine::advance`]); returns
-    /// the alerts that follow.
-    fn advance(&mut self, clock: Clock) -> Vec<Alert> {
-        let before = self.paced.engine().watermark();
-        let alerts = self.paced.advance(clock.now);
-        if self.paced.engine().watermark() != before
-            && let Some(newest) = self.paced.engine().newest()
-        {
-            self.last_progress = Some(LastProgress {
-                wall: clock.wall,
-                newest,
-            });
-        }
-        alerts
     }
 
     /// Publishes `alerts`, then commits what was processed: a member that takes over must
@@ -785,19 +556,29 @@ impl DetectLoop {
         for alert in alerts {
             self.publish(alert).await;
         }
-        self.report.num_alerts += alerts.len() as u64;
+        self.core.report_mut().num_alerts += alerts.len() as u64;
         self.commit(processed).await;
     }
 
-    /// Whether the event at `offset` of source partition `source` was counted already,
-    /// noting it as counted if not.
-    fn counted_before(&mut self, source: i32, offset: i64) -> bool {
-        let counted = self.counted_up_to.entry(source).or_insert(-1);
-        if offset <= *counted {
-            return true;
+    /// Keyed stage: sends `partition`'s batch to the shared stage, saying whether the
+    /// partition was read to its end (an empty batch only to tell the shared stage that a
+    /// partition it waits for has caught up).
+    async fn send(&mut self, partition: i32, caught_up: bool) {
+        let (Some(forwarder), Some(relay)) = (self.forwarder.as_mut(), self.core.relay()) else {
+            return;
+        };
+        if let Some(payload) = relay.cut(partition, caught_up) {
+            let key = partition.to_string();
+            forwarder.send(key.as_bytes(), &payload).await;
         }
-        *counted = offset;
-        false
+    }
+
+    /// Keyed stage: sends every batch with events in it.
+    async fn send_all(&mut self) {
+        let filled = self.core.relay().map(|relay| relay.filled());
+        for partition in filled.unwrap_or_default() {
+            self.send(partition, false).await;
+        }
     }
 
     /// Starts the engine again for a new assignment: rewinds every assigned partition by
@@ -808,11 +589,8 @@ impl DetectLoop {
         // What this member processed of partitions it keeps is not to be replayed as new.
         self.commit(processed).await;
         processed.clear();
-        self.paced = PacedEngine::new(self.configured.clone());
-        self.last_progress = None;
-        self.counted_up_to.clear();
+        self.core.restart(self.configured.clone());
         self.replay_until.clear();
-        self.report.num_rebuilds += 1;
         let since = Utc::now() - self.rebuild_history;
         let rewound = match self.consumer.rewind_assignment(since).await {
             Ok(rewound) => rewound,
@@ -825,7 +603,7 @@ impl DetectLoop {
         let mut record_rewound = false;
         for rewound in rewound {
             info!(
-                stage = ?self.stage,
+                stage = ?self.core.stage(),
                 topic = rewound.topic,
                 partition = rewound.partition,
                 from = rewound.from,
@@ -835,11 +613,11 @@ impl DetectLoop {
             record_rewound |= rewound.partition == partition;
             self.replay_until
                 .insert(rewound.partition, rewound.committed);
-            if let Some(relay) = self.relay.as_mut() {
+            if let Some(relay) = self.core.relay() {
                 // Its clock waits for the partition, and so will the shared stage's until
                 // this member says the partition is caught up.
-                self.paced.expect(rewound.partition, now);
                 relay.announce_end_of(rewound.partition);
+                self.core.expect(rewound.partition, now);
             }
         }
         // The shared stage waits for every source partition until it has heard of it (a
@@ -848,7 +626,7 @@ impl DetectLoop {
             match self.consumer.partitions_of(source_topic).await {
                 Ok(partitions) => {
                     for source in partitions {
-                        self.paced.expect(source, now);
+                        self.core.expect(source, now);
                     }
                 }
                 Err(err) => warn!(error = %err, "could not list the source partitions"),
@@ -861,35 +639,17 @@ impl DetectLoop {
         }
     }
 
-    /// The input is quiet: catches up with a frontier that moved without a record (an input
-    /// stopped holding it); then, if it is a live stream with no input catching up, moves the
-    /// watermark on with the clock so windows close and cleared conditions resolve.
+    /// The input is quiet: moves the clock on without a record ([`StageCore::idle`]).
     async fn on_idle(&mut self, processed: &mut PartitionOffsets) {
-        let clock = Clock::read();
-        let alerts = self.advance(clock);
-        self.publish_all(&alerts, processed).await;
-        if !self.paced.is_settled(clock.now) {
-            return;
-        }
-        let Some(watermark) = idle_watermark(self.last_progress, clock.wall, self.lateness) else {
-            return;
-        };
-        if self
-            .paced
-            .engine()
-            .watermark()
-            .is_some_and(|current| current >= watermark)
-        {
-            return;
-        }
-        let alerts = self.paced.engine_mut().advance_to(watermark);
+        let alerts = self.core.idle(Clock::read());
         self.publish_all(&alerts, processed).await;
     }
 
     async fn commit(&mut self, processed: &mut PartitionOffsets) {
         // What was passed on must be at the shared stage before its source is committed.
-        if let Some(relay) = self.relay.as_mut()
-            && !relay.flush().await
+        self.send_all().await;
+        if let Some(forwarder) = self.forwarder.as_mut()
+            && !forwarder.flush().await
         {
             warn!("passing events on to the shared stage failed; not committing yet");
             return;
@@ -898,40 +658,5 @@ impl DetectLoop {
             Ok(()) => processed.clear(),
             Err(err) => warn!(error = %err, "offset commit failed; will retry"),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn at(seconds: i64) -> DateTime<Utc> {
-        DateTime::from_timestamp(1_790_000_000 + seconds, 0).expect("time")
-    }
-
-    #[test]
-    fn a_quiet_live_stream_follows_the_clock() {
-        let lateness = TimeDelta::seconds(5);
-        let last = LastProgress {
-            wall: at(0),
-            newest: at(-2),
-        };
-        assert_eq!(idle_watermark(Some(last), at(30), lateness), Some(at(25)));
-        // Nothing has passed since the last event.
-        assert_eq!(idle_watermark(Some(last), at(0), lateness), None);
-        // No event yet: no time to follow.
-        assert_eq!(idle_watermark(None, at(30), lateness), None);
-    }
-
-    #[test]
-    fn a_quiet_old_stream_keeps_its_event_time() {
-        let behind = LastProgress {
-            wall: at(0),
-            newest: at(-3_600),
-        };
-        assert_eq!(
-            idle_watermark(Some(behind), at(30), TimeDelta::seconds(5)),
-            None
-        );
     }
 }

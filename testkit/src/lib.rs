@@ -2,10 +2,12 @@
 //!
 //! - [`tgi`]: a TGI emulator (also the `tgi-emulator` binary, for trying Warden by hand).
 //! - [`tansu`]: starts a real Kafka-protocol broker (tansu) on a free loopback port.
+//! - [`load`]: realistic call trails for load (benchmarks).
 //! - [`trail`]: reading what Warden produced (audit events, SSE bodies).
 //!
 //! Nothing here is part of the `warden` binary.
 
+pub mod load;
 pub mod mmdb;
 pub mod tansu;
 pub mod tgi;
