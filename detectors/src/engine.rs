@@ -265,6 +265,8 @@ pub struct Engine {
     sets: Vec<DetectorSet>,
     lateness: TimeDelta,
     newest: Option<DateTime<Utc>>,
+    /// `newest` minus `lateness`, kept with it: every event counted is compared with it.
+    watermark: Option<DateTime<Utc>>,
     /// The bucket the last closed evaluation ended at.
     closed_until: Option<i64>,
     /// Buckets with events counted that no closed evaluation has passed yet.
@@ -299,6 +301,7 @@ impl Engine {
             lateness,
             subjects: Subjects::All,
             newest: None,
+            watermark: None,
             closed_until: None,
             pending_buckets: BTreeSet::new(),
             last_pending: None,
@@ -334,7 +337,12 @@ impl Engine {
 
     /// The watermark: no event older than this is expected any more.
     pub fn watermark(&self) -> Option<DateTime<Utc>> {
-        self.newest.map(|newest| newest - self.lateness)
+        self.watermark
+    }
+
+    fn set_newest(&mut self, newest: DateTime<Utc>) {
+        self.newest = Some(newest);
+        self.watermark = Some(newest - self.lateness);
     }
 
     /// Feeds one event of a single input read in event-time order (a rehearsal, a replay):
@@ -380,7 +388,7 @@ impl Engine {
         if self.newest.is_some_and(|current| newest <= current) {
             return Vec::new();
         }
-        self.newest = Some(newest);
+        self.set_newest(newest);
         let mut alerts = Vec::new();
         if let Some(watermark) = self.watermark() {
             alerts.extend(self.close_until(bucket_of(watermark)));
@@ -398,7 +406,7 @@ impl Engine {
     pub fn advance_to(&mut self, watermark: DateTime<Utc>) -> Vec<Alert> {
         let newest = watermark + self.lateness;
         if self.newest.is_none_or(|n| newest > n) {
-            self.newest = Some(newest);
+            self.set_newest(newest);
         }
         self.close_until(bucket_of(watermark))
     }

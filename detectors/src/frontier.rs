@@ -61,26 +61,38 @@ struct InputProgress {
     ended_in_the_past: bool,
     /// When the input last delivered or reported its end.
     heard: Instant,
+    /// Until when the frontier waits for this input, if at all (follows from the above).
+    holds_until: Option<Instant>,
 }
 
 impl InputProgress {
     fn new(newest: Option<DateTime<Utc>>, now: Instant) -> Self {
-        Self {
+        let mut progress = Self {
             newest,
             at_end: false,
             ended_in_the_past: false,
             heard: now,
-        }
+            holds_until: None,
+        };
+        progress.heard_at(now);
+        progress
     }
 
-    /// Whether the frontier waits for this input.
-    fn holds(&self, now: Instant) -> bool {
-        let silent = now.saturating_duration_since(self.heard);
-        if self.at_end {
-            self.ended_in_the_past && silent < END_GRACE
+    /// The input delivered or reported its end at `now` (after `at_end` and
+    /// `ended_in_the_past` are set).
+    fn heard_at(&mut self, now: Instant) {
+        self.heard = now;
+        self.holds_until = if self.at_end {
+            self.ended_in_the_past.then(|| now + END_GRACE)
         } else {
-            silent < STALL_AFTER
-        }
+            Some(now + STALL_AFTER)
+        };
+    }
+
+    /// Whether the frontier waits for this input: an input catching up until it has been
+    /// silent for [`STALL_AFTER`]; one at the end of past events for [`END_GRACE`].
+    fn holds(&self, now: Instant) -> bool {
+        self.holds_until.is_some_and(|until| now < until)
     }
 }
 
@@ -111,8 +123,11 @@ impl Frontier {
         if progress.newest.is_none_or(|newest| ts > newest) {
             progress.newest = Some(ts);
         }
-        progress.at_end = false;
-        progress.heard = now;
+        // Most events come at the same reading of the clock as the one before.
+        if progress.at_end || progress.heard != now {
+            progress.at_end = false;
+            progress.heard_at(now);
+        }
     }
 
     /// `input` was read to its end, at wall time `wall`.
@@ -125,7 +140,7 @@ impl Frontier {
         progress.ended_in_the_past = progress
             .newest
             .is_some_and(|newest| wall - newest > LIVE_LAG);
-        progress.heard = now;
+        progress.heard_at(now);
     }
 
     /// Inputs the frontier waits for.

@@ -33,13 +33,17 @@ pub const RELAY_BATCH_EVENTS: usize = 1_000;
 pub struct Clock {
     pub now: Instant,
     pub wall: DateTime<Utc>,
+    /// Events stamped after this are not taken ([`MAX_CLOCK_SKEW`]).
+    future: DateTime<Utc>,
 }
 
 impl Clock {
     pub fn read() -> Self {
+        let wall = Utc::now();
         Self {
             now: Instant::now(),
-            wall: Utc::now(),
+            wall,
+            future: wall + MAX_CLOCK_SKEW,
         }
     }
 }
@@ -226,7 +230,7 @@ impl StageCore {
         let mut full_batch = None;
         match EventRow::from_json(payload) {
             Ok(event) => {
-                if self.admit(&event, replaying, clock.wall + MAX_CLOCK_SKEW) {
+                if self.admit(&event, replaying, clock.future) {
                     // Passed on (not when replayed), and counted or held with the row encoded
                     // once for both.
                     let mut encoded = None;
@@ -250,7 +254,7 @@ impl StageCore {
     /// moving the clock after each (a batch of a backlog spans minutes of event time: an
     /// alert comes with the event that crossed its threshold, as with one event per record).
     pub fn take_batch(&mut self, payload: &[u8], replaying: bool, clock: Clock) -> Vec<Alert> {
-        let (now, future) = (clock.now, clock.wall + MAX_CLOCK_SKEW);
+        let (now, future) = (clock.now, clock.future);
         let batch = match Batch::parse(payload) {
             Ok(batch) => batch,
             Err(err) => {
