@@ -543,7 +543,7 @@ impl DetectLoop {
                 full_batch,
             };
         }
-        processed.mark(record.topic(), partition, offset);
+        processed.mark(&self.topic, partition, offset);
         Step::Processed { alerts, full_batch }
     }
 

@@ -4,7 +4,6 @@
 //! [`TopicConsumer::commit`]. A crash between the two replays the batch: at-least-once
 //! delivery, made exactly-once by deterministic, idempotent writes downstream.
 
-use std::collections::BTreeMap;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -46,7 +45,9 @@ impl ConsumedRecord {
 /// The highest processed offset of each partition of each topic since the last commit.
 #[derive(Debug, Default, Clone)]
 pub struct PartitionOffsets {
-    highest: BTreeMap<String, BTreeMap<i32, i64>>,
+    /// Per topic, per partition. A consumer reads a few topics and partitions, and marks an
+    /// offset for every record: a scan of short lists beats hashing or a tree.
+    highest: Vec<(String, Vec<(i32, i64)>)>,
 }
 
 impl PartitionOffsets {
@@ -58,12 +59,18 @@ impl PartitionOffsets {
     /// Marks everything up to `offset` of one partition as processed (without allocating
     /// once the topic is known: this runs for every record).
     pub fn mark(&mut self, topic: &str, partition: i32, offset: i64) {
-        let partitions = match self.highest.get_mut(topic) {
-            Some(partitions) => partitions,
-            None => self.highest.entry(topic.to_owned()).or_default(),
+        let at = match self.highest.iter().position(|(known, _)| known == topic) {
+            Some(at) => at,
+            None => {
+                self.highest.push((topic.to_owned(), Vec::new()));
+                self.highest.len() - 1
+            }
         };
-        let highest = partitions.entry(partition).or_insert(offset);
-        *highest = (*highest).max(offset);
+        let partitions = &mut self.highest[at].1;
+        match partitions.iter_mut().find(|(known, _)| *known == partition) {
+            Some((_, highest)) => *highest = (*highest).max(offset),
+            None => partitions.push((partition, offset)),
+        }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -78,8 +85,8 @@ impl PartitionOffsets {
     fn to_commit_list(&self) -> Result<TopicPartitionList, KafkaError> {
         let mut list = TopicPartitionList::new();
         for (topic, partitions) in &self.highest {
-            for (partition, offset) in partitions {
-                list.add_partition_offset(topic, *partition, Offset::Offset(offset + 1))?;
+            for &(partition, offset) in partitions {
+                list.add_partition_offset(topic, partition, Offset::Offset(offset + 1))?;
             }
         }
         Ok(list)
