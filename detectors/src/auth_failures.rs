@@ -24,7 +24,7 @@ use warden_ingest::event_row::EventRow;
 
 use crate::buckets::{BucketCounts, bucket_of, bucket_start};
 use crate::detector::{Detector, RecentIds, SectionCheck, buckets_in, entry, named_sources};
-use crate::engine::Evaluation;
+use crate::engine::{Evaluation, Subjects};
 
 /// The reason a proxy gives for refusing a revoked key.
 pub const REVOKED_REASON: &str = "revoked_api_key";
@@ -107,6 +107,9 @@ pub struct AuthFailures {
     revoked: HashSet<String>,
     by_ip: HashMap<String, Failures>,
     revoked_uses: HashMap<String, RevokedUse>,
+    /// The subjects reported on: revoked keys' uses are followed only if tokens are among
+    /// them, failures per IP only if IPs are.
+    subjects: Subjects,
 }
 
 impl AuthFailures {
@@ -116,6 +119,7 @@ impl AuthFailures {
             config,
             by_ip: HashMap::new(),
             revoked_uses: HashMap::new(),
+            subjects: Subjects::All,
         }
     }
 
@@ -214,7 +218,7 @@ impl Detector for AuthFailures {
         let token = event.client.token_id.as_deref();
         let ip = event.client.ip.as_deref().unwrap_or("unknown");
         let denied = &*decision.outcome == "deny";
-        if let Some(token) = token {
+        if let Some(token) = token.filter(|_| self.subjects.tokens()) {
             let revoked_reason = denied && decision.reason.as_deref() == Some(REVOKED_REASON);
             if revoked_reason && !self.revoked.contains(token) {
                 self.revoked.insert(token.to_owned());
@@ -230,7 +234,7 @@ impl Detector for AuthFailures {
                 uses.recent.push(&event.request_id);
             }
         }
-        if !denied {
+        if !denied || !self.subjects.others() {
             return;
         }
         let failures = entry(&mut self.by_ip, ip, || Failures {
@@ -276,6 +280,10 @@ impl Detector for AuthFailures {
 
     fn reports_on_tokens(&self) -> bool {
         true
+    }
+
+    fn report_only_on(&mut self, subjects: Subjects) {
+        self.subjects = subjects;
     }
 }
 

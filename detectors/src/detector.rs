@@ -13,7 +13,7 @@ use warden_ingest::alert::{Alert, SourceShare, Subject};
 use warden_ingest::event_row::EventRow;
 
 use crate::buckets::BUCKET_SECONDS;
-use crate::engine::Evaluation;
+use crate::engine::{Evaluation, Subjects};
 
 /// How many sample request ids an alert carries.
 pub const SAMPLE_REQUEST_IDS: usize = 3;
@@ -38,6 +38,12 @@ pub trait Detector: FreshCopy + fmt::Debug + Send + Sync {
     /// engine ([`crate::engine::Subjects::Keyed`]) runs only the detectors that do.
     fn reports_on_tokens(&self) -> bool {
         false
+    }
+
+    /// Told once, before any event, by an engine that reports only on `subjects`: the
+    /// detector may leave out what it keeps only for findings about other subjects.
+    fn report_only_on(&mut self, subjects: Subjects) {
+        let _ = subjects;
     }
 }
 

@@ -84,6 +84,16 @@ pub enum Subjects {
 }
 
 impl Subjects {
+    /// Whether token subjects are reported.
+    pub fn tokens(self) -> bool {
+        self != Self::Shared
+    }
+
+    /// Whether subjects other than tokens are reported.
+    pub fn others(self) -> bool {
+        self != Self::Keyed
+    }
+
     pub fn include(self, subject: &Subject) -> bool {
         let keyed = matches!(subject, Subject::Token(_));
         match self {
@@ -313,13 +323,17 @@ impl Engine {
 
     /// The engine reporting only on `subjects`. Detectors keep one state for all their
     /// scopes, so each still counts every event; for [`Subjects::Keyed`], detectors that
-    /// never report on a token are left out.
+    /// never report on a token are left out. Every detector is told which subjects count
+    /// ([`Detector::report_only_on`]).
     pub fn reporting_on(mut self, subjects: Subjects) -> Self {
         self.subjects = subjects;
-        if subjects == Subjects::Keyed {
-            for set in &mut self.sets {
-                for group in &mut set.groups {
+        for set in &mut self.sets {
+            for group in &mut set.groups {
+                if subjects == Subjects::Keyed {
                     group.retain(|(detector, _)| detector.reports_on_tokens());
+                }
+                for (detector, _) in group.iter_mut() {
+                    detector.report_only_on(subjects);
                 }
             }
         }

@@ -226,6 +226,8 @@ pub struct PacedEngine {
     frontier: Frontier,
     ahead: AheadBuffer,
     held: u64,
+    /// Held rows that could not be read back.
+    undecodable: u64,
 }
 
 impl PacedEngine {
@@ -235,6 +237,7 @@ impl PacedEngine {
             frontier: Frontier::default(),
             ahead: AheadBuffer::default(),
             held: 0,
+            undecodable: 0,
         }
     }
 
@@ -250,6 +253,11 @@ impl PacedEngine {
     /// Events held back so far because they were ahead of the frontier.
     pub fn held(&self) -> u64 {
         self.held
+    }
+
+    /// Held rows that could not be read back when the frontier reached them.
+    pub fn undecodable(&self) -> u64 {
+        self.undecodable
     }
 
     /// See [`Frontier::expect`].
@@ -278,17 +286,40 @@ impl PacedEngine {
         now: Instant,
     ) {
         self.frontier.saw(input, event.ts, now);
-        let ahead = self
-            .frontier
-            .get(now)
-            .is_none_or(|frontier| event.ts > frontier + AHEAD_SLACK);
-        if ahead {
+        if self.is_ahead(event.ts, now) {
             self.held += 1;
             let row = encoded.map_or_else(|| relay::encode_row(event), <[u8]>::to_vec);
             self.ahead.hold(event.ts, row);
         } else {
             self.engine.count(event);
         }
+    }
+
+    /// Takes one event read from `input` as a row in [`relay`]'s encoding, stamped `ts`:
+    /// holds it as it is while it is ahead of the frontier, else decodes and counts it.
+    pub fn offer_encoded(
+        &mut self,
+        ts: DateTime<Utc>,
+        row: &[u8],
+        input: i32,
+        now: Instant,
+    ) -> Result<(), relay::RelayError> {
+        self.frontier.saw(input, ts, now);
+        if self.is_ahead(ts, now) {
+            self.held += 1;
+            self.ahead.hold(ts, row.to_vec());
+        } else {
+            self.engine.count(&relay::decode_row(row)?);
+        }
+        Ok(())
+    }
+
+    /// Whether an event stamped `ts` is to be held: too far ahead of the frontier, or there
+    /// is no frontier yet.
+    fn is_ahead(&self, ts: DateTime<Utc>, now: Instant) -> bool {
+        self.frontier
+            .get(now)
+            .is_none_or(|frontier| ts > frontier + AHEAD_SLACK)
     }
 
     /// Moves the engine's clock to the frontier, feeding it the held events the frontier
@@ -300,8 +331,9 @@ impl PacedEngine {
             .ahead
             .release(frontier.map(|frontier| frontier + AHEAD_SLACK))
         {
-            // Encoded by `offer` above: decodes.
             let Ok(event) = relay::decode_row(&row) else {
+                // Only a row passed on damaged (`offer_encoded` holds rows as they came).
+                self.undecodable += 1;
                 continue;
             };
             self.engine.count(&event);

@@ -15,6 +15,7 @@
 //! in `database` if one is configured. A token's history is what this detector has seen
 //! (its countries are kept for `history_days`).
 
+use std::borrow::Cow;
 use std::collections::BTreeSet;
 
 use hashbrown::HashMap;
@@ -33,7 +34,7 @@ use crate::buckets::{BucketCounts, bucket_of, bucket_start};
 use crate::detector::{
     Detector, RecentIds, SectionCheck, buckets_in, client_of, entry, named_sources,
 };
-use crate::engine::Evaluation;
+use crate::engine::{Evaluation, Subjects};
 
 /// `[detect.geo]`.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -133,6 +134,9 @@ pub struct GeoAnomaly {
     database: Option<Arc<GeoIp>>,
     tokens: HashMap<String, TokenHistory>,
     disallowed: HashMap<String, CountryTraffic>,
+    /// The subjects reported on: token histories are kept only if tokens are among them,
+    /// traffic from disallowed countries only if countries are.
+    subjects: Subjects,
 }
 
 impl GeoAnomaly {
@@ -149,15 +153,16 @@ impl GeoAnomaly {
             database,
             tokens: HashMap::new(),
             disallowed: HashMap::new(),
+            subjects: Subjects::All,
         })
     }
 
-    fn country_of(&self, event: &EventRow<'_>) -> Option<String> {
+    fn country_of<'e>(&self, event: &'e EventRow<'_>) -> Option<Cow<'e, str>> {
         if let Some(country) = event.client.country.as_deref() {
-            return Some(country.to_owned());
+            return Some(Cow::Borrowed(country));
         }
         let ip: IpAddr = event.client.ip.as_deref()?.parse().ok()?;
-        self.database.as_ref()?.country(ip)
+        self.database.as_ref()?.country(ip).map(Cow::Owned)
     }
 
     fn judge_token(
@@ -278,8 +283,13 @@ impl Detector for GeoAnomaly {
             return;
         };
         let bucket = bucket_of(event.ts);
-        if !self.config.allowed_countries.is_empty()
-            && !self.config.allowed_countries.contains(&country)
+        if self.subjects.others()
+            && !self.config.allowed_countries.is_empty()
+            && !self
+                .config
+                .allowed_countries
+                .iter()
+                .any(|allowed| *allowed == *country)
         {
             let history = self.config.window_buckets() as usize;
             let traffic = entry(&mut self.disallowed, &country, || CountryTraffic {
@@ -304,7 +314,12 @@ impl Detector for GeoAnomaly {
             }
             traffic.recent.push(&event.request_id);
         }
-        let Some(token) = event.client.token_id.as_deref() else {
+        let Some(token) = event
+            .client
+            .token_id
+            .as_deref()
+            .filter(|_| self.subjects.tokens())
+        else {
             return;
         };
         let (min_requests, min_age) = (
@@ -324,7 +339,7 @@ impl Detector for GeoAnomaly {
         history.first_seen = history.first_seen.min(event.ts);
         history.requests += 1;
         history.recent.push(&event.request_id);
-        match history.countries.get_mut(&country) {
+        match history.countries.get_mut(&*country) {
             Some(last) => *last = (*last).max(event.ts),
             None => {
                 if established {
@@ -337,9 +352,9 @@ impl Detector for GeoAnomaly {
                         .join(", ");
                     history
                         .new_countries
-                        .push((country.clone(), event.ts, known));
+                        .push((country.to_string(), event.ts, known));
                 }
-                history.countries.insert(country, event.ts);
+                history.countries.insert(country.into_owned(), event.ts);
             }
         }
     }
@@ -381,6 +396,10 @@ impl Detector for GeoAnomaly {
 
     fn reports_on_tokens(&self) -> bool {
         true
+    }
+
+    fn report_only_on(&mut self, subjects: Subjects) {
+        self.subjects = subjects;
     }
 }
 

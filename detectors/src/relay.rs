@@ -13,14 +13,19 @@
 //! keyed stage had read to its end): the shared stage's [event-time frontier](crate::frontier)
 //! waits for source partitions still catching up, and not for those that are simply quiet.
 //!
-//! # Format (version 1)
+//! Each row says its length and starts with its event time, so a stage reads the time of an
+//! event without decoding the rest: an event ahead of the stage's clock is held as it came
+//! and decoded once, when it is counted.
+//!
+//! # Format (version 2)
 //!
 //! Integers are LEB128 varints (signed ones zigzag-encoded), floats 8 bytes little-endian.
 //!
 //! ```text
 //! batch  := "WDR" 0x01  partition:zigzag  flags:u8 (bit 0: caught up)  event*
-//! event  := offset_delta:varint (from the previous offset; the first from -1)  row
-//! row    := event_id:16 bytes  schema_version  kind:u8  ts_seconds:zigzag  ts_nanos
+//! event  := offset_delta:varint (from the previous offset; the first from -1)
+//!           row_length:varint  row
+//! row    := ts_seconds:zigzag  ts_nanos  event_id:16 bytes  schema_version  kind:u8
 //!           request_id:str  proxy_id:str  environment:str?
 //!           client: ip:str? country:str? token_id:str? name:str? user_agent:str?
 //!           route?    := endpoint:str  target_id:str?  model:str?  stream:u8
@@ -31,6 +36,10 @@
 //! str    := length:varint  UTF-8 bytes       str? := 0 | (length + 1):varint  bytes
 //! x?     := 0x00 | 0x01 x                    (an optional number or part)
 //! ```
+//!
+//! A worker reads only its own version: while workers of two versions run side by side (an
+//! upgrade), batches of the other version are skipped and counted as undecodable, so the
+//! shared stage misses their events (the archive has them all the same).
 
 use std::borrow::Cow;
 
@@ -41,13 +50,13 @@ use warden_ingest::event_row::{
     ClientRow, DecisionRow, EventRow, RequestRow, ResponseRow, RouteRow, Text,
 };
 
-const MAGIC: &[u8; 4] = b"WDR\x01";
+const MAGIC: &[u8; 4] = b"WDR\x02";
 const CAUGHT_UP: u8 = 1;
 
 /// Why a passed-on record could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RelayError {
-    #[error("not a batch of passed-on events (format version 1)")]
+    #[error("not a batch of passed-on events (format version 2)")]
     NotABatch,
     #[error("batch ends inside an event")]
     Truncated,
@@ -57,6 +66,8 @@ pub enum RelayError {
     UnknownKind(u8),
     #[error("batch holds an out-of-range number")]
     OutOfRange,
+    #[error("batch holds a row longer than its fields")]
+    LeftOver,
 }
 
 /// A batch being filled with the events of one source partition.
@@ -68,6 +79,8 @@ pub struct BatchWriter {
     flags_at: usize,
     previous_offset: i64,
     events: usize,
+    /// A row being encoded (before its length is known).
+    row: Vec<u8>,
 }
 
 impl BatchWriter {
@@ -78,6 +91,7 @@ impl BatchWriter {
             flags_at: 0,
             previous_offset: -1,
             events: 0,
+            row: Vec::new(),
         };
         writer.start();
         writer
@@ -112,8 +126,11 @@ impl BatchWriter {
         let delta = offset.saturating_sub(self.previous_offset).max(1);
         put_unsigned(&mut self.buffer, delta.unsigned_abs());
         self.previous_offset = self.previous_offset.saturating_add(delta);
+        self.row.clear();
+        put_row(&mut self.row, row);
+        put_unsigned(&mut self.buffer, self.row.len() as u64);
         let start = self.buffer.len();
-        put_row(&mut self.buffer, row);
+        self.buffer.extend_from_slice(&self.row);
         self.events += 1;
         &self.buffer[start..]
     }
@@ -154,13 +171,13 @@ impl<'a> Batch<'a> {
     }
 }
 
-/// One event of a [`Batch`].
-#[derive(Debug, Clone)]
+/// One event of a [`Batch`], not decoded yet but for its time.
+#[derive(Debug, Clone, Copy)]
 pub struct BatchEvent<'a> {
     /// Its offset in the source partition.
     pub offset: i64,
-    pub row: EventRow<'a>,
-    /// The row as encoded in the batch ([`decode_row`] reads it back).
+    pub ts: DateTime<Utc>,
+    /// The row as encoded in the batch ([`decode_row`] reads it).
     pub encoded: &'a [u8],
 }
 
@@ -179,13 +196,12 @@ impl<'a> Iterator for Batch<'a> {
                 .previous_offset
                 .checked_add(delta)
                 .ok_or(RelayError::OutOfRange)?;
-            let before = self.reader.rest;
-            let row = self.reader.row()?;
-            let encoded = &before[..before.len() - self.reader.rest.len()];
+            let length = self.reader.small()?;
+            let encoded = self.reader.take(length)?;
             self.previous_offset = offset;
             Ok(BatchEvent {
                 offset,
-                row,
+                ts: row_time(encoded)?,
                 encoded,
             })
         })();
@@ -204,9 +220,19 @@ pub fn encode_row(row: &EventRow<'_>) -> Vec<u8> {
     buffer
 }
 
-/// A row encoded by [`encode_row`].
+/// A row encoded by [`encode_row`] (or of a [`BatchEvent`]), read to its end.
 pub fn decode_row(bytes: &[u8]) -> Result<EventRow<'_>, RelayError> {
-    Reader { rest: bytes }.row()
+    let mut reader = Reader { rest: bytes };
+    let row = reader.row()?;
+    if !reader.rest.is_empty() {
+        return Err(RelayError::LeftOver);
+    }
+    Ok(row)
+}
+
+/// The event time of an encoded row, read without decoding the rest.
+pub fn row_time(bytes: &[u8]) -> Result<DateTime<Utc>, RelayError> {
+    Reader { rest: bytes }.time()
 }
 
 fn put_unsigned(buffer: &mut Vec<u8>, mut value: u64) {
@@ -266,11 +292,11 @@ fn kind_code(kind: EventKind) -> u8 {
 }
 
 fn put_row(buffer: &mut Vec<u8>, row: &EventRow<'_>) {
+    put_signed(buffer, row.ts.timestamp());
+    put_unsigned(buffer, u64::from(row.ts.timestamp_subsec_nanos()));
     buffer.extend_from_slice(row.event_id.0.as_bytes());
     put_unsigned(buffer, u64::from(row.schema_version));
     buffer.push(kind_code(row.kind));
-    put_signed(buffer, row.ts.timestamp());
-    put_unsigned(buffer, u64::from(row.ts.timestamp_subsec_nanos()));
     put_str(buffer, &row.request_id);
     put_str(buffer, &row.proxy_id);
     put_opt_str(buffer, row.environment.as_ref());
@@ -415,7 +441,14 @@ impl<'a> Reader<'a> {
         }
     }
 
+    fn time(&mut self) -> Result<DateTime<Utc>, RelayError> {
+        let seconds = self.signed()?;
+        let nanos = self.small()?;
+        DateTime::from_timestamp(seconds, nanos).ok_or(RelayError::OutOfRange)
+    }
+
     fn row(&mut self) -> Result<EventRow<'a>, RelayError> {
+        let ts = self.time()?;
         let id: [u8; 16] = self
             .take(16)?
             .try_into()
@@ -428,10 +461,6 @@ impl<'a> Reader<'a> {
             3 => EventKind::Action,
             other => return Err(RelayError::UnknownKind(other)),
         };
-        let seconds = self.signed()?;
-        let nanos = self.small()?;
-        let ts: DateTime<Utc> =
-            DateTime::from_timestamp(seconds, nanos).ok_or(RelayError::OutOfRange)?;
         let request_id = self.text()?;
         let proxy_id = self.text()?;
         let environment = self.opt_text()?;
@@ -564,8 +593,11 @@ mod tests {
         assert_eq!(read.len(), events.len());
         for (index, (read, event)) in read.iter().zip(events).enumerate() {
             assert_eq!(read.offset, 100 + 2 * index as i64);
-            assert_eq!(read.row, without_content(event));
-            assert_eq!(decode_row(read.encoded).expect("row"), read.row);
+            assert_eq!(read.ts, event.ts);
+            assert_eq!(
+                decode_row(read.encoded).expect("row"),
+                without_content(event)
+            );
         }
     }
 
@@ -595,6 +627,9 @@ mod tests {
             assert_eq!(decode_row(&bytes).expect("row"), without_content(event));
         }
         assert_eq!(decode_row(&[1, 2, 3]).err(), Some(RelayError::Truncated));
+        let mut longer = encode_row(&EventRow::from(&scenario_events()[0]));
+        longer.push(0);
+        assert_eq!(decode_row(&longer).err(), Some(RelayError::LeftOver));
     }
 
     #[test]
@@ -603,7 +638,11 @@ mod tests {
             Batch::parse(b"{\"json\":1}").err(),
             Some(RelayError::NotABatch)
         );
-        assert_eq!(Batch::parse(b"WDR\x01").err(), Some(RelayError::Truncated));
+        assert_eq!(Batch::parse(b"WDR\x02").err(), Some(RelayError::Truncated));
+        assert_eq!(
+            Batch::parse(b"WDR\x01\x00\x00").err(),
+            Some(RelayError::NotABatch)
+        );
     }
 
     proptest! {
@@ -621,7 +660,12 @@ mod tests {
             }
             payload.truncate(cut.min(payload.len()));
             if let Ok(batch) = Batch::parse(&payload) {
-                prop_assert!(batch.count() <= 20);
+                let mut events = 0;
+                for event in batch.flatten() {
+                    events += 1;
+                    let _ = decode_row(event.encoded);
+                }
+                prop_assert!(events <= 20);
             }
         }
     }

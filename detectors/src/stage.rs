@@ -202,6 +202,7 @@ impl StageCore {
         DetectReport {
             num_late: stats.late,
             num_held: self.paced.held(),
+            num_undecodable: self.report.num_undecodable + self.paced.undecodable(),
             ..self.report.clone()
         }
     }
@@ -230,7 +231,7 @@ impl StageCore {
         let mut full_batch = None;
         match EventRow::from_json(payload) {
             Ok(event) => {
-                if self.admit(&event, replaying, clock.future) {
+                if self.admit(event.ts, replaying, clock.future) {
                     // Passed on (not when replayed), and counted or held with the row encoded
                     // once for both.
                     let mut encoded = None;
@@ -270,9 +271,14 @@ impl StageCore {
                 Ok(event) => {
                     if self.counted_before(source, event.offset) {
                         self.report.num_duplicates += u64::from(!replaying);
-                    } else if self.admit(&event.row, replaying, future) {
-                        self.paced
-                            .offer(&event.row, Some(event.encoded), source, now);
+                    } else if self.admit(event.ts, replaying, future) {
+                        if let Err(err) =
+                            self.paced
+                                .offer_encoded(event.ts, event.encoded, source, now)
+                        {
+                            warn!(error = %err, "skipping an event of a batch of the shared stage");
+                            self.report.num_undecodable += u64::from(!replaying);
+                        }
                         alerts.extend(self.advance(clock));
                     }
                 }
@@ -290,8 +296,8 @@ impl StageCore {
     }
 
     /// Whether an event is to be taken: false, counting it, if it is stamped after `future`.
-    fn admit(&mut self, event: &EventRow<'_>, replaying: bool, future: DateTime<Utc>) -> bool {
-        if event.ts > future {
+    fn admit(&mut self, ts: DateTime<Utc>, replaying: bool, future: DateTime<Utc>) -> bool {
+        if ts > future {
             self.report.num_future += u64::from(!replaying);
             return false;
         }
