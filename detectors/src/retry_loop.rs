@@ -14,7 +14,8 @@
 //! requests and these counts are exact under scale-out.
 
 use hashbrown::HashMap;
-use std::hash::{DefaultHasher, Hash, Hasher};
+use hashbrown::hash_map::Entry;
+use std::hash::BuildHasher;
 
 use chrono::TimeDelta;
 use serde::{Deserialize, Serialize};
@@ -89,10 +90,14 @@ impl RetryLoopConfig {
 
 /// Repeats of one (client, request).
 #[derive(Debug, Clone)]
-struct Repeats {
-    counts: BucketCounts,
-    /// Set once the request repeats: most requests are seen once and never need it.
-    prompt_hash: Option<String>,
+enum Repeats {
+    /// Seen once so far, in this bucket: most requests are, and never need more.
+    Once(i64),
+    /// Seen again: counted by bucket, with the prompt hash for the evidence.
+    Again {
+        counts: BucketCounts,
+        prompt_hash: String,
+    },
 }
 
 /// One client's traffic.
@@ -109,7 +114,8 @@ struct Client {
 #[derive(Debug, Clone)]
 pub struct RetryLoop {
     config: RetryLoopConfig,
-    /// By a hash of (client, prompt hash): a map entry without strings for a request seen once.
+    /// By a hash of (client, prompt hash): a map entry without strings or counts for a
+    /// request seen once.
     repeats: HashMap<u64, Repeats>,
     /// Which client each repeats entry belongs to, for the entries that repeat.
     repeat_clients: HashMap<u64, String>,
@@ -142,13 +148,19 @@ impl RetryLoop {
         // The repeated requests of each client in the window, most repeated first.
         let mut by_client: HashMap<&str, Vec<(u64, &str)>> = HashMap::new();
         for (key, client) in &self.repeat_clients {
-            let Some(repeats) = self.repeats.get(key) else {
+            let Some(Repeats::Again {
+                counts,
+                prompt_hash,
+            }) = self.repeats.get(key)
+            else {
                 continue;
             };
-            let count = repeats.counts.sum(end - width, end);
+            let count = counts.sum(end - width, end);
             if count >= self.config.min_repeats {
-                let prompt = repeats.prompt_hash.as_deref().unwrap_or("");
-                by_client.entry(client).or_default().push((count, prompt));
+                by_client
+                    .entry(client)
+                    .or_default()
+                    .push((count, prompt_hash.as_str()));
             }
         }
         let window = (bucket_start(end - width), evaluation.at);
@@ -237,12 +249,6 @@ impl RetryLoop {
     }
 }
 
-fn repeat_key(client: &str, prompt_hash: &str) -> u64 {
-    let mut hasher = DefaultHasher::new();
-    client.hash(&mut hasher);
-    prompt_hash.hash(&mut hasher);
-    hasher.finish()
-}
 
 impl Detector for RetryLoop {
     fn observe(&mut self, event: &EventRow<'_>) {
@@ -286,24 +292,41 @@ impl Detector for RetryLoop {
         else {
             return;
         };
-        let key = repeat_key(name, prompt_hash);
-        let repeats = self.repeats.entry(key).or_insert_with(|| Repeats {
-            counts: BucketCounts::new(window),
-            prompt_hash: None,
-        });
-        repeats.counts.add(bucket, 1);
-        if repeats.prompt_hash.is_none() && repeats.counts.total() > 1 {
-            repeats.prompt_hash = Some(prompt_hash.to_owned());
-            self.repeat_clients.insert(key, name.to_owned());
+        // 64 bits of a randomly seeded hash: two requests sharing a key by chance is not a
+        // concern at any realistic number of entries.
+        let key = self.repeats.hasher().hash_one((name, prompt_hash));
+        match self.repeats.entry(key) {
+            Entry::Vacant(vacant) => {
+                vacant.insert(Repeats::Once(bucket));
+            }
+            Entry::Occupied(mut occupied) => match occupied.get_mut() {
+                Repeats::Once(first) => {
+                    let mut counts = BucketCounts::new(window);
+                    counts.add(*first, 1);
+                    counts.add(bucket, 1);
+                    occupied.insert(Repeats::Again {
+                        counts,
+                        prompt_hash: prompt_hash.to_owned(),
+                    });
+                    self.repeat_clients.insert(key, name.to_owned());
+                }
+                Repeats::Again { counts, .. } => {
+                    counts.add(bucket, 1);
+                }
+            },
         }
     }
 
     fn evaluate(&mut self, evaluation: Evaluation) -> Vec<Alert> {
         let end = evaluation.end;
         if evaluation.closed && end >= self.next_sweep {
-            self.repeats.retain(|_, repeats| {
-                repeats.counts.advance_to(end - 1);
-                repeats.counts.total() > 0
+            let keep_from = end - self.config.window_buckets();
+            self.repeats.retain(|_, repeats| match repeats {
+                Repeats::Once(bucket) => *bucket >= keep_from,
+                Repeats::Again { counts, .. } => {
+                    counts.advance_to(end - 1);
+                    counts.total() > 0
+                }
             });
             let repeats = &self.repeats;
             self.repeat_clients
