@@ -106,6 +106,7 @@ impl<'a> Cursor<'a> {
         let mut end = start;
         let mut escaped = false;
         loop {
+            end += bytes.get(end..).map_or(0, plain_run);
             match *bytes.get(end)? {
                 b'"' => break,
                 b'\\' => {
@@ -338,6 +339,40 @@ impl<'a> Cursor<'a> {
 
 /// The length of the JSON number `bytes` starts with: `-? (0 | [1-9][0-9]*) (. [0-9]+)?
 /// ([eE] [+-]? [0-9]+)?`.
+/// How many bytes at the start of `bytes` are plain string content: up to the first quote,
+/// backslash or control character (or the end). Eight bytes at a time: strings are most of
+/// an event, and a byte at a time was the largest part of reading one.
+fn plain_run(bytes: &[u8]) -> usize {
+    const ONES: u64 = u64::from_le_bytes([1; 8]);
+    const HIGH: u64 = u64::from_le_bytes([0x80; 8]);
+    /// The high bit of each byte of `word` below `limit` (at most 0x80). A byte can be
+    /// marked wrongly only above one marked rightly, so the lowest mark is exact.
+    const fn below(word: u64, limit: u8) -> u64 {
+        word.wrapping_sub(ONES * limit as u64) & !word & HIGH
+    }
+    let mut chunks = bytes.chunks_exact(8);
+    let mut plain = 0;
+    for chunk in &mut chunks {
+        let Ok(chunk) = <[u8; 8]>::try_from(chunk) else {
+            break;
+        };
+        let word = u64::from_le_bytes(chunk);
+        let marks = below(word ^ (ONES * u64::from(b'"')), 1)
+            | below(word ^ (ONES * u64::from(b'\\')), 1)
+            | below(word, 0x20);
+        if marks != 0 {
+            return plain + (marks.trailing_zeros() / 8) as usize;
+        }
+        plain += 8;
+    }
+    let rest = chunks.remainder();
+    plain
+        + rest
+            .iter()
+            .position(|&byte| byte == b'"' || byte == b'\\' || byte < 0x20)
+            .unwrap_or(rest.len())
+}
+
 fn json_number_length(bytes: &[u8]) -> Option<usize> {
     let digits_from = |at: usize| {
         bytes[at.min(bytes.len())..]
@@ -381,6 +416,22 @@ mod tests {
     use crate::event::{
         ClientInfo, DecisionInfo, RequestId, RequestInfo, ResponseInfo, RouteInfo, TokenId,
     };
+
+    proptest! {
+        #[test]
+        fn plain_runs_end_at_the_first_quote_backslash_or_control_character(
+            bytes in proptest::collection::vec(
+                prop_oneof![Just(b'"'), Just(b'\\'), 0u8..0x20, 0x20u8..=0xff],
+                0..40,
+            ),
+        ) {
+            let expected = bytes
+                .iter()
+                .position(|&byte| byte == b'"' || byte == b'\\' || byte < 0x20)
+                .unwrap_or(bytes.len());
+            prop_assert_eq!(plain_run(&bytes), expected);
+        }
+    }
 
     /// Strings with what JSON must escape: quotes, backslashes, control characters, and
     /// characters beyond ASCII.
