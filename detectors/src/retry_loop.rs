@@ -249,7 +249,6 @@ impl RetryLoop {
     }
 }
 
-
 impl Detector for RetryLoop {
     fn observe(&mut self, event: &EventRow<'_>) {
         let Some(name) = client_of(event) else {

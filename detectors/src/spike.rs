@@ -2,9 +2,9 @@
 //! (seed 000: "10x traffic spike in 5 minutes indicates client logic failure"), globally, per
 //! target and per client, with a minimum count so quiet services don't page.
 //!
-//! Each scope keeps its request counts in [`BUCKET_SECONDS`] buckets. At every evaluation (the
-//! watermark reaching a new bucket) the window is the `window` of closed buckets before the
-//! watermark, and the baseline is the median of the `baseline_windows` windows before it that
+//! Each scope keeps its request counts in [`BUCKET_SECONDS`](crate::buckets::BUCKET_SECONDS)
+//! buckets. At every evaluation (the watermark reaching a new bucket) the window is the
+//! `window` of closed buckets before the watermark, and the baseline is the median of the `baseline_windows` windows before it that
 //! lie after the scope's first request (a zero there is a real zero, not a gap; a new client
 //! has no baseline until it has `min_baseline_windows` windows of history).
 
