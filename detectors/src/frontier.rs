@@ -351,10 +351,7 @@ impl PacedEngine {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn at(seconds: i64) -> DateTime<Utc> {
-        DateTime::from_timestamp(1_790_000_000 + seconds, 0).expect("time")
-    }
+    use crate::test_support::at;
 
     #[test]
     fn the_input_furthest_behind_sets_the_frontier_while_catching_up() {

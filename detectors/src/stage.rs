@@ -360,10 +360,7 @@ impl StageCore {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn at(seconds: i64) -> DateTime<Utc> {
-        DateTime::from_timestamp(1_790_000_000 + seconds, 0).expect("time")
-    }
+    use crate::test_support::at;
 
     #[test]
     fn a_quiet_live_stream_follows_the_clock() {

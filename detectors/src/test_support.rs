@@ -1,6 +1,6 @@
 //! Events and evaluations for the detectors' unit tests.
 
-use chrono::DateTime;
+use chrono::{DateTime, Utc};
 use warden_ingest::alert::{Alert, Severity};
 use warden_ingest::event::{ResponseInfo, RouteInfo};
 use warden_ingest::event_row::EventRow;
@@ -13,10 +13,15 @@ use crate::engine::Evaluation;
 /// Event times in tests are seconds after this.
 pub const START: i64 = 1_800_000_000;
 
+/// The time `second` seconds after [`START`].
+pub fn at(second: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp(START + second, 0).expect("time")
+}
+
 /// An event of `kind` at `second` from `client` (by name) at `ip`, routed to target `llama`.
 pub fn event(kind: EventKind, second: i64, client: &str, ip: &str) -> AuditEvent {
     let mut event = AuditEvent::new(kind, RequestId::new(), "p");
-    event.ts = DateTime::from_timestamp(START + second, 0).expect("time");
+    event.ts = at(second);
     event.client.name = Some(client.into());
     event.client.ip = Some(ip.into());
     event.route = Some(RouteInfo {
@@ -62,7 +67,7 @@ pub fn early_at(second: i64) -> Evaluation {
     Evaluation {
         end: (START + second).div_euclid(BUCKET_SECONDS) + 1,
         closed: false,
-        at: DateTime::from_timestamp(START + second, 0).expect("time"),
+        at: at(second),
     }
 }
 
