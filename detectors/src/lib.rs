@@ -13,8 +13,8 @@
 //! [`EventRow`](warden_ingest::event_row::EventRow) and feeds the engine; the loop publishes
 //! what comes out to `warden.alerts` (keyed by dedup key), logging one line per alert. The
 //! engine's clock is the [frontier] of the stage's inputs, so partitions read at different
-//! paces are judged in event-time order. [Scenarios](scenario) generate realistic streams to rehearse the detectors
-//! (`warden simulate`).
+//! paces are judged in event-time order. [Scenarios](scenario) generate realistic streams to
+//! rehearse the detectors (`warden simulate`).
 //!
 //! Restart and rebalance safety is by replay, not checkpoints: see [`DetectLoop`].
 //!
