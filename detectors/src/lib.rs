@@ -27,7 +27,8 @@
 //!
 //! Settings per environment, target and client: [`overrides`].
 //!
-//! Not done yet (issue 5): spreading the shared stage (partial aggregates).
+//! Limit: the shared stage runs on one worker, so its throughput caps the whole group;
+//! combining per-partition partial aggregates instead would spread it (not built).
 
 pub mod auth_failures;
 pub mod buckets;
