@@ -89,8 +89,9 @@ impl BucketCounts {
             self.counts.push_back(0);
         }
         let index = usize::try_from(bucket - self.first).unwrap_or(0);
-        self.counts[index] += amount;
-        self.total += amount;
+        // Amounts come from upstream-supplied numbers (token counts, costs): saturate.
+        self.counts[index] = self.counts[index].saturating_add(amount);
+        self.total = self.total.saturating_add(amount);
         true
     }
 
@@ -109,7 +110,9 @@ impl BucketCounts {
             return;
         }
         while self.first < keep_from {
-            self.total -= self.counts.pop_front().unwrap_or(0);
+            self.total = self
+                .total
+                .saturating_sub(self.counts.pop_front().unwrap_or(0));
             self.first += 1;
         }
     }
@@ -125,7 +128,9 @@ impl BucketCounts {
         if from >= to {
             return 0;
         }
-        self.counts.range(from..to).sum()
+        self.counts
+            .range(from..to)
+            .fold(0, |sum, count| sum.saturating_add(*count))
     }
 
     /// The total of every kept bucket.
@@ -222,6 +227,18 @@ mod properties {
     use proptest::prelude::*;
 
     use super::*;
+
+    #[test]
+    fn huge_amounts_saturate_instead_of_overflowing() {
+        let mut counts = BucketCounts::new(4);
+        assert!(counts.add(10, u64::MAX));
+        assert!(counts.add(10, u64::MAX));
+        assert!(counts.add(11, 5));
+        assert_eq!(counts.sum(0, 20), u64::MAX);
+        assert_eq!(counts.total(), u64::MAX);
+        counts.advance_to(14);
+        assert_eq!(counts.sum(0, 20), 5);
+    }
 
     proptest! {
         /// Whatever order buckets arrive in and evaluations move on, a window's sum is the

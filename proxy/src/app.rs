@@ -3,7 +3,6 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
@@ -13,9 +12,8 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 use serde_json::{Map, Value, json};
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tokio::sync::Semaphore;
+use tracing::warn;
 use warden_ingest::event::ResponseInfo;
 use warden_ingest::{AuditUnavailable, EventEmitter, RequestId};
 
@@ -25,9 +23,9 @@ use crate::auth::{AuthOutcome, ClientRegistry, RejectReason};
 use crate::config::{ProxySettings, Target, TargetKind};
 use crate::error::ProxyError;
 use crate::generation::Generation;
-use crate::metrics::{ProxyMetrics, SharedMetrics};
+use crate::metrics::{OverloadedResource, ProxyMetrics, SharedMetrics};
 use crate::openai::client_wants_usage;
-use crate::stream::{StreamTranslator, TranslatedStream};
+use crate::stream::{StreamLimits, StreamTranslator, TranslatedStream};
 use crate::upstream::Upstream;
 use crate::{chat, embeddings, passthrough};
 
@@ -42,6 +40,8 @@ pub struct ProxyState {
     pub(crate) upstream: Upstream,
     emitter: EventEmitter,
     metrics: SharedMetrics,
+    /// One permit per call in flight, `max_in_flight_calls` in all.
+    in_flight: Arc<Semaphore>,
 }
 
 /// Why the proxy could not start.
@@ -67,9 +67,14 @@ impl ProxyState {
             clients,
             upstream: Upstream::new(&settings.targets)?,
             metrics: Arc::new(ProxyMetrics::new(emitter.clone())),
+            in_flight: Arc::new(Semaphore::new(settings.server.max_in_flight_calls)),
             emitter,
             settings,
         }))
+    }
+
+    pub(crate) fn metrics(&self) -> &ProxyMetrics {
+        &self.metrics
     }
 
     fn target_for(&self, requested_model: &str) -> Option<&Target> {
@@ -163,13 +168,60 @@ pub fn router(state: Arc<ProxyState>) -> Router {
                 any(passthrough::handle),
             );
     }
-    let calls = calls.route_layer(middleware::from_fn_with_state(state.clone(), audit_gate));
+    let calls = calls
+        .route_layer(middleware::from_fn_with_state(state.clone(), audit_gate))
+        .route_layer(middleware::from_fn_with_state(state.clone(), in_flight_cap));
     Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .merge(calls)
         .fallback(unknown_endpoint)
         .with_state(state)
+}
+
+/// Refuses a call with 503 while `max_in_flight_calls` are being served. A call's place is
+/// held until its response body ends, so a stream counts for as long as it runs.
+async fn in_flight_cap(
+    State(state): State<Arc<ProxyState>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let Ok(place) = state.in_flight.clone().try_acquire_owned() else {
+        state.metrics.refused_overloaded(OverloadedResource::Calls);
+        return ProxyError::Overloaded.into_response();
+    };
+    next.run(request).await.map(|body| {
+        Body::new(HoldWhileStreaming {
+            body,
+            _place: place,
+        })
+    })
+}
+
+/// A response body that keeps its call's in-flight place until it ends or is dropped.
+struct HoldWhileStreaming {
+    body: Body,
+    _place: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl http_body::Body for HoldWhileStreaming {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        std::pin::Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
 }
 
 /// Holds a call at the door while the audit pipeline has no room for its events, as
@@ -187,21 +239,6 @@ async fn audit_gate(
             ProxyError::AuditUnavailable.into_response()
         }
     }
-}
-
-/// Serves until `shutdown` fires, then finishes in-flight calls and returns.
-pub async fn serve(
-    listener: TcpListener,
-    state: Arc<ProxyState>,
-    shutdown: CancellationToken,
-) -> std::io::Result<()> {
-    info!(listen = %listener.local_addr()?, "proxy listening");
-    axum::serve(
-        listener,
-        router(state).into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown.cancelled_owned())
-    .await
 }
 
 async fn healthz() -> impl IntoResponse {
@@ -280,10 +317,10 @@ impl Outcome {
     fn stream<T: StreamTranslator>(
         upstream: reqwest::Response,
         translator: T,
-        first_token_timeout: Duration,
+        limits: StreamLimits,
     ) -> Self {
         Self::Stream(Box::new(move |call| {
-            TranslatedStream::new(upstream, call, translator, first_token_timeout).into_response()
+            TranslatedStream::new(upstream, call, translator, limits).into_response()
         }))
     }
 }
@@ -309,13 +346,13 @@ async fn forward(
     } = route(state, call, headers, body).await?;
     let upstream = &state.upstream;
     let stream = call.route.stream;
-    let timeout = target.first_token_timeout;
+    let limits = StreamLimits::of(target);
     match (endpoint, target.kind) {
         (OpenAiEndpoint::Chat, TargetKind::TgiMessages | TargetKind::HfServerless) => {
             if stream {
                 let (response, translator) =
                     chat::open_stream(upstream, target, &model, request).await?;
-                Ok(Outcome::stream(response, translator, timeout))
+                Ok(Outcome::stream(response, translator, limits))
             } else {
                 chat::complete(upstream, target, &model, request)
                     .await
@@ -332,7 +369,7 @@ async fn forward(
                 let (response, translator) = generation
                     .open_stream(upstream, target, client_wants_usage(&request))
                     .await?;
-                Ok(Outcome::stream(response, translator, timeout))
+                Ok(Outcome::stream(response, translator, limits))
             } else {
                 generation
                     .complete(upstream, target)
@@ -355,7 +392,7 @@ async fn route<'a>(
     body: Body,
 ) -> Result<Routed<'a>, ProxyError> {
     let auth = state.authorize(call, headers)?;
-    let body = read_body(body, state.settings.max_body_bytes).await?;
+    let body = read_body(body, &state.settings).await?;
     call.request.bytes = body.len() as u64;
     let request: Map<String, Value> =
         serde_json::from_slice(&body).map_err(|err| ProxyError::InvalidJson(err.to_string()))?;
@@ -436,9 +473,18 @@ pub(crate) fn with_request_id(mut response: Response, request_id: &RequestId) ->
     response
 }
 
-/// Reads the whole request body, refusing more than `limit` bytes.
-pub(crate) async fn read_body(body: Body, limit: usize) -> Result<bytes::Bytes, ProxyError> {
-    axum::body::to_bytes(body, limit).await.map_err(|err| {
+/// Reads the whole request body, refusing more than the configured size, or a body that
+/// takes longer than the configured deadline.
+pub(crate) async fn read_body(
+    body: Body,
+    settings: &ProxySettings,
+) -> Result<bytes::Bytes, ProxyError> {
+    let (limit, deadline) = (settings.max_body_bytes, settings.server.body_read_timeout);
+    let read = axum::body::to_bytes(body, limit);
+    let read = tokio::time::timeout(deadline, read)
+        .await
+        .map_err(|_| ProxyError::BodyTimeout(deadline))?;
+    read.map_err(|err| {
         let source = err.into_inner();
         if source
             .downcast_ref::<http_body_util::LengthLimitError>()

@@ -131,17 +131,22 @@ impl CallAudit {
 
     /// `text` as the target's capture policy keeps it.
     pub(crate) fn captured(&self, text: &str) -> Option<String> {
+        let mut capture = self.content_capture()?;
+        capture.push(text);
+        Some(capture.finish())
+    }
+
+    /// A capture to feed piece by piece (a stream's text), holding no more than the policy
+    /// keeps: a running hash, or the first `capture_max_bytes`.
+    pub(crate) fn content_capture(&self) -> Option<ContentCapture> {
         let (policy, max_bytes) = self.capture;
         match policy {
             CapturePolicy::None => None,
-            CapturePolicy::Hash => Some(hex::encode(Sha256::digest(text.as_bytes()))),
-            CapturePolicy::Full => {
-                let mut end = text.len().min(max_bytes);
-                while !text.is_char_boundary(end) {
-                    end -= 1;
-                }
-                Some(text[..end].to_owned())
-            }
+            CapturePolicy::Hash => Some(ContentCapture::Hash(Sha256::new())),
+            CapturePolicy::Full => Some(ContentCapture::Full {
+                text: String::new(),
+                max_bytes,
+            }),
         }
     }
 
@@ -215,6 +220,47 @@ impl Drop for CallAudit {
     }
 }
 
+/// Content being captured for an event, bounded while it is fed.
+#[derive(Debug)]
+pub(crate) enum ContentCapture {
+    /// SHA-256 of everything fed.
+    Hash(Sha256),
+    /// The first `max_bytes` fed, cut at a character boundary.
+    Full { text: String, max_bytes: usize },
+}
+
+impl ContentCapture {
+    pub(crate) fn push(&mut self, piece: &str) {
+        match self {
+            Self::Hash(hasher) => hasher.update(piece.as_bytes()),
+            Self::Full { text, max_bytes } => {
+                let room = max_bytes.saturating_sub(text.len());
+                if room == 0 {
+                    return;
+                }
+                if piece.len() <= room {
+                    text.push_str(piece);
+                    return;
+                }
+                let mut end = room;
+                while !piece.is_char_boundary(end) {
+                    end -= 1;
+                }
+                text.push_str(&piece[..end]);
+                // Full now: a later, shorter piece must not be glued on after the cut.
+                *max_bytes = text.len();
+            }
+        }
+    }
+
+    pub(crate) fn finish(self) -> String {
+        match self {
+            Self::Hash(hasher) => hex::encode(hasher.finalize()),
+            Self::Full { text, .. } => text,
+        }
+    }
+}
+
 /// Request fields that change how an answer is delivered or attributed, not what is asked.
 const FIELDS_NOT_HASHED: &[&str] = &["stream", "stream_options", "user"];
 
@@ -275,6 +321,31 @@ mod tests {
 
     fn object(json: &str) -> Map<String, Value> {
         serde_json::from_str(json).expect("object")
+    }
+
+    #[test]
+    fn content_capture_fed_in_pieces_equals_capturing_the_whole() {
+        let pieces = ["Hé", "llo ", "wörld", "!", " and more text"];
+        let whole: String = pieces.concat();
+        for max_bytes in 0..whole.len() + 2 {
+            let mut capture = ContentCapture::Full {
+                text: String::new(),
+                max_bytes,
+            };
+            for piece in pieces {
+                capture.push(piece);
+            }
+            let mut expected = max_bytes.min(whole.len());
+            while !whole.is_char_boundary(expected) {
+                expected -= 1;
+            }
+            assert_eq!(capture.finish(), whole[..expected], "max {max_bytes}");
+        }
+        let mut hash = ContentCapture::Hash(Sha256::new());
+        for piece in pieces {
+            hash.push(piece);
+        }
+        assert_eq!(hash.finish(), hex::encode(Sha256::digest(whole.as_bytes())));
     }
 
     #[test]

@@ -48,6 +48,25 @@ pub struct ProxyConfig {
     /// A MaxMind GeoIP2/GeoLite2 database: callers' countries are recorded on their events.
     #[serde(default)]
     pub geoip_database: Option<PathBuf>,
+    /// Longest wait for a new connection's first request headers, in seconds.
+    #[serde(default = "default_header_read_timeout_s")]
+    pub header_read_timeout_s: f64,
+    /// Longest a kept-alive connection may sit idle, up to the next request's complete
+    /// headers, in seconds.
+    #[serde(default = "default_keep_alive_timeout_s")]
+    pub keep_alive_timeout_s: f64,
+    /// Longest wait for a whole request body, in seconds (408 above).
+    #[serde(default = "default_body_read_timeout_s")]
+    pub body_read_timeout_s: f64,
+    /// Most client connections open at once; one more is answered 503 and closed.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Most calls in flight at once (streams count until they end); one more gets a 503.
+    #[serde(default = "default_max_in_flight_calls")]
+    pub max_in_flight_calls: usize,
+    /// How long a stopping proxy lets calls in flight finish before closing them, in seconds.
+    #[serde(default = "default_shutdown_timeout_s")]
+    pub shutdown_timeout_s: f64,
 }
 
 impl Default for ProxyConfig {
@@ -62,8 +81,40 @@ impl Default for ProxyConfig {
             passthrough: None,
             trusted_proxies: Vec::new(),
             geoip_database: None,
+            header_read_timeout_s: default_header_read_timeout_s(),
+            keep_alive_timeout_s: default_keep_alive_timeout_s(),
+            body_read_timeout_s: default_body_read_timeout_s(),
+            max_connections: default_max_connections(),
+            max_in_flight_calls: default_max_in_flight_calls(),
+            shutdown_timeout_s: default_shutdown_timeout_s(),
         }
     }
+}
+
+fn default_header_read_timeout_s() -> f64 {
+    10.0
+}
+
+fn default_keep_alive_timeout_s() -> f64 {
+    60.0
+}
+
+fn default_body_read_timeout_s() -> f64 {
+    30.0
+}
+
+/// Well above what 2 cores serve (the proxy holds 10,000 slow streams at once), well below
+/// what would exhaust memory.
+fn default_max_connections() -> usize {
+    16_384
+}
+
+fn default_max_in_flight_calls() -> usize {
+    12_288
+}
+
+fn default_shutdown_timeout_s() -> f64 {
+    30.0
 }
 
 /// `[proxy.passthrough]`: requests in Hugging Face's own formats (`/generate`,
@@ -170,6 +221,29 @@ pub struct TargetConfig {
     /// Longest captured content per event, in bytes (cut at a character boundary).
     #[serde(default = "default_capture_max_bytes")]
     pub capture_max_bytes: usize,
+    /// Organisations a pass-through caller may bill through `X-HF-Bill-To` (`"*"`: any).
+    /// Empty, the default: the header is dropped, so callers cannot bill the operator's
+    /// token to an organisation of their choosing.
+    #[serde(default)]
+    pub allow_bill_to: Vec<String>,
+    /// Largest non-streamed answer read from the upstream, in bytes (a 502 above).
+    #[serde(default = "default_max_response_bytes")]
+    pub max_response_bytes: usize,
+    /// Largest event (or line) of a streamed answer, in bytes: what a stream may hold at once.
+    /// Above it the stream ends with an error event.
+    #[serde(default = "default_max_stream_event_bytes")]
+    pub max_stream_event_bytes: usize,
+}
+
+/// Embedding batches are the largest honest answers: 2,048 vectors of 1,024 floats as JSON
+/// come to about 20 MB.
+fn default_max_response_bytes() -> usize {
+    32 * 1024 * 1024
+}
+
+/// TGI's final event (with `details`) is the largest; top-n token details stay well below.
+fn default_max_stream_event_bytes() -> usize {
+    1024 * 1024
 }
 
 fn default_cold_start_timeout_s() -> f64 {
@@ -301,9 +375,19 @@ pub struct Target {
     pub pricing: Option<Pricing>,
     pub capture: CapturePolicy,
     pub capture_max_bytes: usize,
+    pub allow_bill_to: Vec<String>,
+    pub max_response_bytes: usize,
+    pub max_stream_event_bytes: usize,
 }
 
 impl Target {
+    /// Whether a caller may name `organisation` in `X-HF-Bill-To`.
+    pub fn allows_bill_to(&self, organisation: &str) -> bool {
+        self.allow_bill_to
+            .iter()
+            .any(|allowed| allowed == "*" || allowed == organisation)
+    }
+
     /// Whether a client's `"model"` selects this target.
     pub fn serves(&self, requested_model: &str) -> bool {
         self.id == requested_model || self.model.as_deref() == Some(requested_model)
@@ -339,10 +423,22 @@ pub struct Passthrough {
     pub forward_client_authorization: bool,
 }
 
+/// What bounds the server side: every duration and count a client could stretch.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ServerLimits {
+    pub header_read_timeout: Duration,
+    pub keep_alive_timeout: Duration,
+    pub body_read_timeout: Duration,
+    pub max_connections: usize,
+    pub max_in_flight_calls: usize,
+    pub shutdown_timeout: Duration,
+}
+
 /// The proxy's runtime settings.
 #[derive(Debug, Clone)]
 pub struct ProxySettings {
     pub listen: SocketAddr,
+    pub server: ServerLimits,
     pub proxy_id: String,
     pub environment: Option<String>,
     pub max_body_bytes: usize,
@@ -365,6 +461,24 @@ impl ProxyConfig {
             .ok();
         if self.max_body_bytes == 0 {
             errors.push("proxy.max_body_bytes: must be at least 1".to_owned());
+        }
+        for (key, seconds) in [
+            ("header_read_timeout_s", self.header_read_timeout_s),
+            ("keep_alive_timeout_s", self.keep_alive_timeout_s),
+            ("body_read_timeout_s", self.body_read_timeout_s),
+            ("shutdown_timeout_s", self.shutdown_timeout_s),
+        ] {
+            if !(seconds > 0.0 && seconds <= 3600.0) {
+                errors.push(format!("proxy.{key}: must be in (0, 3600]"));
+            }
+        }
+        for (key, count) in [
+            ("max_connections", self.max_connections),
+            ("max_in_flight_calls", self.max_in_flight_calls),
+        ] {
+            if !(1..=1_000_000).contains(&count) {
+                errors.push(format!("proxy.{key}: must be between 1 and 1000000"));
+            }
         }
 
         let mut targets = Vec::new();
@@ -432,6 +546,14 @@ impl ProxyConfig {
         match (listen, errors.is_empty()) {
             (Some(listen), true) => Ok(ProxySettings {
                 listen,
+                server: ServerLimits {
+                    header_read_timeout: Duration::from_secs_f64(self.header_read_timeout_s),
+                    keep_alive_timeout: Duration::from_secs_f64(self.keep_alive_timeout_s),
+                    body_read_timeout: Duration::from_secs_f64(self.body_read_timeout_s),
+                    max_connections: self.max_connections,
+                    max_in_flight_calls: self.max_in_flight_calls,
+                    shutdown_timeout: Duration::from_secs_f64(self.shutdown_timeout_s),
+                },
                 proxy_id: self.proxy_id.clone().unwrap_or_else(default_proxy_id),
                 environment: self.environment.clone(),
                 max_body_bytes: self.max_body_bytes,
@@ -494,6 +616,14 @@ fn validate_target(
             errors.push(format!("{path}.{key}: must be in (0, 3600]"));
         }
     }
+    for (key, bytes) in [
+        ("max_response_bytes", target.max_response_bytes),
+        ("max_stream_event_bytes", target.max_stream_event_bytes),
+    ] {
+        if !(1024..=1 << 30).contains(&bytes) {
+            errors.push(format!("{path}.{key}: must be between 1 KiB and 1 GiB"));
+        }
+    }
     if target.max_stop_sequences == 0 {
         errors.push(format!("{path}.max_stop_sequences: must be at least 1"));
     }
@@ -530,6 +660,9 @@ fn validate_target(
         pricing: target.pricing,
         capture: target.capture,
         capture_max_bytes: target.capture_max_bytes,
+        allow_bill_to: target.allow_bill_to.clone(),
+        max_response_bytes: target.max_response_bytes,
+        max_stream_event_bytes: target.max_stream_event_bytes,
     })
 }
 

@@ -15,10 +15,20 @@ pub enum ProxyError {
     MissingApiKey,
     #[error("Incorrect API key provided.")]
     InvalidApiKey,
+    #[error(
+        "This pass-through forwards your own Hugging Face token: send it as 'Authorization: Bearer hf_...' (and your Warden key in 'X-Warden-Key')."
+    )]
+    MissingUpstreamToken,
+    #[error("Invalid pass-through path: {0}.")]
+    InvalidPath(String),
     #[error("Request body is larger than the {limit} byte limit.")]
     BodyTooLarge { limit: usize },
     #[error("Could not read the request body: {0}")]
     BodyRead(String),
+    #[error("The request body did not arrive within {:.1} s.", .0.as_secs_f64())]
+    BodyTimeout(Duration),
+    #[error("Warden is serving as many calls as it is configured to. Retry shortly.")]
+    Overloaded,
     #[error("We could not parse the JSON body of your request: {0}")]
     InvalidJson(String),
     #[error("Invalid request: {0}")]
@@ -37,6 +47,8 @@ pub enum ProxyError {
     UpstreamTimeout(Duration),
     #[error("The upstream answered with a response Warden could not read: {0}")]
     UpstreamInvalid(String),
+    #[error("The upstream's answer is larger than the {limit} byte limit.")]
+    UpstreamTooLarge { limit: usize },
     #[error("The model is still starting up: {0}")]
     UpstreamLoading(String),
     #[error("Upstream error ({status}): {message}")]
@@ -52,18 +64,26 @@ pub enum ProxyError {
 impl ProxyError {
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::MissingApiKey | Self::InvalidApiKey => StatusCode::UNAUTHORIZED,
-            Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::BodyRead(_) | Self::InvalidJson(_) | Self::InvalidRequest(_) => {
-                StatusCode::BAD_REQUEST
+            Self::MissingApiKey | Self::InvalidApiKey | Self::MissingUpstreamToken => {
+                StatusCode::UNAUTHORIZED
             }
+            Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::BodyRead(_)
+            | Self::InvalidJson(_)
+            | Self::InvalidRequest(_)
+            | Self::InvalidPath(_) => StatusCode::BAD_REQUEST,
             Self::UnknownModel(_) | Self::UnknownEndpoint(_) => StatusCode::NOT_FOUND,
             Self::TargetNotAllowed(_) => StatusCode::FORBIDDEN,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Self::Unsupported(_) => StatusCode::BAD_REQUEST,
-            Self::UpstreamUnreachable(_) | Self::UpstreamInvalid(_) => StatusCode::BAD_GATEWAY,
+            Self::UpstreamUnreachable(_)
+            | Self::UpstreamInvalid(_)
+            | Self::UpstreamTooLarge { .. } => StatusCode::BAD_GATEWAY,
             Self::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
-            Self::UpstreamLoading(_) | Self::AuditUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
+            Self::UpstreamLoading(_) | Self::AuditUnavailable | Self::Overloaded => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Self::Upstream { status, .. } => *status,
         }
     }
@@ -73,13 +93,14 @@ impl ProxyError {
         match self {
             Self::MissingApiKey | Self::InvalidApiKey => "invalid_request_error",
             Self::TargetNotAllowed(_) => "permission_error",
-            Self::Internal(_) | Self::AuditUnavailable => "server_error",
+            Self::Internal(_) | Self::AuditUnavailable | Self::Overloaded => "server_error",
             Self::Upstream { status, .. } if *status == StatusCode::TOO_MANY_REQUESTS => {
                 "rate_limit_error"
             }
             Self::UpstreamUnreachable(_)
             | Self::UpstreamTimeout(_)
             | Self::UpstreamInvalid(_)
+            | Self::UpstreamTooLarge { .. }
             | Self::UpstreamLoading(_)
             | Self::Upstream { .. } => "upstream_error",
             _ => "invalid_request_error",
@@ -91,8 +112,12 @@ impl ProxyError {
         match self {
             Self::MissingApiKey => "missing_api_key",
             Self::InvalidApiKey => "invalid_api_key",
+            Self::MissingUpstreamToken => "missing_hf_token",
+            Self::InvalidPath(_) => "invalid_path",
             Self::BodyTooLarge { .. } => "request_too_large",
             Self::BodyRead(_) => "body_read_error",
+            Self::BodyTimeout(_) => "body_read_timeout",
+            Self::Overloaded => "overloaded",
             Self::InvalidJson(_) => "invalid_json",
             Self::InvalidRequest(_) => "invalid_request",
             Self::UnknownModel(_) => "model_not_found",
@@ -104,6 +129,7 @@ impl ProxyError {
             Self::UpstreamUnreachable(_) => "upstream_unreachable",
             Self::UpstreamTimeout(_) => "upstream_timeout",
             Self::UpstreamInvalid(_) => "upstream_invalid_response",
+            Self::UpstreamTooLarge { .. } => "upstream_response_too_large",
             Self::UpstreamLoading(_) => "upstream_loading",
             Self::Upstream { status, .. } => match status.as_u16() {
                 401 => "upstream_unauthorized",
@@ -116,17 +142,33 @@ impl ProxyError {
     }
 }
 
-impl IntoResponse for ProxyError {
-    fn into_response(self) -> Response {
-        let body = json!({
+/// `Retry-After` (seconds) on a 503 for a full proxy.
+pub(crate) const OVERLOADED_RETRY_AFTER_S: u32 = 1;
+
+impl ProxyError {
+    /// The error in OpenAI's JSON shape.
+    pub(crate) fn openai_body(&self) -> serde_json::Value {
+        json!({
             "error": {
                 "message": self.to_string(),
                 "type": self.openai_type(),
                 "param": null,
                 "code": self.code(),
             }
-        });
-        (self.status(), Json(body)).into_response()
+        })
+    }
+}
+
+impl IntoResponse for ProxyError {
+    fn into_response(self) -> Response {
+        let mut response = (self.status(), Json(self.openai_body())).into_response();
+        if matches!(self, Self::Overloaded) {
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from(OVERLOADED_RETRY_AFTER_S),
+            );
+        }
+        response
     }
 }
 

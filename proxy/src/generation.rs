@@ -188,10 +188,13 @@ impl Generation {
                 generated.text.clone()
             };
             choices.push(self.choice(index, text, generated.finish_reason.as_deref()));
-            input_tokens = input_tokens.zip(generated.input_tokens).map(|(a, b)| a + b);
+            // Counts are the upstream's word: saturate rather than overflow.
+            input_tokens = input_tokens
+                .zip(generated.input_tokens)
+                .map(|(a, b)| a.saturating_add(b));
             output_tokens = output_tokens
                 .zip(generated.output_tokens)
-                .map(|(a, b)| a + b);
+                .map(|(a, b)| a.saturating_add(b));
             upstream_seconds += reply.elapsed.as_secs_f64();
             finish_reason = finish_reason.or_else(|| generated.finish_reason.clone());
         }
@@ -483,7 +486,7 @@ fn read_generated(reply: &UpstreamReply) -> Result<Generated, ProxyError> {
 
 fn usage(input_tokens: Option<u64>, output_tokens: Option<u64>) -> Value {
     let (input, output) = (input_tokens.unwrap_or(0), output_tokens.unwrap_or(0));
-    json!({"prompt_tokens": input, "completion_tokens": output, "total_tokens": input + output})
+    json!({"prompt_tokens": input, "completion_tokens": output, "total_tokens": input.saturating_add(output)})
 }
 
 fn unix_now() -> u64 {
@@ -573,7 +576,7 @@ impl StreamTranslator for TokenEvents {
             _ => "",
         };
         if token.is_some() {
-            self.tokens_seen += 1;
+            self.tokens_seen = self.tokens_seen.saturating_add(1);
             tally.output_tokens = Some(self.tokens_seen);
         }
         tally.text(text);
@@ -844,7 +847,7 @@ mod tests {
             let mut start: usize = 0;
             for cut in cuts.iter().chain(std::iter::once(&usize::MAX)) {
                 let end = start.saturating_add(*cut).min(bytes.len());
-                for data in parser.push(&bytes[start..end]) {
+                for data in parser.push(&bytes[start..end]).expect("within bounds") {
                     events.event(&data, &mut tally, &mut out);
                 }
                 start = end;
@@ -886,7 +889,7 @@ mod tests {
                     chat_translator.event(&data, &mut tally, &mut out);
                 }
                 events_translator.end(&mut tally, &mut out);
-                for data in crate::sse::SseParser::default().push(&out) {
+                for data in crate::sse::SseParser::default().push(&out).expect("within bounds") {
                     prop_assert!(data == "[DONE]" || serde_json::from_str::<Value>(&data).is_ok(), "{}", data);
                 }
             }

@@ -6,7 +6,8 @@
 //! [`warden_ingest::EventEmitter`]: the request path never waits on Kafka.
 //!
 //! - [`config`]: `[proxy]` settings, validated, secrets resolved through an env seam.
-//! - [`app`]: routes, state and serving.
+//! - [`app`]: routes and state; `server`: the listener and its bounds (timeouts, caps,
+//!   graceful shutdown).
 //! - `auth`, then per endpoint `chat` (OpenAI-compatible targets), `generation` (TGI's
 //!   native API, with [`template`]), `embeddings`, `passthrough` (HF-native requests);
 //!   `stream` (+ `sse`) for streamed answers, `answer` for complete ones; `upstream`, `audit`.
@@ -26,11 +27,13 @@ mod generation;
 mod metrics;
 mod openai;
 mod passthrough;
+mod server;
 mod sse;
 mod stream;
 pub mod template;
 mod upstream;
 
-pub use app::{ProxySetupError, ProxyState, REQUEST_ID_HEADER, router, serve};
+pub use app::{ProxySetupError, ProxyState, REQUEST_ID_HEADER, router};
 pub use config::{Environment, ProcessEnvironment, ProxyConfig, ProxySettings};
 pub use passthrough::WARDEN_KEY_HEADER;
+pub use server::serve;

@@ -6,11 +6,13 @@
 use std::sync::Arc;
 
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::encoding::{
+    DescriptorEncoder, EncodeLabelSet, EncodeLabelValue, EncodeMetric,
+};
 use prometheus_client::metrics::TypedMetric;
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use warden_ingest::EventEmitter;
@@ -19,6 +21,8 @@ const REQUESTS: &str = "warden_proxy_requests";
 const UPSTREAM_LATENCY: &str = "warden_proxy_upstream_latency_seconds";
 const ADDED_LATENCY: &str = "warden_proxy_added_latency_seconds";
 const CALLS_REFUSED_UNAUDITED: &str = "warden_proxy_calls_refused_unaudited";
+const REFUSED_OVERLOADED: &str = "warden_proxy_refused_overloaded";
+const CONNECTIONS_OPEN: &str = "warden_proxy_connections_open";
 const EVENTS_EMITTED: &str = "warden_events_emitted";
 const EVENTS_DROPPED: &str = "warden_events_dropped";
 const EVENTS_DELIVERED: &str = "warden_events_delivered";
@@ -36,6 +40,20 @@ struct CallLabels {
     status: u16,
 }
 
+/// What was over its cap when a caller was turned away.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
+pub(crate) enum OverloadedResource {
+    /// `[proxy].max_connections`: the connection was answered 503 and closed.
+    Connections,
+    /// `[proxy].max_in_flight_calls`: the call was answered 503.
+    Calls,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OverloadLabels {
+    resource: OverloadedResource,
+}
+
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct TargetLabels {
     target: String,
@@ -49,6 +67,8 @@ pub(crate) struct ProxyMetrics {
     upstream_latency: Family<TargetLabels, Histogram>,
     added_latency: Histogram,
     refused_unaudited: Counter,
+    refused_overloaded: Family<OverloadLabels, Counter>,
+    connections_open: Gauge,
 }
 
 impl ProxyMetrics {
@@ -82,6 +102,18 @@ impl ProxyMetrics {
             "Calls refused with 503 because the audit spool was full (on_spool_full = fail_closed)",
             refused_unaudited.clone(),
         );
+        let refused_overloaded = Family::<OverloadLabels, Counter>::default();
+        registry.register(
+            REFUSED_OVERLOADED,
+            "Connections and calls refused with 503 because their cap was reached",
+            refused_overloaded.clone(),
+        );
+        let connections_open = Gauge::default();
+        registry.register(
+            CONNECTIONS_OPEN,
+            "Client connections open now",
+            connections_open.clone(),
+        );
         registry.register_collector(Box::new(EmitterCollector { emitter }));
         Self {
             registry,
@@ -89,11 +121,24 @@ impl ProxyMetrics {
             upstream_latency,
             added_latency,
             refused_unaudited,
+            refused_overloaded,
+            connections_open,
         }
     }
 
     pub(crate) fn refused_unaudited(&self) {
         self.refused_unaudited.inc();
+    }
+
+    pub(crate) fn refused_overloaded(&self, resource: OverloadedResource) {
+        self.refused_overloaded
+            .get_or_create(&OverloadLabels { resource })
+            .inc();
+    }
+
+    /// The gauge of open connections, for the server to move.
+    pub(crate) fn connections_open(&self) -> &Gauge {
+        &self.connections_open
     }
 
     /// Records one finished call. `upstream_seconds` is known for non-streamed calls that

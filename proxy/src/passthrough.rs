@@ -10,10 +10,20 @@
 //! `models/{model}` (so `{prefix}/{target}/pipeline/feature-extraction` reaches
 //! `models/{model}/pipeline/feature-extraction`).
 //!
+//! The path below the target comes from the caller, so it is taken from the raw URI, split
+//! into segments and validated ([`UpstreamPath`]): nothing a caller sends reaches another host,
+//! or another model or path prefix on the target's host. A refused path is a 400 and a
+//! `passthrough_path` decision.
+//!
 //! Credentials: the target's token is sent upstream, never the client's. With
 //! `forward_client_authorization` (the transparent deployment, where each application holds
-//! its own HF token) the client's `Authorization` goes upstream instead, and the Warden key,
-//! if clients are configured, travels in `X-Warden-Key`.
+//! its own HF token) the client's `Authorization` goes upstream instead — a caller that sent
+//! none gets a 401, never the target's token — and the Warden key, if clients are
+//! configured, travels in `X-Warden-Key`.
+//!
+//! `X-HF-Bill-To` names the organisation the operator's token bills: it is forwarded only to
+//! a target whose `allow_bill_to` lists that organisation, and every such header leaves a
+//! `bill_to` decision (`allow` or `drop`) in the call's trail.
 
 use std::sync::Arc;
 
@@ -30,8 +40,12 @@ use crate::audit::{CallAudit, prompt_hash};
 use crate::chat::normalize_finish_reason;
 use crate::config::{Target, TargetKind};
 use crate::error::ProxyError;
-use crate::stream::{StreamTally, StreamTranslator, TranslatedStream, in_band_error_message};
-use crate::upstream::{UpstreamReply, UpstreamRequest, read_reply, upstream_error};
+use crate::stream::{
+    StreamLimits, StreamTally, StreamTranslator, TranslatedStream, in_band_error_message,
+};
+use crate::upstream::{
+    UpstreamCredentials, UpstreamPath, UpstreamReply, UpstreamRequest, read_reply, upstream_error,
+};
 
 /// The header carrying Warden's client key when `Authorization` holds the caller's HF token.
 pub const WARDEN_KEY_HEADER: &str = "x-warden-key";
@@ -51,14 +65,16 @@ const KNOWN_PATHS: &[&str] = &[
     "tokenize",
 ];
 
-/// Client request headers forwarded upstream (besides `Authorization`, when configured).
-const FORWARDED_REQUEST_HEADERS: &[&str] = &[
-    "content-type",
-    "accept",
-    "x-use-cache",
-    "x-wait-for-model",
-    "x-hf-bill-to",
-];
+/// Client request headers forwarded upstream (besides `Authorization`, when configured, and
+/// `X-HF-Bill-To`, when the target allows it).
+const FORWARDED_REQUEST_HEADERS: &[&str] =
+    &["content-type", "accept", "x-use-cache", "x-wait-for-model"];
+
+/// The header naming the organisation a call is billed to.
+const BILL_TO_HEADER: &str = "x-hf-bill-to";
+
+/// Longest organisation name recorded in a `bill_to` decision.
+const MAX_RECORDED_BILL_TO_CHARS: usize = 96;
 
 /// `{prefix}/{target}` and `{prefix}/{target}/{*path}`.
 pub(crate) async fn handle(
@@ -69,12 +85,16 @@ pub(crate) async fn handle(
     let Some(passthrough) = state.settings.passthrough.as_ref() else {
         return ProxyError::UnknownEndpoint(request.uri().path().to_owned()).into_response();
     };
-    let rest = params.get("path").map(String::as_str).unwrap_or_default();
-    let known = KNOWN_PATHS.contains(&rest);
+    let path = UpstreamPath::from_caller(raw_rest(request.uri().path(), &passthrough.prefix));
+    let label = path
+        .as_ref()
+        .ok()
+        .map(UpstreamPath::as_relative)
+        .filter(|relative| KNOWN_PATHS.contains(&relative.as_str()));
     let endpoint = format!(
         "{}/{}",
         passthrough.prefix,
-        if known { rest } else { "other" }
+        label.as_deref().unwrap_or("other")
     );
     let mut call = state.start_call(&endpoint, &request);
     let request_id = call.request_id.clone();
@@ -84,7 +104,7 @@ pub(crate) async fn handle(
         &state,
         &mut call,
         &target_id,
-        rest,
+        path,
         parts.method,
         &parts.headers,
         body,
@@ -92,15 +112,11 @@ pub(crate) async fn handle(
     .await;
     let response = match outcome {
         Ok(Forwarded::Complete(answer)) => answer.deliver(call),
-        Ok(Forwarded::Stream(upstream, first_token_timeout)) => {
+        Ok(Forwarded::Stream(upstream, limits)) => {
             let status = upstream.status();
-            let mut response = TranslatedStream::new(
-                upstream,
-                call,
-                PassthroughEvents::default(),
-                first_token_timeout,
-            )
-            .into_response();
+            let mut response =
+                TranslatedStream::new(upstream, call, PassthroughEvents::default(), limits)
+                    .into_response();
             *response.status_mut() = status;
             response
         }
@@ -111,14 +127,23 @@ pub(crate) async fn handle(
 
 enum Forwarded {
     Complete(Box<Answer>),
-    Stream(reqwest::Response, std::time::Duration),
+    Stream(reqwest::Response, StreamLimits),
+}
+
+/// The still-encoded path below `{prefix}/{target}` in a request path the route matched.
+fn raw_rest<'a>(request_path: &'a str, prefix: &str) -> &'a str {
+    let below_prefix = request_path.strip_prefix(prefix).unwrap_or_default();
+    let below_prefix = below_prefix.strip_prefix('/').unwrap_or(below_prefix);
+    below_prefix
+        .find('/')
+        .map_or("", |slash| &below_prefix[slash..])
 }
 
 async fn forward(
     state: &ProxyState,
     call: &mut CallAudit,
     target_id: &str,
-    rest: &str,
+    path: Result<UpstreamPath, crate::upstream::PathRejected>,
     method: Method,
     headers: &HeaderMap,
     body: Body,
@@ -139,6 +164,19 @@ async fn forward(
         state.clients.authenticate(headers)
     };
     state.admit(call, auth.clone())?;
+    let path = path.map_err(|rejected| {
+        call.decided("passthrough_path", "deny", Some(&rejected.to_string()));
+        ProxyError::InvalidPath(rejected.to_string())
+    })?;
+    let credentials = if forward_authorization {
+        let authorization = headers
+            .get(header::AUTHORIZATION)
+            .filter(|value| !value.is_empty())
+            .ok_or(ProxyError::MissingUpstreamToken)?;
+        UpstreamCredentials::Caller(authorization.clone())
+    } else {
+        UpstreamCredentials::Target
+    };
     if !matches!(method, Method::GET | Method::POST) {
         return Err(ProxyError::Unsupported(format!(
             "pass-through forwards GET and POST, not {method}"
@@ -154,13 +192,13 @@ async fn forward(
     state.check_access(call, &auth, target)?;
     call.routed(target);
 
-    let body = read_body(body, state.settings.max_body_bytes).await?;
+    let body = read_body(body, &state.settings).await?;
     call.request.bytes = body.len() as u64;
     let parsed: Option<Map<String, Value>> = serde_json::from_slice(&body).ok();
     if let Some(request) = &parsed {
         call.request.prompt_hash = Some(prompt_hash(request));
     }
-    call.route.stream = rest == "generate_stream"
+    call.route.stream = path.as_relative() == "generate_stream"
         || parsed
             .as_ref()
             .and_then(|request| request.get("stream"))
@@ -177,14 +215,27 @@ async fn forward(
             upstream_headers.insert(HeaderName::from_static(name), value.clone());
         }
     }
+    if let Some(bill_to) = headers.get(BILL_TO_HEADER) {
+        let organisation = String::from_utf8_lossy(bill_to.as_bytes());
+        let recorded: String = organisation
+            .chars()
+            .take(MAX_RECORDED_BILL_TO_CHARS)
+            .collect();
+        if target.allows_bill_to(&organisation) {
+            upstream_headers.insert(HeaderName::from_static(BILL_TO_HEADER), bill_to.clone());
+            call.decided("bill_to", "allow", Some(&format!("billed to {recorded:?}")));
+        } else {
+            let reason =
+                format!("{recorded:?} is not in the target's allow_bill_to; header dropped");
+            call.decided("bill_to", "drop", Some(&reason));
+        }
+    }
     let request = UpstreamRequest {
         method,
-        path: upstream_path(target, rest),
+        path: upstream_path(target, path),
         body,
         headers: upstream_headers,
-        authorization: forward_authorization
-            .then(|| headers.get(header::AUTHORIZATION).cloned())
-            .flatten(),
+        credentials,
         streaming: call.route.stream,
     };
     let (response, time_to_headers) = state.upstream.send(target, &request).await?;
@@ -194,20 +245,17 @@ async fn forward(
         .and_then(|value| value.to_str().ok())
         .is_some_and(|value| value.starts_with("text/event-stream"));
     if is_event_stream && response.status().is_success() {
-        return Ok(Forwarded::Stream(response, target.first_token_timeout));
+        return Ok(Forwarded::Stream(response, StreamLimits::of(target)));
     }
     let reply = read_reply(response, time_to_headers, target).await?;
     Ok(Forwarded::Complete(Box::new(answer(reply))))
 }
 
-/// Where `rest` lives on the target.
-fn upstream_path(target: &Target, rest: &str) -> String {
+/// Where the caller's path lives on the target.
+fn upstream_path(target: &Target, path: UpstreamPath) -> UpstreamPath {
     match target.kind {
-        TargetKind::Tgi | TargetKind::TgiMessages => rest.to_owned(),
-        TargetKind::HfServerless if rest.is_empty() => {
-            format!("models/{}", target.public_name())
-        }
-        TargetKind::HfServerless => format!("models/{}/{rest}", target.public_name()),
+        TargetKind::Tgi | TargetKind::TgiMessages => path,
+        TargetKind::HfServerless => path.below(&format!("models/{}", target.public_name())),
     }
 }
 
@@ -296,7 +344,7 @@ impl StreamTranslator for PassthroughEvents {
         }
         if let Some(token) = event.get("token") {
             // TGI's per-token events.
-            self.tokens_seen += 1;
+            self.tokens_seen = self.tokens_seen.saturating_add(1);
             tally.output_tokens = Some(self.tokens_seen);
             if token.get("special").and_then(Value::as_bool) != Some(true) {
                 tally.text(

@@ -6,74 +6,150 @@
 //! dropped; comments (`:keep-alive`) and other fields (`event:`, `id:`, `retry:`) are ignored.
 //! Text is only decoded once a line is complete, so a UTF-8 character split across network
 //! chunks survives.
+//!
+//! Upstreams are not trusted: each byte is looked at once (a chunk is scanned, never the
+//! bytes kept from earlier chunks), and what is held between chunks — the unfinished line
+//! plus the event's data so far — never exceeds `max_event_bytes`. Past it, [`SseParser::push`]
+//! fails with [`EventTooLarge`] and the stream is to be ended.
+
+/// An upstream event (or line) longer than the parser's bound.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the upstream sent a stream event larger than {limit} bytes")]
+pub(crate) struct EventTooLarge {
+    pub(crate) limit: usize,
+}
 
 /// Parser state between chunks.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct SseParser {
-    /// Bytes not yet forming a complete line.
-    pending: Vec<u8>,
-    /// `data` lines of the event being read.
-    data_lines: Vec<String>,
+    /// The start of a line whose end has not arrived; never holds a line end.
+    partial_line: Vec<u8>,
+    /// The last chunk ended in `\r`: a `\n` starting the next one belongs to that line end.
+    after_cr: bool,
+    /// `data` of the event being read, lines joined with `\n`.
+    data: String,
+    /// Whether the event being read has a `data` line (an empty one counts).
+    has_data: bool,
+    max_event_bytes: usize,
+}
+
+/// Bound used where none is configured (tests, and re-parsing Warden's own output).
+pub(crate) const DEFAULT_MAX_EVENT_BYTES: usize = 1024 * 1024;
+
+impl Default for SseParser {
+    fn default() -> Self {
+        Self::new(DEFAULT_MAX_EVENT_BYTES)
+    }
 }
 
 impl SseParser {
-    /// Feeds `bytes`; returns the data of every event completed by them.
-    pub(crate) fn push(&mut self, bytes: &[u8]) -> Vec<String> {
-        self.pending.extend_from_slice(bytes);
-        let mut events = Vec::new();
-        let mut start = 0;
-        let mut index = 0;
-        while index < self.pending.len() {
-            let byte = self.pending[index];
-            if byte == b'\n' || byte == b'\r' {
-                // A trailing '\r' may be the first half of "\r\n": wait for the next byte.
-                if byte == b'\r' && index + 1 == self.pending.len() {
-                    break;
-                }
-                let line = String::from_utf8_lossy(&self.pending[start..index]).into_owned();
-                self.take_line(&line, &mut events);
-                if byte == b'\r' && self.pending[index + 1] == b'\n' {
-                    index += 1;
-                }
-                start = index + 1;
-            }
-            index += 1;
+    pub(crate) fn new(max_event_bytes: usize) -> Self {
+        Self {
+            partial_line: Vec::new(),
+            after_cr: false,
+            data: String::new(),
+            has_data: false,
+            max_event_bytes,
         }
-        self.pending.drain(..start);
-        events
+    }
+
+    /// Feeds `bytes`; returns the data of every event completed by them.
+    pub(crate) fn push(&mut self, mut bytes: &[u8]) -> Result<Vec<String>, EventTooLarge> {
+        let mut events = Vec::new();
+        if self.after_cr {
+            self.after_cr = false;
+            if let Some(rest) = bytes.strip_prefix(b"\n") {
+                bytes = rest;
+            }
+        }
+        while let Some(end) = bytes.iter().position(|&b| b == b'\n' || b == b'\r') {
+            let (line, terminator) = (&bytes[..end], bytes[end]);
+            let mut next = end + 1;
+            if terminator == b'\r' {
+                match bytes.get(next) {
+                    Some(b'\n') => next += 1,
+                    None => self.after_cr = true,
+                    Some(_) => {}
+                }
+            }
+            if self.partial_line.is_empty() {
+                self.take_line(line, &mut events)?;
+            } else {
+                self.hold(line)?;
+                let whole = std::mem::take(&mut self.partial_line);
+                self.take_line(&whole, &mut events)?;
+                // Keep a small allocation for the next split line; let a large one go, so a
+                // stream that once had a long line does not hold its size.
+                if whole.capacity() <= 4096 {
+                    self.partial_line = whole;
+                    self.partial_line.clear();
+                }
+            }
+            bytes = &bytes[next..];
+        }
+        self.hold(bytes)?;
+        Ok(events)
     }
 
     /// Ends the stream: an event not closed by a blank line is still delivered.
-    pub(crate) fn finish(&mut self) -> Option<String> {
+    pub(crate) fn finish(&mut self) -> Result<Option<String>, EventTooLarge> {
         let mut events = Vec::new();
-        if !self.pending.is_empty() {
-            let line = String::from_utf8_lossy(&std::mem::take(&mut self.pending)).into_owned();
-            let line = line.strip_suffix('\r').unwrap_or(&line).to_owned();
-            self.take_line(&line, &mut events);
+        if !self.partial_line.is_empty() {
+            let line = std::mem::take(&mut self.partial_line);
+            self.take_line(&line, &mut events)?;
         }
-        self.take_line("", &mut events);
-        events.pop()
+        self.take_line(b"", &mut events)?;
+        Ok(events.pop())
     }
 
-    fn take_line(&mut self, line: &str, events: &mut Vec<String>) {
+    /// Keeps the start of an unfinished line, within the bound.
+    fn hold(&mut self, bytes: &[u8]) -> Result<(), EventTooLarge> {
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        if self.data.len() + self.partial_line.len() + bytes.len() > self.max_event_bytes {
+            return Err(self.too_large());
+        }
+        self.partial_line.extend_from_slice(bytes);
+        Ok(())
+    }
+
+    fn too_large(&mut self) -> EventTooLarge {
+        // Nothing more is parsed after a failure; let go of what was held.
+        self.partial_line = Vec::new();
+        self.data = String::new();
+        EventTooLarge {
+            limit: self.max_event_bytes,
+        }
+    }
+
+    fn take_line(&mut self, line: &[u8], events: &mut Vec<String>) -> Result<(), EventTooLarge> {
         if line.is_empty() {
-            if !self.data_lines.is_empty() {
-                events.push(self.data_lines.join("\n"));
-                self.data_lines.clear();
+            if self.has_data {
+                events.push(std::mem::take(&mut self.data));
+                self.has_data = false;
             }
-            return;
+            return Ok(());
         }
-        if let Some(value) = line.strip_prefix("data") {
-            match value.strip_prefix(':') {
-                Some(value) => {
-                    let value = value.strip_prefix(' ').unwrap_or(value);
-                    self.data_lines.push(value.to_owned());
-                }
-                // A bare "data" line is a data line with an empty value.
-                None if value.is_empty() => self.data_lines.push(String::new()),
-                None => {}
-            }
+        let Some(value) = line.strip_prefix(b"data") else {
+            return Ok(());
+        };
+        let value = match value.strip_prefix(b":") {
+            Some(value) => value.strip_prefix(b" ").unwrap_or(value),
+            // A bare "data" line is a data line with an empty value.
+            None if value.is_empty() => value,
+            None => return Ok(()),
+        };
+        let separator = usize::from(self.has_data);
+        if self.data.len() + separator + value.len() > self.max_event_bytes {
+            return Err(self.too_large());
         }
+        if self.has_data {
+            self.data.push('\n');
+        }
+        self.data.push_str(&String::from_utf8_lossy(value));
+        self.has_data = true;
+        Ok(())
     }
 }
 
@@ -85,8 +161,11 @@ mod tests {
 
     fn parse_all(chunks: &[&[u8]]) -> Vec<String> {
         let mut parser = SseParser::default();
-        let mut events: Vec<String> = chunks.iter().flat_map(|c| parser.push(c)).collect();
-        events.extend(parser.finish());
+        let mut events: Vec<String> = chunks
+            .iter()
+            .flat_map(|c| parser.push(c).expect("within bounds"))
+            .collect();
+        events.extend(parser.finish().expect("within bounds"));
         events
     }
 
@@ -102,11 +181,52 @@ mod tests {
             parse_all(&[b"data: one\ndata: two\n\ndata: tail"]),
             ["one\ntwo", "tail"]
         );
+        assert_eq!(parse_all(&[b"data\n\n"]), [""]);
     }
 
     #[test]
     fn cr_split_from_lf_across_chunks_is_one_line_end() {
         assert_eq!(parse_all(&[b"data: x\r", b"\n\r", b"\n"]), ["x"]);
+        assert_eq!(parse_all(&[b"data: x\r", b"\r"]), ["x"]);
+    }
+
+    #[test]
+    fn a_line_or_event_past_the_bound_fails_and_releases_what_it_held() {
+        let mut parser = SseParser::new(100);
+        assert!(parser.push(b"data: ").expect("fine").is_empty());
+        let endless = vec![b'x'; 60];
+        assert!(parser.push(&endless).is_ok());
+        assert_eq!(parser.push(&endless), Err(EventTooLarge { limit: 100 }));
+        assert_eq!(parser.partial_line.capacity(), 0);
+
+        // Many short data lines add up to one event too large.
+        let mut parser = SseParser::new(100);
+        let line = format!("data: {}\n", "y".repeat(30));
+        assert!(parser.push(line.as_bytes()).is_ok());
+        assert!(parser.push(line.as_bytes()).is_ok());
+        assert!(parser.push(line.as_bytes()).is_ok());
+        assert!(parser.push(line.as_bytes()).is_err());
+
+        // Events under the bound pass, however many.
+        let mut parser = SseParser::new(100);
+        for _ in 0..1000 {
+            assert_eq!(parser.push(line.as_bytes()).expect("fine").len(), 0);
+            assert_eq!(parser.push(b"\n").expect("fine").len(), 1);
+        }
+    }
+
+    #[test]
+    fn a_long_line_in_small_pieces_is_read_in_linear_time() {
+        // 8 MiB in 64-byte pieces: a rescan per piece would be ~10^12 steps.
+        let mut parser = SseParser::new(16 * 1024 * 1024);
+        assert!(parser.push(b"data: ").expect("fine").is_empty());
+        let piece = [b'z'; 64];
+        for _ in 0..(8 * 1024 * 1024 / 64) {
+            assert!(parser.push(&piece).expect("fine").is_empty());
+        }
+        let events = parser.push(b"\n\n").expect("fine");
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].len(), 8 * 1024 * 1024);
     }
 
     proptest! {
@@ -132,6 +252,26 @@ mod tests {
             }
             chunks.push(&bytes[previous..]);
             prop_assert_eq!(parse_all(&chunks), texts);
+        }
+
+        /// Arbitrary bytes in arbitrary pieces: no panic, and nothing held past the bound.
+        #[test]
+        fn arbitrary_input_never_panics_or_outgrows_the_bound(
+            chunks in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..64), 0..16),
+            limit in 1usize..128,
+        ) {
+            let mut parser = SseParser::new(limit);
+            for chunk in &chunks {
+                match parser.push(chunk) {
+                    Ok(events) => {
+                        for event in events {
+                            prop_assert!(event.len() <= limit * 3, "lossy decoding at most triples");
+                        }
+                        prop_assert!(parser.partial_line.len() + parser.data.len() <= limit * 3);
+                    }
+                    Err(_) => break,
+                }
+            }
         }
     }
 }

@@ -8,6 +8,11 @@
 //! upstream ends, when it breaks off, or, if the client goes away first (the body is
 //! dropped), from `Drop`, marked `client_aborted`. Dropping the body also drops the upstream
 //! response, which cancels the upstream request.
+//!
+//! What a stream holds is bounded, whatever the upstream sends: the SSE parser holds at most
+//! the target's `max_stream_event_bytes` (an upstream past it gets the client an error event
+//! and a response event with `error_type = "upstream_event_too_large"`), and captured content
+//! is cut (or hashed) as it passes, never collected whole.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -22,7 +27,8 @@ use serde_json::{Value, json};
 use tokio::time::Sleep;
 use warden_ingest::event::ResponseInfo;
 
-use crate::audit::CallAudit;
+use crate::audit::{CallAudit, ContentCapture};
+use crate::config::Target;
 use crate::sse::SseParser;
 
 type UpstreamBytes = Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Send>>;
@@ -36,8 +42,8 @@ pub(crate) struct StreamTally {
     pub(crate) output_tokens: Option<u64>,
     pub(crate) ttft_ms: Option<f64>,
     pub(crate) error_type: Option<&'static str>,
-    /// The streamed text, when the target captures content.
-    content: Option<String>,
+    /// The streamed text, as the target's capture policy keeps it.
+    content: Option<ContentCapture>,
 }
 
 impl StreamTally {
@@ -63,7 +69,7 @@ impl StreamTally {
             self.ttft_ms = Some(self.started.elapsed().as_secs_f64() * 1000.0);
         }
         if let Some(content) = self.content.as_mut() {
-            content.push_str(text);
+            content.push(text);
         }
     }
 }
@@ -99,17 +105,34 @@ pub(crate) struct TranslatedStream<T> {
     done: bool,
 }
 
+/// What bounds a stream: taken from its target.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct StreamLimits {
+    pub(crate) first_token_timeout: Duration,
+    pub(crate) max_event_bytes: usize,
+}
+
+impl StreamLimits {
+    pub(crate) fn of(target: &Target) -> Self {
+        Self {
+            first_token_timeout: target.first_token_timeout,
+            max_event_bytes: target.max_stream_event_bytes,
+        }
+    }
+}
+
 impl<T: StreamTranslator> TranslatedStream<T> {
     pub(crate) fn new(
         upstream: reqwest::Response,
         call: CallAudit,
         translator: T,
-        first_token_timeout: Duration,
+        limits: StreamLimits,
     ) -> Self {
+        let first_token_timeout = limits.first_token_timeout;
         let remaining = first_token_timeout.saturating_sub(call.started.elapsed());
         Self {
             upstream: Box::pin(upstream.bytes_stream()),
-            parser: SseParser::default(),
+            parser: SseParser::new(limits.max_event_bytes),
             translator,
             tally: StreamTally {
                 started: call.started,
@@ -118,7 +141,7 @@ impl<T: StreamTranslator> TranslatedStream<T> {
                 output_tokens: None,
                 ttft_ms: None,
                 error_type: None,
-                content: call.captures_content().then(String::new),
+                content: call.content_capture(),
             },
             call: Some(call),
             first_token_deadline: Some((
@@ -146,11 +169,7 @@ impl<T: StreamTranslator> TranslatedStream<T> {
     fn finish(&mut self, status: u16, error_type: Option<&str>) {
         if let Some(mut call) = self.call.take() {
             call.request.input_tokens = self.tally.input_tokens;
-            let content = self
-                .tally
-                .content
-                .as_deref()
-                .and_then(|text| call.captured(text));
+            let content = self.tally.content.take().map(ContentCapture::finish);
             call.finish(ResponseInfo {
                 content,
                 status,
@@ -199,11 +218,20 @@ impl<T: StreamTranslator> Stream for TranslatedStream<T> {
             match this.upstream.as_mut().poll_next(cx) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Some(Ok(bytes))) => {
+                    let events = match this.parser.push(&bytes) {
+                        Ok(events) => events,
+                        Err(too_large) => {
+                            let message = too_large.to_string();
+                            return Poll::Ready(Some(Ok(
+                                this.fail("upstream_event_too_large", &message)
+                            )));
+                        }
+                    };
                     let mut out = Vec::new();
                     if this.translator.forwards_raw() {
                         out.extend_from_slice(&bytes);
                     }
-                    for data in this.parser.push(&bytes) {
+                    for data in events {
                         this.translator.event(&data, &mut this.tally, &mut out);
                     }
                     if !out.is_empty() {
@@ -221,9 +249,18 @@ impl<T: StreamTranslator> Stream for TranslatedStream<T> {
                     )));
                 }
                 Poll::Ready(None) => {
+                    let last = match this.parser.finish() {
+                        Ok(last) => last,
+                        Err(too_large) => {
+                            let message = too_large.to_string();
+                            return Poll::Ready(Some(Ok(
+                                this.fail("upstream_event_too_large", &message)
+                            )));
+                        }
+                    };
                     this.done = true;
                     let mut out = Vec::new();
-                    if let Some(data) = this.parser.finish() {
+                    if let Some(data) = last {
                         this.translator.event(&data, &mut this.tally, &mut out);
                     }
                     this.translator.end(&mut this.tally, &mut out);

@@ -90,6 +90,7 @@ impl Proxy {
             id = "messages"
             kind = "tgi-messages"
             base_url = "{base_url}"
+            allow_bill_to = ["acme-org"]
             [[targets]]
             id = "serverless"
             kind = "hf-serverless"
@@ -745,4 +746,162 @@ async fn a_stream_without_a_first_token_in_time_fails_with_upstream_timeout() {
         response_of(&events).error_type.as_deref(),
         Some("upstream_timeout")
     );
+}
+
+/// Counts the connections made to a port nothing should ever reach.
+struct Bystander {
+    address: std::net::SocketAddr,
+    connections: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Bystander {
+    async fn start() -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let address = listener.local_addr().expect("address");
+        let connections = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = connections.clone();
+        tokio::spawn(async move {
+            while let Ok((_socket, _)) = listener.accept().await {
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+        });
+        Self {
+            address,
+            connections,
+        }
+    }
+
+    fn connections(&self) -> usize {
+        self.connections.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+#[tokio::test]
+async fn pass_through_paths_never_leave_the_target() {
+    let mut proxy = Proxy::start(Options::default()).await;
+    let other = Bystander::start().await;
+    let authorization = format!("Bearer {}", proxy.key);
+    let host = other.address.to_string();
+    let hostile = [
+        format!("/hf/native/http:%2F%2F{host}/generate"),
+        format!("/hf/native/http://{host}/generate"),
+        format!("/hf/native/http:%2F%2F{host}"),
+        format!("/hf/native/%2F%2F{host}/generate"),
+        format!("/hf/native/%5C%5C{host}/generate"),
+        format!("/hf/native/%5c{host}"),
+        "/hf/native/../../v1/chat/completions".to_owned(),
+        "/hf/native/%2e%2e/%2E%2E/generate".to_owned(),
+        "/hf/native/.%2e/generate".to_owned(),
+        "/hf/native/..%2Fgenerate".to_owned(),
+        "/hf/serverless/../../other-org/other-model".to_owned(),
+        "/hf/serverless/%2e%2e/%2e%2e/models/other-org/m".to_owned(),
+        "/hf/native/generate%00".to_owned(),
+        "/hf/native/a//generate".to_owned(),
+        "/hf/native/%252e%252e/generate".to_owned(),
+    ];
+    let upstream_before = proxy.emulator.requests().len();
+    for path in &hostile {
+        let (status, _, body) = proxy
+            .send(
+                Method::POST,
+                path,
+                &[("authorization", &authorization)],
+                Some(&json!({"inputs": "x"})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{path}");
+        let body: Value = serde_json::from_slice(&body).expect("OpenAI error JSON");
+        assert_eq!(body["error"]["type"], "invalid_request_error", "{path}");
+        assert_eq!(body["error"]["code"], "invalid_path", "{path}");
+        let events = proxy.events();
+        assert!(
+            events.iter().any(|event| event
+                .decision
+                .as_ref()
+                .is_some_and(|d| d.policy == "passthrough_path" && d.outcome == "deny")),
+            "{path}: a passthrough_path decision"
+        );
+        assert_eq!(
+            response_of(&events).error_type.as_deref(),
+            Some("invalid_path")
+        );
+    }
+    assert_eq!(other.connections(), 0, "another host was reached");
+    assert_eq!(
+        proxy.emulator.requests().len(),
+        upstream_before,
+        "the target itself was called with a refused path"
+    );
+}
+
+#[tokio::test]
+async fn transparent_pass_through_without_a_caller_token_is_refused() {
+    let mut proxy = Proxy::start(Options {
+        forward_client_authorization: true,
+        ..Options::default()
+    })
+    .await;
+    let (status, _, body) = proxy
+        .send(
+            Method::POST,
+            "/hf/native/generate",
+            &[(WARDEN_KEY_HEADER, &proxy.key)],
+            Some(&json!({"inputs": "Hi"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let body: Value = serde_json::from_slice(&body).expect("json");
+    assert_eq!(body["error"]["code"], "missing_hf_token");
+    assert!(
+        proxy.emulator.requests().is_empty(),
+        "nothing went upstream, least of all with the target's token"
+    );
+    assert_eq!(
+        response_of(&proxy.events()).error_type.as_deref(),
+        Some("missing_hf_token")
+    );
+}
+
+#[tokio::test]
+async fn bill_to_is_forwarded_only_where_the_target_allows_it() {
+    let mut proxy = Proxy::start(Options::default()).await;
+    let authorization = format!("Bearer {}", proxy.key);
+    let request = json!({"inputs": "Hi", "parameters": {"max_new_tokens": 1}});
+    for (path, allowed) in [
+        ("/hf/native/generate", false),
+        ("/hf/messages/generate", true),
+    ] {
+        let (status, _, _) = proxy
+            .send(
+                Method::POST,
+                path,
+                &[
+                    ("authorization", &authorization),
+                    ("x-hf-bill-to", "acme-org"),
+                ],
+                Some(&request),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{path}");
+        let upstream = proxy.last_upstream_request();
+        let forwarded = upstream
+            .headers
+            .iter()
+            .any(|(name, value)| name == "x-hf-bill-to" && value == "acme-org");
+        assert_eq!(forwarded, allowed, "{path}");
+        let events = proxy.events();
+        let decision = events
+            .iter()
+            .find_map(|event| event.decision.as_ref().filter(|d| d.policy == "bill_to"))
+            .expect("a bill_to decision");
+        assert_eq!(decision.outcome, if allowed { "allow" } else { "drop" });
+        assert!(
+            decision
+                .reason
+                .as_deref()
+                .is_some_and(|r| r.contains("acme-org"))
+        );
+    }
 }

@@ -6,6 +6,10 @@
 //! Timeouts per target: `connect_timeout` for TCP + TLS, `first_token_timeout` for a
 //! stream's response headers (and, in [`crate::stream`], its first event), `timeout` for the
 //! whole call, body included.
+//!
+//! - [`path`]: where a call goes below a target's base URL (segments, never a joined string).
+
+mod path;
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -17,6 +21,8 @@ use tracing::debug;
 
 use crate::config::Target;
 use crate::error::ProxyError;
+
+pub(crate) use path::{PathRejected, UpstreamPath};
 
 /// The upstream HTTP clients, one per target id.
 #[derive(Debug, Clone)]
@@ -47,20 +53,29 @@ impl UpstreamReply {
 #[derive(Debug, Clone)]
 pub(crate) struct UpstreamRequest {
     pub(crate) method: Method,
-    /// Relative to the target's base URL.
-    pub(crate) path: String,
+    /// Below the target's base URL.
+    pub(crate) path: UpstreamPath,
     pub(crate) body: Bytes,
     /// Extra headers (pass-through forwards some of the client's).
     pub(crate) headers: HeaderMap,
-    /// Replaces the target's token (pass-through with `forward_client_authorization`).
-    pub(crate) authorization: Option<HeaderValue>,
+    pub(crate) credentials: UpstreamCredentials,
     /// Bound the wait for response headers by the target's first-token timeout.
     pub(crate) streaming: bool,
 }
 
+/// Whose credentials go upstream.
+#[derive(Debug, Clone)]
+pub(crate) enum UpstreamCredentials {
+    /// The target's configured token (none, if the target has none).
+    Target,
+    /// The caller's own `Authorization` (pass-through with `forward_client_authorization`).
+    /// Never falls back to the target's token.
+    Caller(HeaderValue),
+}
+
 impl UpstreamRequest {
     /// A JSON POST.
-    pub(crate) fn post_json(path: impl Into<String>, body: Vec<u8>, streaming: bool) -> Self {
+    pub(crate) fn post_json(path: &str, body: Vec<u8>, streaming: bool) -> Self {
         let mut headers = HeaderMap::new();
         headers.insert(
             header::CONTENT_TYPE,
@@ -68,10 +83,10 @@ impl UpstreamRequest {
         );
         Self {
             method: Method::POST,
-            path: path.into(),
+            path: UpstreamPath::trusted(path),
             body: Bytes::from(body),
             headers,
-            authorization: None,
+            credentials: UpstreamCredentials::Target,
             streaming,
         }
     }
@@ -138,10 +153,10 @@ impl Upstream {
         let client = self.clients.get(&target.id).ok_or_else(|| {
             ProxyError::Internal(format!("no HTTP client for target {}", target.id))
         })?;
-        let url = target
-            .base_url
-            .join(request.path.trim_start_matches('/'))
-            .map_err(|err| ProxyError::UpstreamUnreachable(err.to_string()))?;
+        let url = request
+            .path
+            .on(&target.base_url)
+            .map_err(ProxyError::Internal)?;
         let started = Instant::now();
         let deadline = started + target.cold_start_timeout;
         let mut attempt: u32 = 0;
@@ -152,10 +167,12 @@ impl Upstream {
                 .timeout(target.timeout)
                 .headers(request.headers.clone())
                 .body(request.body.clone());
-            builder = match (&request.authorization, &target.token) {
-                (Some(authorization), _) => builder.header(header::AUTHORIZATION, authorization),
-                (None, Some(token)) => builder.bearer_auth(token.expose()),
-                (None, None) => builder,
+            builder = match (&request.credentials, &target.token) {
+                (UpstreamCredentials::Caller(authorization), _) => {
+                    builder.header(header::AUTHORIZATION, authorization)
+                }
+                (UpstreamCredentials::Target, Some(token)) => builder.bearer_auth(token.expose()),
+                (UpstreamCredentials::Target, None) => builder,
             };
             if attempt > 1 {
                 let remaining = deadline.saturating_duration_since(Instant::now());
@@ -194,19 +211,36 @@ impl Upstream {
     }
 }
 
-/// Reads a whole answer whose headers have arrived.
+/// Reads a whole answer whose headers have arrived, refusing more than the target's
+/// `max_response_bytes` (announced or sent).
 pub(crate) async fn read_reply(
-    response: reqwest::Response,
+    mut response: reqwest::Response,
     time_to_headers: Duration,
     target: &Target,
 ) -> Result<UpstreamReply, ProxyError> {
     let body_started = Instant::now();
     let status = response.status();
     let headers = response.headers().clone();
-    let body = response
-        .bytes()
+    let limit = target.max_response_bytes;
+    let too_large = || ProxyError::UpstreamTooLarge { limit };
+    if response
+        .content_length()
+        .is_some_and(|length| length > limit as u64)
+    {
+        return Err(too_large());
+    }
+    let mut body = bytes::BytesMut::new();
+    while let Some(chunk) = response
+        .chunk()
         .await
-        .map_err(|err| classify(&err, target))?;
+        .map_err(|err| classify(&err, target))?
+    {
+        if body.len() + chunk.len() > limit {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    let body = body.freeze();
     Ok(UpstreamReply {
         status,
         headers,
