@@ -6,9 +6,7 @@
 use std::sync::Arc;
 
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{
-    DescriptorEncoder, EncodeLabelSet, EncodeLabelValue, EncodeMetric,
-};
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
 use prometheus_client::metrics::TypedMetric;
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
@@ -41,7 +39,7 @@ struct CallLabels {
 }
 
 /// What was over its cap when a caller was turned away.
-#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
 pub(crate) enum OverloadedResource {
     /// `[proxy].max_connections`: the connection was answered 503 and closed.
     Connections,
@@ -49,9 +47,18 @@ pub(crate) enum OverloadedResource {
     Calls,
 }
 
+impl OverloadedResource {
+    fn label(self) -> &'static str {
+        match self {
+            Self::Connections => "connections",
+            Self::Calls => "calls",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OverloadLabels {
-    resource: OverloadedResource,
+    resource: &'static str,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -132,7 +139,9 @@ impl ProxyMetrics {
 
     pub(crate) fn refused_overloaded(&self, resource: OverloadedResource) {
         self.refused_overloaded
-            .get_or_create(&OverloadLabels { resource })
+            .get_or_create(&OverloadLabels {
+                resource: resource.label(),
+            })
             .inc();
     }
 

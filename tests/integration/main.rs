@@ -17,5 +17,6 @@ mod detect_two_workers;
 mod durability;
 mod end_to_end;
 mod graceful_shutdown;
+mod hostile_upstream;
 mod sdk_clients;
 mod simulate;

@@ -141,6 +141,11 @@ impl WardenProcess {
         panic!("warden did not stop after SIGINT:\n{}", self.log());
     }
 
+    /// The process id, for reading `/proc/{pid}`.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// SIGKILL: a crash, no shutdown code runs.
     pub fn kill(&mut self) {
         let _ = self.child.kill();
