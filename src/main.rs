@@ -165,6 +165,9 @@ fn parse_since(value: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
 }
 
 fn main() -> ExitCode {
+    // Everything Warden writes (spool, local archive, digests, incident files) holds audit
+    // data: files 0600, directories 0700, whatever umask the process was started with.
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(

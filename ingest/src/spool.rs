@@ -9,9 +9,14 @@
 //!
 //! where the body is everything after the 8-byte header. Records are written with one `write`
 //! each, so a process crash loses nothing that was appended; the [`FsyncPolicy`] decides what
-//! an OS crash can lose. On open, a torn record at the tail of the newest segment (a crash in
-//! the middle of a write) is cut off; a record whose checksum fails anywhere else is skipped
-//! and counted, never replayed as garbage.
+//! an OS crash can lose. A write that fails part-way (a full disk) is cut back to the last
+//! whole record before anything else is appended, so a later record never follows a torn one.
+//! On open, a torn record at the tail of the newest segment (a crash in the middle of a write)
+//! is cut off. A record whose checksum or length fails is skipped and counted, never replayed
+//! as garbage, and costs only itself: reading resumes at the next offset where a whole,
+//! checksummed record starts.
+//!
+//! The directory is created `0700` and its files `0600`: they hold audit events.
 //!
 //! Reading is separate from acknowledging: the replayer reads ahead, and only
 //! [`Spool::acknowledge`] (called once Kafka has the records) moves the persisted cursor and
@@ -21,6 +26,7 @@
 use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -33,6 +39,9 @@ const MAX_BODY_BYTES: u32 = 64 * 1024 * 1024;
 const SEGMENT_SUFFIX: &str = ".seg";
 const CURSOR_FILE: &str = "cursor";
 const LOCK_FILE: &str = "LOCK";
+/// Spool files hold audit events: readable by the owner only.
+const PRIVATE_FILE_MODE: u32 = 0o600;
+const PRIVATE_DIR_MODE: u32 = 0o700;
 
 /// When appended records are forced to stable storage.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -118,18 +127,26 @@ pub struct Spool {
     reader: Option<(u64, BufReader<File>)>,
     unsynced_since: Option<Instant>,
     num_corrupt: u64,
+    /// A write to the active segment failed part-way: its tail past the last whole record
+    /// must be cut before the next append.
+    torn_tail: bool,
 }
 
 impl Spool {
     /// Opens (or creates) the spool at `options.dir`, repairing a torn tail.
     pub fn open(options: SpoolOptions) -> Result<Self, SpoolError> {
         let dir = options.dir.clone();
-        fs::create_dir_all(&dir).map_err(|err| SpoolError::io(&dir, err))?;
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(PRIVATE_DIR_MODE)
+            .create(&dir)
+            .map_err(|err| SpoolError::io(&dir, err))?;
         let lock_path = dir.join(LOCK_FILE);
         let lock = OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
+            .mode(PRIVATE_FILE_MODE)
             .open(&lock_path)
             .map_err(|err| SpoolError::io(&lock_path, err))?;
         if lock.try_lock().is_err() {
@@ -189,6 +206,7 @@ impl Spool {
             reader: None,
             unsynced_since: None,
             num_corrupt: 0,
+            torn_tail: false,
         };
         if !spool.is_drained() {
             info!(
@@ -235,6 +253,9 @@ impl Spool {
                 max_bytes: self.options.max_bytes,
             });
         }
+        if self.torn_tail {
+            self.cut_torn_tail()?;
+        }
         let active_len = self.segments.back().map_or(0, |s| s.len);
         if active_len > 0 && active_len + record_len > self.options.segment_bytes {
             self.rotate()?;
@@ -248,13 +269,28 @@ impl Spool {
         let checksum = crc32fast::hash(&frame[HEADER_BYTES as usize..]);
         frame[4..8].copy_from_slice(&checksum.to_le_bytes());
         let path = self.active_path();
-        self.active
-            .write_all(&frame)
-            .map_err(|err| SpoolError::io(&path, err))?;
+        if let Err(err) = self.active.write_all(&frame) {
+            // Some of the frame may be on disk: cut it off now, or before the next append.
+            self.torn_tail = true;
+            let _ = self.cut_torn_tail();
+            return Err(SpoolError::io(&path, err));
+        }
         if let Some(active) = self.segments.back_mut() {
             active.len += record_len;
         }
         self.unsynced_since.get_or_insert_with(Instant::now);
+        Ok(())
+    }
+
+    /// Truncates the active segment to its last whole record.
+    fn cut_torn_tail(&mut self) -> Result<(), SpoolError> {
+        let path = self.active_path();
+        let whole = self.segments.back().map_or(0, |s| s.len);
+        self.active
+            .set_len(whole)
+            .map_err(|err| SpoolError::io(&path, err))?;
+        self.torn_tail = false;
+        warn!(segment = %path.display(), kept = whole, "cut a partly written spool record");
         Ok(())
     }
 
@@ -395,8 +431,8 @@ impl Spool {
         self.reader = None;
     }
 
-    /// Reads the record at the read position, or skips the rest of a segment whose record
-    /// there is corrupt (returns `None` then).
+    /// Reads the record at the read position, or skips a corrupt one (returns `None` then):
+    /// reading resumes where the next whole record starts, or at the segment's end.
     fn read_one(&mut self, segment: Segment) -> Result<Option<SpooledRecord>, SpoolError> {
         let path = segment_path(&self.options.dir, segment.id);
         let reader = match &mut self.reader {
@@ -420,12 +456,17 @@ impl Spool {
             }
             Ok(None) => {
                 self.num_corrupt += 1;
+                let corrupt_at = self.read.offset;
+                let resume = next_whole_record(&path, corrupt_at + 1, segment.len)
+                    .map_err(|err| SpoolError::io(&path, err))?
+                    .unwrap_or(segment.len);
                 warn!(
                     segment = %path.display(),
-                    offset = self.read.offset,
-                    "corrupt spool record; skipping the rest of the segment"
+                    offset = corrupt_at,
+                    skipped = resume - corrupt_at,
+                    "corrupt spool record skipped"
                 );
-                self.read.offset = segment.len;
+                self.read.offset = resume;
                 self.reader = None;
                 Ok(None)
             }
@@ -454,7 +495,14 @@ impl Spool {
             "{} {}\n",
             self.acknowledged.segment, self.acknowledged.offset
         );
-        fs::write(&temporary, text).map_err(|err| SpoolError::io(&temporary, err))?;
+        OpenOptions::new()
+            .create(true)
+            .write(true)
+            .truncate(true)
+            .mode(PRIVATE_FILE_MODE)
+            .open(&temporary)
+            .and_then(|mut file| file.write_all(text.as_bytes()))
+            .map_err(|err| SpoolError::io(&temporary, err))?;
         fs::rename(&temporary, &path).map_err(|err| SpoolError::io(&path, err))
     }
 }
@@ -467,6 +515,7 @@ fn open_for_append(path: &Path) -> Result<File, SpoolError> {
     OpenOptions::new()
         .create(true)
         .append(true)
+        .mode(PRIVATE_FILE_MODE)
         .open(path)
         .map_err(|err| SpoolError::io(path, err))
 }
@@ -525,6 +574,40 @@ fn read_frame(reader: &mut impl Read, remaining: u64) -> io::Result<Option<Frame
     }))
 }
 
+/// The first offset in `from..len` of `path` where a whole, checksummed record starts.
+/// Reads the rest of the segment (segments are bounded by `spool_segment_mb`); ASCII event
+/// bytes never look like a frame header, so almost every offset is rejected at once.
+fn next_whole_record(path: &Path, from: u64, len: u64) -> io::Result<Option<u64>> {
+    if from >= len {
+        return Ok(None);
+    }
+    let mut file = File::open(path)?;
+    file.seek(SeekFrom::Start(from))?;
+    let mut rest = Vec::new();
+    file.take(len - from).read_to_end(&mut rest)?;
+    Ok((0..rest.len())
+        .find(|&start| is_whole_frame(&rest[start..]))
+        .map(|start| from + start as u64))
+}
+
+/// Whether `bytes` starts with a whole frame whose checksum holds.
+fn is_whole_frame(bytes: &[u8]) -> bool {
+    let Some(header) = bytes.get(..HEADER_BYTES as usize) else {
+        return false;
+    };
+    let body_len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]);
+    let checksum = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
+    if !(2..=MAX_BODY_BYTES).contains(&body_len) {
+        return false;
+    }
+    let Some(body) = bytes.get(HEADER_BYTES as usize..HEADER_BYTES as usize + body_len as usize)
+    else {
+        return false;
+    };
+    let key_len = usize::from(u16::from_le_bytes([body[0], body[1]]));
+    2 + key_len <= body.len() && crc32fast::hash(body) == checksum
+}
+
 /// Scans the newest segment and truncates it after its last whole record. Returns its length.
 fn repair_tail(path: &Path) -> Result<u64, SpoolError> {
     let file = OpenOptions::new()
@@ -541,7 +624,20 @@ fn repair_tail(path: &Path) -> Result<u64, SpoolError> {
     while valid < len {
         match read_frame(&mut reader, len - valid) {
             Ok(Some(frame)) => valid += frame.len,
-            Ok(None) | Err(_) => break,
+            Ok(None) | Err(_) => {
+                // A bad record with a whole one after it is corruption in place, which the
+                // reader skips; only a bad record with nothing whole after it is a torn tail.
+                match next_whole_record(path, valid + 1, len) {
+                    Ok(Some(next)) => {
+                        valid = next;
+                        reader = BufReader::new(&file);
+                        reader
+                            .seek(SeekFrom::Start(valid))
+                            .map_err(|err| SpoolError::io(path, err))?;
+                    }
+                    Ok(None) | Err(_) => break,
+                }
+            }
         }
     }
     if valid < len {
@@ -659,8 +755,8 @@ mod tests {
         assert_eq!(payloads(&spool.read(10).expect("read")), ["e0", "e1", "e2"]);
         drop(spool);
 
-        // Flip a byte in the second record's payload: it and the rest of the segment are
-        // skipped (a corrupt length could point anywhere), and counted.
+        // Flip a byte in the second record's payload: that record alone is skipped, and
+        // counted; the one after it is still read (the tail repair keeps it too).
         let mut bytes = fs::read(&segment).expect("read");
         let second_payload = bytes.len() / 3 + 12;
         bytes[second_payload] ^= 0xff;
@@ -671,8 +767,136 @@ mod tests {
         })
         .expect("reopen");
         spool.rewind();
-        // The tail repair keeps only the first (valid) record of the newest segment.
-        assert_eq!(payloads(&spool.read(10).expect("read")), ["e0"]);
+        assert_eq!(payloads(&spool.read(10).expect("read")), ["e0", "e2"]);
+        assert_eq!(spool.num_corrupt(), 1);
+    }
+
+    #[test]
+    fn a_corrupt_length_costs_only_its_own_record() {
+        let dir = tempfile::tempdir().expect("dir");
+        let mut spool = Spool::open(SpoolOptions {
+            segment_bytes: 1 << 20,
+            ..options(dir.path())
+        })
+        .expect("open");
+        let events: Vec<String> = (0..50).map(|i| format!("{{\"event\":{i}}}")).collect();
+        for event in &events {
+            spool.append(b"key", event.as_bytes()).expect("append");
+        }
+        // Another record after, in a newer segment, so the damaged one is not the tail's.
+        spool.rotate().expect("rotate");
+        spool.append(b"key", b"after").expect("append");
+        drop(spool);
+        let segment = segment_path(dir.path(), 1);
+        let mut bytes = fs::read(&segment).expect("read");
+        let record_len = bytes.len() / events.len();
+        // The 11th record's length field now claims the whole segment and more.
+        bytes[10 * record_len..10 * record_len + 4].copy_from_slice(&u32::MAX.to_le_bytes());
+        fs::write(&segment, bytes).expect("write");
+        let mut spool = Spool::open(options(dir.path())).expect("reopen");
+        let read = payloads(&spool.read(100).expect("read"));
+        let mut expected: Vec<String> = events.clone();
+        expected.remove(10);
+        expected.push("after".to_owned());
+        assert_eq!(read, expected);
+        assert_eq!(spool.num_corrupt(), 1);
+    }
+
+    #[test]
+    fn spool_files_are_private_to_their_owner() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("dir");
+        let spool_dir = dir.path().join("spool");
+        let mut spool = Spool::open(options(&spool_dir)).expect("open");
+        spool.append(b"k", b"payload").expect("append");
+        let batch = spool.read(1).expect("read");
+        spool.acknowledge(batch[0].end).expect("ack");
+        spool.append(b"k", b"another").expect("append");
+        let mode = |path: &Path| fs::metadata(path).expect("metadata").permissions().mode() & 0o777;
+        assert_eq!(mode(&spool_dir), 0o700);
+        for entry in fs::read_dir(&spool_dir).expect("ls") {
+            let path = entry.expect("entry").path();
+            assert_eq!(mode(&path), 0o600, "{}", path.display());
+        }
+    }
+
+    /// A full disk: an append that fails part-way leaves no torn record behind for later
+    /// appends to follow. Needs root (it mounts a 64 KiB tmpfs), as CI runs.
+    #[test]
+    fn a_full_disk_leaves_no_torn_record_before_later_ones() {
+        if !running_as_root() {
+            eprintln!("skipped: mounting a tmpfs needs root");
+            return;
+        }
+        let dir = tempfile::tempdir().expect("dir");
+        let mount_point = dir.path().join("small-disk");
+        fs::create_dir(&mount_point).expect("mount point");
+        let mounted = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=64k", "tmpfs"])
+            .arg(&mount_point)
+            .status()
+            .expect("mount runs");
+        assert!(mounted.success(), "mounting a tmpfs failed");
+        let unmount = Unmount(mount_point.clone());
+        // Room to free once the disk is full.
+        fs::write(mount_point.join("filler"), vec![0u8; 16 * 1024]).expect("filler");
+
+        let spool_dir = mount_point.join("spool");
+        let spool_options = SpoolOptions {
+            dir: spool_dir,
+            max_bytes: 1 << 30,
+            segment_bytes: 1 << 30,
+            fsync: FsyncPolicy::Never,
+        };
+        let mut spool = Spool::open(spool_options.clone()).expect("open");
+        let payload = |i: usize| format!("{i:05}{}", "e".repeat(995));
+        let mut accepted = Vec::new();
+        let mut failures = 0;
+        for i in 0..200 {
+            match spool.append(b"k", payload(i).as_bytes()) {
+                Ok(()) => accepted.push(payload(i)),
+                Err(_) => failures += 1,
+            }
+            if failures == 3 {
+                break;
+            }
+        }
+        assert!(failures > 0, "the disk never filled");
+        fs::remove_file(mount_point.join("filler")).expect("free space");
+        for i in 1000..1005 {
+            spool
+                .append(b"k", payload(i).as_bytes())
+                .expect("append after space is freed");
+            accepted.push(payload(i));
+        }
+        drop(spool);
+
+        let mut spool = Spool::open(spool_options).expect("reopen");
+        let read = payloads(&spool.read(10_000).expect("read"));
+        assert_eq!(read.len(), accepted.len());
+        assert!(
+            read == accepted,
+            "records lost or reordered after a full disk"
+        );
+        assert_eq!(spool.num_corrupt(), 0);
+        drop(spool);
+        drop(unmount);
+    }
+
+    fn running_as_root() -> bool {
+        std::process::Command::new("id")
+            .arg("-u")
+            .output()
+            .is_ok_and(|output| String::from_utf8_lossy(&output.stdout).trim() == "0")
+    }
+
+    /// Unmounts on drop, also when the test fails.
+    struct Unmount(PathBuf);
+
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(&self.0).status();
+        }
     }
 
     #[test]

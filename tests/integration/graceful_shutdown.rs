@@ -4,6 +4,8 @@
 
 use crate::support;
 
+use std::os::unix::fs::PermissionsExt;
+
 use serde_json::json;
 use warden_testkit::{EmulatorOptions, TgiEmulator};
 
@@ -76,4 +78,27 @@ async fn ctrl_c_archives_every_accepted_call_on_the_embedded_broker() {
         assert_eq!(row["n"], 3, "{row}");
         assert_eq!(row["distinct_ids"], 3, "{row}");
     }
+
+    // What Warden wrote holds audit data: owner-only, whatever the umask it started with.
+    let mut num_files = 0;
+    let mut pending = vec![dir.path().join("archive")];
+    while let Some(path) = pending.pop() {
+        let mode = std::fs::metadata(&path)
+            .expect("metadata")
+            .permissions()
+            .mode()
+            & 0o777;
+        if path.is_dir() {
+            assert_eq!(mode, 0o700, "{}", path.display());
+            pending.extend(
+                std::fs::read_dir(&path)
+                    .expect("ls")
+                    .map(|e| e.expect("entry").path()),
+            );
+        } else {
+            assert_eq!(mode, 0o600, "{}", path.display());
+            num_files += 1;
+        }
+    }
+    assert!(num_files > 0, "the archive holds files");
 }
