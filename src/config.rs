@@ -52,8 +52,9 @@ impl WardenConfig {
     }
 
     /// Validates every section and returns all problems together.
-    pub fn validate(self, env: &dyn Environment) -> anyhow::Result<ValidatedConfig> {
+    pub fn validate(mut self, env: &dyn Environment) -> anyhow::Result<ValidatedConfig> {
         let mut errors = Vec::new();
+        errors.extend(self.kafka.resolve_secrets(&|name| env.var(name)));
         let proxy = self
             .proxy
             .validate(env)
@@ -94,9 +95,17 @@ mod tests {
     fn the_docker_compose_config_is_valid() {
         let text = include_str!("../deploy/warden.compose.toml");
         let config: WardenConfig = toml::from_str(text).expect("parses");
+        let env = HashMap::from([
+            ("HF_API_TOKEN".to_owned(), "hf_test".to_owned()),
+            ("WARDEN_APP_KEY_SHA256".to_owned(), "ab".repeat(32)),
+        ]);
+        let validated = config.clone().validate(&env).expect("valid");
+        assert!(!validated.kafka.is_embedded());
+        assert_eq!(validated.proxy.clients.len(), 1, "callers need a key");
+        // Without the key's hash it does not start: no open mode on 0.0.0.0 by accident.
         let env = HashMap::from([("HF_API_TOKEN".to_owned(), "hf_test".to_owned())]);
-        let config = config.validate(&env).expect("valid");
-        assert!(!config.kafka.is_embedded());
+        let message = config.validate(&env).expect_err("no key").to_string();
+        assert!(message.contains("WARDEN_APP_KEY_SHA256"), "{message}");
     }
 
     #[test]

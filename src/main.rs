@@ -3,6 +3,7 @@
 //! workspace crates.
 
 mod config;
+mod keys;
 mod replay;
 mod report;
 mod roles;
@@ -98,6 +99,11 @@ enum Command {
         #[arg(long)]
         produce: bool,
     },
+    /// Client keys: `keys new NAME` makes one and prints the config entry that admits it.
+    Keys {
+        #[command(subcommand)]
+        action: KeysAction,
+    },
     /// Query the archive with SQL (tables: events, alerts, actions).
     Sql {
         #[command(flatten)]
@@ -120,6 +126,16 @@ enum ArchiveAction {
         /// Delete them.
         #[arg(long)]
         apply: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum KeysAction {
+    /// Make a key for a client: printed once, with the `[[proxy.clients]]` entry (its
+    /// SHA-256) to add to warden.toml.
+    New {
+        /// The client's name, as events will show it.
+        name: String,
     },
 }
 
@@ -196,6 +212,9 @@ fn main() -> ExitCode {
 
 async fn run(command: Command) -> anyhow::Result<()> {
     let config_arg = match &command {
+        Command::Keys {
+            action: KeysAction::New { name },
+        } => return keys::print_new_key(name),
         Command::Up(arg) | Command::Proxy(arg) => arg,
         Command::Archive {
             action: Some(ArchiveAction::Prune { config, .. }),
@@ -214,6 +233,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
     }
     let config = config.validate(&warden_proxy::ProcessEnvironment)?;
     match command {
+        Command::Keys { .. } => unreachable!("answered before the config is loaded"),
         Command::Up(_) => roles::up(config).await,
         Command::Proxy(_) => roles::proxy(config).await,
         Command::Archive { action: None, .. } => roles::archive(config).await,

@@ -236,6 +236,8 @@ async fn connect_external(config: &ValidatedConfig) -> anyhow::Result<Option<Kaf
 /// The proxy server and the publisher draining its events into Kafka.
 struct RunningProxy {
     server: JoinHandle<std::io::Result<()>>,
+    /// `/metrics` on `[proxy].admin_listen`; holds the state (and so the emitter) too.
+    admin: JoinHandle<std::io::Result<()>>,
     publisher: JoinHandle<()>,
     audit_stats: Arc<AuditStats>,
     shutdown: CancellationToken,
@@ -254,10 +256,20 @@ impl RunningProxy {
         let listener = TcpListener::bind(config.proxy.listen)
             .await
             .with_context(|| format!("proxy.listen: cannot listen on {}", config.proxy.listen))?;
+        let admin_listen = config.proxy.admin_listen;
+        let admin_listener = TcpListener::bind(admin_listen)
+            .await
+            .with_context(|| format!("proxy.admin_listen: cannot listen on {admin_listen}"))?;
         let shutdown = CancellationToken::new();
+        let admin = tokio::spawn(warden_proxy::serve_admin(
+            admin_listener,
+            state.clone(),
+            shutdown.clone(),
+        ));
         let server = tokio::spawn(warden_proxy::serve(listener, state, shutdown.clone()));
         Ok(Self {
             server,
+            admin,
             publisher,
             audit_stats,
             shutdown,
@@ -275,6 +287,12 @@ impl RunningProxy {
             }
             finished = &mut self.server => finished,
         };
+        // The admin listener holds the emitter too: stop it before waiting for the flush.
+        self.shutdown.cancel();
+        self.admin
+            .await
+            .context("admin task")?
+            .context("admin server")?;
         self.publisher.await.context("event publisher task")?;
         let stats = &self.audit_stats;
         info!(

@@ -151,6 +151,7 @@ impl ProxyState {
 }
 
 /// The proxy's routes. Every call that reaches an upstream first passes the audit gate.
+/// `/metrics` is not here: it is on the admin listener ([`admin_router`]).
 pub fn router(state: Arc<ProxyState>) -> Router {
     let mut calls = Router::new()
         .route("/v1/chat/completions", post(chat_completions))
@@ -173,8 +174,17 @@ pub fn router(state: Arc<ProxyState>) -> Router {
         .route_layer(middleware::from_fn_with_state(state.clone(), in_flight_cap));
     Router::new()
         .route("/healthz", get(healthz))
-        .route("/metrics", get(metrics))
         .merge(calls)
+        .fallback(unknown_endpoint)
+        .with_state(state)
+}
+
+/// The admin routes, served on `[proxy].admin_listen` (loopback by default), never on the
+/// listener callers reach: `/metrics` and `/healthz`.
+pub fn admin_router(state: Arc<ProxyState>) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
         .fallback(unknown_endpoint)
         .with_state(state)
 }

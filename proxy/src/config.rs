@@ -26,6 +26,14 @@ use crate::template::{BUILTIN_TEMPLATES, ChatTemplate};
 pub struct ProxyConfig {
     #[serde(default = "default_listen")]
     pub listen: String,
+    /// Where `/metrics` (and the operator's routes) are served: loopback by default, never
+    /// on `listen`.
+    #[serde(default = "default_admin_listen")]
+    pub admin_listen: String,
+    /// Serve open mode (no `[[proxy.clients]]`) on a non-loopback `listen`. Without it, open
+    /// mode is refused there: anyone who can reach the port would spend the operator's token.
+    #[serde(default)]
+    pub allow_open: bool,
     /// Names this replica in events; defaults to the host name.
     #[serde(default)]
     pub proxy_id: Option<String>,
@@ -73,6 +81,8 @@ impl Default for ProxyConfig {
     fn default() -> Self {
         Self {
             listen: default_listen(),
+            admin_listen: default_admin_listen(),
+            allow_open: false,
             proxy_id: None,
             environment: None,
             max_body_bytes: default_max_body_bytes(),
@@ -135,6 +145,10 @@ pub struct PassthroughConfig {
 
 fn default_listen() -> String {
     "127.0.0.1:8080".to_owned()
+}
+
+fn default_admin_listen() -> String {
+    "127.0.0.1:9090".to_owned()
 }
 
 fn default_max_body_bytes() -> usize {
@@ -307,7 +321,8 @@ impl Pricing {
 #[serde(deny_unknown_fields)]
 pub struct ClientConfig {
     pub name: String,
-    /// Hex SHA-256 of the client's API key.
+    /// Hex SHA-256 of the client's API key (`warden keys new NAME` makes a key and prints
+    /// it), or a reference to one: `env:NAME`.
     pub key_sha256: String,
     /// The client's environment (`dev`, `staging`, `prod`, ...), stamped on its events
     /// instead of the proxy's.
@@ -438,6 +453,7 @@ pub struct ServerLimits {
 #[derive(Debug, Clone)]
 pub struct ProxySettings {
     pub listen: SocketAddr,
+    pub admin_listen: SocketAddr,
     pub server: ServerLimits,
     pub proxy_id: String,
     pub environment: Option<String>,
@@ -459,6 +475,30 @@ impl ProxyConfig {
             .parse::<SocketAddr>()
             .map_err(|err| errors.push(format!("proxy.listen: {:?}: {err}", self.listen)))
             .ok();
+        let admin_listen = self
+            .admin_listen
+            .parse::<SocketAddr>()
+            .map_err(|err| {
+                errors.push(format!(
+                    "proxy.admin_listen: {:?}: {err}",
+                    self.admin_listen
+                ))
+            })
+            .ok();
+        if let Some(listen) = listen
+            && self.clients.is_empty()
+            && !listen.ip().is_loopback()
+            && !self.allow_open
+        {
+            errors.push(format!(
+                "proxy.allow_open: no [[proxy.clients]] are configured (open mode) and \
+                 proxy.listen {listen} is not a loopback address; add client keys \
+                 (`warden keys new NAME`) or set allow_open = true"
+            ));
+        }
+        if listen.is_some() && listen == admin_listen && listen.is_some_and(|l| l.port() != 0) {
+            errors.push("proxy.admin_listen: must differ from proxy.listen".to_owned());
+        }
         if self.max_body_bytes == 0 {
             errors.push("proxy.max_body_bytes: must be at least 1".to_owned());
         }
@@ -516,7 +556,18 @@ impl ProxyConfig {
                     ));
                 }
             }
-            match parse_sha256_hex(&client.key_sha256) {
+            // A reference keeps the hash out of a config file shipped with a deployment.
+            let key_sha256 = match client.key_sha256.strip_prefix("env:") {
+                Some(name) => match env.var(name) {
+                    Some(value) => value,
+                    None => {
+                        errors.push(format!("{path}.key_sha256: env var {name} is not set"));
+                        continue;
+                    }
+                },
+                None => client.key_sha256.clone(),
+            };
+            match parse_sha256_hex(&key_sha256) {
                 Some(key_sha256) => clients.push(ClientKey {
                     name: client.name.clone(),
                     key_sha256,
@@ -543,9 +594,10 @@ impl ProxyConfig {
                 .ok()
         });
 
-        match (listen, errors.is_empty()) {
-            (Some(listen), true) => Ok(ProxySettings {
+        match (listen, admin_listen, errors.is_empty()) {
+            (Some(listen), Some(admin_listen), true) => Ok(ProxySettings {
                 listen,
+                admin_listen,
                 server: ServerLimits {
                     header_read_timeout: Duration::from_secs_f64(self.header_read_timeout_s),
                     keep_alive_timeout: Duration::from_secs_f64(self.keep_alive_timeout_s),
@@ -867,6 +919,45 @@ mod tests {
         let cost = pricing.cost_usd(2000, 1000, 3.0);
         assert!((cost - (1.0 + 1.5 + 0.003)).abs() < 1e-12, "{cost}");
         assert_eq!(Pricing::default().cost_usd(10, 10, 10.0), 0.0);
+    }
+
+    #[test]
+    fn open_mode_is_refused_off_loopback_unless_allowed() {
+        let config = |listen: &str, allow_open: bool| {
+            parse(&format!(
+                "[proxy]\nlisten = \"{listen}\"\nallow_open = {allow_open}\n"
+            ))
+        };
+        let errors = config("0.0.0.0:8080", false)
+            .validate(&HashMap::new())
+            .expect_err("open mode on every interface");
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(errors[0].starts_with("proxy.allow_open:"), "{errors:?}");
+        assert!(
+            config("0.0.0.0:8080", true)
+                .validate(&HashMap::new())
+                .is_ok()
+        );
+        assert!(
+            config("127.0.0.1:8080", false)
+                .validate(&HashMap::new())
+                .is_ok()
+        );
+        assert!(
+            config("[::1]:8080", false)
+                .validate(&HashMap::new())
+                .is_ok()
+        );
+        let with_client = parse(
+            r#"
+            [proxy]
+            listen = "0.0.0.0:8080"
+            [[proxy.clients]]
+            name = "app"
+            key_sha256 = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
+            "#,
+        );
+        assert!(with_client.validate(&HashMap::new()).is_ok());
     }
 
     #[test]

@@ -33,7 +33,7 @@ mod stream;
 pub mod template;
 mod upstream;
 
-pub use app::{ProxySetupError, ProxyState, REQUEST_ID_HEADER, router};
+pub use app::{ProxySetupError, ProxyState, REQUEST_ID_HEADER, admin_router, router};
 pub use config::{Environment, ProcessEnvironment, ProxyConfig, ProxySettings};
 pub use passthrough::WARDEN_KEY_HEADER;
-pub use server::serve;
+pub use server::{serve, serve_admin};

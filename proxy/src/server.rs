@@ -37,7 +37,7 @@ use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 use tracing::{debug, info, warn};
 
-use crate::app::{ProxyState, router};
+use crate::app::{ProxyState, admin_router, router};
 use crate::config::ServerLimits;
 use crate::metrics::OverloadedResource;
 
@@ -48,21 +48,40 @@ const REFUSAL_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
 /// next accept instead of spinning.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
 
-/// Serves until `shutdown` fires, then lets in-flight calls finish (within the shutdown
-/// deadline) and returns.
+/// Serves the proxy's routes until `shutdown` fires, then lets in-flight calls finish
+/// (within the shutdown deadline) and returns.
 pub async fn serve(
     listener: TcpListener,
     state: Arc<ProxyState>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    let limits = state.settings.server;
     info!(
         listen = %listener.local_addr()?,
-        max_connections = limits.max_connections,
-        max_in_flight_calls = limits.max_in_flight_calls,
+        max_connections = state.settings.server.max_connections,
+        max_in_flight_calls = state.settings.server.max_in_flight_calls,
         "proxy listening"
     );
-    let app = router(state.clone());
+    serve_router(listener, router(state.clone()), state, shutdown).await
+}
+
+/// Serves the admin routes (`/metrics`, and the operator's routes to come) on
+/// `[proxy].admin_listen`, with the same bounds, until `shutdown` fires.
+pub async fn serve_admin(
+    listener: TcpListener,
+    state: Arc<ProxyState>,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    info!(listen = %listener.local_addr()?, "admin listening");
+    serve_router(listener, admin_router(state.clone()), state, shutdown).await
+}
+
+async fn serve_router(
+    listener: TcpListener,
+    app: Router,
+    state: Arc<ProxyState>,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let limits = state.settings.server;
     let connection_slots = Arc::new(Semaphore::new(limits.max_connections));
     let connections = TaskTracker::new();
     // Cancelled once the shutdown deadline has passed: connections still open close.

@@ -10,13 +10,15 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use tower::ServiceExt;
 use warden_ingest::{AuditEvent, EventKind, EventReceiver, OnSpoolFull, event_channel};
-use warden_proxy::{ProxyConfig, ProxyState, REQUEST_ID_HEADER, router};
+use warden_proxy::{ProxyConfig, ProxyState, REQUEST_ID_HEADER, admin_router, router};
 use warden_testkit::{EmulatorOptions, TgiEmulator};
 
 use warden_testkit::trail::{ONE_CALL_TRAIL, client_key, drain, kinds, response_of, sse_data};
 
 struct Harness {
     app: axum::Router,
+    /// The admin listener's routes (`/metrics`).
+    admin: axum::Router,
     events: EventReceiver,
     emulator: Option<TgiEmulator>,
     key: String,
@@ -77,7 +79,8 @@ async fn harness_with(upstream: Option<String>, options: EmulatorOptions) -> Har
     let (emitter, events) = event_channel(1024, OnSpoolFull::Block);
     let state = ProxyState::new(settings, emitter).expect("state");
     Harness {
-        app: router(state),
+        app: router(state.clone()),
+        admin: admin_router(state),
         events,
         emulator,
         key,
@@ -530,7 +533,18 @@ async fn metrics_count_calls_by_target_and_status_and_events() {
     harness
         .chat(json!({"model": "gpt-4", "messages": []}))
         .await;
-    let response = harness.get("/metrics", false).await;
+    let on_the_callers_listener = harness.get("/metrics", false).await;
+    assert_eq!(on_the_callers_listener.status(), StatusCode::NOT_FOUND);
+    let response = harness
+        .admin
+        .clone()
+        .oneshot(
+            Request::get("/metrics")
+                .body(Body::empty())
+                .expect("request"),
+        )
+        .await
+        .expect("response");
     assert_eq!(response.status(), StatusCode::OK);
     let body = axum::body::to_bytes(response.into_body(), 1 << 20)
         .await

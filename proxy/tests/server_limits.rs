@@ -11,12 +11,13 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use warden_ingest::{AuditEvent, EventReceiver, OnSpoolFull, event_channel};
-use warden_proxy::{ProxyConfig, ProxyState, serve};
+use warden_proxy::{ProxyConfig, ProxyState, serve, serve_admin};
 use warden_testkit::trail::drain;
 use warden_testkit::{EmulatorOptions, TgiEmulator};
 
 struct Server {
     address: SocketAddr,
+    admin_address: SocketAddr,
     events: EventReceiver,
     shutdown: CancellationToken,
     served: JoinHandle<std::io::Result<()>>,
@@ -51,9 +52,13 @@ async fn start_against(base_url: &str, limits: &str, target: &str) -> Server {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let address = listener.local_addr().expect("address");
     let shutdown = CancellationToken::new();
+    let admin_listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let admin_address = admin_listener.local_addr().expect("address");
+    tokio::spawn(serve_admin(admin_listener, state.clone(), shutdown.clone()));
     let served = tokio::spawn(serve(listener, state, shutdown.clone()));
     Server {
         address,
+        admin_address,
         events,
         shutdown,
         served,
@@ -239,7 +244,7 @@ async fn calls_over_the_in_flight_cap_get_a_503_until_a_stream_ends() {
     let streamed = stream.text().await.expect("stream body");
     assert!(streamed.contains("[DONE]"));
     let metrics = client()
-        .get(format!("http://{}/metrics", server.address))
+        .get(format!("http://{}/metrics", server.admin_address))
         .send()
         .await
         .expect("metrics")

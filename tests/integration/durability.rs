@@ -9,7 +9,7 @@ use warden_testkit::{EmulatorOptions, TansuBroker, TgiEmulator};
 
 use support::{
     WardenProcess, archived_event_counts, assert_readers_count, chat_calls, free_listen_address,
-    fresh_client_key, metric_until, proxy_and_kafka_sections, write_config,
+    fresh_client_key, metric_until, proxy_and_kafka_sections_with_admin, write_config,
 };
 
 /// Events per chat call: the auth decision, the request, the response.
@@ -18,6 +18,7 @@ const EVENTS_PER_CALL: u64 = 3;
 fn config(
     dir: &Path,
     listen: &str,
+    admin: &str,
     upstream: &str,
     brokers: &str,
     key_sha256: &str,
@@ -33,7 +34,8 @@ fn config(
             url = "{archive}"
             flush_interval_s = 1
             "#,
-            proxy_and_kafka = proxy_and_kafka_sections(listen, upstream, key_sha256, brokers),
+            proxy_and_kafka =
+                proxy_and_kafka_sections_with_admin(listen, admin, upstream, key_sha256, brokers),
             archive = dir.join("archive").display(),
         ),
     )
@@ -45,6 +47,8 @@ struct Outage {
     _emulator: TgiEmulator,
     dir: tempfile::TempDir,
     listen: String,
+    /// `[proxy].admin_listen`, where `/metrics` is.
+    admin: String,
     api_key: String,
     config: std::path::PathBuf,
 }
@@ -57,10 +61,12 @@ impl Outage {
             .expect("emulator starts");
         let dir = tempfile::tempdir().expect("tempdir");
         let listen = free_listen_address();
+        let admin = free_listen_address();
         let (api_key, key_sha256) = fresh_client_key();
         let config = config(
             dir.path(),
             &listen,
+            &admin,
             &emulator.base_url(),
             &broker.bootstrap_servers(),
             &key_sha256,
@@ -70,6 +76,7 @@ impl Outage {
             _emulator: emulator,
             dir,
             listen,
+            admin,
             api_key,
             config,
         }
@@ -78,18 +85,17 @@ impl Outage {
 
 /// Starts `warden <role>` while the broker is down, makes `calls` calls, and waits until all
 /// their events are in the spool. Returns the process and the number of events.
-async fn spool_calls(
-    role: &str,
-    config: &Path,
-    listen: &str,
-    api_key: &str,
-    calls: u64,
-) -> (WardenProcess, u64) {
-    let mut warden = WardenProcess::start(role, config);
-    warden.wait_healthy(listen).await;
-    chat_calls(listen, api_key, calls).await;
+async fn spool_calls(role: &str, outage: &Outage, calls: u64) -> (WardenProcess, u64) {
+    let mut warden = WardenProcess::start(role, &outage.config);
+    warden.wait_healthy(&outage.listen).await;
+    chat_calls(&outage.listen, &outage.api_key, calls).await;
     let expected = calls * EVENTS_PER_CALL;
-    let spooled = metric_until(listen, "warden_events_spooled_total", expected as f64).await;
+    let spooled = metric_until(
+        &outage.admin,
+        "warden_events_spooled_total",
+        expected as f64,
+    )
+    .await;
     assert_eq!(spooled, expected as f64, "{}", warden.log());
     (warden, expected)
 }
@@ -101,24 +107,23 @@ fn assert_archive_holds_exactly(archive: &Path, expected: u64) {
 #[tokio::test(flavor = "multi_thread")]
 async fn events_sent_while_the_broker_is_down_are_archived_exactly_once_when_it_comes_up() {
     const CALLS: u64 = 40;
+    let outage = Outage::prepare().await;
+    let (mut warden, expected) = spool_calls("up", &outage, CALLS).await;
     let Outage {
         mut broker,
-        _emulator,
         dir,
-        listen,
-        api_key,
+        admin,
         config,
-    } = Outage::prepare().await;
-
-    let (mut warden, expected) = spool_calls("up", &config, &listen, &api_key, CALLS).await;
+        ..
+    } = outage;
     assert_eq!(
-        metric_until(&listen, "warden_spooling", 1.0).await,
+        metric_until(&admin, "warden_spooling", 1.0).await,
         1.0,
         "the proxy reports it is spooling"
     );
 
     broker.restart().expect("tansu starts");
-    let replayed = metric_until(&listen, "warden_events_replayed_total", expected as f64).await;
+    let replayed = metric_until(&admin, "warden_events_replayed_total", expected as f64).await;
     assert_eq!(replayed, expected as f64, "{}", warden.log());
     let (rows, distinct) = archived_event_counts(&config, expected).await;
     assert_eq!((rows, distinct), (expected, expected), "{}", warden.log());
@@ -136,18 +141,18 @@ async fn events_sent_while_the_broker_is_down_are_archived_exactly_once_when_it_
 #[tokio::test(flavor = "multi_thread")]
 async fn a_spool_left_by_a_crashed_proxy_is_replayed_by_the_next_one() {
     const CALLS: u64 = 25;
-    let Outage {
-        mut broker,
-        _emulator,
-        dir,
-        listen,
-        api_key,
-        config,
-    } = Outage::prepare().await;
+    let outage = Outage::prepare().await;
 
     // A proxy alone, broker down: its calls' events go to the spool; then it crashes.
-    let (mut proxy, expected) = spool_calls("proxy", &config, &listen, &api_key, CALLS).await;
+    let (mut proxy, expected) = spool_calls("proxy", &outage, CALLS).await;
     proxy.kill();
+    let Outage {
+        mut broker,
+        dir,
+        listen,
+        config,
+        ..
+    } = outage;
 
     // The broker is back; the next process on the same spool replays it.
     broker.restart().expect("tansu starts");

@@ -32,6 +32,7 @@ async fn openai_sdk_chat_lands_in_kafka_and_in_the_parquet_archive() {
             r#"
             [proxy]
             listen = "{listen}"
+            admin_listen = "127.0.0.1:0"
             environment = "test"
             [[proxy.targets]]
             id = "llama-8b"

@@ -26,6 +26,7 @@ async fn ctrl_c_archives_every_accepted_call_on_the_embedded_broker() {
             r#"
             [proxy]
             listen = "{listen}"
+            admin_listen = "127.0.0.1:0"
             [[proxy.targets]]
             id = "llama-8b"
             kind = "tgi-messages"

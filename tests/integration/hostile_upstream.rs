@@ -74,6 +74,7 @@ async fn a_300_mb_answer_without_a_newline_leaves_the_proxy_small() {
             r#"
             [proxy]
             listen = "{listen}"
+            admin_listen = "127.0.0.1:0"
             [[proxy.targets]]
             id = "streams"
             kind = "tgi-messages"

@@ -28,6 +28,7 @@ async fn openai_and_huggingface_hub_clients_work_through_every_target_kind() {
             r#"
             [proxy]
             listen = "{listen}"
+            admin_listen = "127.0.0.1:0"
             [proxy.passthrough]
             prefix = "/hf"
             [[proxy.targets]]

@@ -21,7 +21,31 @@ pub struct KafkaConfig {
     /// Producer compression (`lz4`, `zstd`, `gzip`, `snappy`, `none`).
     pub compression: String,
     /// Extra librdkafka properties applied to every client (e.g. `security.protocol`).
+    /// Secrets (`sasl.password`, `ssl.key.password`, ...) are references: `env:NAME`.
     pub properties: BTreeMap<String, String>,
+    /// The secret properties, filled by [`KafkaConfig::resolve_secrets`]; never printed.
+    #[serde(skip)]
+    pub secret_properties: BTreeMap<String, SecretValue>,
+}
+
+/// librdkafka properties that hold secrets: only accepted as `env:` references.
+const SECRET_PROPERTIES: &[&str] = &[
+    "sasl.password",
+    "sasl.oauthbearer.client.secret",
+    "sasl.oauthbearer.config",
+    "ssl.key.password",
+    "ssl.key.pem",
+    "ssl.keystore.password",
+];
+
+/// A resolved secret: `Debug` never shows it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SecretValue(String);
+
+impl std::fmt::Debug for SecretValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("***")
+    }
 }
 
 impl Default for KafkaConfig {
@@ -33,6 +57,7 @@ impl Default for KafkaConfig {
             replication_factor: -1,
             compression: "lz4".to_owned(),
             properties: BTreeMap::new(),
+            secret_properties: BTreeMap::new(),
         }
     }
 }
@@ -79,6 +104,47 @@ impl TopicNames {
 impl KafkaConfig {
     pub fn is_embedded(&self) -> bool {
         self.brokers.trim() == EMBEDDED_BROKERS
+    }
+
+    /// Resolves the `env:NAME` references among the properties through `lookup` (the
+    /// environment seam) and keeps their values apart, out of `Debug` and errors. A secret
+    /// property given inline, or a reference to an unset variable, is a problem named by key.
+    pub fn resolve_secrets(&mut self, lookup: &dyn Fn(&str) -> Option<String>) -> Vec<String> {
+        let mut errors = Vec::new();
+        let keys: Vec<String> = self.properties.keys().cloned().collect();
+        for key in keys {
+            let Some(value) = self.properties.get(&key) else {
+                continue;
+            };
+            let path = format!("kafka.properties.{key:?}");
+            match value.strip_prefix("env:") {
+                Some(name) => match lookup(name) {
+                    Some(secret) if !secret.is_empty() => {
+                        self.properties.remove(&key);
+                        self.secret_properties.insert(key, SecretValue(secret));
+                    }
+                    _ => errors.push(format!("{path}: env var {name} is not set")),
+                },
+                None if SECRET_PROPERTIES.contains(&key.as_str()) => errors.push(format!(
+                    "{path}: must be a reference like \"env:KAFKA_SASL_PASSWORD\", not an \
+                     inline value"
+                )),
+                None => {}
+            }
+        }
+        errors
+    }
+
+    /// Every librdkafka property to apply: the plain ones and the resolved secrets.
+    pub(crate) fn all_properties(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.properties
+            .iter()
+            .map(|(key, value)| (key.as_str(), value.as_str()))
+            .chain(
+                self.secret_properties
+                    .iter()
+                    .map(|(key, value)| (key.as_str(), value.0.as_str())),
+            )
     }
 
     /// Checks the section without IO; returns one message per problem, each naming its key.
@@ -133,6 +199,42 @@ mod tests {
         let config = KafkaConfig::default();
         assert!(config.is_embedded());
         assert!(config.validate().is_empty());
+    }
+
+    #[test]
+    fn secret_properties_are_references_resolved_apart_and_never_printed() {
+        let mut config = KafkaConfig {
+            brokers: "kafka:9092".into(),
+            properties: BTreeMap::from([
+                ("security.protocol".to_owned(), "SASL_SSL".to_owned()),
+                ("sasl.username".to_owned(), "warden".to_owned()),
+                (
+                    "sasl.password".to_owned(),
+                    "env:TEST_KAFKA_PASSWORD".to_owned(),
+                ),
+            ]),
+            ..KafkaConfig::default()
+        };
+        let secret = "s3cr3t-made-up-for-this-test";
+        let lookup = |name: &str| (name == "TEST_KAFKA_PASSWORD").then(|| secret.to_owned());
+        assert!(config.resolve_secrets(&lookup).is_empty());
+        let all: BTreeMap<&str, &str> = config.all_properties().collect();
+        assert_eq!(all.get("sasl.password"), Some(&secret));
+        assert_eq!(all.get("sasl.username"), Some(&"warden"));
+        assert!(!format!("{config:?}").contains(secret));
+
+        let mut inline = KafkaConfig {
+            properties: BTreeMap::from([
+                ("sasl.password".to_owned(), "hunter2".to_owned()),
+                ("ssl.key.password".to_owned(), "env:UNSET".to_owned()),
+            ]),
+            ..KafkaConfig::default()
+        };
+        let errors = inline.resolve_secrets(&|_| None);
+        assert_eq!(errors.len(), 2, "{errors:?}");
+        assert!(errors.iter().all(|e| !e.contains("hunter2")), "{errors:?}");
+        assert!(errors[0].contains("sasl.password") && errors[0].contains("inline"));
+        assert!(errors[1].contains("UNSET"));
     }
 
     #[test]

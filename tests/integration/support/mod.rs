@@ -153,7 +153,8 @@ impl WardenProcess {
     }
 }
 
-/// Reads one unlabelled counter or gauge from `GET http://{listen}/metrics`.
+/// Reads one unlabelled counter or gauge from `GET http://{listen}/metrics` (the admin
+/// listener's address).
 pub async fn metric(listen: &str, name: &str) -> f64 {
     let text = http_client()
         .get(format!("http://{listen}/metrics"))
@@ -318,10 +319,22 @@ pub fn proxy_and_kafka_sections(
     key_sha256: &str,
     brokers: &str,
 ) -> String {
+    proxy_and_kafka_sections_with_admin(listen, "127.0.0.1:0", upstream, key_sha256, brokers)
+}
+
+/// [`proxy_and_kafka_sections`] with `/metrics` on `admin_listen`.
+pub fn proxy_and_kafka_sections_with_admin(
+    listen: &str,
+    admin_listen: &str,
+    upstream: &str,
+    key_sha256: &str,
+    brokers: &str,
+) -> String {
     format!(
         r#"
         [proxy]
         listen = "{listen}"
+        admin_listen = "{admin_listen}"
         [[proxy.targets]]
         id = "llama"
         kind = "tgi-messages"
