@@ -8,7 +8,9 @@
 # Needs oha (`cargo install --locked oha`). Prints a Markdown table for BENCHMARKS.md.
 # ROLE=proxy runs `warden proxy` (events to the embedded broker, no archiver or detector in
 # the process) instead of `warden up`. PROFILE_DIR=dir records `perf` profiles of warden
-# during the through-Warden runs (perf report -i dir/fixed.perf).
+# during the through-Warden runs (perf report -i dir/fixed.perf). WARDEN_BIN=path runs that
+# warden binary instead of this checkout's release build (e.g. an earlier commit's, to
+# compare builds side by side).
 set -euo pipefail
 
 RATE=${1:-2000}
@@ -22,7 +24,7 @@ PYTHON=${PYTHON:-python3}
 
 cargo build --release -q -p warden -p warden-testkit --bin warden --bin tgi-emulator
 TARGET_DIR=$(cargo metadata --format-version 1 --no-deps | "$PYTHON" -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
-WARDEN="$TARGET_DIR/release/warden"
+WARDEN="${WARDEN_BIN:-$TARGET_DIR/release/warden}"
 EMULATOR="$TARGET_DIR/release/tgi-emulator"
 
 WORK=$(mktemp -d)
@@ -37,6 +39,7 @@ trap cleanup EXIT
 free_port() { "$PYTHON" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 UPSTREAM_PORT=$(free_port)
 PROXY_PORT=$(free_port)
+ADMIN_PORT=$(free_port)
 KEY="sk-bench-$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')"
 KEY_SHA256=$(printf %s "$KEY" | sha256sum | cut -d' ' -f1)
 
@@ -45,6 +48,7 @@ PIDS+=($!)
 cat >"$WORK/warden.toml" <<EOF
 [proxy]
 listen = "127.0.0.1:$PROXY_PORT"
+$( [ -n "${NO_ADMIN_LISTEN:-}" ] || echo "admin_listen = \"127.0.0.1:$ADMIN_PORT\"" )
 [[proxy.targets]]
 id = "llama"
 kind = "tgi-messages"
@@ -104,7 +108,9 @@ profiled fixed run fixed-through "$THROUGH" -z "${SECONDS_PER_RUN}s" -q "$RATE" 
 run saturation-direct "$DIRECT" -z "${SECONDS_PER_RUN}s" -c "$CONNECTIONS"
 profiled saturation run saturation-through "$THROUGH" -z "${SECONDS_PER_RUN}s" -c "$CONNECTIONS"
 
-curl -s "http://127.0.0.1:$PROXY_PORT/metrics" >"$WORK/metrics.txt"
+# /metrics is on the admin listener (NO_ADMIN_LISTEN=1: a build from before it existed).
+METRICS_PORT=$ADMIN_PORT; [ -z "${NO_ADMIN_LISTEN:-}" ] || METRICS_PORT=$PROXY_PORT
+curl -s "http://127.0.0.1:$METRICS_PORT/metrics" >"$WORK/metrics.txt"
 
 "$PYTHON" - "$WORK" "$RATE" "$CONNECTIONS" "$SECONDS_PER_RUN" <<'EOF'
 import json, sys, re

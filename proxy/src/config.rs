@@ -18,7 +18,10 @@ use url::Url;
 use warden_ingest::geo::GeoIp;
 
 use crate::client_address::{ClientLocator, parse_trusted_proxies};
-use crate::template::{BUILTIN_TEMPLATES, ChatTemplate};
+use crate::template::{
+    BUILTIN_TEMPLATES, ChatTemplate, DEFAULT_CHAT_ROLES, DEFAULT_TEMPLATE_FUEL,
+    SpecialTokensInContent, TemplateGuards,
+};
 
 /// Raw `[proxy]` section as written in TOML.
 #[derive(Debug, Clone, Deserialize)]
@@ -219,6 +222,22 @@ pub struct TargetConfig {
     pub bos_token: Option<String>,
     #[serde(default)]
     pub eos_token: Option<String>,
+    /// `tgi` targets: the message roles the template renders (others get a 400). Default:
+    /// system, user, assistant.
+    #[serde(default)]
+    pub chat_roles: Option<Vec<String>>,
+    /// `tgi` targets with `chat_template_jinja`: the model's control tokens (besides its
+    /// bos and eos tokens), e.g. `["<|im_start|>", "<|im_end|>"]`. Built-in templates know
+    /// their own.
+    #[serde(default)]
+    pub chat_special_tokens: Vec<String>,
+    /// `tgi` targets: what happens to those control tokens in what callers write: `strip`
+    /// (default), `reject` (400) or `allow`.
+    #[serde(default)]
+    pub special_tokens_in_content: SpecialTokensInContent,
+    /// `tgi` targets: most template instructions one render may run (a 400 above).
+    #[serde(default = "default_chat_template_fuel")]
+    pub chat_template_fuel: u64,
     /// The target's `MAX_STOP_SEQUENCES`: requests with more `stop` sequences get a 400.
     #[serde(default = "default_max_stop_sequences")]
     pub max_stop_sequences: usize,
@@ -258,6 +277,10 @@ fn default_max_response_bytes() -> usize {
 /// TGI's final event (with `details`) is the largest; top-n token details stay well below.
 fn default_max_stream_event_bytes() -> usize {
     1024 * 1024
+}
+
+fn default_chat_template_fuel() -> u64 {
+    DEFAULT_TEMPLATE_FUEL
 }
 
 fn default_cold_start_timeout_s() -> f64 {
@@ -728,12 +751,16 @@ fn validate_chat_template(
     let builtin_names = || {
         BUILTIN_TEMPLATES
             .iter()
-            .map(|(name, ..)| *name)
+            .map(|builtin| builtin.name)
             .collect::<Vec<_>>()
             .join(", ")
     };
     if target.kind != TargetKind::Tgi {
-        if target.chat_template.is_some() || target.chat_template_jinja.is_some() {
+        if target.chat_template.is_some()
+            || target.chat_template_jinja.is_some()
+            || target.chat_roles.is_some()
+            || !target.chat_special_tokens.is_empty()
+        {
             errors.push(format!(
                 "{path}.chat_template: only \"tgi\" targets use a chat template; {} targets \
                  apply the server's own",
@@ -742,8 +769,22 @@ fn validate_chat_template(
         }
         return None;
     }
+    let guards = TemplateGuards {
+        roles: target.chat_roles.clone().unwrap_or_else(|| {
+            DEFAULT_CHAT_ROLES
+                .iter()
+                .map(|role| (*role).to_owned())
+                .collect()
+        }),
+        special_tokens: target.chat_special_tokens.clone(),
+        on_special_tokens: target.special_tokens_in_content,
+        fuel: target.chat_template_fuel,
+    };
+    if target.chat_template_fuel == 0 {
+        errors.push(format!("{path}.chat_template_fuel: must be at least 1"));
+    }
     let compiled = match (&target.chat_template, &target.chat_template_jinja) {
-        (Some(name), None) => ChatTemplate::builtin(name).unwrap_or_else(|| {
+        (Some(name), None) => ChatTemplate::builtin(name, guards).unwrap_or_else(|| {
             Err(format!(
                 "unknown built-in {name:?}; choose one of {} or set chat_template_jinja",
                 builtin_names()
@@ -753,6 +794,7 @@ fn validate_chat_template(
             source,
             target.bos_token.as_deref().unwrap_or_default(),
             target.eos_token.as_deref().unwrap_or_default(),
+            guards,
         ),
         (Some(_), Some(_)) => Err("set chat_template or chat_template_jinja, not both".to_owned()),
         (None, None) => Err(format!(
