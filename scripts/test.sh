@@ -42,9 +42,10 @@ step "python test clients (.venv)"
 if [ ! -x .venv/bin/python ]; then
     python3 -m venv .venv
 fi
-if ! cmp -s tests/python/requirements.txt .venv/.installed-requirements 2>/dev/null; then
-    .venv/bin/pip install --quiet --disable-pip-version-check -r tests/python/requirements.txt
-    cp tests/python/requirements.txt .venv/.installed-requirements
+# The lock file pins every package (and what they pull in) to the versions CI ran.
+if ! cmp -s tests/python/requirements.lock .venv/.installed-requirements 2>/dev/null; then
+    .venv/bin/pip install --quiet --disable-pip-version-check -r tests/python/requirements.lock
+    cp tests/python/requirements.lock .venv/.installed-requirements
 fi
 .venv/bin/python -c "import openai, pyarrow, duckdb, moto; print('openai', openai.__version__, '| pyarrow', pyarrow.__version__, '| duckdb', duckdb.__version__, '| moto', moto.__version__)"
 
