@@ -98,12 +98,22 @@ mod tests {
         let env = HashMap::from([
             ("HF_API_TOKEN".to_owned(), "hf_test".to_owned()),
             ("WARDEN_APP_KEY_SHA256".to_owned(), "ab".repeat(32)),
+            (
+                "WARDEN_FINGERPRINT_KEY".to_owned(),
+                "a-made-up-test-secret-32-bytes!!".to_owned(),
+            ),
         ]);
         let validated = config.clone().validate(&env).expect("valid");
         assert!(!validated.kafka.is_embedded());
         assert_eq!(validated.proxy.clients.len(), 1, "callers need a key");
         // Without the key's hash it does not start: no open mode on 0.0.0.0 by accident.
-        let env = HashMap::from([("HF_API_TOKEN".to_owned(), "hf_test".to_owned())]);
+        let env = HashMap::from([
+            ("HF_API_TOKEN".to_owned(), "hf_test".to_owned()),
+            (
+                "WARDEN_FINGERPRINT_KEY".to_owned(),
+                "a-made-up-test-secret-32-bytes!!".to_owned(),
+            ),
+        ]);
         let message = config.validate(&env).expect_err("no key").to_string();
         assert!(message.contains("WARDEN_APP_KEY_SHA256"), "{message}");
     }

@@ -1,9 +1,15 @@
-//! `warden keys new NAME`: makes a client key. The key is printed once, for the operator to
-//! hand to the client; Warden keeps only its SHA-256, in the `[[proxy.clients]]` entry
-//! printed with it.
+//! Keys the binary makes: client keys (`warden keys new NAME`: the key is printed once, for
+//! the operator to hand to the client; Warden keeps only its SHA-256, in the
+//! `[[proxy.clients]]` entry printed with it), and the deployment's fingerprint secret when
+//! `[proxy].fingerprint_key` is not configured (kept in `[proxy].fingerprint_key_file`).
+
+use std::io::Write;
+use std::path::Path;
 
 use anyhow::Context;
 use sha2::{Digest, Sha256};
+use warden_proxy::ProxySettings;
+use warden_proxy::fingerprint::{Fingerprinter, SECRET_BYTES};
 
 /// Random bytes in a key: 192 bits, beyond any dictionary or brute force.
 const KEY_RANDOM_BYTES: usize = 24;
@@ -39,6 +45,54 @@ pub fn print_new_key(name: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The fingerprinter the proxy serves with: the configured secret, else the one kept in
+/// `fingerprint_key_file`, made (random, `0600`) on first start.
+pub fn deployment_fingerprinter(settings: &ProxySettings) -> anyhow::Result<Fingerprinter> {
+    if settings.fingerprint_key_configured {
+        return Ok(settings.fingerprinter.clone());
+    }
+    let path = settings.fingerprint_key_file.as_path();
+    let secret = match std::fs::read(path) {
+        Ok(secret) => secret,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => create_secret(path)?,
+        Err(err) => {
+            return Err(err).with_context(|| format!("reading {}", path.display()));
+        }
+    };
+    Fingerprinter::keyed(&secret)
+        .map_err(|err| anyhow::anyhow!("proxy.fingerprint_key_file {}: {err}", path.display()))
+}
+
+/// Writes a new random secret to `path`, unless another process just did (then reads it).
+fn create_secret(path: &Path) -> anyhow::Result<Vec<u8>> {
+    if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let mut secret = vec![0u8; SECRET_BYTES];
+    getrandom::fill(&mut secret).context("reading the system's random source")?;
+    let created = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path);
+    match created {
+        Ok(mut file) => {
+            file.write_all(&secret)
+                .and_then(|()| file.sync_all())
+                .with_context(|| format!("writing {}", path.display()))?;
+            tracing::warn!(
+                file = %path.display(),
+                "generated this deployment's fingerprint secret (token ids, prompt hashes); \
+                 every proxy replica needs the same one: set [proxy].fingerprint_key"
+            );
+            Ok(secret)
+        }
+        Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => {
+            std::fs::read(path).with_context(|| format!("reading {}", path.display()))
+        }
+        Err(err) => Err(err).with_context(|| format!("creating {}", path.display())),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -59,5 +113,27 @@ mod tests {
             Some("app-prod")
         );
         assert!(new_key("bad\"name").is_err());
+    }
+
+    #[test]
+    fn the_fingerprint_secret_is_made_once_and_kept() {
+        let dir = tempfile::tempdir().expect("dir");
+        let config: warden_proxy::ProxyConfig = toml::from_str(&format!(
+            "fingerprint_key_file = \"{}\"",
+            dir.path().join("data/fingerprint.key").display()
+        ))
+        .expect("config");
+        let settings = config
+            .validate(&std::collections::HashMap::new())
+            .expect("valid");
+        let first = deployment_fingerprinter(&settings).expect("made");
+        let again = deployment_fingerprinter(&settings).expect("read back");
+        assert_eq!(first.token_id("sk-x"), again.token_id("sk-x"));
+        assert_eq!(
+            std::fs::read(dir.path().join("data/fingerprint.key"))
+                .expect("kept")
+                .len(),
+            SECRET_BYTES
+        );
     }
 }

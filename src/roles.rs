@@ -250,9 +250,11 @@ impl RunningProxy {
         let audit_stats = events.stats_handle();
         let publisher = KafkaEventPublisher::spawn(cluster, events, &config.audit)
             .context("starting the event publisher")?;
+        let mut settings = config.proxy.clone();
+        settings.fingerprinter = crate::keys::deployment_fingerprinter(&settings)?;
         // The state owns the only emitter: when the server stops, the publisher's channel
         // closes and it flushes.
-        let state = ProxyState::new(config.proxy.clone(), emitter)?;
+        let state = ProxyState::new(settings, emitter)?;
         let listener = TcpListener::bind(config.proxy.listen)
             .await
             .with_context(|| format!("proxy.listen: cannot listen on {}", config.proxy.listen))?;

@@ -7,9 +7,10 @@
 //! - `token_stuffing` (critical): one IP trying `stuffing_distinct_tokens` or more different
 //!   keys within the window;
 //! - `revoked_token` (critical): any use of a revoked key, whether the proxy refused it or
-//!   not. Revoked keys are the token fingerprints listed in `revoked_tokens` (a key removed
-//!   from `[[proxy.clients]]` keeps its fingerprint, so listing it here watches for it) and
-//!   any key the proxy refuses with the reason `revoked_api_key`.
+//!   not. Revoked keys are those listed in `revoked_tokens` — by token id (`tok_…`), or by
+//!   client name (`client:NAME`), which stays the same when the deployment's fingerprint
+//!   secret changes: a named client's key is watched from the first event that shows it (any
+//!   call it made) — and any key the proxy refuses with the reason `revoked_api_key`.
 //!
 //! Failures are the proxy's `policy_decision` events for policy `auth` with outcome `deny`:
 //! one per refused call, carrying the caller's IP and the fingerprint of the key it tried.
@@ -26,6 +27,9 @@ use crate::buckets::{BucketCounts, bucket_of, bucket_start};
 use crate::detector::{Detector, RecentIds, SectionCheck, buckets_in, entry, named_sources};
 use crate::engine::{Evaluation, Subjects};
 
+/// Marks a `revoked_tokens` entry that names a client rather than a token id.
+const CLIENT_PREFIX: &str = "client:";
+
 /// The reason a proxy gives for refusing a revoked key.
 pub const REVOKED_REASON: &str = "revoked_api_key";
 
@@ -39,7 +43,8 @@ pub struct AuthFailuresConfig {
     pub brute_force_failures: u64,
     pub brute_force_critical_failures: u64,
     pub stuffing_distinct_tokens: usize,
-    /// Token fingerprints (`token_id`) that must not be used any more.
+    /// Keys that must not be used any more: token ids (`tok_…`) or client names
+    /// (`client:NAME`).
     pub revoked_tokens: Vec<String>,
     pub cooldown_s: i64,
 }
@@ -104,7 +109,10 @@ struct RevokedUse {
 #[derive(Debug, Clone)]
 pub struct AuthFailures {
     config: AuthFailuresConfig,
+    /// Revoked token ids: listed, learnt from a revoked client's events, or refused as revoked.
     revoked: HashSet<String>,
+    /// Clients listed by name in `revoked_tokens`.
+    revoked_clients: HashSet<String>,
     by_ip: HashMap<String, Failures>,
     revoked_uses: HashMap<String, RevokedUse>,
     /// The subjects reported on: revoked keys' uses are followed only if tokens are among
@@ -114,8 +122,16 @@ pub struct AuthFailures {
 
 impl AuthFailures {
     pub fn new(config: AuthFailuresConfig) -> Self {
+        let (clients, tokens): (Vec<&String>, Vec<&String>) = config
+            .revoked_tokens
+            .iter()
+            .partition(|entry| entry.starts_with(CLIENT_PREFIX));
         Self {
-            revoked: config.revoked_tokens.iter().cloned().collect(),
+            revoked: tokens.into_iter().cloned().collect(),
+            revoked_clients: clients
+                .into_iter()
+                .map(|entry| entry[CLIENT_PREFIX.len()..].to_owned())
+                .collect(),
             config,
             by_ip: HashMap::new(),
             revoked_uses: HashMap::new(),
@@ -220,7 +236,12 @@ impl Detector for AuthFailures {
         let denied = &*decision.outcome == "deny";
         if let Some(token) = token.filter(|_| self.subjects.tokens()) {
             let revoked_reason = denied && decision.reason.as_deref() == Some(REVOKED_REASON);
-            if revoked_reason && !self.revoked.contains(token) {
+            let revoked_client = event
+                .client
+                .name
+                .as_deref()
+                .is_some_and(|name| self.revoked_clients.contains(name));
+            if (revoked_reason || revoked_client) && !self.revoked.contains(token) {
                 self.revoked.insert(token.to_owned());
             }
             if self.revoked.contains(token) {
@@ -415,5 +436,36 @@ mod tests {
                 ("token:tok-old".to_owned(), runbook)
             ]
         );
+    }
+
+    #[test]
+    fn a_client_named_as_revoked_has_its_key_watched() {
+        let mut detector = AuthFailures::new(AuthFailuresConfig {
+            revoked_tokens: vec!["client:batch-job".into()],
+            ..AuthFailuresConfig::default()
+        });
+        // The client still authenticates (not yet removed from the config) ...
+        let mut allowed = auth(1, "10.0.0.7", "tok_batch", "allow", None);
+        allowed.client.name = Some("batch-job".into());
+        feed(&mut detector, &allowed);
+        // ... and its key, once removed, is refused as unknown from another IP.
+        feed(
+            &mut detector,
+            &auth(
+                2,
+                "192.0.2.50",
+                "tok_batch",
+                "deny",
+                Some("invalid_api_key"),
+            ),
+        );
+        let alerts = detector.evaluate(early_at(2));
+        let revoked: Vec<_> = alerts
+            .iter()
+            .filter(|a| a.detector == "revoked_token")
+            .collect();
+        assert_eq!(revoked.len(), 1, "{alerts:?}");
+        assert_eq!(revoked[0].subject.to_string(), "token:tok_batch");
+        assert_eq!(revoked[0].observed, 2.0);
     }
 }

@@ -56,7 +56,7 @@ impl ProxyState {
         settings: ProxySettings,
         emitter: EventEmitter,
     ) -> Result<Arc<Self>, ProxySetupError> {
-        let clients = ClientRegistry::new(settings.clients.clone());
+        let clients = ClientRegistry::new(settings.clients.clone(), settings.fingerprinter.clone());
         if clients.is_open() {
             warn!(
                 "OPEN MODE: no [[proxy.clients]] configured, every caller is let through; \
@@ -406,7 +406,7 @@ async fn route<'a>(
     call.request.bytes = body.len() as u64;
     let request: Map<String, Value> =
         serde_json::from_slice(&body).map_err(|err| ProxyError::InvalidJson(err.to_string()))?;
-    call.request.prompt_hash = Some(prompt_hash(&request));
+    call.request.prompt_hash = Some(prompt_hash(&state.settings.fingerprinter, &request));
     call.route.stream = request.get("stream").and_then(Value::as_bool) == Some(true);
     let model = request
         .get("model")

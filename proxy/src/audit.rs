@@ -15,6 +15,7 @@ use warden_ingest::{AuditEvent, EventEmitter, EventKind, RequestId};
 use crate::auth::AuthOutcome;
 use crate::client_address::ClientAddress;
 use crate::config::{CapturePolicy, Pricing, Target};
+use crate::fingerprint::Fingerprinter;
 use crate::metrics::SharedMetrics;
 
 /// Longest user agent kept in events.
@@ -264,16 +265,17 @@ impl ContentCapture {
 /// Request fields that change how an answer is delivered or attributed, not what is asked.
 const FIELDS_NOT_HASHED: &[&str] = &["stream", "stream_options", "user"];
 
-/// SHA-256 (hex) of the request with object keys sorted at every level, ignoring
+/// The keyed hash (hex) of the request with object keys sorted at every level, ignoring
 /// [`FIELDS_NOT_HASHED`]: identical questions hash equal however their JSON was laid out,
-/// which is what retry-loop detection needs.
-pub(crate) fn prompt_hash(request: &Map<String, Value>) -> String {
+/// which is what retry-loop detection needs; keyed, so a guessed prompt cannot be confirmed
+/// from the archive.
+pub(crate) fn prompt_hash(fingerprinter: &Fingerprinter, request: &Map<String, Value>) -> String {
     let mut canonical = Vec::new();
     let question = request
         .iter()
         .filter(|(key, _)| !FIELDS_NOT_HASHED.contains(&key.as_str()));
     write_canonical_object(question, &mut canonical);
-    hex::encode(Sha256::digest(&canonical))
+    fingerprinter.prompt_hash(&canonical)
 }
 
 /// Writes JSON with every object's keys sorted (the canonical form that gets hashed).
@@ -355,9 +357,16 @@ mod tests {
         let b = object(
             r#"{ "messages" : [ {"content":"hi", "role":"user"} ], "model":"m", "user":"u1" }"#,
         );
-        assert_eq!(prompt_hash(&a), prompt_hash(&b));
+        let fingerprinter = Fingerprinter::ephemeral();
+        assert_eq!(
+            prompt_hash(&fingerprinter, &a),
+            prompt_hash(&fingerprinter, &b)
+        );
         let c = object(r#"{"model":"m","messages":[{"role":"user","content":"hi!"}]}"#);
-        assert_ne!(prompt_hash(&a), prompt_hash(&c));
-        assert_eq!(prompt_hash(&a).len(), 64);
+        assert_ne!(
+            prompt_hash(&fingerprinter, &a),
+            prompt_hash(&fingerprinter, &c)
+        );
+        assert_eq!(prompt_hash(&fingerprinter, &a).len(), 64);
     }
 }

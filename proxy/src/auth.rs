@@ -1,9 +1,9 @@
 //! Client authentication: `Authorization: Bearer <key>` against the configured key hashes.
 //!
 //! Keys are never stored or logged: the config holds their SHA-256, the comparison is
-//! constant-time over every configured client, and events carry only a [`TokenId`]
-//! fingerprint (a prefix of the key's SHA-256), also for rejected keys, so detectors can
-//! see token stuffing without ever seeing a key.
+//! constant-time over every configured client, and events carry only a [`TokenId`]: a keyed
+//! fingerprint ([`crate::fingerprint`]), also for rejected keys, so detectors can see token
+//! stuffing without ever seeing a key, and nobody can confirm a guessed key from the archive.
 
 use std::sync::Arc;
 
@@ -14,9 +14,7 @@ use subtle::ConstantTimeEq;
 use warden_ingest::TokenId;
 
 use crate::config::ClientKey;
-
-/// Hex characters of the key's SHA-256 kept in a token id: enough to tell keys apart.
-const TOKEN_ID_HEX_CHARS: usize = 16;
+use crate::fingerprint::Fingerprinter;
 
 /// The outcome of authenticating one request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,12 +72,14 @@ impl AuthOutcome {
 #[derive(Debug, Clone)]
 pub struct ClientRegistry {
     clients: Vec<Arc<ClientKey>>,
+    fingerprinter: Fingerprinter,
 }
 
 impl ClientRegistry {
-    pub fn new(clients: Vec<ClientKey>) -> Self {
+    pub fn new(clients: Vec<ClientKey>, fingerprinter: Fingerprinter) -> Self {
         Self {
             clients: clients.into_iter().map(Arc::new).collect(),
+            fingerprinter,
         }
     }
 
@@ -94,17 +94,17 @@ impl ClientRegistry {
 
     /// Authenticates a key presented some other way (pass-through's `X-Warden-Key`).
     pub fn authenticate_key(&self, key: Option<&str>) -> AuthOutcome {
-        let digest = key.map(|key| Sha256::digest(key.as_bytes()));
-        let token_id = digest.as_ref().map(|digest| token_id_of(digest));
+        let token_id = key.map(|key| self.fingerprinter.token_id(key));
         if self.is_open() {
             return AuthOutcome::Open { token_id };
         }
-        let Some(digest) = digest else {
+        let (Some(key), Some(token_id)) = (key, token_id) else {
             return AuthOutcome::Rejected {
                 token_id: None,
                 reason: RejectReason::MissingKey,
             };
         };
+        let digest = Sha256::digest(key.as_bytes());
         // Compare against every client, without early exit, in constant time per compare.
         let mut matched: Option<&Arc<ClientKey>> = None;
         for client in &self.clients {
@@ -112,7 +112,6 @@ impl ClientRegistry {
                 matched = Some(client);
             }
         }
-        let token_id = token_id_of(&digest);
         match matched {
             Some(client) => AuthOutcome::Authenticated {
                 client: Arc::clone(client),
@@ -133,23 +132,20 @@ fn bearer_key(headers: &HeaderMap) -> Option<&str> {
     (scheme.eq_ignore_ascii_case("bearer") && !key.is_empty()).then_some(key)
 }
 
-fn token_id_of(digest: &[u8]) -> TokenId {
-    let mut hex = hex::encode(digest);
-    hex.truncate(TOKEN_ID_HEX_CHARS);
-    TokenId(format!("tok_{hex}"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn registry() -> ClientRegistry {
-        ClientRegistry::new(vec![ClientKey {
-            name: "app".into(),
-            key_sha256: Sha256::digest(b"sk-right").into(),
-            environment: None,
-            allowed_targets: Vec::new(),
-        }])
+        ClientRegistry::new(
+            vec![ClientKey {
+                name: "app".into(),
+                key_sha256: Sha256::digest(b"sk-right").into(),
+                environment: None,
+                allowed_targets: Vec::new(),
+            }],
+            Fingerprinter::ephemeral(),
+        )
     }
 
     fn headers(authorization: &str) -> HeaderMap {
@@ -173,7 +169,7 @@ mod tests {
         ));
         let (right_id, wrong_id) = (right.token_id().expect("id"), wrong.token_id().expect("id"));
         assert_ne!(right_id, wrong_id);
-        assert!(right_id.0.starts_with("tok_") && right_id.0.len() == 4 + TOKEN_ID_HEX_CHARS);
+        assert!(right_id.0.starts_with("tok_") && right_id.0.len() == 20);
         assert!(!right_id.0.contains("sk-right"));
     }
 
@@ -201,7 +197,7 @@ mod tests {
 
     #[test]
     fn open_mode_lets_everyone_through() {
-        let registry = ClientRegistry::new(Vec::new());
+        let registry = ClientRegistry::new(Vec::new(), Fingerprinter::ephemeral());
         assert!(matches!(
             registry.authenticate(&HeaderMap::new()),
             AuthOutcome::Open { token_id: None }

@@ -18,6 +18,7 @@ use url::Url;
 use warden_ingest::geo::GeoIp;
 
 use crate::client_address::{ClientLocator, parse_trusted_proxies};
+use crate::fingerprint::Fingerprinter;
 use crate::template::{
     BUILTIN_TEMPLATES, ChatTemplate, DEFAULT_CHAT_ROLES, DEFAULT_TEMPLATE_FUEL,
     SpecialTokensInContent, TemplateGuards,
@@ -37,6 +38,14 @@ pub struct ProxyConfig {
     /// mode is refused there: anyone who can reach the port would spend the operator's token.
     #[serde(default)]
     pub allow_open: bool,
+    /// The secret that keys token ids and prompt hashes in events, as a reference
+    /// (`env:WARDEN_FINGERPRINT_KEY`, at least 16 bytes). Every replica of a deployment needs
+    /// the same one. Unset, `warden` keeps a generated one in `fingerprint_key_file`.
+    #[serde(default)]
+    pub fingerprint_key: Option<String>,
+    /// Where the generated fingerprint secret is kept when `fingerprint_key` is unset.
+    #[serde(default = "default_fingerprint_key_file")]
+    pub fingerprint_key_file: PathBuf,
     /// Names this replica in events; defaults to the host name.
     #[serde(default)]
     pub proxy_id: Option<String>,
@@ -86,6 +95,8 @@ impl Default for ProxyConfig {
             listen: default_listen(),
             admin_listen: default_admin_listen(),
             allow_open: false,
+            fingerprint_key: None,
+            fingerprint_key_file: default_fingerprint_key_file(),
             proxy_id: None,
             environment: None,
             max_body_bytes: default_max_body_bytes(),
@@ -148,6 +159,10 @@ pub struct PassthroughConfig {
 
 fn default_listen() -> String {
     "127.0.0.1:8080".to_owned()
+}
+
+fn default_fingerprint_key_file() -> PathBuf {
+    PathBuf::from("./warden-data/fingerprint.key")
 }
 
 fn default_admin_listen() -> String {
@@ -477,6 +492,12 @@ pub struct ServerLimits {
 pub struct ProxySettings {
     pub listen: SocketAddr,
     pub admin_listen: SocketAddr,
+    /// Keys token ids and prompt hashes. From `fingerprint_key` when configured; otherwise an
+    /// ephemeral one, which the binary replaces with the one in `fingerprint_key_file`.
+    pub fingerprinter: Fingerprinter,
+    /// Whether `fingerprinter` came from `fingerprint_key`.
+    pub fingerprint_key_configured: bool,
+    pub fingerprint_key_file: PathBuf,
     pub server: ServerLimits,
     pub proxy_id: String,
     pub environment: Option<String>,
@@ -543,6 +564,13 @@ impl ProxyConfig {
                 errors.push(format!("proxy.{key}: must be between 1 and 1000000"));
             }
         }
+
+        let fingerprinter = self.fingerprint_key.as_deref().and_then(|reference| {
+            let secret = resolve_secret(reference, "proxy.fingerprint_key", env, &mut errors)?;
+            Fingerprinter::keyed(secret.expose().as_bytes())
+                .map_err(|err| errors.push(format!("proxy.fingerprint_key: {err}")))
+                .ok()
+        });
 
         let mut targets = Vec::new();
         for (index, target) in self.targets.iter().enumerate() {
@@ -621,6 +649,9 @@ impl ProxyConfig {
             (Some(listen), Some(admin_listen), true) => Ok(ProxySettings {
                 listen,
                 admin_listen,
+                fingerprint_key_configured: fingerprinter.is_some(),
+                fingerprinter: fingerprinter.unwrap_or_else(Fingerprinter::ephemeral),
+                fingerprint_key_file: self.fingerprint_key_file.clone(),
                 server: ServerLimits {
                     header_read_timeout: Duration::from_secs_f64(self.header_read_timeout_s),
                     keep_alive_timeout: Duration::from_secs_f64(self.keep_alive_timeout_s),

@@ -23,6 +23,7 @@ pub mod client_address;
 pub mod config;
 mod embeddings;
 pub mod error;
+pub mod fingerprint;
 mod generation;
 mod metrics;
 mod openai;

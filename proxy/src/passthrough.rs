@@ -196,7 +196,7 @@ async fn forward(
     call.request.bytes = body.len() as u64;
     let parsed: Option<Map<String, Value>> = serde_json::from_slice(&body).ok();
     if let Some(request) = &parsed {
-        call.request.prompt_hash = Some(prompt_hash(request));
+        call.request.prompt_hash = Some(prompt_hash(&state.settings.fingerprinter, request));
     }
     call.route.stream = path.as_relative() == "generate_stream"
         || parsed
