@@ -55,6 +55,7 @@ impl WardenConfig {
     pub fn validate(mut self, env: &dyn Environment) -> anyhow::Result<ValidatedConfig> {
         let mut errors = Vec::new();
         errors.extend(self.kafka.resolve_secrets(&|name| env.var(name)));
+        errors.extend(self.archive.resolve_signing_key(&|name| env.var(name)));
         let proxy = self
             .proxy
             .validate(env)

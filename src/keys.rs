@@ -45,6 +45,23 @@ pub fn print_new_key(name: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Prints a new digest signing key pair: the seed for the archivers' environment and the
+/// public key for `verify_keys`.
+pub fn print_signing_key_pair() -> anyhow::Result<()> {
+    let mut seed = [0u8; 32];
+    getrandom::fill(&mut seed).context("reading the system's random source")?;
+    let (seed, public) = warden_sinks::archive::signing::new_key_pair(seed);
+    println!(
+        "Digest signing key (shown only now; set it on every archiver, never in a file):\n\n    \
+         WARDEN_DIGEST_SIGNING_KEY={seed}\n"
+    );
+    println!(
+        "Add this to warden.toml:\n\n[archive]\nsigning_key = \"env:WARDEN_DIGEST_SIGNING_KEY\"\n\
+         verify_keys = [\"{public}\"]\n"
+    );
+    Ok(())
+}
+
 /// The fingerprinter the proxy serves with: the configured secret, else the one kept in
 /// `fingerprint_key_file`, made (random, `0600`) on first start.
 pub fn deployment_fingerprinter(settings: &ProxySettings) -> anyhow::Result<Fingerprinter> {

@@ -137,6 +137,10 @@ enum KeysAction {
         /// The client's name, as events will show it.
         name: String,
     },
+    /// Make the archivers' digest signing key pair: the private seed for
+    /// `[archive].signing_key` (an env var on the archivers) and the public key for
+    /// `[archive].verify_keys`.
+    Signing,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -215,6 +219,9 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Keys {
             action: KeysAction::New { name },
         } => return keys::print_new_key(name),
+        Command::Keys {
+            action: KeysAction::Signing,
+        } => return keys::print_signing_key_pair(),
         Command::Up(arg) | Command::Proxy(arg) => arg,
         Command::Archive {
             action: Some(ArchiveAction::Prune { config, .. }),

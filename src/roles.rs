@@ -180,9 +180,14 @@ pub async fn verify(
 ) -> anyhow::Result<()> {
     let url = ArchiveUrl::parse(&config.archive.url).map_err(anyhow::Error::msg)?;
     let archive = ParquetArchive::open(&url, &config.archive.s3)?;
-    let report =
-        warden_sinks::archive::verify(archive.store(), since, Some(config.archive.retention_days))
-            .await?;
+    let options = warden_sinks::archive::VerifyOptions {
+        since,
+        retention_days: Some(config.archive.retention_days),
+        verifier: config.archive.verifier(),
+        digest_grace: config.archive.digest_grace(),
+        now: chrono::Utc::now(),
+    };
+    let report = warden_sinks::archive::verify(archive.store(), &options).await?;
     let mut stdout = std::io::stdout().lock();
     for problem in &report.problems {
         writeln!(stdout, "{problem}")?;

@@ -185,7 +185,7 @@ impl Archiver {
             consumer: TopicConsumer::subscribe(cluster, &config.consumer_group, &subscription)?,
             dead_letters: DeadLetterPublisher::new(cluster)?,
             manifest: Manifest::new(archive.store().clone()),
-            sealer: Sealer::new(archive.store().clone()),
+            sealer: Sealer::new(archive.store().clone(), config.signer.clone()),
             topics,
             archive,
             flush_interval: config.flush_interval(),

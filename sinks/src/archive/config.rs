@@ -6,6 +6,8 @@ use serde::Deserialize;
 use warden_ingest::archive_store::S3Options;
 use warden_ingest::layout::ArchiveUrl;
 
+use super::signing::{DigestSigner, DigestVerifier};
+
 /// Raw `[archive]` section as written in TOML.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -22,6 +24,18 @@ pub struct ArchiveConfig {
     pub retention_days: u32,
     /// `[archive.s3]`: endpoint, region and plain-http switch of an `s3://` archive.
     pub s3: S3Options,
+    /// The archivers' digest signing key, as a reference (`env:WARDEN_DIGEST_SIGNING_KEY`,
+    /// the base64 of a 32-byte Ed25519 seed; `warden keys signing` makes one).
+    pub signing_key: Option<String>,
+    /// Public keys (base64) whose signatures `warden verify` accepts on digests. Empty:
+    /// signatures are not checked (and verify says so).
+    pub verify_keys: Vec<String>,
+    /// How long after an hour's end its digest may still be missing before `verify` calls it
+    /// a problem, in seconds.
+    pub digest_grace_s: u64,
+    /// The signer resolved from `signing_key` by [`ArchiveConfig::resolve_signing_key`].
+    #[serde(skip)]
+    pub signer: Option<DigestSigner>,
 }
 
 impl Default for ArchiveConfig {
@@ -33,6 +47,10 @@ impl Default for ArchiveConfig {
             consumer_group: "warden-archive".to_owned(),
             retention_days: 400,
             s3: S3Options::default(),
+            signing_key: None,
+            verify_keys: Vec::new(),
+            digest_grace_s: 900,
+            signer: None,
         }
     }
 }
@@ -57,7 +75,47 @@ impl ArchiveConfig {
             errors.push("archive.retention_days: must be in [1, 36500]".to_owned());
         }
         errors.extend(self.s3.validate());
+        if let Err(err) = DigestVerifier::from_base64_keys(&self.verify_keys) {
+            errors.push(format!("archive.verify_keys{err}"));
+        }
+        if !(60..=86_400).contains(&self.digest_grace_s) {
+            errors.push("archive.digest_grace_s: must be in [60, 86400]".to_owned());
+        }
         errors
+    }
+
+    /// Resolves `signing_key` (an `env:` reference) through `lookup`, the environment seam.
+    pub fn resolve_signing_key(&mut self, lookup: &dyn Fn(&str) -> Option<String>) -> Vec<String> {
+        let Some(reference) = self.signing_key.as_deref() else {
+            return Vec::new();
+        };
+        let Some(name) = reference.strip_prefix("env:") else {
+            return vec![
+                "archive.signing_key: must be a reference like \"env:WARDEN_DIGEST_SIGNING_KEY\", \
+                 not an inline value"
+                    .to_owned(),
+            ];
+        };
+        match lookup(name).map(|seed| DigestSigner::from_base64_seed(&seed)) {
+            Some(Ok(signer)) => {
+                self.signer = Some(signer);
+                Vec::new()
+            }
+            Some(Err(err)) => vec![format!("archive.signing_key: env var {name} {err}")],
+            None => vec![format!("archive.signing_key: env var {name} is not set")],
+        }
+    }
+
+    /// The verifier of `verify_keys`, if any are configured (validated already).
+    pub fn verifier(&self) -> Option<DigestVerifier> {
+        if self.verify_keys.is_empty() {
+            return None;
+        }
+        DigestVerifier::from_base64_keys(&self.verify_keys).ok()
+    }
+
+    pub fn digest_grace(&self) -> Duration {
+        Duration::from_secs(self.digest_grace_s)
     }
 
     pub fn flush_interval(&self) -> Duration {

@@ -13,9 +13,14 @@
 //! a gap in the hourly sequence, or a chain whose digests stop hours before now. Only the
 //! current, unsealed hour is covered by the chain alone.
 //!
-//! Sealing is deterministic (the digest of an hour depends only on the chain) and written with
-//! put-if-absent: after a rebalance two archivers may both try to seal an hour; the second
-//! adopts the first one's digest.
+//! Each digest also lists every chain that exists when it is written, so removing a whole
+//! chain is seen from the others' digests. With `[archive].signing_key` each digest is signed
+//! ([`super::signing`]): a writer with bucket access can still cut or rewrite a chain and
+//! recompute its hashes, but not sign the result.
+//!
+//! Digests are written with put-if-absent: after a rebalance two archivers may both try to
+//! seal an hour; the second adopts the first one's digest (and signs those bytes, if the
+//! first stopped before it could).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -29,6 +34,7 @@ use sha2::{Digest, Sha256};
 
 use super::ArchiveError;
 use super::manifest::{ManifestEntry, STATE_DIR, entry_key};
+use super::signing::{DigestSigner, signature_key};
 
 /// Manifest entries read at once when the sealer catches up from the store.
 const CATCH_UP_READS: usize = 16;
@@ -59,6 +65,10 @@ pub struct HourlyDigest {
     pub objects: Vec<SealedObject>,
     /// Hex SHA-256 of the chain's previous digest's bytes; empty for the first.
     pub prev_digest_sha256: String,
+    /// Every chain of the archive when this digest was written (empty in digests written
+    /// before chains were listed).
+    #[serde(default)]
+    pub chains: Vec<String>,
 }
 
 /// A manifest entry as the sealer needs it: what it records, and its own hash.
@@ -123,13 +133,16 @@ struct ChainSeal {
 pub struct Sealer {
     store: Arc<dyn ObjectStore>,
     chains: HashMap<String, ChainSeal>,
+    /// Signs every digest written or adopted, when configured.
+    signer: Option<DigestSigner>,
 }
 
 impl Sealer {
-    pub fn new(store: Arc<dyn ObjectStore>) -> Self {
+    pub fn new(store: Arc<dyn ObjectStore>, signer: Option<DigestSigner>) -> Self {
         Self {
             store,
             chains: HashMap::new(),
+            signer,
         }
     }
 
@@ -163,6 +176,8 @@ impl Sealer {
         }
         state.store_ends_at = None;
         let mut sealed = 0;
+        // Listed once per call, when the first hour to seal is found.
+        let mut all_chains: Option<Vec<String>> = None;
         loop {
             let first_seq = state.last.as_ref().map_or(1, |(d, _)| d.head_seq + 1);
             let hour = match &state.last {
@@ -195,6 +210,9 @@ impl Sealer {
                     rows: link.rows,
                 });
             }
+            if all_chains.is_none() {
+                all_chains = Some(list_chains(store.as_ref(), chain).await?);
+            }
             let digest = HourlyDigest {
                 chain: chain.to_owned(),
                 hour,
@@ -207,8 +225,9 @@ impl Sealer {
                     .as_ref()
                     .map(|(_, sha)| sha.clone())
                     .unwrap_or_default(),
+                chains: all_chains.clone().unwrap_or_default(),
             };
-            state.last = Some(write_digest(store.as_ref(), digest).await?);
+            state.last = Some(write_digest(store.as_ref(), digest, self.signer.as_ref()).await?);
             sealed += 1;
         }
     }
@@ -282,6 +301,23 @@ async fn read_links(
     Ok(links.into_iter().flatten().collect())
 }
 
+/// The chains of the archive (every directory under `_warden/manifest/`), `chain` among them.
+async fn list_chains(store: &dyn ObjectStore, chain: &str) -> Result<Vec<String>, ArchiveError> {
+    let listed = store
+        .list_with_delimiter(Some(&Path::from(format!("{STATE_DIR}/manifest"))))
+        .await?;
+    let mut chains: Vec<String> = listed
+        .common_prefixes
+        .iter()
+        .filter_map(|prefix| prefix.filename().map(str::to_owned))
+        .collect();
+    if !chains.iter().any(|listed| listed == chain) {
+        chains.push(chain.to_owned());
+    }
+    chains.sort();
+    Ok(chains)
+}
+
 async fn load_last_digest(
     store: &dyn ObjectStore,
     chain: &str,
@@ -302,12 +338,44 @@ pub async fn read_digest(
     store: &dyn ObjectStore,
     key: &Path,
 ) -> Result<(HourlyDigest, String), ArchiveError> {
+    let (digest, sha256, _) = read_digest_bytes(store, key).await?;
+    Ok((digest, sha256))
+}
+
+/// A digest, the SHA-256 of its bytes, and the bytes (what its signature covers).
+pub async fn read_digest_bytes(
+    store: &dyn ObjectStore,
+    key: &Path,
+) -> Result<(HourlyDigest, String, bytes::Bytes), ArchiveError> {
     let bytes = store.get(key).await?.bytes().await?;
     let digest = serde_json::from_slice(&bytes).map_err(|err| ArchiveError::Location {
         location: key.to_string(),
         message: format!("unreadable digest: {err}"),
     })?;
-    Ok((digest, hex::encode(Sha256::digest(&bytes))))
+    Ok((digest, hex::encode(Sha256::digest(&bytes)), bytes))
+}
+
+/// Writes the signature of the digest at `digest_key` (put-if-absent: an existing one is
+/// the same, Ed25519 being deterministic, or an attacker's, which verify reports).
+async fn sign_digest(
+    store: &dyn ObjectStore,
+    signer: &DigestSigner,
+    digest_key: &Path,
+    digest_bytes: &[u8],
+) -> Result<(), ArchiveError> {
+    let key = signature_key(digest_key);
+    let signature =
+        serde_json::to_vec(&signer.sign(digest_bytes)).map_err(|err| ArchiveError::Location {
+            location: key.to_string(),
+            message: err.to_string(),
+        })?;
+    match store
+        .put_opts(&key, signature.into(), PutOptions::from(PutMode::Create))
+        .await
+    {
+        Ok(_) | Err(object_store::Error::AlreadyExists { .. }) => Ok(()),
+        Err(err) => Err(err.into()),
+    }
 }
 
 /// Writes `digest` unless its hour is sealed already, in which case that digest is the one
@@ -315,6 +383,7 @@ pub async fn read_digest(
 async fn write_digest(
     store: &dyn ObjectStore,
     digest: HourlyDigest,
+    signer: Option<&DigestSigner>,
 ) -> Result<(HourlyDigest, String), ArchiveError> {
     let key = digest_key(&digest.chain, digest.hour);
     let bytes = serde_json::to_vec_pretty(&digest).map_err(|err| ArchiveError::Location {
@@ -331,9 +400,18 @@ async fn write_digest(
     {
         Ok(_) => {
             tracing::debug!(%key, objects = digest.objects.len(), "hour sealed");
+            if let Some(signer) = signer {
+                sign_digest(store, signer, &key, &bytes).await?;
+            }
             Ok((digest, hex::encode(Sha256::digest(&bytes))))
         }
-        Err(object_store::Error::AlreadyExists { .. }) => read_digest(store, &key).await,
+        Err(object_store::Error::AlreadyExists { .. }) => {
+            let (adopted, sha256, bytes) = read_digest_bytes(store, &key).await?;
+            if let Some(signer) = signer {
+                sign_digest(store, signer, &key, &bytes).await?;
+            }
+            Ok((adopted, sha256))
+        }
         Err(err) => Err(err.into()),
     }
 }
@@ -386,7 +464,7 @@ mod tests {
     async fn closed_hours_are_sealed_in_an_unbroken_chain_of_digests() {
         let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
         let mut manifest = Manifest::new(store.clone());
-        let mut sealer = Sealer::new(store.clone());
+        let mut sealer = Sealer::new(store.clone(), None);
         for (object, written_at) in [
             ("a", "2026-11-23T10:05:00Z"),
             ("b", "2026-11-23T10:59:59Z"),
@@ -423,7 +501,7 @@ mod tests {
 
         // A restarted archiver (nothing noted) catches up from the store alone, and a second
         // sealer of the same chain adopts the digests that exist.
-        let mut restarted = Sealer::new(store.clone());
+        let mut restarted = Sealer::new(store.clone(), None);
         let sealed = restarted
             .seal_closed_hours("t-0", at("2026-11-23T14:00:00Z"))
             .await
@@ -433,7 +511,7 @@ mod tests {
         assert_eq!(written.len(), 4);
         assert_eq!((written[2].first_seq, written[2].head_seq), (3, 3));
         assert_eq!(written[2].objects[0].object, "c");
-        let mut late = Sealer::new(store.clone());
+        let mut late = Sealer::new(store.clone(), None);
         let adopted = late
             .seal_closed_hours("t-0", at("2026-11-23T14:00:00Z"))
             .await
@@ -444,7 +522,7 @@ mod tests {
     #[tokio::test]
     async fn an_empty_chain_has_nothing_to_seal() {
         let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
-        let mut sealer = Sealer::new(store.clone());
+        let mut sealer = Sealer::new(store.clone(), None);
         let sealed = sealer
             .seal_closed_hours("t-0", Utc::now())
             .await

@@ -17,6 +17,7 @@ pub mod manifest;
 mod plans;
 pub mod retention;
 mod rows;
+pub mod signing;
 mod store;
 mod verify;
 
@@ -24,4 +25,4 @@ pub use archiver::{Archiver, ArchiverReport, ArchiverSetupError, ShutdownMode};
 pub use config::ArchiveConfig;
 pub use rows::Table;
 pub use store::{ArchiveError, EncodedObject, ParquetArchive};
-pub use verify::{Problem, VerifyReport, verify};
+pub use verify::{Problem, VerifyOptions, VerifyReport, verify};

@@ -6,9 +6,14 @@
 //! name: a missing, altered or unlisted object, or a break in a chain. Each chain's hourly
 //! [digests](super::digest) must follow one another hour by hour, each carrying the hash of
 //! the one before, and seal entries the chain still has, unchanged: a chain cut short, even
-//! whole in itself, no longer holds the head a digest sealed. Hours after a chain's newest
-//! digest are not sealed yet; the report says so in a note, which is not a failure (the
-//! archiver may simply not have run since).
+//! whole in itself, no longer holds the head a digest sealed.
+//!
+//! Against a writer who can also delete or rewrite digests: every hour of a chain that closed
+//! more than `[archive].digest_grace_s` ago must have its digest (a missing one is a problem:
+//! the newest digests were removed, or the archiver has not run); every chain a digest lists
+//! must still exist; and with `[archive].verify_keys`, every digest must carry a valid
+//! signature by one of them, so a chain rewritten with recomputed digests is caught. Only
+//! the hours within the grace period are covered by the chain alone; the report notes them.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -22,9 +27,10 @@ use sha2::{Digest, Sha256};
 use warden_ingest::layout::ARCHIVE_TABLES;
 
 use super::ArchiveError;
-use super::digest::{ChainLink, HourlyDigest, read_digest};
+use super::digest::{ChainLink, HourlyDigest, read_digest_bytes};
 use super::manifest::{ManifestEntry, STATE_DIR};
 use super::retention::{first_kept_day, read_retention};
+use super::signing::{DigestSignature, DigestVerifier, signature_key};
 
 /// One thing wrong with the archive.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,6 +49,16 @@ pub enum Problem {
     ChainBroken { entry: String, reason: String },
     /// A digest is missing, altered, or seals entries the chain no longer has as sealed.
     DigestBroken { digest: String, reason: String },
+    /// A digest's signature is missing or does not verify with any configured key.
+    SignatureInvalid { digest: String, reason: String },
+    /// Closed hours of a chain, past the grace period, have no digest.
+    Unsealed {
+        chain: String,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    },
+    /// A chain that digests list no longer exists.
+    ChainMissing { chain: String, listed_by: String },
     /// The archive was pruned further back than the configured retention allows.
     RetentionExceeded {
         removed_before: NaiveDate,
@@ -74,6 +90,21 @@ impl fmt::Display for Problem {
             }
             Self::ChainBroken { entry, reason } => write!(f, "CHAIN     {entry}: {reason}"),
             Self::DigestBroken { digest, reason } => write!(f, "DIGEST    {digest}: {reason}"),
+            Self::SignatureInvalid { digest, reason } => {
+                write!(f, "SIGNATURE {digest}: {reason}")
+            }
+            Self::Unsealed { chain, from, to } => write!(
+                f,
+                "UNSEALED  {chain}: no digest for the closed hours {} to {} UTC (digests were \
+                 removed, or no archiver sealed them)",
+                from.format("%Y-%m-%dT%H"),
+                to.format("%Y-%m-%dT%H")
+            ),
+            Self::ChainMissing { chain, listed_by } => write!(
+                f,
+                "NOCHAIN   {chain}: listed by {listed_by}, but the archive has no such chain \
+                 (it was removed)"
+            ),
             Self::RetentionExceeded {
                 removed_before,
                 first_kept_day,
@@ -108,17 +139,50 @@ impl VerifyReport {
     }
 }
 
-/// Checks every chain and digest, and every object of an hour at or after `since` (all when
-/// `None`) that retention has not removed. With `retention_days`, also checks that the archive
-/// was not pruned further back than that.
+/// What `verify` checks beyond the chains themselves.
+#[derive(Debug, Clone)]
+pub struct VerifyOptions {
+    /// Only objects of this hour and later (all when `None`).
+    pub since: Option<DateTime<Utc>>,
+    /// Also check that the archive was not pruned further back than this.
+    pub retention_days: Option<u32>,
+    /// Check every digest's signature with these keys.
+    pub verifier: Option<DigestVerifier>,
+    /// How long after its hour's end a digest may be missing.
+    pub digest_grace: std::time::Duration,
+    /// The time closed hours are counted up to.
+    pub now: DateTime<Utc>,
+}
+
+impl Default for VerifyOptions {
+    fn default() -> Self {
+        Self {
+            since: None,
+            retention_days: None,
+            verifier: None,
+            digest_grace: std::time::Duration::from_secs(900),
+            now: Utc::now(),
+        }
+    }
+}
+
+/// Checks every chain and digest, and every object of an hour at or after `options.since`
+/// that retention has not removed.
 pub async fn verify(
     store: &Arc<dyn ObjectStore>,
-    since: Option<DateTime<Utc>>,
-    retention_days: Option<u32>,
+    options: &VerifyOptions,
 ) -> Result<VerifyReport, ArchiveError> {
+    let (since, retention_days) = (options.since, options.retention_days);
     let mut report = VerifyReport::default();
     let (latest, chains) = check_chains(store.as_ref(), &mut report).await?;
-    check_digests(store.as_ref(), &chains, &mut report).await?;
+    check_digests(store.as_ref(), &chains, options, &mut report).await?;
+    if options.verifier.is_none() {
+        report.notes.push(
+            "digest signatures not checked: set [archive].verify_keys to the archivers' public \
+             key"
+            .to_owned(),
+        );
+    }
     let retention = read_retention(store.as_ref()).await?;
     if let (Some(record), Some(retention_days)) = (&retention, retention_days) {
         let first_kept_day = first_kept_day(Utc::now().date_naive(), retention_days);
@@ -271,8 +335,14 @@ async fn check_chains(
 async fn check_digests(
     store: &dyn ObjectStore,
     chains: &Chains,
+    options: &VerifyOptions,
     report: &mut VerifyReport,
 ) -> Result<(), ArchiveError> {
+    let grace = chrono::Duration::from_std(options.digest_grace).unwrap_or_default();
+    // The newest hour that must be sealed by now: it ended more than the grace period ago.
+    let last_due = hour_start(options.now - grace) - chrono::Duration::hours(1);
+    // Chains the digests list, and the first digest that listed each.
+    let mut listed: BTreeMap<String, String> = BTreeMap::new();
     let keys: Vec<Path> = store
         .list(Some(&Path::from(format!("{STATE_DIR}/digests"))))
         .map_ok(|meta| meta.location)
@@ -285,7 +355,20 @@ async fn check_digests(
         by_chain.entry(chain).or_default().push(key);
     }
     for (chain, links) in chains {
-        if !by_chain.contains_key(chain) && !links.is_empty() {
+        if by_chain.contains_key(chain) {
+            continue;
+        }
+        let Some(first) = links.first() else {
+            continue;
+        };
+        let first_hour = hour_start(first.written_at);
+        if first_hour <= last_due {
+            report.problems.push(Problem::Unsealed {
+                chain: chain.clone(),
+                from: first_hour,
+                to: last_due,
+            });
+        } else {
             report.notes.push(format!(
                 "{chain}: no hour sealed yet (entries 1..={} are covered by the chain alone)",
                 links.len()
@@ -309,7 +392,7 @@ async fn check_digests(
                 digest: name.clone(),
                 reason,
             };
-            let (digest, sha256) = match read_digest(store, &key).await {
+            let (digest, sha256, bytes) = match read_digest_bytes(store, &key).await {
                 Ok(read) => read,
                 Err(ArchiveError::Location { message, .. }) => {
                     report.problems.push(broken(message));
@@ -335,6 +418,17 @@ async fn check_digests(
                      removed or inserted)"
                         .to_owned(),
                 ));
+            }
+            if let Some(verifier) = &options.verifier
+                && let Err(reason) = check_signature(store, verifier, &key, &bytes).await?
+            {
+                report.problems.push(Problem::SignatureInvalid {
+                    digest: name.clone(),
+                    reason,
+                });
+            }
+            for other in &digest.chains {
+                listed.entry(other.clone()).or_insert_with(|| name.clone());
             }
             if digest.chain != chain {
                 report
@@ -377,6 +471,15 @@ async fn check_digests(
             }
             previous = Some((digest, sha256));
         }
+        if let Some((last, _)) = &previous
+            && last.hour < last_due
+        {
+            report.problems.push(Problem::Unsealed {
+                chain: chain.clone(),
+                from: last.hour + chrono::Duration::hours(1),
+                to: last_due,
+            });
+        }
         if let Some((last, _)) = previous {
             let unsealed = links.len() as u64 - last.head_seq.min(links.len() as u64);
             report.notes.push(format!(
@@ -390,7 +493,43 @@ async fn check_digests(
             ));
         }
     }
+    for (chain, listed_by) in listed {
+        if !chains.contains_key(&chain) {
+            report
+                .problems
+                .push(Problem::ChainMissing { chain, listed_by });
+        }
+    }
     Ok(())
+}
+
+/// Whether the digest at `key` (whose bytes are `bytes`) carries a valid signature: the
+/// reason it does not, or an error reading the store.
+async fn check_signature(
+    store: &dyn ObjectStore,
+    verifier: &DigestVerifier,
+    key: &Path,
+    bytes: &[u8],
+) -> Result<Result<(), String>, ArchiveError> {
+    let signature_key = signature_key(key);
+    let signature = match store.get(&signature_key).await {
+        Ok(found) => found.bytes().await?,
+        Err(object_store::Error::NotFound { .. }) => {
+            return Ok(Err(format!("unsigned (no {signature_key})")));
+        }
+        Err(err) => return Err(err.into()),
+    };
+    Ok(
+        match serde_json::from_slice::<DigestSignature>(&signature) {
+            Ok(signature) => verifier.check(bytes, &signature),
+            Err(err) => Err(format!("unreadable signature {signature_key} ({err})")),
+        },
+    )
+}
+
+fn hour_start(at: DateTime<Utc>) -> DateTime<Utc> {
+    use chrono::DurationRound;
+    at.duration_trunc(chrono::Duration::hours(1)).unwrap_or(at)
 }
 
 /// The start of the hour of an object key's `dt=YYYY-MM-DD/hour=HH` partition.
@@ -415,24 +554,40 @@ mod tests {
             .with_timezone(&Utc)
     }
 
-    /// Five objects over hours 10 and 11, recorded and sealed as the archiver does; verified
-    /// at 12:30.
-    async fn sealed_archive() -> Arc<dyn ObjectStore> {
-        let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    use super::super::signing::{DigestSigner, new_key_pair};
+
+    /// The archivers' key pair in these tests: (signer, its public key).
+    fn archiver_key() -> (DigestSigner, String) {
+        let (seed, public) = new_key_pair([42; 32]);
+        (DigestSigner::from_base64_seed(&seed).expect("seed"), public)
+    }
+
+    /// Verified at 12:30 with a 15-minute grace: hours 10 and 11 must be sealed.
+    fn options(verify_key: Option<&str>) -> VerifyOptions {
+        VerifyOptions {
+            verifier: verify_key.map(|key| {
+                DigestVerifier::from_base64_keys(&[key.to_owned()]).expect("verify key")
+            }),
+            digest_grace: std::time::Duration::from_secs(900),
+            now: at("2026-11-23T12:30:00Z"),
+            ..VerifyOptions::default()
+        }
+    }
+
+    /// Records `objects` (written at the given times) in `chain` of topic `t` and seals the
+    /// hours closed by 12:30 as the archiver does.
+    async fn record_and_seal(
+        store: &Arc<dyn ObjectStore>,
+        partition: i32,
+        written: &[&str],
+        signer: Option<DigestSigner>,
+    ) {
+        let chain = format!("t-{partition}");
         let mut manifest = Manifest::new(store.clone());
-        let mut sealer = Sealer::new(store.clone());
-        for (index, written_at) in [
-            "2026-11-23T10:01:00Z",
-            "2026-11-23T10:02:00Z",
-            "2026-11-23T10:03:00Z",
-            "2026-11-23T11:01:00Z",
-            "2026-11-23T11:02:00Z",
-        ]
-        .into_iter()
-        .enumerate()
-        {
-            let object = format!("events/dt=2026-11-23/hour=10/o{index}.parquet");
-            let bytes = format!("object {index}");
+        let mut sealer = Sealer::new(store.clone(), signer);
+        for (index, written_at) in written.iter().enumerate() {
+            let object = format!("events/dt=2026-11-23/hour=10/p{partition}-o{index}.parquet");
+            let bytes = format!("object {partition} {index} {written_at}");
             store
                 .put(
                     &Path::from(object.as_str()),
@@ -449,7 +604,7 @@ mod tests {
                     rows: 1,
                     bytes: bytes.len() as u64,
                     topic: "t".to_owned(),
-                    partition: 0,
+                    partition,
                     first_offset: index as i64,
                     last_offset: index as i64,
                     written_at: at(written_at),
@@ -457,29 +612,66 @@ mod tests {
                 .await
                 .expect("recorded")
                 .expect("new");
-            sealer.note("t-0", link);
+            sealer.note(&chain, link);
         }
         sealer
-            .seal_closed_hours("t-0", at("2026-11-23T12:30:00Z"))
+            .seal_closed_hours(&chain, at("2026-11-23T12:30:00Z"))
             .await
             .expect("sealed");
-        store
+    }
+
+    const HOURS_10_AND_11: [&str; 5] = [
+        "2026-11-23T10:01:00Z",
+        "2026-11-23T10:02:00Z",
+        "2026-11-23T10:03:00Z",
+        "2026-11-23T11:01:00Z",
+        "2026-11-23T11:02:00Z",
+    ];
+
+    /// Two chains (`t-0`, `t-1`), each with objects in hours 10 and 11, sealed and signed.
+    async fn sealed_archive() -> (Arc<dyn ObjectStore>, String) {
+        let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+        let (signer, public) = archiver_key();
+        // Chain t-1 first, so both chains exist when t-0's digests are written.
+        record_and_seal(&store, 1, &HOURS_10_AND_11[..2], Some(signer.clone())).await;
+        record_and_seal(&store, 0, &HOURS_10_AND_11, Some(signer)).await;
+        (store, public)
+    }
+
+    fn lines(report: &VerifyReport) -> Vec<String> {
+        report.problems.iter().map(ToString::to_string).collect()
+    }
+
+    async fn delete_prefix(store: &Arc<dyn ObjectStore>, prefix: &str) {
+        let keys: Vec<Path> = store
+            .list(Some(&Path::from(prefix)))
+            .map_ok(|meta| meta.location)
+            .try_collect()
+            .await
+            .expect("list");
+        for key in keys {
+            store.delete(&key).await.expect("delete");
+        }
     }
 
     #[tokio::test]
     async fn a_chain_cut_short_with_its_objects_is_caught_by_the_digest() {
-        let store = sealed_archive().await;
-        let report = verify(&store, None, None).await.expect("verify");
+        let (store, public) = sealed_archive().await;
+        let report = verify(&store, &options(Some(&public)))
+            .await
+            .expect("verify");
         assert!(report.is_clean(), "{:?}", report.problems);
-        assert_eq!((report.num_entries, report.num_digests), (5, 2));
+        assert_eq!((report.num_entries, report.num_digests), (7, 4));
 
         // Cut the newest entry and its object: the chain is whole in itself.
         store.delete(&entry_key("t", 0, 5)).await.expect("delete");
         store
-            .delete(&Path::from("events/dt=2026-11-23/hour=10/o4.parquet"))
+            .delete(&Path::from("events/dt=2026-11-23/hour=10/p0-o4.parquet"))
             .await
             .expect("delete");
-        let report = verify(&store, None, None).await.expect("verify");
+        let report = verify(&store, &options(Some(&public)))
+            .await
+            .expect("verify");
         assert!(
             !report
                 .problems
@@ -488,7 +680,7 @@ mod tests {
             "{:?}",
             report.problems
         );
-        let text: Vec<String> = report.problems.iter().map(ToString::to_string).collect();
+        let text = lines(&report);
         assert!(
             text.iter().any(|line| line.starts_with(
                 "DIGEST    _warden/digests/t-0/2026-11-23T11.json: sealed entry 5 as the head"
@@ -498,18 +690,125 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_removed_digest_is_a_gap_in_the_hours() {
-        let store = sealed_archive().await;
+    async fn tail_truncation_with_the_newest_digests_is_an_unsealed_hour() {
+        let (store, public) = sealed_archive().await;
+        // The newest entries, their objects, and the digest (and signature) that sealed them.
+        for seq in [4, 5] {
+            store.delete(&entry_key("t", 0, seq)).await.expect("delete");
+        }
+        for object in ["p0-o3", "p0-o4"] {
+            let key = format!("events/dt=2026-11-23/hour=10/{object}.parquet");
+            store.delete(&Path::from(key)).await.expect("delete");
+        }
         store
-            .delete(&Path::from("_warden/digests/t-0/2026-11-23T10.json"))
+            .delete(&Path::from("_warden/digests/t-0/2026-11-23T11.json"))
             .await
             .expect("delete");
-        let report = verify(&store, None, None).await.expect("verify");
-        let text: Vec<String> = report.problems.iter().map(ToString::to_string).collect();
+        store
+            .delete(&Path::from(
+                "_warden/digest-signatures/t-0/2026-11-23T11.sig",
+            ))
+            .await
+            .expect("delete");
+        let report = verify(&store, &options(Some(&public)))
+            .await
+            .expect("verify");
+        assert_eq!(
+            lines(&report),
+            [
+                "UNSEALED  t-0: no digest for the closed hours 2026-11-23T11 to 2026-11-23T11 UTC \
+              (digests were removed, or no archiver sealed them)"
+            ]
+        );
+        // Within the grace period the same cut is only a note (the hour may not be sealed yet).
+        let early = VerifyOptions {
+            now: at("2026-11-23T12:10:00Z"),
+            ..options(Some(&public))
+        };
+        assert!(verify(&store, &early).await.expect("verify").is_clean());
+    }
+
+    #[tokio::test]
+    async fn a_deleted_chain_is_named_from_the_others_digests() {
+        let (store, public) = sealed_archive().await;
+        delete_prefix(&store, "_warden/manifest/t-1").await;
+        delete_prefix(&store, "_warden/digests/t-1").await;
+        delete_prefix(&store, "_warden/digest-signatures/t-1").await;
+        for object in ["p1-o0", "p1-o1"] {
+            let key = format!("events/dt=2026-11-23/hour=10/{object}.parquet");
+            store.delete(&Path::from(key)).await.expect("delete");
+        }
+        let report = verify(&store, &options(Some(&public)))
+            .await
+            .expect("verify");
+        assert_eq!(
+            lines(&report),
+            [
+                "NOCHAIN   t-1: listed by _warden/digests/t-0/2026-11-23T10.json, but the archive \
+              has no such chain (it was removed)"
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_chain_rewritten_with_recomputed_digests_fails_their_signatures() {
+        let (store, public) = sealed_archive().await;
+        // Someone with bucket access rewrites chain t-0 from scratch: new objects, entries
+        // and digests, all hashes recomputed; without the signing key, or with their own.
+        delete_prefix(&store, "_warden/manifest/t-0").await;
+        delete_prefix(&store, "_warden/digests/t-0").await;
+        delete_prefix(&store, "events/dt=2026-11-23/hour=10/p0").await;
+        for object in 0..5 {
+            let key = format!("events/dt=2026-11-23/hour=10/p0-o{object}.parquet");
+            let _ = store.delete(&Path::from(key)).await;
+        }
+        let rewritten = [
+            "2026-11-23T10:11:00Z",
+            "2026-11-23T10:12:00Z",
+            "2026-11-23T11:11:00Z",
+        ];
+        record_and_seal(&store, 0, &rewritten, None).await;
+        let report = verify(&store, &options(Some(&public)))
+            .await
+            .expect("verify");
+        let text = lines(&report);
+        assert_eq!(text.len(), 2, "{text:?}");
         assert!(
             text.iter()
-                .any(|line| line.starts_with("DIGEST    _warden/digests/t-0/2026-11-23T11.json")),
+                .all(|line| line.starts_with("SIGNATURE _warden/digests/t-0/")),
             "{text:?}"
+        );
+
+        let (attacker, _) = new_key_pair([13; 32]);
+        delete_prefix(&store, "_warden/digest-signatures/t-0").await;
+        delete_prefix(&store, "_warden/digests/t-0").await;
+        let mut resealer = Sealer::new(
+            store.clone(),
+            Some(DigestSigner::from_base64_seed(&attacker).expect("seed")),
+        );
+        resealer
+            .seal_closed_hours("t-0", at("2026-11-23T12:30:00Z"))
+            .await
+            .expect("sealed");
+        let report = verify(&store, &options(Some(&public)))
+            .await
+            .expect("verify");
+        let text = lines(&report);
+        assert!(
+            !text.is_empty()
+                && text
+                    .iter()
+                    .all(|line| line.contains("not in [archive].verify_keys")),
+            "{text:?}"
+        );
+        // Without verify keys nothing can tell, and verify says so.
+        let unchecked = verify(&store, &options(None)).await.expect("verify");
+        assert!(unchecked.is_clean(), "{:?}", unchecked.problems);
+        assert!(
+            unchecked
+                .notes
+                .iter()
+                .any(|note| note.contains("verify_keys"))
         );
     }
 
