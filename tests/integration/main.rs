@@ -8,6 +8,7 @@ mod support;
 mod archive_alerts_actions;
 mod archive_integrity;
 mod archive_retention;
+mod archive_signatures;
 mod archive_s3;
 mod dead_letters;
 mod deploy_files;
