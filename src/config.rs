@@ -55,6 +55,9 @@ impl WardenConfig {
     pub fn validate(mut self, env: &dyn Environment) -> anyhow::Result<ValidatedConfig> {
         let mut errors = Vec::new();
         errors.extend(self.kafka.resolve_secrets(&|name| env.var(name)));
+        if self.kafka.instance_id.is_none() {
+            self.kafka.instance_id = env.var("WARDEN_INSTANCE_ID").filter(|id| !id.is_empty());
+        }
         errors.extend(self.archive.resolve_signing_key(&|name| env.var(name)));
         let proxy = self
             .proxy

@@ -162,7 +162,11 @@ async fn a_signed_archive_passes_and_each_kind_of_tampering_is_named() {
     }
     for newer in std::fs::read_dir(archive.join(format!("_warden/digests/{chain}"))).expect("ls") {
         let path = newer.expect("entry").path();
-        let name = path.file_name().expect("name").to_string_lossy().into_owned();
+        let name = path
+            .file_name()
+            .expect("name")
+            .to_string_lossy()
+            .into_owned();
         if name.as_str() >= hour_name.as_str() {
             std::fs::remove_file(&path).expect("digest removed");
             let signature = archive.join(format!(
@@ -172,7 +176,10 @@ async fn a_signed_archive_passes_and_each_kind_of_tampering_is_named() {
             std::fs::remove_file(signature).expect("signature removed");
         }
     }
-    assert_named(&config, &format!("UNSEALED  {chain}: no digest for the closed hours"));
+    assert_named(
+        &config,
+        &format!("UNSEALED  {chain}: no digest for the closed hours"),
+    );
 
     // A whole chain removed: its entries, digests, signatures and objects.
     let deleted = tempfile::tempdir().expect("dir");
@@ -220,13 +227,14 @@ async fn a_signed_archive_passes_and_each_kind_of_tampering_is_named() {
         for entry in std::fs::read_dir(&dir).expect("hour dir") {
             let path = entry.expect("entry").path();
             let name = path.to_string_lossy().into_owned();
-            if name.contains("/p0-") && !forged.iter().any(|t| name.contains(&t.timestamp().to_string())) {
+            if name.contains("/p0-")
+                && !forged
+                    .iter()
+                    .any(|t| name.contains(&t.timestamp().to_string()))
+            {
                 let _ = std::fs::remove_file(path);
             }
         }
     }
-    assert_named(
-        &config,
-        &format!("SIGNATURE _warden/digests/{chain}/"),
-    );
+    assert_named(&config, &format!("SIGNATURE _warden/digests/{chain}/"));
 }

@@ -23,6 +23,11 @@ pub struct KafkaConfig {
     /// Extra librdkafka properties applied to every client (e.g. `security.protocol`).
     /// Secrets (`sasl.password`, `ssl.key.password`, ...) are references: `env:NAME`.
     pub properties: BTreeMap<String, String>,
+    /// This worker's stable identity in its consumer groups (Kafka static membership):
+    /// a worker restarted with the same one takes its partitions back at once. Default:
+    /// `$WARDEN_INSTANCE_ID`, else the host name. Two workers of one role on one host need
+    /// different ones (the newer would fence the older out of the group).
+    pub instance_id: Option<String>,
     /// The secret properties, filled by [`KafkaConfig::resolve_secrets`]; never printed.
     #[serde(skip)]
     pub secret_properties: BTreeMap<String, SecretValue>,
@@ -57,6 +62,7 @@ impl Default for KafkaConfig {
             replication_factor: -1,
             compression: "lz4".to_owned(),
             properties: BTreeMap::new(),
+            instance_id: None,
             secret_properties: BTreeMap::new(),
         }
     }
@@ -104,6 +110,11 @@ impl TopicNames {
 impl KafkaConfig {
     pub fn is_embedded(&self) -> bool {
         self.brokers.trim() == EMBEDDED_BROKERS
+    }
+
+    /// The consumer-group identity of this worker: `instance_id`, else the host name.
+    pub fn instance_id(&self) -> String {
+        self.instance_id.clone().unwrap_or_else(host_name)
     }
 
     /// Resolves the `env:NAME` references among the properties through `lookup` (the
@@ -176,6 +187,18 @@ impl KafkaConfig {
                 self.compression
             ));
         }
+        if let Some(id) = &self.instance_id {
+            let valid = !id.is_empty()
+                && id.len() <= 200
+                && id
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+            if !valid {
+                errors.push(format!(
+                    "kafka.instance_id: {id:?} must be 1-200 letters, digits, '.', '_' or '-'"
+                ));
+            }
+        }
         for (name, topic) in [
             ("events", &self.topics.events),
             ("alerts", &self.topics.alerts),
@@ -188,6 +211,20 @@ impl KafkaConfig {
         }
         errors
     }
+}
+
+/// This host's name (Linux), or `warden` where it cannot be read.
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|name| name.trim().to_owned())
+        .filter(|name| !name.is_empty())
+        .or_else(|| {
+            std::env::var("HOSTNAME")
+                .ok()
+                .filter(|name| !name.is_empty())
+        })
+        .unwrap_or_else(|| "warden".to_owned())
 }
 
 #[cfg(test)]

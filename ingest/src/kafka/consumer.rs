@@ -173,18 +173,45 @@ impl<'c> Records<'c> {
 }
 
 /// Counts the group's assignments of partitions to this member, so a worker whose state
-/// depends on which partitions it reads can notice a rebalance.
+/// depends on which partitions it reads can notice a rebalance, and logs every assignment
+/// and revocation (info): who reads what is the first question after a crash.
 #[derive(Debug, Default)]
 pub struct AssignmentWatch {
+    group_id: String,
     assignments: AtomicU64,
 }
 
 impl ClientContext for AssignmentWatch {}
 
+/// `topic-partition` names, comma-separated, for a log line.
+fn partition_names(partitions: &TopicPartitionList) -> String {
+    partitions
+        .elements()
+        .iter()
+        .map(|element| format!("{}-{}", element.topic(), element.partition()))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 impl ConsumerContext for AssignmentWatch {
     fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        if let Rebalance::Assign(_) = rebalance {
-            self.assignments.fetch_add(1, Ordering::SeqCst);
+        match rebalance {
+            Rebalance::Assign(partitions) => {
+                self.assignments.fetch_add(1, Ordering::SeqCst);
+                tracing::info!(
+                    group = %self.group_id,
+                    partitions = %partition_names(partitions),
+                    "partitions assigned"
+                );
+            }
+            Rebalance::Revoke(partitions) => tracing::info!(
+                group = %self.group_id,
+                partitions = %partition_names(partitions),
+                "partitions revoked"
+            ),
+            Rebalance::Error(err) => {
+                tracing::warn!(group = %self.group_id, error = %err, "rebalance failed");
+            }
         }
     }
 }
@@ -225,8 +252,11 @@ impl TopicConsumer {
     }
 
     fn subscribe_with(config: ClientConfig, topics: &[&str]) -> Result<Self, KafkaSetupError> {
-        let consumer: StreamConsumer<AssignmentWatch> =
-            config.create_with_context(AssignmentWatch::default())?;
+        let watch = AssignmentWatch {
+            group_id: config.get("group.id").unwrap_or_default().to_owned(),
+            assignments: AtomicU64::new(0),
+        };
+        let consumer: StreamConsumer<AssignmentWatch> = config.create_with_context(watch)?;
         consumer.subscribe(topics)?;
         Ok(Self {
             consumer: Arc::new(consumer),

@@ -151,7 +151,16 @@ impl KafkaCluster {
             // wait is over (tansu does) would add that to every hop of an alert's path
             // (events → keyed stage → shared stage → alerts): measured p99 2.2 s at 500,
             // 1.3 s at 100 (BENCHMARKS.md).
-            .set("fetch.wait.max.ms", "100");
+            .set("fetch.wait.max.ms", "100")
+            // A member that died is noticed after its session times out (librdkafka's
+            // default: 45 s); until then its partitions stay with it.
+            .set("session.timeout.ms", "10000")
+            .set("heartbeat.interval.ms", "1000");
+        // Static membership: a worker restarted with the same identity takes its partitions
+        // back at once, with no rebalance and no wait for its old session to expire.
+        if !self.config.is_embedded() {
+            config.set("group.instance.id", self.config.instance_id());
+        }
         for (key, value) in self.config.all_properties() {
             config.set(key, value);
         }
