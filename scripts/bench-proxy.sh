@@ -48,7 +48,7 @@ PIDS+=($!)
 cat >"$WORK/warden.toml" <<EOF
 [proxy]
 listen = "127.0.0.1:$PROXY_PORT"
-$( [ -n "${NO_ADMIN_LISTEN:-}" ] || echo "admin_listen = \"127.0.0.1:$ADMIN_PORT\"" )
+$( [ -n "${NO_ADMIN_LISTEN:-}" ] || printf 'admin_listen = "127.0.0.1:%s"\nfingerprint_key_file = "%s/fingerprint.key"' "$ADMIN_PORT" "$WORK" )
 [[proxy.targets]]
 id = "llama"
 kind = "tgi-messages"

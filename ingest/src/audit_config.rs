@@ -39,8 +39,11 @@ pub struct AuditConfig {
     pub on_spool_full: OnSpoolFull,
     /// How long Kafka may take to acknowledge an event before it goes to the spool instead.
     pub delivery_timeout_s: f64,
-    /// Unacknowledged events in the producer beyond which Kafka counts as slow.
+    /// Unacknowledged events in the producer beyond which Kafka counts as slow (and new
+    /// events are spooled): with `max_in_flight_mb`, what a killed proxy can lose.
     pub max_in_flight: usize,
+    /// Bytes (MiB) of unacknowledged events the producer may hold in memory.
+    pub max_in_flight_mb: u64,
     /// Events queued between the request path and the publisher beyond which the pipeline
     /// counts as backed up.
     pub queue_capacity: usize,
@@ -55,8 +58,9 @@ impl Default for AuditConfig {
             fsync: FsyncSetting::Always,
             fsync_interval_ms: 1000,
             on_spool_full: OnSpoolFull::Block,
-            delivery_timeout_s: 30.0,
-            max_in_flight: 200_000,
+            delivery_timeout_s: 10.0,
+            max_in_flight: 20_000,
+            max_in_flight_mb: 32,
             queue_capacity: DEFAULT_EMIT_CAPACITY,
         }
     }
@@ -81,8 +85,11 @@ impl AuditConfig {
         if !(self.delivery_timeout_s >= 1.0 && self.delivery_timeout_s <= 3600.0) {
             errors.push("audit.delivery_timeout_s: must be in [1, 3600]".to_owned());
         }
-        if self.max_in_flight == 0 {
-            errors.push("audit.max_in_flight: must be at least 1".to_owned());
+        if !(1..=10_000_000).contains(&self.max_in_flight) {
+            errors.push("audit.max_in_flight: must be in [1, 10000000]".to_owned());
+        }
+        if !(1..=2048).contains(&self.max_in_flight_mb) {
+            errors.push("audit.max_in_flight_mb: must be in [1, 2048]".to_owned());
         }
         if self.queue_capacity == 0 {
             errors.push("audit.queue_capacity: must be at least 1".to_owned());

@@ -90,11 +90,8 @@ async fn two_workers_publish_what_one_engine_would() {
     );
 
     let mut archiver = WardenProcess::start("archive", &setup.config);
-    // Two workers of one role on one host: each its own group identity.
-    let mut one =
-        WardenProcess::start_with_env("detect", &setup.config, &[("WARDEN_INSTANCE_ID", "one")]);
-    let mut two =
-        WardenProcess::start_with_env("detect", &setup.config, &[("WARDEN_INSTANCE_ID", "two")]);
+    let mut one = WardenProcess::start("detect", &setup.config);
+    let mut two = WardenProcess::start("detect", &setup.config);
     // Both members in the group (and its partitions shared) before the traffic comes, as it
     // does live: in event-time order.
     tokio::time::sleep(Duration::from_secs(10)).await;

@@ -10,7 +10,6 @@ mod archive_integrity;
 mod archive_retention;
 mod archive_s3;
 mod archive_signatures;
-mod archive_takeover;
 mod dead_letters;
 mod deploy_files;
 mod detect_restart;

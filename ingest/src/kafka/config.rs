@@ -23,10 +23,10 @@ pub struct KafkaConfig {
     /// Extra librdkafka properties applied to every client (e.g. `security.protocol`).
     /// Secrets (`sasl.password`, `ssl.key.password`, ...) are references: `env:NAME`.
     pub properties: BTreeMap<String, String>,
-    /// This worker's stable identity in its consumer groups (Kafka static membership):
-    /// a worker restarted with the same one takes its partitions back at once. Default:
-    /// `$WARDEN_INSTANCE_ID`, else the host name. Two workers of one role on one host need
-    /// different ones (the newer would fence the older out of the group).
+    /// This worker's stable identity in its consumer groups (Kafka static membership), or
+    /// `$WARDEN_INSTANCE_ID`: a worker restarted with the same one takes its partitions back
+    /// at once. Unset: dynamic membership. Two workers of one group must never share one
+    /// (the newer fences the older out).
     pub instance_id: Option<String>,
     /// The secret properties, filled by [`KafkaConfig::resolve_secrets`]; never printed.
     #[serde(skip)]
@@ -110,11 +110,6 @@ impl TopicNames {
 impl KafkaConfig {
     pub fn is_embedded(&self) -> bool {
         self.brokers.trim() == EMBEDDED_BROKERS
-    }
-
-    /// The consumer-group identity of this worker: `instance_id`, else the host name.
-    pub fn instance_id(&self) -> String {
-        self.instance_id.clone().unwrap_or_else(host_name)
     }
 
     /// Resolves the `env:NAME` references among the properties through `lookup` (the
@@ -211,20 +206,6 @@ impl KafkaConfig {
         }
         errors
     }
-}
-
-/// This host's name (Linux), or `warden` where it cannot be read.
-fn host_name() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .map(|name| name.trim().to_owned())
-        .filter(|name| !name.is_empty())
-        .or_else(|| {
-            std::env::var("HOSTNAME")
-                .ok()
-                .filter(|name| !name.is_empty())
-        })
-        .unwrap_or_else(|| "warden".to_owned())
 }
 
 #[cfg(test)]

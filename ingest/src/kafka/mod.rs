@@ -18,7 +18,7 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 pub use rdkafka::error::KafkaError;
 use rdkafka::error::RDKafkaErrorCode;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 pub use config::{EMBEDDED_BROKERS, KafkaConfig, TopicNames};
 pub use consumer::{
@@ -107,6 +107,11 @@ impl KafkaCluster {
         &self.bootstrap_servers
     }
 
+    /// Whether this is the in-process mock cluster (its topics exist from the start).
+    pub fn is_embedded(&self) -> bool {
+        self.config.is_embedded()
+    }
+
     pub fn topics(&self) -> &TopicNames {
         &self.config.topics
     }
@@ -151,15 +156,13 @@ impl KafkaCluster {
             // wait is over (tansu does) would add that to every hop of an alert's path
             // (events → keyed stage → shared stage → alerts): measured p99 2.2 s at 500,
             // 1.3 s at 100 (BENCHMARKS.md).
-            .set("fetch.wait.max.ms", "100")
-            // A member that died is noticed after its session times out (librdkafka's
-            // default: 45 s); until then its partitions stay with it.
-            .set("session.timeout.ms", "10000")
-            .set("heartbeat.interval.ms", "1000");
-        // Static membership: a worker restarted with the same identity takes its partitions
-        // back at once, with no rebalance and no wait for its old session to expire.
-        if !self.config.is_embedded() {
-            config.set("group.instance.id", self.config.instance_id());
+            .set("fetch.wait.max.ms", "100");
+        // Static membership, when configured: a worker restarted with the same identity takes
+        // its partitions back at once, with no rebalance and no wait for its old session.
+        if let Some(instance_id) = self.config.instance_id.as_deref()
+            && !self.config.is_embedded()
+        {
+            config.set("group.instance.id", instance_id);
         }
         for (key, value) in self.config.all_properties() {
             config.set(key, value);
@@ -190,7 +193,7 @@ impl KafkaCluster {
                 Ok(topic) => info!(%topic, "created topic"),
                 Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
                 Err((topic, code)) => {
-                    warn!(%topic, %code, "could not create topic");
+                    error!(%topic, %code, "the broker refused to create a topic warden needs");
                     return Err(KafkaSetupError::CreateTopic { topic, code });
                 }
             }

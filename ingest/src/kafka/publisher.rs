@@ -12,6 +12,13 @@
 //!   replays the spool in order, in windows, acknowledging a window in the spool only when
 //!   Kafka has every record of it. When the spool is drained the route is direct again.
 //!
+//! The publisher starts on the spooling route and stays there until the cluster has
+//! answered with Warden's topics (created if missing): events of the first calls go to the
+//! spool, durably, instead of waiting in librdkafka's memory for a topic that may not exist
+//! yet. What the direct route holds in memory is bounded — `[audit].max_in_flight` events and
+//! `max_in_flight_mb` — and anything Kafka has not acknowledged within `delivery_timeout_s`
+//! is spooled: a proxy killed outright loses at most those unacknowledged events.
+//!
 //! The request path never waits on any of this: it only ever touches the emit queue.
 
 use std::collections::VecDeque;
@@ -138,7 +145,17 @@ impl KafkaEventPublisher {
         let all_brokers_down = Arc::new(AtomicBool::new(false));
         let delivery_timeout_ms = audit.delivery_timeout().as_millis().to_string();
         let mut producer_config = cluster.producer_config();
-        producer_config.set("message.timeout.ms", &delivery_timeout_ms);
+        producer_config
+            .set("message.timeout.ms", &delivery_timeout_ms)
+            // Past either bound librdkafka answers QueueFull, and events go to the spool.
+            .set(
+                "queue.buffering.max.messages",
+                audit.max_in_flight.to_string(),
+            )
+            .set(
+                "queue.buffering.max.kbytes",
+                audit.max_in_flight_mb.saturating_mul(1024).to_string(),
+            );
         let direct = PolledProducer::create(
             &producer_config,
             DirectRouteContext {
@@ -148,9 +165,15 @@ impl KafkaEventPublisher {
             },
         )?;
         let replay = DeliveringProducer::from_config(&producer_config)?;
-        let route = if spool.is_drained() {
+        let topics_confirmed = cluster.is_embedded();
+        let route = if spool.is_drained() && topics_confirmed {
             Route::Direct
         } else {
+            if !topics_confirmed {
+                info!(
+                    "audit events now go to the disk spool until kafka answers with warden's topics"
+                );
+            }
             Route::Spooling {
                 since: Instant::now(),
             }
@@ -171,6 +194,7 @@ impl KafkaEventPublisher {
             next_replay: Instant::now(),
             retry_window: None,
             spooled_this_episode: 0,
+            topics_confirmed,
         };
         Ok(tokio::spawn(publisher.run()))
     }
@@ -195,6 +219,9 @@ struct Publisher {
     /// A window Kafka took only part of: its remaining records are sent before any new ones.
     retry_window: Option<ReplayWindow>,
     spooled_this_episode: u64,
+    /// Whether the cluster has answered with the events topic since the start; until it
+    /// has, the route stays spooling even with an empty spool.
+    topics_confirmed: bool,
 }
 
 impl std::fmt::Debug for Publisher {
@@ -397,6 +424,19 @@ impl Publisher {
                     }
                 };
                 let Some(last) = records.last() else {
+                    if !self.topics_confirmed {
+                        // Nothing to replay, but the topics are not confirmed yet: probe.
+                        self.spool.rewind();
+                        return Some(Box::pin(send_window(
+                            self.cluster.clone(),
+                            self.replay.clone(),
+                            ReplayWindow {
+                                unsent: Vec::new(),
+                                end: SpoolPosition::default(),
+                                len: 0,
+                            },
+                        )));
+                    }
                     if self.spool.is_drained() && self.overflow.is_empty() {
                         self.finish_spooling(since);
                     } else {
@@ -428,6 +468,11 @@ impl Publisher {
             }
             ReplayOutcome::Sent(window) => window,
         };
+        // Sent means the probe found the events topic.
+        if !self.topics_confirmed {
+            self.topics_confirmed = true;
+            info!(topic = %self.topic, "kafka answers with warden's topics");
+        }
         if !window.unsent.is_empty() {
             warn!(
                 unsent = window.unsent.len(),
@@ -572,6 +617,7 @@ async fn probe(cluster: &KafkaCluster, producer: &DeliveringProducer, topic: &st
     .await;
     match metadata {
         Ok(Ok(true)) => true,
+        // Missing: create it (a refusal is logged there, with the broker's reason).
         Ok(Ok(false)) => cluster.ensure_topics().await.is_ok(),
         Ok(Err(_)) | Err(_) => false,
     }
