@@ -574,6 +574,11 @@ fn read_frame(reader: &mut impl Read, remaining: u64) -> io::Result<Option<Frame
     }))
 }
 
+/// Bytes of candidate records one resynchronisation may checksum before it gives up on the
+/// rest of the segment: bounds the scan of a segment full of garbage (where many offsets
+/// look like a plausible header) to well under a second.
+const RESYNC_CHECKSUM_BUDGET: u64 = 512 * 1024 * 1024;
+
 /// The first offset in `from..len` of `path` where a whole, checksummed record starts.
 /// Reads the rest of the segment (segments are bounded by `spool_segment_mb`); ASCII event
 /// bytes never look like a frame header, so almost every offset is rejected at once.
@@ -585,27 +590,41 @@ fn next_whole_record(path: &Path, from: u64, len: u64) -> io::Result<Option<u64>
     file.seek(SeekFrom::Start(from))?;
     let mut rest = Vec::new();
     file.take(len - from).read_to_end(&mut rest)?;
-    Ok((0..rest.len())
-        .find(|&start| is_whole_frame(&rest[start..]))
-        .map(|start| from + start as u64))
+    let mut budget = RESYNC_CHECKSUM_BUDGET;
+    for start in 0..rest.len() {
+        match is_whole_frame(&rest[start..], &mut budget) {
+            Some(true) => return Ok(Some(from + start as u64)),
+            Some(false) => {}
+            None => {
+                warn!(segment = %path.display(), offset = from + start as u64, "spool resync gave up: the rest of the segment is skipped");
+                return Ok(None);
+            }
+        }
+    }
+    Ok(None)
 }
 
-/// Whether `bytes` starts with a whole frame whose checksum holds.
-fn is_whole_frame(bytes: &[u8]) -> bool {
+/// Whether `bytes` starts with a whole frame whose checksum holds; `None` once `budget`
+/// (bytes left to checksum) cannot cover the candidate.
+fn is_whole_frame(bytes: &[u8], budget: &mut u64) -> Option<bool> {
     let Some(header) = bytes.get(..HEADER_BYTES as usize) else {
-        return false;
+        return Some(false);
     };
     let body_len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]);
     let checksum = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
     if !(2..=MAX_BODY_BYTES).contains(&body_len) {
-        return false;
+        return Some(false);
     }
     let Some(body) = bytes.get(HEADER_BYTES as usize..HEADER_BYTES as usize + body_len as usize)
     else {
-        return false;
+        return Some(false);
     };
     let key_len = usize::from(u16::from_le_bytes([body[0], body[1]]));
-    2 + key_len <= body.len() && crc32fast::hash(body) == checksum
+    if 2 + key_len > body.len() {
+        return Some(false);
+    }
+    *budget = budget.checked_sub(u64::from(body_len))?;
+    Some(crc32fast::hash(body) == checksum)
 }
 
 /// Scans the newest segment and truncates it after its last whole record. Returns its length.
@@ -800,6 +819,26 @@ mod tests {
         expected.push("after".to_owned());
         assert_eq!(read, expected);
         assert_eq!(spool.num_corrupt(), 1);
+    }
+
+    #[test]
+    fn a_segment_of_garbage_is_skipped_in_bounded_time() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("garbage.seg");
+        // Every offset looks like a header announcing a large body: the worst case.
+        let mut garbage = Vec::new();
+        while garbage.len() < 8 * 1024 * 1024 {
+            garbage.extend_from_slice(&[0x00, 0x00, 0x40, 0x00, 0x00, 0x00, 0x00, 0x00]);
+        }
+        fs::write(&path, &garbage).expect("write");
+        let started = Instant::now();
+        let found = next_whole_record(&path, 1, garbage.len() as u64).expect("read");
+        assert_eq!(found, None);
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{:?}",
+            started.elapsed()
+        );
     }
 
     #[test]
