@@ -7,6 +7,12 @@
 //! does the pipeline push back, and then at the door: [`EventEmitter::admit`], awaited before
 //! a call starts, follows `[audit].on_spool_full` (wait, let the call through and drop its
 //! events, or refuse it). Calls already running always have their events queued.
+//!
+//! Two lanes: [`EventEmitter::emit`] for the events of admitted calls, never shed; and
+//! [`EventEmitter::emit_sheddable`] for the events of refused callers (bad keys), which are
+//! shed — counted in `warden_events_shed_total` — while the queue is more than half full or
+//! the spool more than half full. A flood of refused calls can therefore take at most half of
+//! the pipeline's room, never the room admitted calls need.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -42,6 +48,7 @@ pub struct AuditStats {
     num_delivered: AtomicU64,
     num_spooled: AtomicU64,
     num_replayed: AtomicU64,
+    num_shed: AtomicU64,
     spool_bytes: AtomicU64,
     spooling: AtomicBool,
 }
@@ -65,6 +72,11 @@ impl AuditStats {
     /// Events written to the disk spool.
     pub fn num_spooled(&self) -> u64 {
         self.num_spooled.load(Ordering::Relaxed)
+    }
+
+    /// Events of refused callers not kept because the pipeline was backed up.
+    pub fn num_shed(&self) -> u64 {
+        self.num_shed.load(Ordering::Relaxed)
     }
 
     /// Spooled events Kafka has since acknowledged.
@@ -122,6 +134,8 @@ struct Shared {
     queued: AtomicUsize,
     /// Set by the publisher while its spool has no room.
     spool_full: AtomicBool,
+    /// Set by the publisher while its spool is more than half full.
+    spool_half_full: AtomicBool,
     /// Woken when the pipeline has room again.
     room: Notify,
 }
@@ -162,6 +176,7 @@ pub fn event_channel(capacity: usize, on_spool_full: OnSpoolFull) -> (EventEmitt
         capacity,
         queued: AtomicUsize::new(0),
         spool_full: AtomicBool::new(false),
+        spool_half_full: AtomicBool::new(false),
         room: Notify::new(),
     });
     let emitter = EventEmitter {
@@ -216,6 +231,19 @@ impl EventEmitter {
         }
     }
 
+    /// Hands over an event of a refused caller: queued like any other while the pipeline has
+    /// room to spare, shed (and counted) while the queue or the spool is more than half full.
+    pub fn emit_sheddable(&self, event: AuditEvent) {
+        let backed_up = self.shared.queued.load(Ordering::Relaxed) > self.shared.capacity / 2
+            || self.shared.spool_half_full.load(Ordering::Relaxed)
+            || self.shared.spool_full.load(Ordering::Relaxed);
+        if backed_up {
+            self.shared.stats.num_shed.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        self.emit(event);
+    }
+
     pub fn stats(&self) -> &AuditStats {
         &self.shared.stats
     }
@@ -260,6 +288,13 @@ impl EventReceiver {
         self.shared.on_spool_full
     }
 
+    /// Tells the sheddable lane whether the spool is more than half full.
+    pub fn set_spool_half_full(&self, half_full: bool) {
+        self.shared
+            .spool_half_full
+            .store(half_full, Ordering::Relaxed);
+    }
+
     /// Tells new calls whether the spool has room (see [`EventEmitter::admit`]).
     pub fn set_spool_full(&self, full: bool) {
         let was_full = self.shared.spool_full.swap(full, Ordering::Relaxed);
@@ -278,6 +313,29 @@ mod tests {
 
     fn event() -> AuditEvent {
         AuditEvent::new(EventKind::Request, RequestId::new(), "p")
+    }
+
+    #[tokio::test]
+    async fn refused_callers_events_are_shed_first_and_admitted_ones_never() {
+        let (emitter, mut receiver) = event_channel(4, OnSpoolFull::FailClosed);
+        for _ in 0..5 {
+            emitter.emit_sheddable(event());
+        }
+        // Half the queue (2 of 4) is all a flood of refused calls gets.
+        assert_eq!(emitter.stats().num_shed(), 2);
+        for _ in 0..3 {
+            emitter.emit(event());
+        }
+        assert_eq!(emitter.stats().num_emitted(), 6);
+        assert!(emitter.admit().await.is_err(), "admitted calls filled it");
+        let mut drained = Vec::new();
+        receiver.recv_many(&mut drained, 10).await;
+        assert_eq!(drained.len(), 6);
+        receiver.set_spool_half_full(true);
+        emitter.emit_sheddable(event());
+        emitter.emit(event());
+        assert_eq!(emitter.stats().num_shed(), 3);
+        assert_eq!(emitter.stats().num_emitted(), 7);
     }
 
     #[tokio::test]

@@ -85,7 +85,12 @@ impl ProxyState {
     }
 
     /// Records the authentication outcome on the call; a rejected caller goes no further.
-    pub(crate) fn admit(
+    /// An authenticated caller then passes the audit gate: it waits while the audit pipeline
+    /// has no room for its events, as `[audit].on_spool_full` says (`block`), or is refused
+    /// (`fail_closed`: 503 `audit_unavailable`). A rejected caller never waits there and its
+    /// events are sheddable (see [`CallAudit::authenticated`]): a flood of bad keys cannot
+    /// hold back or refuse authenticated calls.
+    pub(crate) async fn admit(
         &self,
         call: &mut CallAudit,
         auth: AuthOutcome,
@@ -96,17 +101,23 @@ impl ProxyState {
                 RejectReason::MissingKey => ProxyError::MissingApiKey,
                 RejectReason::UnknownKey => ProxyError::InvalidApiKey,
             }),
-            admitted => Ok(admitted),
+            admitted => match self.emitter.admit().await {
+                Ok(()) => Ok(admitted),
+                Err(AuditUnavailable) => {
+                    self.metrics.refused_unaudited();
+                    Err(ProxyError::AuditUnavailable)
+                }
+            },
         }
     }
 
     /// Authenticates the caller's bearer key and records the decision on the call.
-    fn authorize(
+    async fn authorize(
         &self,
         call: &mut CallAudit,
         headers: &HeaderMap,
     ) -> Result<AuthOutcome, ProxyError> {
-        self.admit(call, self.clients.authenticate(headers))
+        self.admit(call, self.clients.authenticate(headers)).await
     }
 
     /// A client restricted to some targets gets a 403 (and a `target_access` decision) for
@@ -150,7 +161,8 @@ impl ProxyState {
     }
 }
 
-/// The proxy's routes. Every call that reaches an upstream first passes the audit gate.
+/// The proxy's routes. Every call that reaches an upstream first passes the audit gate, once
+/// authenticated ([`ProxyState::admit`]).
 /// `/metrics` is not here: it is on the admin listener ([`admin_router`]).
 pub fn router(state: Arc<ProxyState>) -> Router {
     let mut calls = Router::new()
@@ -169,9 +181,7 @@ pub fn router(state: Arc<ProxyState>) -> Router {
                 any(passthrough::handle),
             );
     }
-    let calls = calls
-        .route_layer(middleware::from_fn_with_state(state.clone(), audit_gate))
-        .route_layer(middleware::from_fn_with_state(state.clone(), in_flight_cap));
+    let calls = calls.route_layer(middleware::from_fn_with_state(state.clone(), in_flight_cap));
     Router::new()
         .route("/healthz", get(healthz))
         .merge(calls)
@@ -231,23 +241,6 @@ impl http_body::Body for HoldWhileStreaming {
 
     fn size_hint(&self) -> http_body::SizeHint {
         self.body.size_hint()
-    }
-}
-
-/// Holds a call at the door while the audit pipeline has no room for its events, as
-/// `[audit].on_spool_full` says: wait (`block`), refuse with 503 (`fail_closed`), or let it
-/// through (`drop`). Two atomic loads while the pipeline has room.
-async fn audit_gate(
-    State(state): State<Arc<ProxyState>>,
-    request: Request,
-    next: Next,
-) -> Response {
-    match state.emitter.admit().await {
-        Ok(()) => next.run(request).await,
-        Err(AuditUnavailable) => {
-            state.metrics.refused_unaudited();
-            ProxyError::AuditUnavailable.into_response()
-        }
     }
 }
 
@@ -401,7 +394,7 @@ async fn route<'a>(
     headers: &HeaderMap,
     body: Body,
 ) -> Result<Routed<'a>, ProxyError> {
-    let auth = state.authorize(call, headers)?;
+    let auth = state.authorize(call, headers).await?;
     let body = read_body(body, &state.settings).await?;
     call.request.bytes = body.len() as u64;
     let request: Map<String, Value> =
@@ -436,7 +429,7 @@ async fn route<'a>(
 async fn list_models(State(state): State<Arc<ProxyState>>, request: Request) -> Response {
     let mut call = state.start_call("/v1/models", &request);
     let request_id = call.request_id.clone();
-    let response = match state.authorize(&mut call, request.headers()) {
+    let response = match state.authorize(&mut call, request.headers()).await {
         Ok(auth) => {
             let data: Vec<Value> = state
                 .settings

@@ -40,6 +40,8 @@ pub(crate) struct CallAudit {
     /// The target's capture policy and size cap, once the call is routed.
     capture: (CapturePolicy, usize),
     request_emitted: bool,
+    /// The caller was refused authentication: its events go to the sheddable lane.
+    refused: bool,
     /// Set once the `response` event is out; a call dropped before that (the client hung up
     /// while Warden waited on the upstream) emits it from `Drop`.
     response_emitted: bool,
@@ -84,6 +86,7 @@ impl CallAudit {
             upstream_seconds: None,
             capture: (CapturePolicy::None, 0),
             request_emitted: false,
+            refused: false,
             response_emitted: false,
         }
     }
@@ -97,8 +100,12 @@ impl CallAudit {
     }
 
     /// Records the authentication outcome on the call (the client's environment replaces
-    /// the proxy's) and emits its policy decision.
+    /// the proxy's) and emits its policy decision. A refused caller's events (this decision,
+    /// its request and response) are sheddable: dropped, and counted, while the audit
+    /// pipeline is more than half full, so a flood of bad keys cannot crowd out the events
+    /// of authenticated calls.
     pub(crate) fn authenticated(&mut self, outcome: &AuthOutcome) {
+        self.refused = matches!(outcome, AuthOutcome::Rejected { .. });
         self.client.token_id = outcome.token_id().cloned();
         self.client.name = outcome.client_name().map(str::to_owned);
         if let Some(environment) = outcome.client().and_then(|c| c.environment.as_ref()) {
@@ -120,7 +127,15 @@ impl CallAudit {
             outcome: outcome.to_owned(),
             reason: reason.map(str::to_owned),
         });
-        self.emitter.emit(event);
+        self.emit(event);
+    }
+
+    fn emit(&self, event: AuditEvent) {
+        if self.refused {
+            self.emitter.emit_sheddable(event);
+        } else {
+            self.emitter.emit(event);
+        }
     }
 
     /// Records the target the call was routed to: its id, prices and capture policy.
@@ -164,7 +179,7 @@ impl CallAudit {
         self.request_emitted = true;
         let mut event = self.event(EventKind::Request);
         event.request = Some(self.request.clone());
-        self.emitter.emit(event);
+        self.emit(event);
     }
 
     /// Emits the `response` event (and the `request` event first, if the call failed before
@@ -204,7 +219,7 @@ impl CallAudit {
         let mut event = self.event(EventKind::Response);
         event.request = Some(self.request.clone());
         event.response = Some(response);
-        self.emitter.emit(event);
+        self.emit(event);
     }
 }
 

@@ -23,6 +23,7 @@ const REFUSED_OVERLOADED: &str = "warden_proxy_refused_overloaded";
 const CONNECTIONS_OPEN: &str = "warden_proxy_connections_open";
 const EVENTS_EMITTED: &str = "warden_events_emitted";
 const EVENTS_DROPPED: &str = "warden_events_dropped";
+const EVENTS_SHED: &str = "warden_events_shed";
 const EVENTS_DELIVERED: &str = "warden_events_delivered";
 const EVENTS_SPOOLED: &str = "warden_events_spooled";
 const EVENTS_REPLAYED: &str = "warden_events_replayed";
@@ -220,6 +221,12 @@ impl Collector for EmitterCollector {
                 EVENTS_DROPPED,
                 "Audit events lost (on_spool_full = drop, or nowhere left to keep them)",
                 stats.num_dropped(),
+            ),
+            (
+                EVENTS_SHED,
+                "Audit events of refused callers (bad keys) not kept while the pipeline was \
+                 more than half full",
+                stats.num_shed(),
             ),
         ] {
             let counter = ConstCounter::new(value);

@@ -163,7 +163,7 @@ async fn forward(
     } else {
         state.clients.authenticate(headers)
     };
-    state.admit(call, auth.clone())?;
+    state.admit(call, auth.clone()).await?;
     let path = path.map_err(|rejected| {
         call.decided("passthrough_path", "deny", Some(&rejected.to_string()));
         ProxyError::InvalidPath(rejected.to_string())

@@ -9,7 +9,8 @@ use warden_testkit::{EmulatorOptions, TansuBroker, TgiEmulator};
 
 use support::{
     WardenProcess, archived_event_counts, assert_readers_count, chat_calls, free_listen_address,
-    fresh_client_key, metric_until, proxy_and_kafka_sections_with_admin, write_config,
+    fresh_client_key, http_client, metric, metric_until, proxy_and_kafka_sections_with_admin,
+    try_sql, write_config,
 };
 
 /// Events per chat call: the auth decision, the request, the response.
@@ -23,6 +24,19 @@ fn config(
     brokers: &str,
     key_sha256: &str,
 ) -> std::path::PathBuf {
+    config_with_audit(dir, listen, admin, upstream, brokers, key_sha256, "")
+}
+
+/// [`config`] with more `[audit]` keys.
+fn config_with_audit(
+    dir: &Path,
+    listen: &str,
+    admin: &str,
+    upstream: &str,
+    brokers: &str,
+    key_sha256: &str,
+    audit: &str,
+) -> std::path::PathBuf {
     write_config(
         dir,
         &format!(
@@ -30,6 +44,7 @@ fn config(
             {proxy_and_kafka}
             [audit]
             delivery_timeout_s = 5
+            {audit}
             [archive]
             url = "{archive}"
             flush_interval_s = 1
@@ -219,3 +234,119 @@ async fn a_proxy_killed_just_after_start_loses_no_answered_call() {
 /// Calls whose events may still be unacknowledged by Kafka when the proxy is killed right
 /// after answering them (each call takes a few milliseconds; acknowledgement about as long).
 const MAX_CALLS_IN_FLIGHT_AT_KILL: u64 = 5;
+
+/// A flood of 100,000 calls with random bad keys while every broker is down, against a small
+/// spool with `on_spool_full = "fail_closed"`: authenticated calls meanwhile are neither
+/// refused nor delayed by more than a second, the flood's events are shed once the pipeline
+/// is half full, and every event of every authenticated call reaches the archive once the
+/// broker is back.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_flood_of_bad_keys_during_an_outage_never_holds_back_authenticated_calls() {
+    const FLOOD: usize = 100_000;
+    const FLOODERS: usize = 32;
+    let mut broker = TansuBroker::not_started().expect("tansu installed");
+    let emulator = TgiEmulator::start(EmulatorOptions::default())
+        .await
+        .expect("emulator starts");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (listen, admin) = (free_listen_address(), free_listen_address());
+    let (api_key, key_sha256) = fresh_client_key();
+    let config = config_with_audit(
+        dir.path(),
+        &listen,
+        &admin,
+        &emulator.base_url(),
+        &broker.bootstrap_servers(),
+        &key_sha256,
+        "spool_max_mb = 2\nspool_segment_mb = 1\non_spool_full = \"fail_closed\"",
+    );
+    let mut warden = WardenProcess::start("up", &config);
+    warden.wait_healthy(&listen).await;
+
+    let url = format!("http://{listen}/v1/chat/completions");
+    let body =
+        serde_json::json!({"model": "llama", "messages": [{"role": "user", "content": "hi"}]});
+    let flood_done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut flooders = Vec::new();
+    for flooder in 0..FLOODERS {
+        let (url, body) = (url.clone(), body.clone());
+        flooders.push(tokio::spawn(async move {
+            let client = http_client();
+            let mut refused = 0usize;
+            for call in 0..FLOOD / FLOODERS {
+                let key = format!("sk-bad-{flooder}-{call}");
+                let response = client
+                    .post(&url)
+                    .bearer_auth(key)
+                    .json(&body)
+                    .send()
+                    .await
+                    .expect("answered");
+                if response.status() == 401 {
+                    refused += 1;
+                }
+            }
+            refused
+        }));
+    }
+    let authenticated = {
+        let (url, body, done) = (url.clone(), body.clone(), flood_done.clone());
+        let api_key = api_key.clone();
+        tokio::spawn(async move {
+            let client = http_client();
+            let mut latencies = Vec::new();
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                let started = std::time::Instant::now();
+                let response = client
+                    .post(&url)
+                    .bearer_auth(&api_key)
+                    .json(&body)
+                    .send()
+                    .await
+                    .expect("answered");
+                assert_eq!(response.status(), 200, "an authenticated call was refused");
+                latencies.push(started.elapsed());
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            latencies
+        })
+    };
+    let mut refused = 0;
+    for flooder in flooders {
+        refused += flooder.await.expect("flooder");
+    }
+    flood_done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let latencies = authenticated.await.expect("authenticated calls");
+    assert_eq!(refused, FLOOD, "every bad key got its 401");
+    let slowest = latencies.iter().max().copied().unwrap_or_default();
+    assert!(
+        slowest < std::time::Duration::from_secs(1),
+        "an authenticated call took {slowest:?} during the flood"
+    );
+    let shed = metric(&admin, "warden_events_shed_total").await;
+    assert!(
+        shed > 0.0,
+        "the flood's events were shed once the pipeline was half full"
+    );
+
+    // Every event of every authenticated call is kept: archived once the broker is back.
+    broker.restart().expect("tansu starts");
+    let expected = latencies.len() as u64 * EVENTS_PER_CALL;
+    let query = "SELECT count(*) AS n FROM events WHERE client.name = 'archive-test-app'";
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        let rows = try_sql(&config, query).unwrap_or_default();
+        let archived = rows.first().and_then(|row| row["n"].as_u64()).unwrap_or(0);
+        if archived >= expected {
+            assert_eq!(archived, expected, "{}", warden.log());
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{archived} of {expected} authenticated events archived:\n{}",
+            warden.log()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+    assert!(warden.interrupt().await.success());
+}

@@ -195,6 +195,7 @@ impl KafkaEventPublisher {
             retry_window: None,
             spooled_this_episode: 0,
             topics_confirmed,
+            spool_max_bytes: audit.spool_options().max_bytes,
         };
         Ok(tokio::spawn(publisher.run()))
     }
@@ -222,6 +223,8 @@ struct Publisher {
     /// Whether the cluster has answered with the events topic since the start; until it
     /// has, the route stays spooling even with an empty spool.
     topics_confirmed: bool,
+    /// `[audit].spool_max_mb`, in bytes: past half of it, refused callers' events are shed.
+    spool_max_bytes: u64,
 }
 
 impl std::fmt::Debug for Publisher {
@@ -359,6 +362,9 @@ impl Publisher {
             Ok(()) => {
                 self.events.stats().add_spooled(1);
                 self.spooled_this_episode += 1;
+                if self.spool.bytes().saturating_mul(2) > self.spool_max_bytes {
+                    self.events.set_spool_half_full(true);
+                }
             }
             Err(err) => self.no_room((key, payload), &err),
         }
@@ -512,6 +518,8 @@ impl Publisher {
     fn publish_gauges(&self) {
         let stats = self.events.stats();
         stats.set_spool_bytes(self.spool.bytes());
+        self.events
+            .set_spool_half_full(self.spool.bytes().saturating_mul(2) > self.spool_max_bytes);
     }
 
     /// The queue is closed: deliver what librdkafka holds, spool what it cannot deliver.
