@@ -540,7 +540,11 @@ impl ProxyConfig {
                  (`warden keys new NAME`) or set allow_open = true"
             ));
         }
-        if listen.is_some() && listen == admin_listen && listen.is_some_and(|l| l.port() != 0) {
+        // Port 0 (any free port) on both is fine: they get different ones.
+        if let Some(listen) = listen
+            && admin_listen == Some(listen)
+            && listen.port() != 0
+        {
             errors.push("proxy.admin_listen: must differ from proxy.listen".to_owned());
         }
         if self.max_body_bytes == 0 {

@@ -114,8 +114,33 @@ async fn signed_archive(dir: &Path) -> (std::path::PathBuf, Arc<dyn ObjectStore>
     (config, store)
 }
 
-fn remove_dir(path: &Path) {
-    std::fs::remove_dir_all(path).expect("removed");
+/// Removes a chain's manifest entries, digests and signatures.
+fn remove_chain_state(archive: &Path, chain: &str) {
+    for state in ["manifest", "digests", "digest-signatures"] {
+        std::fs::remove_dir_all(archive.join(format!("_warden/{state}/{chain}"))).expect("removed");
+    }
+}
+
+/// The hour directory of `time` in the events table.
+fn hour_dir(archive: &Path, time: DateTime<Utc>) -> std::path::PathBuf {
+    archive.join(format!(
+        "events/dt={}/hour={}",
+        time.format("%Y-%m-%d"),
+        time.format("%H")
+    ))
+}
+
+/// Removes the objects of partition `partition` from the hour directories of `times`.
+fn remove_objects(archive: &Path, times: &[DateTime<Utc>], partition: i32) {
+    let marker = format!("/p{partition}-");
+    for time in times {
+        for entry in std::fs::read_dir(hour_dir(archive, *time)).expect("hour dir") {
+            let path = entry.expect("entry").path();
+            if path.to_string_lossy().contains(&marker) {
+                let _ = std::fs::remove_file(path);
+            }
+        }
+    }
 }
 
 /// Runs `warden verify`; asserts it failed with exit 1 and printed a line starting `expected`.
@@ -148,18 +173,7 @@ async fn a_signed_archive_passes_and_each_kind_of_tampering_is_named() {
         std::fs::remove_file(archive.join(format!("_warden/manifest/{chain}/{seq:020}.json")))
             .expect("entry removed");
     }
-    for entry in std::fs::read_dir(archive.join(format!(
-        "events/dt={}/hour={}",
-        newest_hour.format("%Y-%m-%d"),
-        newest_hour.format("%H")
-    )))
-    .expect("hour dir")
-    {
-        let path = entry.expect("entry").path();
-        if path.to_string_lossy().contains("/p0-") {
-            std::fs::remove_file(path).expect("object removed");
-        }
-    }
+    remove_objects(&archive, &[newest_hour], 0);
     for newer in std::fs::read_dir(archive.join(format!("_warden/digests/{chain}"))).expect("ls") {
         let path = newer.expect("entry").path();
         let name = path
@@ -186,22 +200,8 @@ async fn a_signed_archive_passes_and_each_kind_of_tampering_is_named() {
     let (config, _) = signed_archive(deleted.path()).await;
     let archive = deleted.path().join("archive");
     let chain = format!("{TOPIC}-1");
-    for state in ["manifest", "digests", "digest-signatures"] {
-        remove_dir(&archive.join(format!("_warden/{state}/{chain}")));
-    }
-    for time in times() {
-        let dir = archive.join(format!(
-            "events/dt={}/hour={}",
-            time.format("%Y-%m-%d"),
-            time.format("%H")
-        ));
-        for entry in std::fs::read_dir(&dir).expect("hour dir") {
-            let path = entry.expect("entry").path();
-            if path.to_string_lossy().contains("/p1-") {
-                let _ = std::fs::remove_file(path);
-            }
-        }
-    }
+    remove_chain_state(&archive, &chain);
+    remove_objects(&archive, &times(), 1);
     assert_named(&config, &format!("NOCHAIN   {chain}: listed by"));
 
     // A chain rewritten from scratch with recomputed hashes and digests, but no signing key.
@@ -209,32 +209,13 @@ async fn a_signed_archive_passes_and_each_kind_of_tampering_is_named() {
     let (config, store) = signed_archive(rewritten.path()).await;
     let archive = rewritten.path().join("archive");
     let chain = format!("{TOPIC}-0");
-    for state in ["manifest", "digests", "digest-signatures"] {
-        remove_dir(&archive.join(format!("_warden/{state}/{chain}")));
-    }
+    remove_chain_state(&archive, &chain);
+    // The originals' objects would be unlisted now: the forger removes them too.
+    remove_objects(&archive, &times(), 0);
     let forged: Vec<DateTime<Utc>> = times()
         .into_iter()
         .map(|time| time + TimeDelta::minutes(1))
         .collect();
     record_and_seal(&store, 0, &forged, None).await;
-    // The originals' objects are unlisted now; remove them as the forger would.
-    for time in times() {
-        let dir = archive.join(format!(
-            "events/dt={}/hour={}",
-            time.format("%Y-%m-%d"),
-            time.format("%H")
-        ));
-        for entry in std::fs::read_dir(&dir).expect("hour dir") {
-            let path = entry.expect("entry").path();
-            let name = path.to_string_lossy().into_owned();
-            if name.contains("/p0-")
-                && !forged
-                    .iter()
-                    .any(|t| name.contains(&t.timestamp().to_string()))
-            {
-                let _ = std::fs::remove_file(path);
-            }
-        }
-    }
     assert_named(&config, &format!("SIGNATURE _warden/digests/{chain}/"));
 }
