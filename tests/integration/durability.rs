@@ -16,19 +16,9 @@ use support::{
 /// Events per chat call: the auth decision, the request, the response.
 const EVENTS_PER_CALL: u64 = 3;
 
+/// A config for the proxy, a tansu broker and a local archive, with `audit` added to
+/// `[audit]`.
 fn config(
-    dir: &Path,
-    listen: &str,
-    admin: &str,
-    upstream: &str,
-    brokers: &str,
-    key_sha256: &str,
-) -> std::path::PathBuf {
-    config_with_audit(dir, listen, admin, upstream, brokers, key_sha256, "")
-}
-
-/// [`config`] with more `[audit]` keys.
-fn config_with_audit(
     dir: &Path,
     listen: &str,
     admin: &str,
@@ -70,6 +60,11 @@ struct Outage {
 
 impl Outage {
     async fn prepare() -> Self {
+        Self::prepare_with_audit("").await
+    }
+
+    /// [`Outage::prepare`] with more `[audit]` keys.
+    async fn prepare_with_audit(audit: &str) -> Self {
         let broker = TansuBroker::not_started().expect("tansu installed");
         let emulator = TgiEmulator::start(EmulatorOptions::default())
             .await
@@ -85,6 +80,7 @@ impl Outage {
             &emulator.base_url(),
             &broker.bootstrap_servers(),
             &key_sha256,
+            audit,
         );
         Self {
             broker,
@@ -192,21 +188,17 @@ async fn a_spool_left_by_a_crashed_proxy_is_replayed_by_the_next_one() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_proxy_killed_just_after_start_loses_no_answered_call() {
     const CALLS: u64 = 30;
-    let broker = TansuBroker::start().expect("tansu starts");
-    let emulator = TgiEmulator::start(EmulatorOptions::default())
-        .await
-        .expect("emulator starts");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let listen = free_listen_address();
-    let (api_key, key_sha256) = fresh_client_key();
-    let config = config(
-        dir.path(),
-        &listen,
-        "127.0.0.1:0",
-        &emulator.base_url(),
-        &broker.bootstrap_servers(),
-        &key_sha256,
-    );
+    let Outage {
+        mut broker,
+        _emulator,
+        dir,
+        listen,
+        api_key,
+        config,
+        ..
+    } = Outage::prepare().await;
+    // The broker is up, just before the proxy; its topics do not exist yet.
+    broker.restart().expect("tansu starts");
     let mut proxy = WardenProcess::start("proxy", &config);
     proxy.wait_healthy(&listen).await;
     chat_calls(&listen, &api_key, CALLS).await;
@@ -244,22 +236,19 @@ const MAX_CALLS_IN_FLIGHT_AT_KILL: u64 = 5;
 async fn a_flood_of_bad_keys_during_an_outage_never_holds_back_authenticated_calls() {
     const FLOOD: usize = 100_000;
     const FLOODERS: usize = 32;
-    let mut broker = TansuBroker::not_started().expect("tansu installed");
-    let emulator = TgiEmulator::start(EmulatorOptions::default())
-        .await
-        .expect("emulator starts");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (listen, admin) = (free_listen_address(), free_listen_address());
-    let (api_key, key_sha256) = fresh_client_key();
-    let config = config_with_audit(
-        dir.path(),
-        &listen,
-        &admin,
-        &emulator.base_url(),
-        &broker.bootstrap_servers(),
-        &key_sha256,
+    let Outage {
+        mut broker,
+        _emulator,
+        dir: _dir,
+        listen,
+        admin,
+        api_key,
+        config,
+        ..
+    } = Outage::prepare_with_audit(
         "spool_max_mb = 2\nspool_segment_mb = 1\non_spool_full = \"fail_closed\"",
-    );
+    )
+    .await;
     let mut warden = WardenProcess::start("up", &config);
     warden.wait_healthy(&listen).await;
 

@@ -223,13 +223,11 @@ pub(crate) async fn read_reply(
     let headers = response.headers().clone();
     let limit = target.max_response_bytes;
     let too_large = || ProxyError::UpstreamTooLarge { limit };
-    if response
-        .content_length()
-        .is_some_and(|length| length > limit as u64)
-    {
+    let announced = response.content_length().unwrap_or(0);
+    if announced > limit as u64 {
         return Err(too_large());
     }
-    let mut body = bytes::BytesMut::new();
+    let mut body = bytes::BytesMut::with_capacity(announced as usize);
     while let Some(chunk) = response
         .chunk()
         .await
