@@ -13,7 +13,7 @@ use tracing::{info, warn};
 use warden_detectors::run_detect_worker;
 use warden_ingest::kafka::{EmbeddedBroker, KafkaCluster, KafkaEventPublisher};
 use warden_ingest::layout::{ARCHIVE_TABLES, ArchiveUrl};
-use warden_ingest::{AuditStats, event_channel};
+use warden_ingest::{AuditStats, event_channel_with};
 use warden_proxy::ProxyState;
 use warden_sinks::archive::{Archiver, ParquetArchive, ShutdownMode, Table, retention};
 use warden_sql::{ArchiveSession, OutputFormat};
@@ -250,8 +250,7 @@ struct RunningProxy {
 
 impl RunningProxy {
     async fn start(config: &ValidatedConfig, cluster: &KafkaCluster) -> anyhow::Result<Self> {
-        let (emitter, events) =
-            event_channel(config.audit.queue_capacity, config.audit.on_spool_full);
+        let (emitter, events) = event_channel_with(config.audit.channel_options());
         let audit_stats = events.stats_handle();
         let publisher = KafkaEventPublisher::spawn(cluster, events, &config.audit)
             .context("starting the event publisher")?;

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::emitter::{DEFAULT_EMIT_CAPACITY, OnSpoolFull};
+use crate::emitter::{ChannelOptions, DEFAULT_EMIT_CAPACITY, Durability, OnSpoolFull};
 use crate::spool::{FsyncPolicy, SpoolOptions};
 
 /// `[audit].fsync` as written.
@@ -47,6 +47,12 @@ pub struct AuditConfig {
     /// Events queued between the request path and the publisher beyond which the pipeline
     /// counts as backed up.
     pub queue_capacity: usize,
+    /// `buffered` (the default) or `acked`: an admitted call's answer is released only once
+    /// its events are acknowledged by Kafka or fsynced in the spool.
+    pub durability: Durability,
+    /// How long an `acked` call waits for its events to be durable; past it the call is
+    /// refused with 503 `audit_unavailable`.
+    pub acked_timeout_s: f64,
 }
 
 impl Default for AuditConfig {
@@ -62,6 +68,8 @@ impl Default for AuditConfig {
             max_in_flight: 20_000,
             max_in_flight_mb: 32,
             queue_capacity: DEFAULT_EMIT_CAPACITY,
+            durability: Durability::Buffered,
+            acked_timeout_s: 30.0,
         }
     }
 }
@@ -94,6 +102,9 @@ impl AuditConfig {
         if self.queue_capacity == 0 {
             errors.push("audit.queue_capacity: must be at least 1".to_owned());
         }
+        if !(self.acked_timeout_s >= 1.0 && self.acked_timeout_s <= 3600.0) {
+            errors.push("audit.acked_timeout_s: must be in [1, 3600]".to_owned());
+        }
         errors
     }
 
@@ -110,6 +121,16 @@ impl AuditConfig {
                 }
                 FsyncSetting::Never => FsyncPolicy::Never,
             },
+        }
+    }
+
+    /// How the emit queue between the request path and the publisher behaves.
+    pub fn channel_options(&self) -> ChannelOptions {
+        ChannelOptions {
+            capacity: self.queue_capacity,
+            on_spool_full: self.on_spool_full,
+            durability: self.durability,
+            acked_timeout: Duration::from_secs_f64(self.acked_timeout_s),
         }
     }
 

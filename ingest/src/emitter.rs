@@ -13,12 +13,19 @@
 //! shed — counted in `warden_events_shed_total` — while the queue is more than half full or
 //! the spool more than half full. A flood of refused calls can therefore take at most half of
 //! the pipeline's room, never the room admitted calls need.
+//!
+//! Two durabilities (`[audit].durability`): `buffered` (the default) hands events over and
+//! forgets them; `acked` gives each admitted call's event a [`Receipt`] that resolves once
+//! the event is durable — acknowledged by Kafka, or fsynced in the spool — so the proxy can
+//! hold the call's answer until its trail is safe ("no audit, no inference", also across a
+//! crash).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
 
 use serde::Deserialize;
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::{Notify, mpsc, oneshot};
 use tracing::warn;
 
 use crate::event::AuditEvent;
@@ -37,6 +44,76 @@ pub enum OnSpoolFull {
     Drop,
     /// New calls are refused with 503: no audit, no inference.
     FailClosed,
+}
+
+/// `[audit].durability`: when an admitted call's events count as kept.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Durability {
+    /// Handed to the publisher: in memory until Kafka acknowledges them or they are
+    /// spooled. A killed proxy can lose what is unacknowledged (bounded by
+    /// `max_in_flight`, `max_in_flight_mb` and `delivery_timeout_s`). The default.
+    #[default]
+    Buffered,
+    /// Acknowledged by Kafka or fsynced in the spool before the call's answer is released.
+    Acked,
+}
+
+/// How an [`event_channel_with`] behaves.
+#[derive(Debug, Clone, Copy)]
+pub struct ChannelOptions {
+    /// Queued events beyond which the pipeline counts as backed up.
+    pub capacity: usize,
+    pub on_spool_full: OnSpoolFull,
+    pub durability: Durability,
+    /// How long an `acked` call waits for its events to be durable before it is refused.
+    pub acked_timeout: Duration,
+}
+
+impl Default for ChannelOptions {
+    fn default() -> Self {
+        Self {
+            capacity: DEFAULT_EMIT_CAPACITY,
+            on_spool_full: OnSpoolFull::Block,
+            durability: Durability::Buffered,
+            acked_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// An event in the queue, with whom to tell once it is durable (`acked` calls only).
+#[derive(Debug)]
+pub struct QueuedEvent {
+    pub event: AuditEvent,
+    pub settle: Option<Settle>,
+}
+
+/// The publisher's end of a [`Receipt`]: told once its event is durable, or that it never
+/// will be. Dropped untold, the receipt reads as a failure.
+#[derive(Debug)]
+pub struct Settle(oneshot::Sender<()>);
+
+impl Settle {
+    /// The event is acknowledged by Kafka or fsynced in the spool.
+    pub fn durable(self) {
+        // The call may have stopped waiting (its client left): nothing to tell then.
+        let _ = self.0.send(());
+    }
+}
+
+/// Resolves once an event handed over with [`EventEmitter::emit_acked`] is durable.
+#[derive(Debug)]
+pub struct Receipt(oneshot::Receiver<()>);
+
+impl Receipt {
+    /// Waits until the event is durable; an error if the pipeline lost it (dropped under a
+    /// full spool, or the process is stopping) or took longer than `timeout`.
+    pub async fn durable(self, timeout: Duration) -> Result<(), AuditUnavailable> {
+        match tokio::time::timeout(timeout, self.0).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) | Err(_) => Err(AuditUnavailable),
+        }
+    }
 }
 
 /// Counters and gauges of the audit pipeline, shared by the emitter, the publisher and
@@ -130,6 +207,8 @@ struct Shared {
     stats: Arc<AuditStats>,
     on_spool_full: OnSpoolFull,
     capacity: usize,
+    durability: Durability,
+    acked_timeout: Duration,
     /// Events in the queue, not yet taken by the publisher.
     queued: AtomicUsize,
     /// Set by the publisher while its spool has no room.
@@ -149,31 +228,42 @@ impl Shared {
 
 /// The audit pipeline could not take the call's events (`on_spool_full = "fail_closed"`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("the audit trail is unavailable (spool full)")]
+#[error("the audit trail is unavailable")]
 pub struct AuditUnavailable;
 
 /// Cloneable, non-blocking sender of audit events.
 #[derive(Debug, Clone)]
 pub struct EventEmitter {
-    sender: mpsc::UnboundedSender<AuditEvent>,
+    sender: mpsc::UnboundedSender<QueuedEvent>,
     shared: Arc<Shared>,
 }
 
 /// The receiving end, drained by a publisher (or by a test).
 #[derive(Debug)]
 pub struct EventReceiver {
-    receiver: mpsc::UnboundedReceiver<AuditEvent>,
+    receiver: mpsc::UnboundedReceiver<QueuedEvent>,
     shared: Arc<Shared>,
 }
 
-/// Creates an emitter and the receiver its events arrive at. `capacity` is how many queued
-/// events count as a backed-up pipeline.
+/// Creates an emitter and the receiver its events arrive at, `buffered`. `capacity` is how
+/// many queued events count as a backed-up pipeline.
 pub fn event_channel(capacity: usize, on_spool_full: OnSpoolFull) -> (EventEmitter, EventReceiver) {
+    event_channel_with(ChannelOptions {
+        capacity,
+        on_spool_full,
+        ..ChannelOptions::default()
+    })
+}
+
+/// Creates an emitter and the receiver its events arrive at.
+pub fn event_channel_with(options: ChannelOptions) -> (EventEmitter, EventReceiver) {
     let (sender, receiver) = mpsc::unbounded_channel();
     let shared = Arc::new(Shared {
         stats: Arc::new(AuditStats::default()),
-        on_spool_full,
-        capacity,
+        on_spool_full: options.on_spool_full,
+        capacity: options.capacity,
+        durability: options.durability,
+        acked_timeout: options.acked_timeout,
         queued: AtomicUsize::new(0),
         spool_full: AtomicBool::new(false),
         spool_half_full: AtomicBool::new(false),
@@ -211,13 +301,31 @@ impl EventEmitter {
 
     /// Hands `event` to the publisher without waiting. Never fails the caller.
     pub fn emit(&self, event: AuditEvent) {
+        self.queue(QueuedEvent {
+            event,
+            settle: None,
+        });
+    }
+
+    /// Hands `event` to the publisher without waiting, with a [`Receipt`] that resolves once
+    /// it is durable (an event that cannot be queued resolves as lost at once).
+    pub fn emit_acked(&self, event: AuditEvent) -> Receipt {
+        let (sender, receiver) = oneshot::channel();
+        self.queue(QueuedEvent {
+            event,
+            settle: Some(Settle(sender)),
+        });
+        Receipt(receiver)
+    }
+
+    fn queue(&self, queued_event: QueuedEvent) {
         let queued = self.shared.queued.fetch_add(1, Ordering::Relaxed);
         if queued >= self.shared.capacity && self.shared.on_spool_full == OnSpoolFull::Drop {
             self.shared.queued.fetch_sub(1, Ordering::Relaxed);
             self.shared.stats.add_dropped(1);
             return;
         }
-        match self.sender.send(event) {
+        match self.sender.send(queued_event) {
             Ok(()) => {
                 self.shared
                     .stats
@@ -247,12 +355,22 @@ impl EventEmitter {
     pub fn stats(&self) -> &AuditStats {
         &self.shared.stats
     }
+
+    /// `[audit].durability`: whether admitted calls wait for their events to be durable.
+    pub fn durability(&self) -> Durability {
+        self.shared.durability
+    }
+
+    /// How long an `acked` call waits for its events.
+    pub fn acked_timeout(&self) -> Duration {
+        self.shared.acked_timeout
+    }
 }
 
 impl EventReceiver {
     /// Receives up to `limit` events into `buffer`; 0 once every emitter is gone and the
     /// queue is empty.
-    pub async fn recv_many(&mut self, buffer: &mut Vec<AuditEvent>, limit: usize) -> usize {
+    pub async fn recv_many(&mut self, buffer: &mut Vec<QueuedEvent>, limit: usize) -> usize {
         let received = self.receiver.recv_many(buffer, limit).await;
         let before = self.shared.queued.fetch_sub(received, Ordering::Relaxed);
         if before > self.shared.capacity && before - received <= self.shared.capacity {
@@ -261,11 +379,16 @@ impl EventReceiver {
         received
     }
 
-    /// Receives one event; `None` once every emitter is gone and the queue is empty.
+    /// Receives one event; `None` once every emitter is gone and the queue is empty. Like
+    /// [`EventReceiver::try_recv`], it counts an `acked` event as durable.
     pub async fn recv(&mut self) -> Option<AuditEvent> {
         let mut buffer = Vec::with_capacity(1);
         self.recv_many(&mut buffer, 1).await;
-        buffer.pop()
+        let queued = buffer.pop()?;
+        if let Some(settle) = queued.settle {
+            settle.durable();
+        }
+        Some(queued.event)
     }
 
     pub fn stats(&self) -> &AuditStats {
@@ -277,11 +400,15 @@ impl EventReceiver {
         self.shared.stats.clone()
     }
 
-    /// Takes one queued event without waiting (tests drain the queue with it).
+    /// Takes one queued event without waiting (tests drain the queue with it). An `acked`
+    /// event taken this way counts as durable: whoever takes it keeps it.
     pub fn try_recv(&mut self) -> Option<AuditEvent> {
-        let event = self.receiver.try_recv().ok()?;
+        let queued = self.receiver.try_recv().ok()?;
         self.shared.queued.fetch_sub(1, Ordering::Relaxed);
-        Some(event)
+        if let Some(settle) = queued.settle {
+            settle.durable();
+        }
+        Some(queued.event)
     }
 
     pub fn on_spool_full(&self) -> OnSpoolFull {
@@ -336,6 +463,35 @@ mod tests {
         emitter.emit(event());
         assert_eq!(emitter.stats().num_shed(), 3);
         assert_eq!(emitter.stats().num_emitted(), 7);
+    }
+
+    #[tokio::test]
+    async fn a_receipt_resolves_when_its_event_is_settled_and_fails_when_it_is_lost() {
+        let (emitter, mut receiver) = event_channel_with(ChannelOptions {
+            capacity: 1,
+            on_spool_full: OnSpoolFull::Drop,
+            durability: Durability::Acked,
+            ..ChannelOptions::default()
+        });
+        let kept = emitter.emit_acked(event());
+        let dropped = emitter.emit_acked(event());
+        let timeout = Duration::from_secs(1);
+        assert_eq!(dropped.durable(timeout).await, Err(AuditUnavailable));
+        let mut batch = Vec::new();
+        receiver.recv_many(&mut batch, 10).await;
+        let QueuedEvent { settle, .. } = batch.pop().expect("one queued");
+        settle.expect("acked events carry a settle").durable();
+        assert_eq!(kept.durable(timeout).await, Ok(()));
+
+        let untold = emitter.emit_acked(event());
+        receiver.recv_many(&mut batch, 10).await;
+        batch.clear();
+        assert_eq!(untold.durable(timeout).await, Err(AuditUnavailable));
+        let waited_out = emitter.emit_acked(event());
+        assert_eq!(
+            waited_out.durable(Duration::from_millis(10)).await,
+            Err(AuditUnavailable)
+        );
     }
 
     #[tokio::test]

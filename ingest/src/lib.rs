@@ -33,6 +33,7 @@ mod test_fixtures;
 
 pub use audit_config::AuditConfig;
 pub use emitter::{
-    AuditStats, AuditUnavailable, EventEmitter, EventReceiver, OnSpoolFull, event_channel,
+    AuditStats, AuditUnavailable, ChannelOptions, Durability, EventEmitter, EventReceiver,
+    OnSpoolFull, Receipt, event_channel, event_channel_with,
 };
 pub use event::{AuditEvent, EventId, EventKind, RequestId, TokenId};

@@ -5,7 +5,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use warden_ingest::event::ResponseInfo;
 
-use crate::audit::CallAudit;
+use crate::audit::{AuditTrail, CallAudit};
 
 /// A complete answer, ready for the client, with what the audit needs.
 #[derive(Debug)]
@@ -38,18 +38,19 @@ impl Answer {
         }
     }
 
-    /// Emits the call's response event and returns the client's response.
-    pub(crate) fn deliver(self, mut call: CallAudit) -> Response {
+    /// Emits the call's response event and returns the client's response, with what it must
+    /// wait for (see [`crate::app::released`]).
+    pub(crate) fn deliver(self, mut call: CallAudit) -> (Response, AuditTrail) {
         call.request.input_tokens = self.input_tokens;
         call.upstream_seconds = Some(self.upstream_seconds);
         let mut response = self.response;
         response.status = self.status.as_u16();
         response.content = self.content.as_deref().and_then(|text| call.captured(text));
-        call.finish(response);
+        let trail = call.finish(response);
         let mut http = (self.status, self.body).into_response();
         let headers = http.headers_mut();
         headers.extend(self.headers);
         headers.insert(header::CONTENT_TYPE, self.content_type);
-        http
+        (http, trail)
     }
 }

@@ -18,7 +18,7 @@ use warden_ingest::event::ResponseInfo;
 use warden_ingest::{AuditUnavailable, EventEmitter, RequestId};
 
 use crate::answer::Answer;
-use crate::audit::{CallAudit, prompt_hash};
+use crate::audit::{AuditTrail, CallAudit, prompt_hash};
 use crate::auth::{AuthOutcome, ClientRegistry, RejectReason};
 use crate::config::{ProxySettings, Target, TargetKind};
 use crate::error::ProxyError;
@@ -124,7 +124,7 @@ impl ProxyState {
     /// any other.
     pub(crate) fn check_access(
         &self,
-        call: &CallAudit,
+        call: &mut CallAudit,
         auth: &AuthOutcome,
         target: &Target,
     ) -> Result<(), ProxyError> {
@@ -298,11 +298,20 @@ async fn openai_call(state: &ProxyState, endpoint: OpenAiEndpoint, request: Requ
     let request_id = call.request_id.clone();
     let (parts, body) = request.into_parts();
     let response = match forward(state, &mut call, endpoint, &parts.headers, body).await {
-        Ok(Outcome::Complete(answer)) => answer.deliver(call),
+        Ok(Outcome::Complete(answer)) => released(answer.deliver(call)).await,
         Ok(Outcome::Stream(respond)) => respond(call),
-        Err(err) => fail(call, err),
+        Err(err) => released(fail(call, err)).await,
     };
     with_request_id(response, &request_id)
+}
+
+/// The client's response, once its call's trail is durable (at once under `buffered`); a
+/// trail that cannot be made durable gets the client a 503 `audit_unavailable` instead.
+pub(crate) async fn released((response, trail): (Response, AuditTrail)) -> Response {
+    match trail.durable().await {
+        Ok(()) => response,
+        Err(AuditUnavailable) => ProxyError::AuditUnavailable.into_response(),
+    }
 }
 
 /// What forwarding a call produced.
@@ -418,6 +427,7 @@ async fn route<'a>(
         call.request.content = call.captured(&String::from_utf8_lossy(&body));
     }
     call.request_received();
+    call.durable().await?;
     Ok(Routed {
         request,
         model,
@@ -448,25 +458,33 @@ async fn list_models(State(state): State<Arc<ProxyState>>, request: Request) -> 
                     })
                 })
                 .collect();
-            call.finish(ResponseInfo {
+            let trail = call.finish(ResponseInfo {
                 status: 200,
                 ..ResponseInfo::default()
             });
-            axum::Json(json!({"object": "list", "data": data})).into_response()
+            let list = axum::Json(json!({"object": "list", "data": data})).into_response();
+            released((list, trail)).await
         }
-        Err(err) => fail(call, err),
+        Err(err) => released(fail(call, err)).await,
     };
     with_request_id(response, &request_id)
 }
 
-/// Ends a failed call: its response event, then the client's error.
-pub(crate) fn fail(call: CallAudit, err: ProxyError) -> Response {
-    call.finish(ResponseInfo {
+/// Ends a failed call: its response event, then the client's error (to release per
+/// [`released`]).
+pub(crate) fn fail(call: CallAudit, err: ProxyError) -> (Response, AuditTrail) {
+    let trail = call.finish(ResponseInfo {
         status: err.status().as_u16(),
         error_type: Some(err.code().to_owned()),
         ..ResponseInfo::default()
     });
-    err.into_response()
+    // Refused because the trail is unavailable: answered at once, not after waiting on the
+    // same pipeline again.
+    let trail = match err {
+        ProxyError::AuditUnavailable => trail.unwaited(),
+        _ => trail,
+    };
+    (err.into_response(), trail)
 }
 
 pub(crate) fn with_request_id(mut response: Response, request_id: &RequestId) -> Response {

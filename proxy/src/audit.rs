@@ -2,15 +2,23 @@
 //! event (whatever the outcome, 401s included), plus a `policy_decision` per policy that
 //! decided. All share the call's `request_id`. Emitting never blocks (see
 //! [`warden_ingest::EventEmitter`]).
+//!
+//! Under `[audit].durability = "acked"` an admitted call keeps a receipt per event, and the
+//! proxy waits on them at two points: before the upstream is called ([`CallAudit::durable`]:
+//! the request is on record before any inference happens) and before the answer is
+//! released ([`AuditTrail::durable`], from [`CallAudit::finish`]: a client that has its
+//! answer, or the end of its stream, has a trail that survives a crash).
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::http::HeaderMap;
 use axum::http::header::USER_AGENT;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 use warden_ingest::event::{ClientInfo, DecisionInfo, RequestInfo, ResponseInfo, RouteInfo};
-use warden_ingest::{AuditEvent, EventEmitter, EventKind, RequestId};
+use warden_ingest::{
+    AuditEvent, AuditUnavailable, Durability, EventEmitter, EventKind, Receipt, RequestId,
+};
 
 use crate::auth::AuthOutcome;
 use crate::client_address::ClientAddress;
@@ -45,6 +53,47 @@ pub(crate) struct CallAudit {
     /// Set once the `response` event is out; a call dropped before that (the client hung up
     /// while Warden waited on the upstream) emits it from `Drop`.
     response_emitted: bool,
+    /// `acked` only: receipts of the events emitted and not yet waited on.
+    receipts: Vec<Receipt>,
+}
+
+/// What is left to wait for before a finished call's answer may be released: nothing under
+/// `buffered`, its events' receipts under `acked`.
+#[derive(Debug)]
+#[must_use = "the answer may be released only once its trail is durable"]
+pub(crate) struct AuditTrail {
+    receipts: Vec<Receipt>,
+    timeout: Duration,
+    metrics: SharedMetrics,
+}
+
+impl AuditTrail {
+    /// True when there is nothing to wait for.
+    pub(crate) fn is_durable(&self) -> bool {
+        self.receipts.is_empty()
+    }
+
+    /// Nothing to wait for: the answer goes out as it is.
+    pub(crate) fn unwaited(mut self) -> Self {
+        self.receipts.clear();
+        self
+    }
+
+    /// Waits (at most `[audit].acked_timeout_s` in all) until every event is durable.
+    pub(crate) async fn durable(self) -> Result<(), AuditUnavailable> {
+        if self.receipts.is_empty() {
+            return Ok(());
+        }
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        for receipt in self.receipts {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if receipt.durable(left).await.is_err() {
+                self.metrics.refused_unaudited();
+                return Err(AuditUnavailable);
+            }
+        }
+        Ok(())
+    }
 }
 
 /// HTTP status recorded for calls the client abandoned (nginx's convention).
@@ -88,6 +137,7 @@ impl CallAudit {
             request_emitted: false,
             refused: false,
             response_emitted: false,
+            receipts: Vec::new(),
         }
     }
 
@@ -120,7 +170,7 @@ impl CallAudit {
     }
 
     /// Emits a `policy_decision` event.
-    pub(crate) fn decided(&self, policy: &str, outcome: &str, reason: Option<&str>) {
+    pub(crate) fn decided(&mut self, policy: &str, outcome: &str, reason: Option<&str>) {
         let mut event = self.event(EventKind::PolicyDecision);
         event.decision = Some(DecisionInfo {
             policy: policy.to_owned(),
@@ -130,12 +180,32 @@ impl CallAudit {
         self.emit(event);
     }
 
-    fn emit(&self, event: AuditEvent) {
+    fn emit(&mut self, event: AuditEvent) {
         if self.refused {
             self.emitter.emit_sheddable(event);
+        } else if self.emitter.durability() == Durability::Acked {
+            self.receipts.push(self.emitter.emit_acked(event));
         } else {
             self.emitter.emit(event);
         }
+    }
+
+    /// The events emitted so far, to wait on (see [`AuditTrail::durable`]).
+    fn trail(&mut self) -> AuditTrail {
+        AuditTrail {
+            receipts: std::mem::take(&mut self.receipts),
+            timeout: self.emitter.acked_timeout(),
+            metrics: self.metrics.clone(),
+        }
+    }
+
+    /// Waits until the events emitted so far are durable (`acked`; at once otherwise):
+    /// called before the upstream, so no inference happens off the record.
+    pub(crate) async fn durable(&mut self) -> Result<(), crate::error::ProxyError> {
+        self.trail()
+            .durable()
+            .await
+            .map_err(|AuditUnavailable| crate::error::ProxyError::AuditUnavailable)
     }
 
     /// Records the target the call was routed to: its id, prices and capture policy.
@@ -184,9 +254,10 @@ impl CallAudit {
 
     /// Emits the `response` event (and the `request` event first, if the call failed before
     /// it was sent). `response.latency_ms`, and `response.cost_usd` for a priced target, are
-    /// computed here.
-    pub(crate) fn finish(mut self, response: ResponseInfo) {
+    /// computed here. Returns what the answer must wait for.
+    pub(crate) fn finish(mut self, response: ResponseInfo) -> AuditTrail {
         self.emit_response(response);
+        self.trail()
     }
 
     /// Ends a call whose client went away before its answer was complete.

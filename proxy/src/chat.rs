@@ -65,6 +65,7 @@ pub(crate) async fn open_stream(
     let translator = OpenAiChunks {
         requested_model: requested_model.to_owned(),
         client_wants_usage,
+        done: false,
     };
     Ok((response, translator))
 }
@@ -151,6 +152,8 @@ fn normalize_reply(reply: &UpstreamReply, requested_model: &str) -> Result<Answe
 pub(crate) struct OpenAiChunks {
     requested_model: String,
     client_wants_usage: bool,
+    /// The upstream's `[DONE]` arrived: passed on at the end (held there under `acked`).
+    done: bool,
 }
 
 impl OpenAiChunks {
@@ -159,14 +162,16 @@ impl OpenAiChunks {
         Self {
             requested_model: "m".to_owned(),
             client_wants_usage: true,
+            done: false,
         }
     }
 }
 
 impl StreamTranslator for OpenAiChunks {
     fn event(&mut self, data: &str, tally: &mut StreamTally, out: &mut Vec<u8>) {
-        if data.trim() == "[DONE]" {
-            write_done(out);
+        // Nothing is passed on after the upstream's `[DONE]`.
+        if self.done || data.trim() == "[DONE]" {
+            self.done = true;
             return;
         }
         let Ok(mut chunk) = serde_json::from_str::<Map<String, Value>>(data) else {
@@ -206,8 +211,10 @@ impl StreamTranslator for OpenAiChunks {
         write_event(out, &Value::Object(chunk));
     }
 
-    fn end(&mut self, _tally: &mut StreamTally, _out: &mut Vec<u8>) {
-        // The upstream's own `[DONE]` was passed on as it came.
+    fn end(&mut self, _tally: &mut StreamTally, out: &mut Vec<u8>) {
+        if self.done {
+            write_done(out);
+        }
     }
 
     fn failed(&mut self, message: &str, out: &mut Vec<u8>) {

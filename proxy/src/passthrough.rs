@@ -35,7 +35,7 @@ use serde_json::{Map, Value, json};
 use warden_ingest::event::ResponseInfo;
 
 use crate::answer::Answer;
-use crate::app::{ProxyState, fail, read_body, with_request_id};
+use crate::app::{ProxyState, fail, read_body, released, with_request_id};
 use crate::audit::{CallAudit, prompt_hash};
 use crate::chat::normalize_finish_reason;
 use crate::config::{Target, TargetKind};
@@ -111,7 +111,7 @@ pub(crate) async fn handle(
     )
     .await;
     let response = match outcome {
-        Ok(Forwarded::Complete(answer)) => answer.deliver(call),
+        Ok(Forwarded::Complete(answer)) => released(answer.deliver(call)).await,
         Ok(Forwarded::Stream(upstream, limits)) => {
             let status = upstream.status();
             let mut response =
@@ -120,7 +120,7 @@ pub(crate) async fn handle(
             *response.status_mut() = status;
             response
         }
-        Err(err) => fail(call, err),
+        Err(err) => released(fail(call, err)).await,
     };
     with_request_id(response, &request_id)
 }
@@ -238,6 +238,7 @@ async fn forward(
         credentials,
         streaming: call.route.stream,
     };
+    call.durable().await?;
     let (response, time_to_headers) = state.upstream.send(target, &request).await?;
     let is_event_stream = response
         .headers()

@@ -13,7 +13,14 @@
 //! the target's `max_stream_event_bytes` (an upstream past it gets the client an error event
 //! and a response event with `error_type = "upstream_event_too_large"`), and captured content
 //! is cut (or hashed) as it passes, never collected whole.
+//!
+//! Under `[audit].durability = "acked"` the stream's last bytes (`data: [DONE]`, or the
+//! error that ends it) are held until the call's events are durable: a client that saw its
+//! stream end has a trail that survives a crash. If they cannot be made durable the stream
+//! ends with an `audit_unavailable` error instead.
 
+use std::future::Future;
+use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -27,11 +34,13 @@ use serde_json::{Value, json};
 use tokio::time::Sleep;
 use warden_ingest::event::ResponseInfo;
 
-use crate::audit::{CallAudit, ContentCapture};
+use crate::audit::{AuditTrail, CallAudit, ContentCapture};
 use crate::config::Target;
 use crate::sse::SseParser;
 
 type UpstreamBytes = Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Send>>;
+type TrailDurable =
+    Pin<Box<dyn Future<Output = Result<(), warden_ingest::AuditUnavailable>> + Send>>;
 
 /// What the audit learns from a stream as it passes.
 #[derive(Debug)]
@@ -102,6 +111,8 @@ pub(crate) struct TranslatedStream<T> {
     call: Option<CallAudit>,
     /// Fires if no token arrived in time; dropped once one has.
     first_token_deadline: Option<(Pin<Box<Sleep>>, Duration)>,
+    /// `acked`: the stream's last bytes, held until the trail is durable.
+    closing: Option<(TrailDurable, Bytes)>,
     done: bool,
 }
 
@@ -148,6 +159,7 @@ impl<T: StreamTranslator> TranslatedStream<T> {
                 Box::pin(tokio::time::sleep(remaining)),
                 first_token_timeout,
             )),
+            closing: None,
             done: false,
         }
     }
@@ -165,9 +177,9 @@ impl<T: StreamTranslator> TranslatedStream<T> {
             .into_response()
     }
 
-    /// Emits the response event (once).
-    fn finish(&mut self, status: u16, error_type: Option<&str>) {
-        if let Some(mut call) = self.call.take() {
+    /// Emits the response event (once); returns what the last bytes must wait for.
+    fn finish(&mut self, status: u16, error_type: Option<&str>) -> Option<AuditTrail> {
+        self.call.take().map(|mut call| {
             call.request.input_tokens = self.tally.input_tokens;
             let content = self.tally.content.take().map(ContentCapture::finish);
             call.finish(ResponseInfo {
@@ -178,29 +190,73 @@ impl<T: StreamTranslator> TranslatedStream<T> {
                 finish_reason: self.tally.finish_reason.clone(),
                 error_type: error_type.map(str::to_owned),
                 ..ResponseInfo::default()
-            });
-        }
+            })
+        })
     }
 
     /// Ends the stream with an error the client can see, and its response event.
-    fn fail(&mut self, error_type: &'static str, message: &str) -> Bytes {
-        self.done = true;
+    fn fail(
+        &mut self,
+        cx: &mut Context<'_>,
+        error_type: &'static str,
+        message: &str,
+    ) -> Poll<Option<io::Result<Bytes>>> {
         self.tally.error_type = Some(error_type);
         let mut out = Vec::new();
         self.translator.failed(message, &mut out);
         // The 200 and the stream's start already went out; the event says what happened.
-        self.finish(200, Some(error_type));
-        Bytes::from(out)
+        let trail = self.finish(200, Some(error_type));
+        self.close(cx, out, trail)
+    }
+
+    /// Ends the stream with `last`, once `trail` (if any) is durable.
+    fn close(
+        &mut self,
+        cx: &mut Context<'_>,
+        last: Vec<u8>,
+        trail: Option<AuditTrail>,
+    ) -> Poll<Option<io::Result<Bytes>>> {
+        self.done = true;
+        match trail {
+            Some(trail) if !trail.is_durable() => {
+                self.closing = Some((Box::pin(trail.durable()), Bytes::from(last)));
+                self.poll_closing(cx)
+            }
+            _ => Poll::Ready((!last.is_empty()).then(|| Ok(Bytes::from(last)))),
+        }
+    }
+
+    /// The held last bytes, once the trail is durable; an error event in their place if it
+    /// cannot be made so.
+    fn poll_closing(&mut self, cx: &mut Context<'_>) -> Poll<Option<io::Result<Bytes>>> {
+        let Some((durable, _)) = self.closing.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let outcome = std::task::ready!(durable.as_mut().poll(cx));
+        let Some((_, last)) = self.closing.take() else {
+            return Poll::Ready(None);
+        };
+        match outcome {
+            Ok(()) => Poll::Ready((!last.is_empty()).then_some(Ok(last))),
+            Err(_) => {
+                let mut out = Vec::new();
+                self.translator.failed(
+                    "the audit trail is unavailable: the answer is withheld",
+                    &mut out,
+                );
+                Poll::Ready(Some(Ok(Bytes::from(out))))
+            }
+        }
     }
 }
 
 impl<T: StreamTranslator> Stream for TranslatedStream<T> {
-    type Item = Result<Bytes, std::io::Error>;
+    type Item = io::Result<Bytes>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = &mut *self;
         if this.done {
-            return Poll::Ready(None);
+            return this.poll_closing(cx);
         }
         if this.tally.ttft_ms.is_some() {
             this.first_token_deadline = None;
@@ -212,7 +268,7 @@ impl<T: StreamTranslator> Stream for TranslatedStream<T> {
                 "the upstream sent no token within {:.1} s",
                 timeout.as_secs_f64()
             );
-            return Poll::Ready(Some(Ok(this.fail("upstream_timeout", &message))));
+            return this.fail(cx, "upstream_timeout", &message);
         }
         loop {
             match this.upstream.as_mut().poll_next(cx) {
@@ -221,10 +277,11 @@ impl<T: StreamTranslator> Stream for TranslatedStream<T> {
                     let events = match this.parser.push(&bytes) {
                         Ok(events) => events,
                         Err(too_large) => {
-                            let message = too_large.to_string();
-                            return Poll::Ready(Some(Ok(
-                                this.fail("upstream_event_too_large", &message)
-                            )));
+                            return this.fail(
+                                cx,
+                                "upstream_event_too_large",
+                                &too_large.to_string(),
+                            );
                         }
                     };
                     let mut out = Vec::new();
@@ -244,29 +301,27 @@ impl<T: StreamTranslator> Stream for TranslatedStream<T> {
                     } else {
                         "upstream_stream_broken"
                     };
-                    return Poll::Ready(Some(Ok(
-                        this.fail(reason, "the upstream stream broke off")
-                    )));
+                    return this.fail(cx, reason, "the upstream stream broke off");
                 }
                 Poll::Ready(None) => {
                     let last = match this.parser.finish() {
                         Ok(last) => last,
                         Err(too_large) => {
-                            let message = too_large.to_string();
-                            return Poll::Ready(Some(Ok(
-                                this.fail("upstream_event_too_large", &message)
-                            )));
+                            return this.fail(
+                                cx,
+                                "upstream_event_too_large",
+                                &too_large.to_string(),
+                            );
                         }
                     };
-                    this.done = true;
                     let mut out = Vec::new();
                     if let Some(data) = last {
                         this.translator.event(&data, &mut this.tally, &mut out);
                     }
                     this.translator.end(&mut this.tally, &mut out);
                     let error_type = this.tally.error_type;
-                    this.finish(200, error_type);
-                    return Poll::Ready((!out.is_empty()).then(|| Ok(Bytes::from(out))));
+                    let trail = this.finish(200, error_type);
+                    return this.close(cx, out, trail);
                 }
             }
         }

@@ -19,7 +19,11 @@
 //! `max_in_flight_mb` — and anything Kafka has not acknowledged within `delivery_timeout_s`
 //! is spooled: a proxy killed outright loses at most those unacknowledged events.
 //!
-//! The request path never waits on any of this: it only ever touches the emit queue.
+//! The request path never waits on any of this: it only ever touches the emit queue. Under
+//! `[audit].durability = "acked"` an admitted call's events carry a [`Settle`], told here
+//! once the event is durable: from its delivery report on the direct route, or after the
+//! spool's fsync of the batch that holds it (forced at once for such batches, whatever
+//! `[audit].fsync` says).
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -40,7 +44,7 @@ use tracing::{debug, error, info, warn};
 use super::producer::{DeliveringProducer, Delivery, Outgoing, PolledProducer};
 use super::{ConsumedRecord, KafkaCluster, KafkaSetupError};
 use crate::audit_config::AuditConfig;
-use crate::emitter::{AuditStats, EventReceiver, OnSpoolFull};
+use crate::emitter::{AuditStats, EventReceiver, OnSpoolFull, QueuedEvent, Settle};
 use crate::spool::{Spool, SpoolError, SpoolPosition, SpooledRecord};
 
 /// Events taken from the emit queue per batch.
@@ -59,14 +63,20 @@ const FLUSH_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long the dead-letter and alert publishers wait for an acknowledgement.
 const ACK_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// A direct-route event Kafka did not take: its key and payload, to be spooled.
-type FailedDelivery = (Vec<u8>, Vec<u8>);
+/// An event on its way to the spool (a direct-route event Kafka did not take, or one held
+/// back by a full spool): its key and payload, and whom to tell once it is durable.
+#[derive(Debug)]
+struct Unsent {
+    key: Vec<u8>,
+    payload: Vec<u8>,
+    settle: Option<Settle>,
+}
 
 /// librdkafka calls this on its polling thread: once per message, and on client errors.
 #[derive(Debug)]
 struct DirectRouteContext {
     stats: Arc<AuditStats>,
-    failed: mpsc::UnboundedSender<FailedDelivery>,
+    failed: mpsc::UnboundedSender<Unsent>,
     all_brokers_down: Arc<AtomicBool>,
 }
 
@@ -83,17 +93,26 @@ impl ClientContext for DirectRouteContext {
 }
 
 impl ProducerContext for DirectRouteContext {
-    type DeliveryOpaque = ();
+    /// Whom to tell once the event is acknowledged (`acked` calls only).
+    type DeliveryOpaque = Box<Option<Settle>>;
 
-    fn delivery(&self, result: &DeliveryResult<'_>, _: Self::DeliveryOpaque) {
+    fn delivery(&self, result: &DeliveryResult<'_>, settle: Self::DeliveryOpaque) {
         match result {
-            Ok(_) => self.stats.add_delivered(1),
+            Ok(_) => {
+                self.stats.add_delivered(1);
+                if let Some(settle) = *settle {
+                    settle.durable();
+                }
+            }
             Err((err, message)) => {
                 debug!(error = %err, "direct delivery failed; the event goes to the spool");
-                let key = message.key().unwrap_or_default().to_vec();
-                let payload = message.payload().unwrap_or_default().to_vec();
+                let unsent = Unsent {
+                    key: message.key().unwrap_or_default().to_vec(),
+                    payload: message.payload().unwrap_or_default().to_vec(),
+                    settle: *settle,
+                };
                 // The receiver lives as long as the producer: the send cannot fail.
-                let _ = self.failed.send((key, payload));
+                let _ = self.failed.send(unsent);
             }
         }
     }
@@ -185,6 +204,7 @@ impl KafkaEventPublisher {
             cluster: cluster.clone(),
             spool,
             overflow: VecDeque::new(),
+            awaiting_fsync: Vec::new(),
             route,
             events,
             failed: failed_rx,
@@ -209,10 +229,12 @@ struct Publisher {
     cluster: KafkaCluster,
     spool: Spool,
     /// Records waiting for room in a full spool (`block` / `fail_closed`), oldest first.
-    overflow: VecDeque<FailedDelivery>,
+    overflow: VecDeque<Unsent>,
+    /// `acked` events appended to the spool and not yet fsynced.
+    awaiting_fsync: Vec<Settle>,
     route: Route,
     events: EventReceiver,
-    failed: mpsc::UnboundedReceiver<FailedDelivery>,
+    failed: mpsc::UnboundedReceiver<Unsent>,
     all_brokers_down: Arc<AtomicBool>,
     max_in_flight: usize,
     replay_backoff: Duration,
@@ -258,9 +280,9 @@ impl Publisher {
                     if received == 0 {
                         break;
                     }
-                    for event in batch.drain(..) {
+                    for QueuedEvent { event, settle } in batch.drain(..) {
                         let payload = event.to_json();
-                        self.publish(event.partition_key().as_bytes(), payload);
+                        self.publish(event.partition_key().as_bytes(), payload, settle);
                     }
                     self.sync_spool();
                 }
@@ -287,24 +309,33 @@ impl Publisher {
     }
 
     /// Routes one event.
-    fn publish(&mut self, key: &[u8], payload: Vec<u8>) {
+    fn publish(&mut self, key: &[u8], payload: Vec<u8>, settle: Option<Settle>) {
+        let mut settle = settle;
         if self.route == Route::Direct {
             if let Some(reason) = self.kafka_trouble() {
                 self.start_spooling(reason);
             } else {
-                let record = BaseRecord::to(&self.topic).key(key).payload(&payload);
+                let record = BaseRecord::with_opaque_to(&self.topic, Box::new(settle))
+                    .key(key)
+                    .payload(&payload);
                 match self.direct.send(record) {
                     Ok(()) => return,
-                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
-                        self.start_spooling("the producer queue is full (kafka is slow)");
-                    }
-                    Err((err, _)) => {
-                        self.start_spooling(&format!("the producer refused an event: {err}"));
+                    Err((err, refused)) => {
+                        settle = *refused.delivery_opaque;
+                        if let KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull) = err {
+                            self.start_spooling("the producer queue is full (kafka is slow)");
+                        } else {
+                            self.start_spooling(&format!("the producer refused an event: {err}"));
+                        }
                     }
                 }
             }
         }
-        self.spool_record(key.to_vec(), payload);
+        self.spool_record(Unsent {
+            key: key.to_vec(),
+            payload,
+            settle,
+        });
     }
 
     /// Why the direct route should not be used right now, if it should not.
@@ -342,36 +373,38 @@ impl Publisher {
     }
 
     /// Failed direct-route deliveries: to the spool (they are older than what comes next).
-    fn take_failed(&mut self, failed: &mut Vec<FailedDelivery>) {
+    fn take_failed(&mut self, failed: &mut Vec<Unsent>) {
         if self.route == Route::Direct {
             self.start_spooling("kafka did not acknowledge an event in time");
         }
-        for (key, payload) in failed.drain(..) {
-            self.spool_record(key, payload);
+        for unsent in failed.drain(..) {
+            self.spool_record(unsent);
         }
         self.sync_spool();
     }
 
     /// Appends one record to the spool, or applies `on_spool_full` when it has no room.
-    fn spool_record(&mut self, key: Vec<u8>, payload: Vec<u8>) {
+    fn spool_record(&mut self, unsent: Unsent) {
         if !self.overflow.is_empty() {
-            self.overflow.push_back((key, payload));
+            self.overflow.push_back(unsent);
             return;
         }
-        match self.spool.append(&key, &payload) {
+        match self.spool.append(&unsent.key, &unsent.payload) {
             Ok(()) => {
+                self.awaiting_fsync.extend(unsent.settle);
                 self.events.stats().add_spooled(1);
                 self.spooled_this_episode += 1;
                 if self.spool.bytes().saturating_mul(2) > self.spool_max_bytes {
                     self.events.set_spool_half_full(true);
                 }
             }
-            Err(err) => self.no_room((key, payload), &err),
+            Err(err) => self.no_room(unsent, &err),
         }
     }
 
-    fn no_room(&mut self, record: FailedDelivery, err: &SpoolError) {
+    fn no_room(&mut self, record: Unsent, err: &SpoolError) {
         match self.events.on_spool_full() {
+            // Dropped with it, its settle tells an `acked` call the event is lost.
             OnSpoolFull::Drop => self.events.stats().add_dropped(1),
             OnSpoolFull::Block | OnSpoolFull::FailClosed => {
                 if self.overflow.is_empty() {
@@ -389,22 +422,39 @@ impl Publisher {
 
     /// Moves held-back records into the spool while it has room.
     fn drain_overflow(&mut self) {
-        while let Some((key, payload)) = self.overflow.front() {
-            if self.spool.append(key, payload).is_err() {
+        while let Some(unsent) = self.overflow.front() {
+            if self.spool.append(&unsent.key, &unsent.payload).is_err() {
                 return;
             }
-            self.overflow.pop_front();
+            if let Some(unsent) = self.overflow.pop_front() {
+                self.awaiting_fsync.extend(unsent.settle);
+            }
             self.events.stats().add_spooled(1);
             self.spooled_this_episode += 1;
         }
         if self.overflow.is_empty() {
             self.events.set_spool_full(false);
         }
+        if !self.awaiting_fsync.is_empty() {
+            self.sync_spool();
+        }
     }
 
+    /// fsyncs the spool when its policy says so, or at once when `acked` events wait for it
+    /// (they are told then; if the fsync fails they are told they are lost).
     fn sync_spool(&mut self) {
-        if let Err(err) = self.spool.sync_if_due() {
-            error!(error = %err, "spool fsync failed");
+        if self.awaiting_fsync.is_empty() {
+            if let Err(err) = self.spool.sync_if_due() {
+                error!(error = %err, "spool fsync failed");
+            }
+            return;
+        }
+        match self.spool.sync() {
+            Ok(()) => self.awaiting_fsync.drain(..).for_each(Settle::durable),
+            Err(err) => {
+                error!(error = %err, "spool fsync failed; the calls waiting on it are refused");
+                self.awaiting_fsync.clear();
+            }
         }
     }
 
@@ -553,6 +603,7 @@ impl Publisher {
             );
             self.events.stats().add_dropped(self.overflow.len() as u64);
         }
+        self.sync_spool();
         if let Err(err) = self.spool.sync() {
             error!(error = %err, "spool fsync failed at shutdown");
         }
