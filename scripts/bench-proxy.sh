@@ -10,7 +10,9 @@
 # the process) instead of `warden up`. PROFILE_DIR=dir records `perf` profiles of warden
 # during the through-Warden runs (perf report -i dir/fixed.perf). WARDEN_BIN=path runs that
 # warden binary instead of this checkout's release build (e.g. an earlier commit's, to
-# compare builds side by side).
+# compare builds side by side). DURABILITY=acked sets `[audit].durability = "acked"` (each
+# answer waits for its events' acknowledgement). BROKER=tansu runs a tansu broker (memory
+# storage, `~/.cargo/bin/tansu` or $TANSU_BIN) instead of the embedded one.
 set -euo pipefail
 
 RATE=${1:-2000}
@@ -45,6 +47,17 @@ KEY_SHA256=$(printf %s "$KEY" | sha256sum | cut -d' ' -f1)
 
 "$EMULATOR" --listen "127.0.0.1:$UPSTREAM_PORT" >"$WORK/emulator.log" 2>&1 &
 PIDS+=($!)
+BROKERS=embedded
+if [ "${BROKER:-embedded}" = tansu ]; then
+    TANSU=${TANSU_BIN:-$HOME/.cargo/bin/tansu}
+    BROKER_PORT=$(free_port)
+    RUST_LOG=warn "$TANSU" broker --listener-url "tcp://127.0.0.1:$BROKER_PORT" \
+        --advertised-listener-url "tcp://127.0.0.1:$BROKER_PORT" \
+        --storage-engine memory://tansu/ >"$WORK/tansu.log" 2>&1 &
+    PIDS+=($!)
+    BROKERS="127.0.0.1:$BROKER_PORT"
+    for _ in $(seq 50); do (echo >"/dev/tcp/127.0.0.1/$BROKER_PORT") 2>/dev/null && break; sleep 0.1; done
+fi
 cat >"$WORK/warden.toml" <<EOF
 [proxy]
 listen = "127.0.0.1:$PROXY_PORT"
@@ -58,9 +71,10 @@ pricing = { input_per_1k_tokens = 0.0002, output_per_1k_tokens = 0.0006 }
 name = "bench"
 key_sha256 = "$KEY_SHA256"
 [kafka]
-brokers = "embedded"
+brokers = "$BROKERS"
 [audit]
 spool_dir = "$WORK/spool"
+$( [ -z "${DURABILITY:-}" ] || printf 'durability = "%s"' "$DURABILITY" )
 [archive]
 url = "$WORK/archive"
 flush_interval_s = 2

@@ -250,7 +250,7 @@ impl Detector for AuthFailures {
                     ips: HashMap::new(),
                     recent: RecentIds::default(),
                 });
-                uses.counts.add(bucket, 1);
+                uses.counts.add(bucket, event.weight());
                 *entry(&mut uses.ips, ip, || bucket) = bucket;
                 uses.recent.push(&event.request_id);
             }
@@ -263,7 +263,7 @@ impl Detector for AuthFailures {
             tokens: HashMap::new(),
             recent: RecentIds::default(),
         });
-        failures.counts.add(bucket, 1);
+        failures.counts.add(bucket, event.weight());
         if let Some(token) = token {
             let last = entry(&mut failures.tokens, token, || bucket);
             *last = (*last).max(bucket);
@@ -372,6 +372,20 @@ mod tests {
         assert_eq!(alerts[0].detector, "auth_brute_force");
         // Five quiet minutes later it is gone.
         assert!(detector.evaluate(closed_at(400)).is_empty());
+    }
+
+    #[test]
+    fn a_summary_of_shed_failures_counts_as_many_as_it_stands_for() {
+        let mut detector = AuthFailures::new(AuthFailuresConfig::default());
+        let mut summary = auth(3, "203.0.113.5", "tok-x", "deny", Some("invalid_api_key"));
+        summary.occurrences = Some(250);
+        feed(&mut detector, &summary);
+        let alerts = detector.evaluate(early_at(3));
+        assert_eq!(
+            findings(&alerts),
+            [("ip:203.0.113.5".to_owned(), Severity::Critical)]
+        );
+        assert_eq!(alerts[0].observed, 250.0);
     }
 
     #[test]

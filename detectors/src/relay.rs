@@ -17,12 +17,12 @@
 //! event without decoding the rest: an event ahead of the stage's clock is held as it came
 //! and decoded once, when it is counted.
 //!
-//! # Format (version 2)
+//! # Format (version 3)
 //!
 //! Integers are LEB128 varints (signed ones zigzag-encoded), floats 8 bytes little-endian.
 //!
 //! ```text
-//! batch  := "WDR" 0x01  partition:zigzag  flags:u8 (bit 0: caught up)  event*
+//! batch  := "WDR" 0x03  partition:zigzag  flags:u8 (bit 0: caught up)  event*
 //! event  := offset_delta:varint (from the previous offset; the first from -1)
 //!           row_length:varint  row
 //! row    := ts_seconds:zigzag  ts_nanos  event_id:16 bytes  schema_version  kind:u8
@@ -33,6 +33,7 @@
 //!           response? := status  latency_ms:f64?  ttft_ms:f64?  output_tokens:u64?
 //!                        finish_reason:str?  cost_usd:f64?  error_type:str?
 //!           decision? := policy:str  outcome:str  reason:str?
+//!           occurrences:u64?
 //! str    := length:varint  UTF-8 bytes       str? := 0 | (length + 1):varint  bytes
 //! x?     := 0x00 | 0x01 x                    (an optional number or part)
 //! ```
@@ -50,13 +51,13 @@ use warden_ingest::event_row::{
     ClientRow, DecisionRow, EventRow, RequestRow, ResponseRow, RouteRow, Text,
 };
 
-const MAGIC: &[u8; 4] = b"WDR\x02";
+const MAGIC: &[u8; 4] = b"WDR\x03";
 const CAUGHT_UP: u8 = 1;
 
 /// Why a passed-on record could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RelayError {
-    #[error("not a batch of passed-on events (format version 2)")]
+    #[error("not a batch of passed-on events (format version 3)")]
     NotABatch,
     #[error("batch ends inside an event")]
     Truncated,
@@ -351,6 +352,7 @@ fn put_row(buffer: &mut Vec<u8>, row: &EventRow<'_>) {
             put_opt_str(buffer, decision.reason.as_ref());
         }
     }
+    put_opt_u64(buffer, row.occurrences);
 }
 
 /// Reads a batch's bytes front to back; every read fails cleanly at the end.
@@ -514,6 +516,7 @@ impl<'a> Reader<'a> {
         } else {
             None
         };
+        let occurrences = self.opt_u64()?;
         Ok(EventRow {
             event_id: EventId(Uuid::from_bytes(id)),
             schema_version,
@@ -527,6 +530,7 @@ impl<'a> Reader<'a> {
             request,
             response,
             decision,
+            occurrences,
         })
     }
 }
@@ -638,9 +642,9 @@ mod tests {
             Batch::parse(b"{\"json\":1}").err(),
             Some(RelayError::NotABatch)
         );
-        assert_eq!(Batch::parse(b"WDR\x02").err(), Some(RelayError::Truncated));
+        assert_eq!(Batch::parse(b"WDR\x03").err(), Some(RelayError::Truncated));
         assert_eq!(
-            Batch::parse(b"WDR\x01\x00\x00").err(),
+            Batch::parse(b"WDR\x02\x00\x00").err(),
             Some(RelayError::NotABatch)
         );
     }

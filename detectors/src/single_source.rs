@@ -149,19 +149,20 @@ impl SingleSource {
     }
 }
 
-/// Counts one request of `key` at `minute`; returns whether the source is over either line.
+/// Counts one request (standing for `weight`) of `key` at `minute`; returns whether the
+/// source is over either line.
 fn count(
     sources: &mut HashMap<String, Source>,
     key: &str,
     minute: i64,
-    request_id: &str,
+    (request_id, weight): (&str, u64),
     config: &SingleSourceConfig,
 ) -> bool {
     let source = entry(sources, key, || Source {
         minutes: BucketCounts::new(MINUTES_PER_HOUR as usize),
         recent: RecentIds::default(),
     });
-    source.minutes.add(minute, 1);
+    source.minutes.add(minute, weight);
     source.recent.push(request_id);
     let limit = config.max_requests_per_hour;
     // The running total bounds the hour from above: most sources stop here.
@@ -179,15 +180,15 @@ impl Detector for SingleSource {
             return;
         }
         let minute = event.ts.timestamp().div_euclid(60);
-        let request_id = &event.request_id;
+        let request = (&*event.request_id, event.weight());
         if let Some(ip) = event.client.ip.as_deref()
-            && count(&mut self.ips, ip, minute, request_id, &self.config)
+            && count(&mut self.ips, ip, minute, request, &self.config)
             && !self.ip_candidates.contains(ip)
         {
             self.ip_candidates.insert(ip.to_owned());
         }
         if let Some(client) = client_of(event)
-            && count(&mut self.clients, client, minute, request_id, &self.config)
+            && count(&mut self.clients, client, minute, request, &self.config)
             && !self.client_candidates.contains(client)
         {
             self.client_candidates.insert(client.to_owned());

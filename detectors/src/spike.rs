@@ -113,11 +113,17 @@ impl Scope {
         }
     }
 
-    fn count(&mut self, bucket: i64, source: Option<&str>, window: usize, request_id: &str) {
+    fn count(
+        &mut self,
+        bucket: i64,
+        source: Option<&str>,
+        window: usize,
+        (request_id, weight): (&str, u64),
+    ) {
         self.since = self.since.min(bucket);
-        self.requests.add(bucket, 1);
+        self.requests.add(bucket, weight);
         if let Some(source) = source {
-            entry(&mut self.sources, source, || BucketCounts::new(window)).add(bucket, 1);
+            entry(&mut self.sources, source, || BucketCounts::new(window)).add(bucket, weight);
         }
         self.recent.push(request_id);
     }
@@ -228,19 +234,19 @@ impl Detector for TrafficSpike {
         let ip = event.client.ip.as_deref();
         let history = history_buckets(&self.config);
         let window = self.config.window_buckets() as usize;
-        let request_id = &event.request_id;
-        self.global.count(bucket, client, window, request_id);
+        let request = (&*event.request_id, event.weight());
+        self.global.count(bucket, client, window, request);
         if let Some(target) = target_of(event) {
             entry(&mut self.targets, target, || {
                 Scope::new(history, SourceKind::Client)
             })
-            .count(bucket, client, window, request_id);
+            .count(bucket, client, window, request);
         }
         if let Some(client) = client {
             entry(&mut self.clients, client, || {
                 Scope::new(history, SourceKind::Ip)
             })
-            .count(bucket, ip, window, request_id);
+            .count(bucket, ip, window, request);
         }
     }
 

@@ -96,6 +96,9 @@ static EVENT_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
             "decision",
             vec![utf8("policy"), utf8("outcome"), utf8("reason")],
         ),
+        // Added after the first release: files written before it lack the column, and the
+        // archive's tables read it there as null (one occurrence).
+        int64("occurrences"),
     ]))
 });
 
@@ -135,6 +138,7 @@ pub struct EventBatchBuilder {
     request: RequestColumns,
     response: ResponseColumns,
     decision: DecisionColumns,
+    occurrences: Int64Builder,
 }
 
 impl EventBatchBuilder {
@@ -163,6 +167,8 @@ impl EventBatchBuilder {
         self.request.append(event.request.as_ref());
         self.response.append(event.response.as_ref());
         self.decision.append(event.decision.as_ref());
+        self.occurrences
+            .append_option(event.occurrences.map(to_int64));
     }
 
     /// The batch of everything appended; the builder is left empty.
@@ -181,6 +187,7 @@ impl EventBatchBuilder {
             self.request.finish(&schema)?,
             self.response.finish(&schema)?,
             self.decision.finish(&schema)?,
+            Arc::new(self.occurrences.finish()),
         ];
         RecordBatch::try_new(schema, columns)
     }

@@ -12,7 +12,11 @@
 //! [`EventEmitter::emit_sheddable`] for the events of refused callers (bad keys), which are
 //! shed — counted in `warden_events_shed_total` — while the queue is more than half full or
 //! the spool more than half full. A flood of refused calls can therefore take at most half of
-//! the pipeline's room, never the room admitted calls need.
+//! the pipeline's room, never the room admitted calls need. What is shed is still counted
+//! where it matters: per client IP and kind of event, the first shed event is kept as a
+//! summary, with `occurrences` saying how many it stands for, and the publisher sends the
+//! summaries once a second ([`EventReceiver::take_shed_summaries`]) — so the brute-force
+//! detector sees a flood's true volume in a handful of events.
 //!
 //! Two durabilities (`[audit].durability`): `buffered` (the default) hands events over and
 //! forgets them; `acked` gives each admitted call's event a [`Receipt`] that resolves once
@@ -20,8 +24,9 @@
 //! hold the call's answer until its trail is safe ("no audit, no inference", also across a
 //! crash).
 
-use std::sync::Arc;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -32,6 +37,9 @@ use crate::event::AuditEvent;
 
 /// Default number of queued events beyond which the pipeline counts as backed up.
 pub const DEFAULT_EMIT_CAPACITY: usize = 65_536;
+/// Most summaries of shed events kept between two sends; shed events of further client
+/// IPs are summarised together, without an IP.
+const MAX_SHED_SUMMARIES: usize = 4_096;
 
 /// What the proxy does while the audit pipeline cannot take more events (the spool is full).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -217,6 +225,54 @@ struct Shared {
     spool_half_full: AtomicBool,
     /// Woken when the pipeline has room again.
     room: Notify,
+    /// Summaries of the events shed since the publisher last took them.
+    shed: Mutex<ShedSummaries>,
+}
+
+/// Shed events, summarised: one kept event per kind of event, client IP and outcome, with
+/// how many it stands for.
+#[derive(Debug, Default)]
+struct ShedSummaries {
+    by_key: HashMap<String, AuditEvent>,
+}
+
+impl ShedSummaries {
+    fn add(&mut self, mut event: AuditEvent) {
+        let mut key = summary_key(&event);
+        if self.by_key.len() >= MAX_SHED_SUMMARIES && !self.by_key.contains_key(&key) {
+            // Past the bound: counted without its IP (and fingerprint), not lost.
+            event.client.ip = None;
+            event.client.token_id = None;
+            key = summary_key(&event);
+        }
+        let summary = self.by_key.entry(key).or_insert_with(|| {
+            event.occurrences = Some(0);
+            event
+        });
+        summary.occurrences = Some(summary.weight().saturating_add(1));
+    }
+}
+
+/// What a summary stands for: the event's kind, client IP, environment, and outcome (the
+/// decision, or the status and error of a response).
+fn summary_key(event: &AuditEvent) -> String {
+    let decision = event.decision.as_ref();
+    let response = event.response.as_ref();
+    format!(
+        "{}|{}|{}|{}|{}|{}|{}|{}",
+        event.kind.as_str(),
+        event.client.ip.as_deref().unwrap_or_default(),
+        event.environment.as_deref().unwrap_or_default(),
+        decision.map_or("", |d| d.policy.as_str()),
+        decision.map_or("", |d| d.outcome.as_str()),
+        decision
+            .and_then(|d| d.reason.as_deref())
+            .unwrap_or_default(),
+        response.map_or(0, |r| r.status),
+        response
+            .and_then(|r| r.error_type.as_deref())
+            .unwrap_or_default(),
+    )
 }
 
 impl Shared {
@@ -264,6 +320,7 @@ pub fn event_channel_with(options: ChannelOptions) -> (EventEmitter, EventReceiv
         capacity: options.capacity,
         durability: options.durability,
         acked_timeout: options.acked_timeout,
+        shed: Mutex::new(ShedSummaries::default()),
         queued: AtomicUsize::new(0),
         spool_full: AtomicBool::new(false),
         spool_half_full: AtomicBool::new(false),
@@ -347,6 +404,11 @@ impl EventEmitter {
             || self.shared.spool_full.load(Ordering::Relaxed);
         if backed_up {
             self.shared.stats.num_shed.fetch_add(1, Ordering::Relaxed);
+            self.shared
+                .shed
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .add(event);
             return;
         }
         self.emit(event);
@@ -415,6 +477,17 @@ impl EventReceiver {
         self.shared.on_spool_full
     }
 
+    /// The summaries of the events shed since the last call (see the module docs), each
+    /// with `occurrences` set; for the publisher to send like any event.
+    pub fn take_shed_summaries(&self) -> Vec<AuditEvent> {
+        let mut shed = self
+            .shared
+            .shed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        shed.by_key.drain().map(|(_, summary)| summary).collect()
+    }
+
     /// Tells the sheddable lane whether the spool is more than half full.
     pub fn set_spool_half_full(&self, half_full: bool) {
         self.shared
@@ -463,6 +536,53 @@ mod tests {
         emitter.emit(event());
         assert_eq!(emitter.stats().num_shed(), 3);
         assert_eq!(emitter.stats().num_emitted(), 7);
+    }
+
+    fn refused_from(ip: &str) -> AuditEvent {
+        let mut event = event();
+        event.kind = EventKind::PolicyDecision;
+        event.client.ip = Some(ip.to_owned());
+        event.decision = Some(crate::event::DecisionInfo {
+            policy: "auth".to_owned(),
+            outcome: "deny".to_owned(),
+            reason: Some("unknown_api_key".to_owned()),
+        });
+        event
+    }
+
+    #[tokio::test]
+    async fn shed_events_are_summarised_per_ip_with_how_many_they_stand_for() {
+        let (emitter, receiver) = event_channel(4, OnSpoolFull::Block);
+        receiver.set_spool_half_full(true);
+        for _ in 0..1_000 {
+            emitter.emit_sheddable(refused_from("10.0.0.1"));
+        }
+        for _ in 0..7 {
+            emitter.emit_sheddable(refused_from("10.0.0.2"));
+        }
+        assert_eq!(emitter.stats().num_shed(), 1_007);
+        let mut summaries = receiver.take_shed_summaries();
+        summaries.sort_by_key(|s| s.client.ip.clone());
+        let counts: Vec<(Option<&str>, Option<u64>)> = summaries
+            .iter()
+            .map(|s| (s.client.ip.as_deref(), s.occurrences))
+            .collect();
+        assert_eq!(
+            counts,
+            [(Some("10.0.0.1"), Some(1_000)), (Some("10.0.0.2"), Some(7))]
+        );
+        assert!(receiver.take_shed_summaries().is_empty(), "taken once");
+
+        // Past the bound, further IPs are counted together, not dropped.
+        for ip in 0..MAX_SHED_SUMMARIES + 10 {
+            emitter.emit_sheddable(refused_from(&format!("10.1.{}.{}", ip / 256, ip % 256)));
+        }
+        let summaries = receiver.take_shed_summaries();
+        assert_eq!(summaries.len(), MAX_SHED_SUMMARIES + 1);
+        let total: u64 = summaries.iter().map(AuditEvent::weight).sum();
+        assert_eq!(total, (MAX_SHED_SUMMARIES + 10) as u64);
+        let without_ip = summaries.iter().find(|s| s.client.ip.is_none());
+        assert_eq!(without_ip.and_then(|s| s.occurrences), Some(10));
     }
 
     #[tokio::test]

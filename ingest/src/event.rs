@@ -132,6 +132,12 @@ pub struct AuditEvent {
     pub response: Option<ResponseInfo>,
     #[serde(default)]
     pub decision: Option<DecisionInfo>,
+    /// How many like occurrences this one event stands for; absent means one. Set on the
+    /// summaries the proxy emits in place of refused callers' events it shed while the audit
+    /// pipeline was backed up (one per client IP and kind of event, per second), so counts
+    /// (the brute-force detector's, SQL's `sum(coalesce(occurrences, 1))`) stay true.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub occurrences: Option<u64>,
 }
 
 /// Who called.
@@ -238,7 +244,13 @@ impl AuditEvent {
             request: None,
             response: None,
             decision: None,
+            occurrences: None,
         }
+    }
+
+    /// How many occurrences this event stands for: [`AuditEvent::occurrences`], else one.
+    pub fn weight(&self) -> u64 {
+        self.occurrences.unwrap_or(1)
     }
 
     /// Decodes one wire payload, accepting unknown fields and every supported schema version.

@@ -55,6 +55,16 @@ pub struct EventRow<'a> {
     pub response: Option<ResponseRow<'a>>,
     #[serde(borrow, default)]
     pub decision: Option<DecisionRow<'a>>,
+    /// See [`AuditEvent::occurrences`].
+    #[serde(default)]
+    pub occurrences: Option<u64>,
+}
+
+impl EventRow<'_> {
+    /// How many occurrences this event stands for (see [`AuditEvent::occurrences`]).
+    pub fn weight(&self) -> u64 {
+        self.occurrences.unwrap_or(1)
+    }
 }
 
 /// [`ClientInfo`], borrowed.
@@ -217,6 +227,7 @@ impl<'a> From<&'a AuditEvent> for EventRow<'a> {
             request: event.request.as_ref().map(RequestRow::from),
             response: event.response.as_ref().map(ResponseRow::from),
             decision: event.decision.as_ref().map(DecisionRow::from),
+            occurrences: event.occurrences,
         }
     }
 }
@@ -296,9 +307,12 @@ mod tests {
 
     #[test]
     fn a_payload_decodes_to_the_view_of_its_event() {
+        let mut summary = full_event();
+        summary.occurrences = Some(12_345);
         for event in [
             full_event(),
             AuditEvent::new(EventKind::Request, RequestId::new(), "p"),
+            summary,
         ] {
             let payload = event.to_json();
             assert_eq!(

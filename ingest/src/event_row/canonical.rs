@@ -64,6 +64,8 @@ pub(super) fn decode(text: &str) -> Option<EventRow<'_>> {
         request,
         response,
         decision,
+        // Written only on summaries, which therefore take the serde path.
+        occurrences: None,
     })
 }
 

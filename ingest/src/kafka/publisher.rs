@@ -60,6 +60,8 @@ const REPLAY_BACKOFF_MAX: Duration = Duration::from_secs(10);
 const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long shutdown waits for in-flight messages before spooling them instead.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often the summaries of shed events are sent.
+const SHED_SUMMARY_PERIOD: Duration = Duration::from_secs(1);
 /// How long the dead-letter and alert publishers wait for an acknowledgement.
 const ACK_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -216,6 +218,7 @@ impl KafkaEventPublisher {
             spooled_this_episode: 0,
             topics_confirmed,
             spool_max_bytes: audit.spool_options().max_bytes,
+            shed_summaries_sent: Instant::now(),
         };
         Ok(tokio::spawn(publisher.run()))
     }
@@ -247,6 +250,8 @@ struct Publisher {
     topics_confirmed: bool,
     /// `[audit].spool_max_mb`, in bytes: past half of it, refused callers' events are shed.
     spool_max_bytes: u64,
+    /// When the summaries of shed events were last sent.
+    shed_summaries_sent: Instant,
 }
 
 impl std::fmt::Debug for Publisher {
@@ -293,6 +298,7 @@ impl Publisher {
                     self.replayed(outcome);
                 }
                 _ = tick.tick() => {
+                    self.send_shed_summaries(false);
                     self.sync_spool();
                     if in_flight_replay.is_none() {
                         in_flight_replay = self.next_replay();
@@ -336,6 +342,23 @@ impl Publisher {
             payload,
             settle,
         });
+    }
+
+    /// Sends the summaries of the refused callers' events shed since the last time, once a
+    /// [`SHED_SUMMARY_PERIOD`] (or `now`). While a full spool holds records back they wait
+    /// and keep counting: their number is bounded, their counts saturate.
+    fn send_shed_summaries(&mut self, now: bool) {
+        if !now && self.shed_summaries_sent.elapsed() < SHED_SUMMARY_PERIOD {
+            return;
+        }
+        if !self.overflow.is_empty() {
+            return;
+        }
+        self.shed_summaries_sent = Instant::now();
+        for summary in self.events.take_shed_summaries() {
+            let payload = summary.to_json();
+            self.publish(summary.partition_key().as_bytes(), payload, None);
+        }
     }
 
     /// Why the direct route should not be used right now, if it should not.
@@ -574,6 +597,7 @@ impl Publisher {
 
     /// The queue is closed: deliver what librdkafka holds, spool what it cannot deliver.
     async fn shut_down(mut self) {
+        self.send_shed_summaries(true);
         let direct = self.direct.clone();
         let flushed = tokio::task::spawn_blocking(move || {
             let flushed = direct.flush(FLUSH_TIMEOUT);
