@@ -379,6 +379,25 @@ impl TopicConsumer {
         .unwrap_or(false)
     }
 
+    /// The partitions the group has assigned to this member, as (topic, partition). Asked on
+    /// a blocking thread, like [`Self::is_assigned`].
+    pub async fn assigned_partitions(&self) -> Vec<(String, i32)> {
+        let consumer = self.consumer.clone();
+        tokio::task::spawn_blocking(move || {
+            consumer
+                .assignment()
+                .map(|list| {
+                    list.elements()
+                        .iter()
+                        .map(|element| (element.topic().to_owned(), element.partition()))
+                        .collect()
+                })
+                .unwrap_or_default()
+        })
+        .await
+        .unwrap_or_default()
+    }
+
     /// Makes this member read `partition` of `topic` again from `offset` (if it still has
     /// it): records it had read past are delivered again.
     pub async fn rewind(&self, topic: &str, partition: i32, offset: i64) -> Result<(), KafkaError> {

@@ -460,12 +460,21 @@ impl Archiver {
     }
 
     /// Writes the digests of the closed hours of the chains of the partitions this archiver
-    /// reads. A failure is logged and retried at the next check: nothing is lost meanwhile,
-    /// the hour is only sealed later.
+    /// reads — assigned ones that never had a record included, so every partition is a
+    /// sealed chain. A failure is logged and retried at the next check: nothing is lost
+    /// meanwhile, the hour is only sealed later.
     async fn seal_closed_hours(&mut self) {
         let now = Utc::now();
-        for slot in self.partitions.keys() {
-            let chain = self.chain(*slot);
+        let mut slots: Vec<Slot> = self.partitions.keys().copied().collect();
+        for (topic, partition) in self.consumer.assigned_partitions().await {
+            if let Some(index) = self.topics.iter().position(|t| t.name == topic) {
+                slots.push((index, partition));
+            }
+        }
+        slots.sort_unstable();
+        slots.dedup();
+        for slot in slots {
+            let chain = self.chain(slot);
             match self.sealer.seal_closed_hours(&chain, now).await {
                 Ok(0) => {}
                 Ok(hours) => info!(chain, hours, "closed hours sealed with digests"),

@@ -5,7 +5,10 @@
 //! written in that hour (by the manifest's `written_at`), the objects they record with their
 //! SHA-256, the chain's head after them (entry number and entry hash), and the SHA-256 of the
 //! chain's previous digest. A digest is written for every hour from the chain's first entry
-//! on, empty hours included, so the digests of a chain form an unbroken hourly sequence.
+//! on, empty hours included, so the digests of a chain form an unbroken hourly sequence. A
+//! partition that has no entry yet is a chain all the same: its digests start with the hour
+//! an archiver first read it (`first_seq` 1, `head_seq` 0), so a partition nobody writes to
+//! is sealed, listed and missed like any other.
 //!
 //! What this adds to the manifest chain: removing the newest entries of a chain together with
 //! their objects leaves a shorter chain that is whole in itself. The digest of their hour still
@@ -126,6 +129,9 @@ struct ChainSeal {
     pending: VecDeque<ChainLink>,
     /// During one sealing pass: the first entry the store was found not to have.
     store_ends_at: Option<u64>,
+    /// When the chain was first seen with neither an entry nor a digest: its digests start
+    /// with that hour.
+    first_seen: Option<DateTime<Utc>>,
 }
 
 /// Seals the closed hours of the chains this archiver appends to.
@@ -184,7 +190,8 @@ impl Sealer {
                 Some((digest, _)) => digest.hour + TimeDelta::hours(1),
                 None => match next_link(store.as_ref(), chain, state, first_seq).await? {
                     Some(first) => hour_start(first.written_at),
-                    None => return Ok(sealed),
+                    // No entry yet: sealed from the hour it was first seen.
+                    None => hour_start(*state.first_seen.get_or_insert(now)),
                 },
             };
             let hour_end = hour + TimeDelta::hours(1);
@@ -301,20 +308,23 @@ async fn read_links(
     Ok(links.into_iter().flatten().collect())
 }
 
-/// The chains of the archive (every directory under `_warden/manifest/`), `chain` among them.
+/// The chains of the archive (every directory under `_warden/manifest/`, and under
+/// `_warden/digests/` for chains with no entry yet), `chain` among them.
 async fn list_chains(store: &dyn ObjectStore, chain: &str) -> Result<Vec<String>, ArchiveError> {
-    let listed = store
-        .list_with_delimiter(Some(&Path::from(format!("{STATE_DIR}/manifest"))))
-        .await?;
-    let mut chains: Vec<String> = listed
-        .common_prefixes
-        .iter()
-        .filter_map(|prefix| prefix.filename().map(str::to_owned))
-        .collect();
-    if !chains.iter().any(|listed| listed == chain) {
-        chains.push(chain.to_owned());
+    let mut chains = vec![chain.to_owned()];
+    for dir in ["manifest", "digests"] {
+        let listed = store
+            .list_with_delimiter(Some(&Path::from(format!("{STATE_DIR}/{dir}"))))
+            .await?;
+        chains.extend(
+            listed
+                .common_prefixes
+                .iter()
+                .filter_map(|prefix| prefix.filename().map(str::to_owned)),
+        );
     }
     chains.sort();
+    chains.dedup();
     Ok(chains)
 }
 
@@ -520,14 +530,44 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn an_empty_chain_has_nothing_to_seal() {
+    async fn a_chain_with_no_entry_is_sealed_from_the_hour_it_was_first_seen() {
         let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
         let mut sealer = Sealer::new(store.clone(), None);
-        let sealed = sealer
-            .seal_closed_hours("t-0", Utc::now())
+        let first_seen = sealer
+            .seal_closed_hours("t-0", at("2026-11-23T10:20:00Z"))
             .await
             .expect("ok");
-        assert_eq!(sealed, 0);
+        assert_eq!(first_seen, 0, "its first hour has not closed yet");
+        let sealed = sealer
+            .seal_closed_hours("t-0", at("2026-11-23T12:05:00Z"))
+            .await
+            .expect("sealed");
+        assert_eq!(sealed, 2, "hours 10 and 11, both empty");
+        let written = digests(&store).await;
+        assert_eq!(written[0].hour, at("2026-11-23T10:00:00Z"));
+        for digest in &written {
+            assert_eq!((digest.first_seq, digest.head_seq), (1, 0));
+            assert!(digest.objects.is_empty() && digest.head_sha256.is_empty());
+            assert_eq!(digest.chains, ["t-0"]);
+        }
+
+        // Its first entry arrives: the chain's digests go on from there.
+        let mut manifest = Manifest::new(store.clone());
+        let link = manifest
+            .record(entry("a", "2026-11-23T12:30:00Z"))
+            .await
+            .expect("recorded")
+            .expect("new");
+        sealer.note("t-0", link);
+        let mut restarted = Sealer::new(store.clone(), None);
+        let sealed = restarted
+            .seal_closed_hours("t-0", at("2026-11-23T13:01:00Z"))
+            .await
+            .expect("sealed");
+        assert_eq!(sealed, 1);
+        let written = digests(&store).await;
+        assert_eq!((written[2].first_seq, written[2].head_seq), (1, 1));
+        assert_eq!(written[2].prev_digest_sha256.len(), 64);
         assert_eq!(
             hour_start(at("2026-11-23T10:59:59.9Z")),
             at("2026-11-23T10:00:00Z")

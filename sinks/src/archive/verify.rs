@@ -376,6 +376,7 @@ async fn check_digests(
         }
     }
     let no_links = Vec::new();
+    let sealed_chains: std::collections::BTreeSet<String> = by_chain.keys().cloned().collect();
     for (chain, mut keys) in by_chain {
         keys.sort();
         let links = chains.get(&chain).unwrap_or(&no_links);
@@ -494,7 +495,8 @@ async fn check_digests(
         }
     }
     for (chain, listed_by) in listed {
-        if !chains.contains_key(&chain) {
+        // A chain with no entry yet exists through its digests alone.
+        if !chains.contains_key(&chain) && !sealed_chains.contains(&chain) {
             report
                 .problems
                 .push(Problem::ChainMissing { chain, listed_by });
@@ -745,6 +747,39 @@ mod tests {
             lines(&report),
             [
                 "NOCHAIN   t-1: listed by _warden/digests/t-0/2026-11-23T10.json, but the archive \
+              has no such chain (it was removed)"
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_partition_with_no_entry_is_a_sealed_chain_and_its_removal_is_named() {
+        let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+        let (signer, public) = archiver_key();
+        // Partition 2 never had a record; its archiver first read it at 10:05.
+        let mut empty = Sealer::new(store.clone(), Some(signer.clone()));
+        for now in ["2026-11-23T10:05:00Z", "2026-11-23T12:30:00Z"] {
+            empty
+                .seal_closed_hours("t-2", at(now))
+                .await
+                .expect("sealed");
+        }
+        record_and_seal(&store, 0, &HOURS_10_AND_11, Some(signer)).await;
+        let report = verify(&store, &options(Some(&public)))
+            .await
+            .expect("verify");
+        assert!(report.is_clean(), "{:?}", report.problems);
+        assert_eq!(report.num_digests, 4, "hours 10 and 11 of both chains");
+
+        delete_prefix(&store, "_warden/digests/t-2").await;
+        delete_prefix(&store, "_warden/digest-signatures/t-2").await;
+        let report = verify(&store, &options(Some(&public)))
+            .await
+            .expect("verify");
+        assert_eq!(
+            lines(&report),
+            [
+                "NOCHAIN   t-2: listed by _warden/digests/t-0/2026-11-23T10.json, but the archive \
               has no such chain (it was removed)"
             ]
         );
