@@ -10,7 +10,7 @@
 # the process) instead of `warden up`. PROFILE_DIR=dir records `perf` profiles of warden
 # during the through-Warden runs (perf report -i dir/fixed.perf). WARDEN_BIN=path runs that
 # warden binary instead of this checkout's release build (e.g. an earlier commit's, to
-# compare builds side by side). DURABILITY=acked sets `[audit].durability = "acked"` (each
+# compare builds side by side; with EMULATOR_BIN too, nothing is built). DURABILITY=acked sets `[audit].durability = "acked"` (each
 # answer waits for its events' acknowledgement). BROKER=tansu runs a tansu broker (memory
 # storage, `~/.cargo/bin/tansu` or $TANSU_BIN) instead of the embedded one.
 set -euo pipefail
@@ -24,10 +24,13 @@ OHA=$(command -v oha || echo "$HOME/.cargo/bin/oha")
 [ -x "$OHA" ] || { echo "oha not found: cargo install --locked oha" >&2; exit 1; }
 PYTHON=${PYTHON:-python3}
 
-cargo build --release -q -p warden -p warden-testkit --bin warden --bin tgi-emulator
-TARGET_DIR=$(cargo metadata --format-version 1 --no-deps | "$PYTHON" -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
+# WARDEN_BIN and EMULATOR_BIN together: prebuilt binaries, nothing is built.
+if [ -z "${WARDEN_BIN:-}" ] || [ -z "${EMULATOR_BIN:-}" ]; then
+    cargo build --release -q -p warden -p warden-testkit --bin warden --bin tgi-emulator
+    TARGET_DIR=$(cargo metadata --format-version 1 --no-deps | "$PYTHON" -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
+fi
 WARDEN="${WARDEN_BIN:-$TARGET_DIR/release/warden}"
-EMULATOR="$TARGET_DIR/release/tgi-emulator"
+EMULATOR="${EMULATOR_BIN:-$TARGET_DIR/release/tgi-emulator}"
 
 WORK=$(mktemp -d)
 PIDS=()

@@ -24,7 +24,10 @@ use warden_ingest::alert::{Alert, Severity, Subject};
 use warden_ingest::event_row::EventRow;
 
 use crate::buckets::{BucketCounts, bucket_of, bucket_start};
-use crate::detector::{Detector, RecentIds, SectionCheck, buckets_in, entry, named_sources};
+use crate::detector::{
+    Detector, Holding, Judgement, RecentIds, SectionCheck, Standing, buckets_in, entry,
+    named_sources,
+};
 use crate::engine::{Evaluation, Subjects};
 
 /// Marks a `revoked_tokens` entry that names a client rather than a token id.
@@ -118,6 +121,7 @@ pub struct AuthFailures {
     /// The subjects reported on: revoked keys' uses are followed only if tokens are among
     /// them, failures per IP only if IPs are.
     subjects: Subjects,
+    holding: Holding,
 }
 
 impl AuthFailures {
@@ -136,13 +140,14 @@ impl AuthFailures {
             by_ip: HashMap::new(),
             revoked_uses: HashMap::new(),
             subjects: Subjects::All,
+            holding: Holding::default(),
         }
     }
 
-    fn judge_ip(&self, ip: &str, failures: &Failures, evaluation: Evaluation) -> Vec<Alert> {
+    /// The brute-force and token-stuffing judgements of one IP.
+    fn judge_ip(&self, ip: &str, failures: &Failures, evaluation: Evaluation) -> [Judgement; 2] {
         let (end, width) = (evaluation.end, self.config.window_buckets());
         let window = (bucket_start(end - width), evaluation.at);
-        let mut alerts = Vec::new();
         let count = failures.counts.sum(end - width, end);
         let tokens: Vec<&String> = failures
             .tokens
@@ -150,45 +155,60 @@ impl AuthFailures {
             .filter(|(_, last)| **last >= end - width)
             .map(|(token, _)| token)
             .collect();
-        if count >= self.config.brute_force_failures {
-            let severity = if count >= self.config.brute_force_critical_failures {
-                Severity::Critical
-            } else {
-                Severity::Warning
-            };
+        let hold = |detector: &str| {
             let subject = Subject::Ip(ip.to_owned());
-            let mut alert = Alert::firing("auth_brute_force", severity, subject, window);
-            alert.observed = count as f64;
-            alert.threshold = self.config.brute_force_failures as f64;
-            alert.unit = "failed authentications".to_owned();
-            alert.summary = format!(
-                "{count} failed authentications from {ip} in {}s ({} distinct keys)",
-                self.config.window_s,
-                tokens.len()
-            );
-            alert.evidence.sample_request_ids = failures.recent.to_vec();
-            alerts.push(alert);
-        }
-        if tokens.len() >= self.config.stuffing_distinct_tokens {
-            let subject = Subject::Ip(ip.to_owned());
-            let mut alert = Alert::firing("token_stuffing", Severity::Critical, subject, window);
-            alert.observed = tokens.len() as f64;
-            alert.threshold = self.config.stuffing_distinct_tokens as f64;
-            alert.unit = "distinct keys".to_owned();
-            alert.summary = format!(
-                "{} different keys tried from {ip} in {}s",
-                tokens.len(),
-                self.config.window_s
-            );
-            alert.evidence.top_sources = named_sources(
-                tokens
-                    .into_iter()
-                    .map(|token| Subject::Token(token.clone())),
-            );
-            alert.evidence.sample_request_ids = failures.recent.to_vec();
-            alerts.push(alert);
-        }
-        alerts
+            Judgement::Hold(Alert::firing(detector, Severity::Warning, subject, window))
+        };
+        let brute_force = match Standing::of(count as f64, self.config.brute_force_failures as f64)
+        {
+            Standing::Fires => {
+                let severity = if count >= self.config.brute_force_critical_failures {
+                    Severity::Critical
+                } else {
+                    Severity::Warning
+                };
+                let subject = Subject::Ip(ip.to_owned());
+                let mut alert = Alert::firing("auth_brute_force", severity, subject, window);
+                alert.observed = count as f64;
+                alert.threshold = self.config.brute_force_failures as f64;
+                alert.unit = "failed authentications".to_owned();
+                alert.summary = format!(
+                    "{count} failed authentications from {ip} in {}s ({} distinct keys)",
+                    self.config.window_s,
+                    tokens.len()
+                );
+                alert.evidence.sample_request_ids = failures.recent.to_vec();
+                Judgement::Fire(alert)
+            }
+            Standing::Holds => hold("auth_brute_force"),
+            Standing::Clear => Judgement::Clear,
+        };
+        let distinct = tokens.len() as f64;
+        let stuffing = match Standing::of(distinct, self.config.stuffing_distinct_tokens as f64) {
+            Standing::Holds => return [brute_force, hold("token_stuffing")],
+            Standing::Clear => return [brute_force, Judgement::Clear],
+            Standing::Fires => {
+                let subject = Subject::Ip(ip.to_owned());
+                let mut alert =
+                    Alert::firing("token_stuffing", Severity::Critical, subject, window);
+                alert.observed = tokens.len() as f64;
+                alert.threshold = self.config.stuffing_distinct_tokens as f64;
+                alert.unit = "distinct keys".to_owned();
+                alert.summary = format!(
+                    "{} different keys tried from {ip} in {}s",
+                    tokens.len(),
+                    self.config.window_s
+                );
+                alert.evidence.top_sources = named_sources(
+                    tokens
+                        .into_iter()
+                        .map(|token| Subject::Token(token.clone())),
+                );
+                alert.evidence.sample_request_ids = failures.recent.to_vec();
+                Judgement::Fire(alert)
+            }
+        };
+        [brute_force, stuffing]
     }
 
     fn judge_revoked(
@@ -287,8 +307,11 @@ impl Detector for AuthFailures {
         }
         let mut findings = Vec::new();
         for (ip, failures) in &self.by_ip {
-            findings.extend(self.judge_ip(ip, failures, evaluation));
+            for judgement in self.judge_ip(ip, failures, evaluation) {
+                findings.extend(self.holding.sort(judgement));
+            }
         }
+        // Any use of a revoked key fires: there is no line to hover at.
         for (token, uses) in &self.revoked_uses {
             findings.extend(self.judge_revoked(token, uses, evaluation));
         }
@@ -297,6 +320,10 @@ impl Detector for AuthFailures {
 
     fn cooldown(&self) -> TimeDelta {
         TimeDelta::seconds(self.config.cooldown_s)
+    }
+
+    fn take_holding(&mut self) -> Vec<Alert> {
+        self.holding.take()
     }
 
     fn reports_on_tokens(&self) -> bool {

@@ -4,10 +4,14 @@
 //! Cost is the `response.cost_usd` of response events, summed over a rolling hour for each
 //! environment (events without one form their own scope). Two findings:
 //!
-//! - **projected** (warning): the spend of the last `projection_window_s`, extrapolated to an
-//!   hour, reaches the rate budgeted for now. A runaway is caught minutes in, before the hour
-//!   is spent;
+//! - **projected** (warning): the spend of the last `projection_window_s` reaches the budget
+//!   of that stretch (the schedule integrated over it, like the hour's below). A runaway is
+//!   caught minutes in, before the hour is spent; a business-hours spend just after closing
+//!   time is judged against the business-hours budget it was spent under;
 //! - **over** (critical): the rolling hour has spent its budget.
+//!
+//! An alert resolves once both are below [`RESOLVE_RATIO`](crate::detector::RESOLVE_RATIO)
+//! of their budgets.
 //!
 //! The budget of a rolling hour is the schedule integrated over it, bucket by bucket: the hour
 //! from 17:30 to 18:30 on a weekday with business hours ending at 18:00 may spend $55, not $10
@@ -25,7 +29,9 @@ use warden_ingest::alert::{Alert, Severity, SourceShare, Subject};
 use warden_ingest::event_row::EventRow;
 
 use crate::buckets::{BUCKET_SECONDS, BucketCounts, bucket_of, bucket_start};
-use crate::detector::{Detector, RecentIds, SectionCheck, TOP_SOURCES, client_of, entry};
+use crate::detector::{
+    Detector, Holding, Judgement, RecentIds, SectionCheck, Standing, TOP_SOURCES, client_of, entry,
+};
 use crate::engine::Evaluation;
 
 const DETECTOR: &str = "cost_burn";
@@ -238,6 +244,16 @@ pub struct CostBurn {
     scopes: HashMap<Option<String>, Scope>,
     /// The business buckets of the last evaluated hour.
     business_buckets: Option<BusinessBuckets>,
+    /// The business buckets of the last evaluated projection window.
+    projection_business: Option<BusinessBuckets>,
+    holding: Holding,
+}
+
+/// What a stretch of time may spend: the last hour's budget, and the projection window's.
+#[derive(Debug, Clone, Copy)]
+struct Budgets {
+    hour: f64,
+    projection: f64,
 }
 
 impl CostBurn {
@@ -252,6 +268,8 @@ impl CostBurn {
             cooldown: TimeDelta::seconds(config.cooldown_s),
             scopes: HashMap::new(),
             business_buckets: None,
+            projection_business: None,
+            holding: Holding::default(),
         })
     }
 
@@ -260,30 +278,40 @@ impl CostBurn {
         environment: Option<&str>,
         scope: &Scope,
         evaluation: Evaluation,
-        budget: f64,
-    ) -> Option<Alert> {
+        budgets: Budgets,
+    ) -> Judgement {
         let end = evaluation.end;
         let spent = scope.micros.sum(end - HOUR_BUCKETS, end) as f64 / MICROS_PER_USD;
         let recent = scope.micros.sum(end - self.projection_buckets, end) as f64 / MICROS_PER_USD;
-        let projected = recent * (HOUR_BUCKETS as f64 / self.projection_buckets as f64);
-        let rate_now = self.schedule.usd_per_hour(evaluation.at);
+        let hourly = HOUR_BUCKETS as f64 / self.projection_buckets as f64;
+        let (projected, budgeted_rate) = (recent * hourly, budgets.projection * hourly);
+        if spent <= 0.0 {
+            // Nothing spent is never over a budget, even a zero one.
+            return Judgement::Clear;
+        }
         let scope_name = environment.map_or_else(String::new, |env| format!(" in {env}"));
-        let (severity, observed, threshold, summary) = if spent >= budget {
+        let window = (bucket_start(end - HOUR_BUCKETS), evaluation.at);
+        let over = Standing::of(spent, budgets.hour);
+        let burning = Standing::of(recent, budgets.projection);
+        let (severity, observed, threshold, summary) = if over == Standing::Fires {
+            let budget = budgets.hour;
             let summary = format!(
                 "${spent:.2} spent in the last hour{scope_name}, over its budget of ${budget:.2}"
             );
             (Severity::Critical, spent, budget, summary)
-        } else if projected >= rate_now {
+        } else if burning == Standing::Fires {
             let minutes = self.projection_buckets * BUCKET_SECONDS / 60;
             let summary = format!(
                 "burning ${projected:.2}/hour{scope_name} (the last {minutes} minutes), over the \
-                 budget of ${rate_now:.2}/hour"
+                 budget of ${budgeted_rate:.2}/hour"
             );
-            (Severity::Warning, projected, rate_now, summary)
+            (Severity::Warning, projected, budgeted_rate, summary)
+        } else if over.worst(burning) == Standing::Holds {
+            let alert = Alert::firing(DETECTOR, Severity::Warning, Subject::Global, window);
+            return Judgement::Hold(alert.in_environment(environment));
         } else {
-            return None;
+            return Judgement::Clear;
         };
-        let window = (bucket_start(end - HOUR_BUCKETS), evaluation.at);
         let mut alert =
             Alert::firing(DETECTOR, severity, Subject::Global, window).in_environment(environment);
         alert.observed = round_cents(observed);
@@ -293,7 +321,7 @@ impl CostBurn {
         alert.evidence.top_sources = top_spenders(scope, evaluation.at);
         alert.evidence.sample_request_ids = scope.recent.to_vec();
         alert.runbook = Some("runaway_cost".to_owned());
-        Some(alert)
+        Judgement::Fire(alert)
     }
 }
 
@@ -371,17 +399,34 @@ impl Detector for CostBurn {
         let (from, to) = (evaluation.end - HOUR_BUCKETS, evaluation.end);
         let window = BusinessBuckets::slide(self.business_buckets, &self.schedule, from, to);
         self.business_buckets = Some(window);
-        let budget = self.schedule.budget_of(window.business, HOUR_BUCKETS);
-        self.scopes
-            .iter()
-            .filter_map(|(environment, scope)| {
-                self.judge(environment.as_deref(), scope, evaluation, budget)
-            })
-            .collect()
+        let projection_from = evaluation.end - self.projection_buckets;
+        let projection = BusinessBuckets::slide(
+            self.projection_business,
+            &self.schedule,
+            projection_from,
+            to,
+        );
+        self.projection_business = Some(projection);
+        let budgets = Budgets {
+            hour: self.schedule.budget_of(window.business, HOUR_BUCKETS),
+            projection: self
+                .schedule
+                .budget_of(projection.business, self.projection_buckets),
+        };
+        let mut findings = Vec::new();
+        for (environment, scope) in &self.scopes {
+            let judgement = self.judge(environment.as_deref(), scope, evaluation, budgets);
+            findings.extend(self.holding.sort(judgement));
+        }
+        findings
     }
 
     fn cooldown(&self) -> TimeDelta {
         self.cooldown
+    }
+
+    fn take_holding(&mut self) -> Vec<Alert> {
+        self.holding.take()
     }
 }
 
@@ -441,6 +486,23 @@ mod tests {
         let from = bucket_of(utc(2026, 3, 9, 17, 30));
         let budget = schedule.budget(from, from + HOUR_BUCKETS);
         assert!((budget - 55.0).abs() < 1e-9, "{budget}");
+    }
+
+    #[test]
+    fn a_business_hours_spend_is_not_judged_against_the_off_hours_budget_at_closing_time() {
+        // START + 10 h is 18:00 UTC on a Friday: closing time. $60/hour all afternoon, well
+        // within the $100 of business hours, until 18:00:05.
+        let mut detector = CostBurn::new(&CostBurnConfig::default()).expect("detector");
+        let closing = 10 * 3_600;
+        let mut found = Vec::new();
+        for second in (closing - 2 * 3_600..=closing + 5).step_by(6) {
+            feed(&mut detector, &priced(second, "app-a", 0.10));
+            found.extend(findings(&detector.evaluate(early_at(second))));
+            if second % 10 == 0 {
+                found.extend(findings(&detector.evaluate(closed_at(second))));
+            }
+        }
+        assert!(found.is_empty(), "{found:?}");
     }
 
     #[test]

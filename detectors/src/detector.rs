@@ -4,6 +4,12 @@
 //! A detector never decides what is published: it reports every condition that holds at each
 //! evaluation, and the engine's [alert book](crate::lifecycle) turns that into fire, suppress,
 //! escalate, remind and resolve. A subject a detector stops reporting is resolved.
+//!
+//! **Hysteresis.** A detector fires at its fire line and clears only below its resolve line,
+//! [`RESOLVE_RATIO`] of the fire line: in between, it reports the subject as *holding*
+//! ([`Detector::take_holding`]), which keeps an open alert open and fires nothing new. A value
+//! hovering at a threshold therefore fires once and resolves once it has really dropped, not
+//! at every bucket.
 
 use hashbrown::HashMap;
 use std::fmt;
@@ -14,6 +20,77 @@ use warden_ingest::event_row::EventRow;
 
 use crate::buckets::BUCKET_SECONDS;
 use crate::engine::{Evaluation, Subjects};
+
+/// Where a detector's resolve line is, as a share of its fire line (see the module docs).
+pub const RESOLVE_RATIO: f64 = 0.8;
+
+/// How a measured value stands against a fire line (higher is worse).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Standing {
+    /// At or over the fire line.
+    Fires,
+    /// Under the fire line, at or over the resolve line: an open alert stays open.
+    Holds,
+    /// Under the resolve line.
+    Clear,
+}
+
+impl Standing {
+    pub fn of(value: f64, fire_line: f64) -> Self {
+        if value >= fire_line {
+            Self::Fires
+        } else if value >= fire_line * RESOLVE_RATIO {
+            Self::Holds
+        } else {
+            Self::Clear
+        }
+    }
+
+    /// The worse of two standings (a subject judged on several measures).
+    pub fn worst(self, other: Self) -> Self {
+        match (self, other) {
+            (Self::Fires, _) | (_, Self::Fires) => Self::Fires,
+            (Self::Holds, _) | (_, Self::Holds) => Self::Holds,
+            _ => Self::Clear,
+        }
+    }
+}
+
+/// The subjects a detector found holding at its last evaluation, as the alerts they would be
+/// (only their dedup keys matter), until the engine takes them.
+#[derive(Debug, Clone, Default)]
+pub struct Holding(Vec<Alert>);
+
+/// What a detector concluded about one subject.
+#[derive(Debug)]
+pub enum Judgement {
+    Fire(Alert),
+    /// Between the resolve and the fire line: the alert (unpublished) names the subject.
+    Hold(Alert),
+    Clear,
+}
+
+impl Holding {
+    pub fn push(&mut self, alert: Alert) {
+        self.0.push(alert);
+    }
+
+    /// Keeps a holding subject; returns a firing alert.
+    pub fn sort(&mut self, judgement: Judgement) -> Option<Alert> {
+        match judgement {
+            Judgement::Fire(alert) => Some(alert),
+            Judgement::Hold(alert) => {
+                self.0.push(alert);
+                None
+            }
+            Judgement::Clear => None,
+        }
+    }
+
+    pub fn take(&mut self) -> Vec<Alert> {
+        std::mem::take(&mut self.0)
+    }
+}
 
 /// How many sample request ids an alert carries.
 pub const SAMPLE_REQUEST_IDS: usize = 3;
@@ -33,6 +110,13 @@ pub trait Detector: FreshCopy + fmt::Debug + Send + Sync {
 
     /// How long (event time) a repeat of an open alert is held back.
     fn cooldown(&self) -> TimeDelta;
+
+    /// The subjects found *holding* by the last `evaluate` (between the resolve line and the
+    /// fire line): an open alert on one stays open. Taken by the engine right after each
+    /// evaluation; a detector without hysteresis has none.
+    fn take_holding(&mut self) -> Vec<Alert> {
+        Vec::new()
+    }
 
     /// Whether any of its findings may be about a token ([`Subject::Token`]): a keyed-stage
     /// engine ([`crate::engine::Subjects::Keyed`]) runs only the detectors that do.

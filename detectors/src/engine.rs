@@ -239,21 +239,25 @@ impl DetectorSet {
                 let (detector, _) = &mut self.groups[index][detector_index];
                 let cooldown = detector.cooldown();
                 let mut findings = detector.evaluate(evaluation);
-                findings.retain(|finding| {
-                    subjects.include(&finding.subject)
-                        && (self.scopes.is_empty() || self.group_of(&finding.subject) == index)
-                });
-                if let Some(environment) = &self.environment {
-                    for finding in &mut findings {
-                        if finding.environment.is_none() {
-                            finding.dedup_key = format!("{}@{environment}", finding.dedup_key);
-                            finding.environment = Some(environment.clone());
+                let mut holding = detector.take_holding();
+                for list in [&mut findings, &mut holding] {
+                    list.retain(|finding| {
+                        subjects.include(&finding.subject)
+                            && (self.scopes.is_empty() || self.group_of(&finding.subject) == index)
+                    });
+                    if let Some(environment) = &self.environment {
+                        for finding in list.iter_mut() {
+                            if finding.environment.is_none() {
+                                finding.dedup_key = format!("{}@{environment}", finding.dedup_key);
+                                finding.environment = Some(environment.clone());
+                            }
                         }
                     }
                 }
                 let (_, book) = &mut self.groups[index][detector_index];
                 if evaluation.closed {
-                    alerts.extend(book.settle(findings, evaluation.at, cooldown));
+                    let holding: Vec<String> = holding.into_iter().map(|h| h.dedup_key).collect();
+                    alerts.extend(book.settle(findings, &holding, evaluation.at, cooldown));
                 } else {
                     for finding in findings {
                         let key = finding.dedup_key.clone();
@@ -616,5 +620,74 @@ mod tests {
             .expect("app-b alert once the clock reaches the burst");
         assert!(spike.window_end >= at(3_600), "{spike:?}");
         assert!(engine.reach(at(100)).is_empty(), "time never goes back");
+    }
+
+    /// A detector whose value is the weight of the last request it saw: fires at 100, holds
+    /// from [`crate::detector::RESOLVE_RATIO`] of that.
+    #[derive(Debug, Clone, Default)]
+    struct Level {
+        value: u64,
+        holding: crate::detector::Holding,
+    }
+
+    impl Detector for Level {
+        fn observe(&mut self, event: &EventRow<'_>) {
+            self.value = event.weight();
+        }
+
+        fn evaluate(&mut self, evaluation: Evaluation) -> Vec<Alert> {
+            use crate::detector::Standing;
+            let alert = || {
+                let window = (evaluation.at - TimeDelta::seconds(10), evaluation.at);
+                let subject = warden_ingest::alert::Subject::Global;
+                Alert::firing("level", Severity::Warning, subject, window)
+            };
+            match Standing::of(self.value as f64, 100.0) {
+                Standing::Fires => vec![alert()],
+                Standing::Holds => {
+                    self.holding.push(alert());
+                    Vec::new()
+                }
+                Standing::Clear => Vec::new(),
+            }
+        }
+
+        fn cooldown(&self) -> TimeDelta {
+            TimeDelta::hours(1)
+        }
+
+        fn take_holding(&mut self) -> Vec<Alert> {
+            self.holding.take()
+        }
+    }
+
+    proptest::proptest! {
+        /// Hysteresis: once fired, a value that never drops below the resolve line never
+        /// resolves, however it hovers about the fire line; once it drops below, it resolves
+        /// exactly once.
+        #[test]
+        fn a_value_above_the_resolve_line_never_resolves(
+            hovering in proptest::collection::vec(80u64..=130, 1..200),
+            below in 0u64..80,
+        ) {
+            let mut engine = Engine::new(vec![Box::new(Level::default())], TimeDelta::seconds(0));
+            let mut feed = |second: i64, value: u64| {
+                let mut event = request(second, "app", "10.0.0.1");
+                event.occurrences = Some(value);
+                engine.take(&EventRow::from(&event))
+            };
+            let mut published = feed(0, 100);
+            for (index, value) in hovering.iter().enumerate() {
+                published.extend(feed(10 * (index as i64 + 1), *value));
+            }
+            let statuses: Vec<AlertStatus> = published.iter().map(|a| a.status).collect();
+            proptest::prop_assert_eq!(&statuses, &[AlertStatus::Firing]);
+            let end = 10 * (hovering.len() as i64 + 1);
+            let mut after = feed(end, below);
+            after.extend(feed(end + 10, below));
+            after.extend(feed(end + 20, below));
+            let statuses: Vec<AlertStatus> = after.iter().map(|a| a.status).collect();
+            proptest::prop_assert_eq!(statuses, [AlertStatus::Resolved]);
+        }
     }
 }

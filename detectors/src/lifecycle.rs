@@ -8,7 +8,9 @@
 //! - a repeat at the same or a lower severity is suppressed until the cooldown has passed
 //!   since the last publication (then it is published again as a reminder);
 //! - a finding at a higher severity is published at once (an escalation);
-//! - the first evaluation without a finding publishes a resolve and closes the alert.
+//! - the first evaluation without a finding publishes a resolve and closes the alert, unless
+//!   the detector reports the subject as holding (between its resolve and fire lines, see
+//!   [`crate::detector`]): then the alert stays open, and nothing is published.
 //!
 //! [`AlertBook::settle`] takes a whole evaluation at once: the findings, and (by their absence)
 //! every open alert whose condition no longer holds.
@@ -36,13 +38,14 @@ pub struct AlertBook {
 
 impl AlertBook {
     /// Takes one closed evaluation's findings at event time `now`: updates each finding's
-    /// alert and resolves every open alert without one, except an alert last found over a
-    /// window ending after `now` (an early evaluation's, which this evaluation cannot judge).
-    /// Returns what to publish, resolves last (in key order, so a replay publishes the same
-    /// sequence).
+    /// alert and resolves every open alert without one, except an alert whose subject is
+    /// `holding` (by dedup key) and an alert last found over a window ending after `now` (an
+    /// early evaluation's, which this evaluation cannot judge). Returns what to publish,
+    /// resolves last (in key order, so a replay publishes the same sequence).
     pub fn settle(
         &mut self,
         findings: Vec<Alert>,
+        holding: &[String],
         now: DateTime<Utc>,
         cooldown: TimeDelta,
     ) -> Vec<Alert> {
@@ -52,6 +55,9 @@ impl AlertBook {
             .filter(|(_, open)| open.last.window_end <= now)
             .map(|(key, _)| key.clone())
             .collect();
+        for key in holding {
+            cleared.remove(key);
+        }
         let mut published = Vec::new();
         for finding in findings {
             cleared.remove(&finding.dedup_key);

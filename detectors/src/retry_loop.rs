@@ -13,8 +13,8 @@
 //! The Kafka key of an event is its client's token, so one worker sees all of a client's
 //! requests and these counts are exact under scale-out.
 
-use hashbrown::HashMap;
 use hashbrown::hash_map::Entry;
+use hashbrown::{HashMap, HashSet};
 use std::hash::BuildHasher;
 
 use chrono::TimeDelta;
@@ -25,7 +25,8 @@ use warden_ingest::event_row::EventRow;
 
 use crate::buckets::{BucketCounts, bucket_of, bucket_start, median};
 use crate::detector::{
-    Detector, RecentIds, SectionCheck, TOP_SOURCES, buckets_in, client_of, entry,
+    Detector, Holding, Judgement, RecentIds, SectionCheck, Standing, TOP_SOURCES, buckets_in,
+    client_of, entry,
 };
 use crate::engine::Evaluation;
 
@@ -125,6 +126,7 @@ pub struct RetryLoop {
     /// request (most are seen once), and walking them all every bucket was most of this
     /// detector's time. Windows are summed by bucket, so older counts never show.
     next_sweep: i64,
+    holding: Holding,
 }
 
 impl RetryLoop {
@@ -135,6 +137,7 @@ impl RetryLoop {
             repeat_clients: HashMap::new(),
             clients: HashMap::new(),
             next_sweep: i64::MIN,
+            holding: Holding::default(),
         }
     }
 
@@ -143,10 +146,14 @@ impl RetryLoop {
         usize::try_from(self.config.window_buckets() * windows).unwrap_or(usize::MAX)
     }
 
-    fn judge_loops(&self, evaluation: Evaluation) -> Vec<Alert> {
+    /// The clients in a retry loop; those close to one (between the resolve and the fire
+    /// line) go to `holding`.
+    fn judge_loops(&self, evaluation: Evaluation, holding: &mut Holding) -> Vec<Alert> {
         let (end, width) = (evaluation.end, self.config.window_buckets());
+        let window = (bucket_start(end - width), evaluation.at);
         // The repeated requests of each client in the window, most repeated first.
         let mut by_client: HashMap<&str, Vec<(u64, &str)>> = HashMap::new();
+        let mut close: HashSet<&str> = HashSet::new();
         for (key, client) in &self.repeat_clients {
             let Some(Repeats::Again {
                 counts,
@@ -156,14 +163,26 @@ impl RetryLoop {
                 continue;
             };
             let count = counts.sum(end - width, end);
-            if count >= self.config.min_repeats {
-                by_client
+            match Standing::of(count as f64, self.config.min_repeats as f64) {
+                Standing::Fires => by_client
                     .entry(client)
                     .or_default()
-                    .push((count, prompt_hash.as_str()));
+                    .push((count, prompt_hash.as_str())),
+                Standing::Holds => {
+                    close.insert(client.as_str());
+                }
+                Standing::Clear => {}
             }
         }
-        let window = (bucket_start(end - width), evaluation.at);
+        for client in close.into_iter().filter(|c| !by_client.contains_key(c)) {
+            let subject = Subject::Client(client.to_owned());
+            holding.push(Alert::firing(
+                "retry_loop",
+                Severity::Warning,
+                subject,
+                window,
+            ));
+        }
         let mut alerts = Vec::new();
         for (client, mut prompts) in by_client {
             prompts.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(b.1)));
@@ -208,30 +227,39 @@ impl RetryLoop {
         name: &str,
         client: &Client,
         evaluation: Evaluation,
-    ) -> Option<Alert> {
+    ) -> Judgement {
         let config = &self.config;
         let (end, width) = (evaluation.end, config.window_buckets());
         let requests = client.requests.sum(end - width, end);
         let responses = client.responses.sum(end - width, end);
         let failures = client.failures.sum(end - width, end);
         if requests < config.amplification_min_requests || responses == 0 {
-            return None;
+            return Judgement::Clear;
         }
         let failure_share = failures as f64 / responses as f64;
-        if failure_share < config.amplification_error_share {
-            return None;
-        }
         let baselines: Vec<f64> = (1..=config.baseline_windows as i64)
             .map(|i| (end - (i + 1) * width, end - i * width))
             .filter(|(from, _)| *from >= client.since)
             .map(|(from, to)| client.requests.sum(from, to) as f64)
             .collect();
-        let baseline = median(baselines)?;
+        let Some(baseline) = median(baselines) else {
+            return Judgement::Clear;
+        };
         let ratio = requests as f64 / baseline.max(1.0);
-        if ratio < config.amplification_factor {
-            return None;
-        }
         let window = (bucket_start(end - width), evaluation.at);
+        // Both must hold: the failures and the growth.
+        let failing = Standing::of(failure_share, config.amplification_error_share);
+        let growing = Standing::of(ratio, config.amplification_factor);
+        match (failing, growing) {
+            (Standing::Fires, Standing::Fires) => {}
+            (Standing::Clear, _) | (_, Standing::Clear) => return Judgement::Clear,
+            _ => {
+                let subject = Subject::Client(name.to_owned());
+                let alert =
+                    Alert::firing("retry_amplification", Severity::Warning, subject, window);
+                return Judgement::Hold(alert);
+            }
+        }
         let subject = Subject::Client(name.to_owned());
         let mut alert = Alert::firing("retry_amplification", Severity::Warning, subject, window);
         alert.observed = requests as f64;
@@ -245,7 +273,7 @@ impl RetryLoop {
         );
         alert.evidence.sample_request_ids = client.recent.to_vec();
         alert.runbook = Some("runaway_cost".to_owned());
-        Some(alert)
+        Judgement::Fire(alert)
     }
 }
 
@@ -340,17 +368,24 @@ impl Detector for RetryLoop {
                 client.requests.total() + client.responses.total() > 0
             });
         }
-        let mut findings = self.judge_loops(evaluation);
+        let mut holding = std::mem::take(&mut self.holding);
+        let mut findings = self.judge_loops(evaluation, &mut holding);
         if evaluation.closed {
             for (name, client) in &self.clients {
-                findings.extend(self.judge_amplification(name, client, evaluation));
+                let judgement = self.judge_amplification(name, client, evaluation);
+                findings.extend(holding.sort(judgement));
             }
         }
+        self.holding = holding;
         findings
     }
 
     fn cooldown(&self) -> TimeDelta {
         TimeDelta::seconds(self.config.cooldown_s)
+    }
+
+    fn take_holding(&mut self) -> Vec<Alert> {
+        self.holding.take()
     }
 }
 

@@ -3,9 +3,14 @@
 //! indicates application bug"), with an early projection so a runaway loop is caught minutes
 //! in rather than when the hour is spent.
 //!
-//! - **projected** (warning): the last `projection_window_s` of requests, extrapolated to an
-//!   hour, reach the limit;
+//! - **projected** (warning): the rate of the last `projection_window_s`, extrapolated to an
+//!   hour, reaches the limit. The rate is the requests of the window's whole minutes plus
+//!   those of the current minute so far, over the time that covers (the whole minutes plus
+//!   the seconds elapsed): a partly elapsed minute never counts as a whole one, so the
+//!   projection does not dip at every minute boundary;
 //! - **over** (critical): the rolling hour holds the limit or more.
+//!
+//! An alert resolves once both measures are below [`RESOLVE_RATIO`] of the limit.
 //!
 //! Sources keep per-minute counts for an hour (60 counters each, so a hundred thousand busy
 //! IPs cost about 50 MB) and are forgotten after an hour of silence. A source crossing either
@@ -13,14 +18,17 @@
 
 use hashbrown::{HashMap, HashSet};
 
-use chrono::TimeDelta;
+use chrono::{DateTime, TimeDelta, Timelike, Utc};
 use serde::{Deserialize, Serialize};
 use warden_ingest::EventKind;
 use warden_ingest::alert::{Alert, Severity, Subject};
 use warden_ingest::event_row::EventRow;
 
 use crate::buckets::BucketCounts;
-use crate::detector::{Detector, RecentIds, SectionCheck, client_of, entry};
+use crate::detector::{
+    Detector, Holding, Judgement, RESOLVE_RATIO, RecentIds, SectionCheck, Standing, client_of,
+    entry,
+};
 use crate::engine::Evaluation;
 
 const DETECTOR: &str = "single_source";
@@ -87,13 +95,17 @@ struct Rates {
 }
 
 impl Source {
-    fn rates(&self, minute: i64, projection_minutes: i64) -> Rates {
-        let recent = self
-            .minutes
-            .sum(minute - projection_minutes + 1, minute + 1);
+    /// The rates at `at`: the rolling hour's count, and the hourly rate projected from the
+    /// last `projection_minutes` whole minutes and the current minute so far.
+    fn rates(&self, at: DateTime<Utc>, projection_minutes: i64) -> Rates {
+        let minute = at.timestamp().div_euclid(60);
+        let elapsed_s = f64::from(at.second()) + f64::from(at.nanosecond()) / 1e9;
+        let whole_minutes = self.minutes.sum(minute - projection_minutes, minute);
+        let this_minute = self.minutes.sum(minute, minute + 1);
+        let covered_s = (projection_minutes * 60) as f64 + elapsed_s;
         Rates {
             hour: self.minutes.sum(minute - MINUTES_PER_HOUR + 1, minute + 1),
-            projected: recent as f64 * (MINUTES_PER_HOUR as f64 / projection_minutes as f64),
+            projected: (whole_minutes + this_minute) as f64 * 3_600.0 / covered_s,
         }
     }
 }
@@ -107,6 +119,7 @@ pub struct SingleSource {
     /// Sources over either line since the last closed evaluation.
     ip_candidates: HashSet<String>,
     client_candidates: HashSet<String>,
+    holding: Holding,
 }
 
 impl SingleSource {
@@ -117,27 +130,31 @@ impl SingleSource {
             clients: HashMap::new(),
             ip_candidates: HashSet::new(),
             client_candidates: HashSet::new(),
+            holding: Holding::default(),
         }
     }
 
-    fn judge(&self, source: &Source, subject: Subject, evaluation: Evaluation) -> Option<Alert> {
-        let minute = evaluation.at.timestamp().div_euclid(60);
+    fn judge(&self, source: &Source, subject: Subject, evaluation: Evaluation) -> Judgement {
         let projection_minutes = self.config.projection_minutes();
-        let rates = source.rates(minute, projection_minutes);
+        let rates = source.rates(evaluation.at, projection_minutes);
         let limit = self.config.max_requests_per_hour;
-        let (severity, observed, summary) = if rates.hour >= limit {
+        let window = (evaluation.at - TimeDelta::hours(1), evaluation.at);
+        let hour = Standing::of(rates.hour as f64, limit as f64);
+        let projected = Standing::of(rates.projected, limit as f64);
+        let (severity, observed, summary) = if hour == Standing::Fires {
             let summary = format!("{} requests in the last hour from {subject}", rates.hour);
             (Severity::Critical, rates.hour as f64, summary)
-        } else if rates.projected >= limit as f64 {
+        } else if projected == Standing::Fires {
             let summary = format!(
                 "{subject} is on course for {:.0} requests this hour (from the last {} minutes)",
                 rates.projected, projection_minutes
             );
             (Severity::Warning, rates.projected, summary)
+        } else if hour.worst(projected) == Standing::Holds {
+            return Judgement::Hold(Alert::firing(DETECTOR, Severity::Warning, subject, window));
         } else {
-            return None;
+            return Judgement::Clear;
         };
-        let window = (evaluation.at - TimeDelta::hours(1), evaluation.at);
         let mut alert = Alert::firing(DETECTOR, severity, subject, window);
         alert.observed = observed;
         alert.threshold = limit as f64;
@@ -145,7 +162,7 @@ impl SingleSource {
         alert.summary = format!("{summary}; the limit is {limit}");
         alert.evidence.sample_request_ids = source.recent.to_vec();
         alert.runbook = Some("runaway_cost".to_owned());
-        Some(alert)
+        Judgement::Fire(alert)
     }
 }
 
@@ -154,10 +171,11 @@ impl SingleSource {
 fn count(
     sources: &mut HashMap<String, Source>,
     key: &str,
-    minute: i64,
+    at: DateTime<Utc>,
     (request_id, weight): (&str, u64),
     config: &SingleSourceConfig,
 ) -> bool {
+    let minute = at.timestamp().div_euclid(60);
     let source = entry(sources, key, || Source {
         minutes: BucketCounts::new(MINUTES_PER_HOUR as usize),
         recent: RecentIds::default(),
@@ -170,7 +188,7 @@ fn count(
     {
         return false;
     }
-    let rates = source.rates(minute, config.projection_minutes());
+    let rates = source.rates(at, config.projection_minutes());
     rates.hour >= limit || rates.projected >= limit as f64
 }
 
@@ -179,16 +197,15 @@ impl Detector for SingleSource {
         if event.kind != EventKind::Request {
             return;
         }
-        let minute = event.ts.timestamp().div_euclid(60);
         let request = (&*event.request_id, event.weight());
         if let Some(ip) = event.client.ip.as_deref()
-            && count(&mut self.ips, ip, minute, request, &self.config)
+            && count(&mut self.ips, ip, event.ts, request, &self.config)
             && !self.ip_candidates.contains(ip)
         {
             self.ip_candidates.insert(ip.to_owned());
         }
         if let Some(client) = client_of(event)
-            && count(&mut self.clients, client, minute, request, &self.config)
+            && count(&mut self.clients, client, event.ts, request, &self.config)
             && !self.client_candidates.contains(client)
         {
             self.client_candidates.insert(client.to_owned());
@@ -199,14 +216,19 @@ impl Detector for SingleSource {
         let mut findings = Vec::new();
         if !evaluation.closed {
             for ip in &self.ip_candidates {
-                if let Some(source) = self.ips.get(ip) {
-                    findings.extend(self.judge(source, Subject::Ip(ip.clone()), evaluation));
+                if let Some(source) = self.ips.get(ip)
+                    && let Judgement::Fire(alert) =
+                        self.judge(source, Subject::Ip(ip.clone()), evaluation)
+                {
+                    findings.push(alert);
                 }
             }
             for client in &self.client_candidates {
-                if let Some(source) = self.clients.get(client) {
-                    let subject = Subject::Client(client.clone());
-                    findings.extend(self.judge(source, subject, evaluation));
+                if let Some(source) = self.clients.get(client)
+                    && let Judgement::Fire(alert) =
+                        self.judge(source, Subject::Client(client.clone()), evaluation)
+                {
+                    findings.push(alert);
                 }
             }
             return findings;
@@ -220,17 +242,31 @@ impl Detector for SingleSource {
         }
         self.ip_candidates.clear();
         self.client_candidates.clear();
-        for (ip, source) in &self.ips {
-            findings.extend(self.judge(source, Subject::Ip(ip.clone()), evaluation));
+        // Only a source with RESOLVE_RATIO of the limit in its hour so far can fire or hold.
+        let floor = (self.config.max_requests_per_hour as f64 * RESOLVE_RATIO
+            / MINUTES_PER_HOUR as f64
+            * self.config.projection_minutes() as f64) as u64;
+        for (ip, source) in self.ips.iter().filter(|(_, s)| s.minutes.total() >= floor) {
+            let judgement = self.judge(source, Subject::Ip(ip.clone()), evaluation);
+            findings.extend(self.holding.sort(judgement));
         }
-        for (client, source) in &self.clients {
-            findings.extend(self.judge(source, Subject::Client(client.clone()), evaluation));
+        for (client, source) in self
+            .clients
+            .iter()
+            .filter(|(_, s)| s.minutes.total() >= floor)
+        {
+            let judgement = self.judge(source, Subject::Client(client.clone()), evaluation);
+            findings.extend(self.holding.sort(judgement));
         }
         findings
     }
 
     fn cooldown(&self) -> TimeDelta {
         TimeDelta::seconds(self.config.cooldown_s)
+    }
+
+    fn take_holding(&mut self) -> Vec<Alert> {
+        self.holding.take()
     }
 }
 
@@ -274,16 +310,49 @@ mod tests {
     #[test]
     fn steady_sources_under_the_limit_raise_nothing_and_idle_ones_are_forgotten() {
         let mut detector = detector();
-        // 5,400 an hour from one client, evenly.
-        for i in 0..5_400 {
-            feed(&mut detector, &request(i * 2 / 3, "app-a", "10.0.0.1"));
-        }
-        for minute in 1..=60 {
-            assert!(detector.evaluate(closed_at(minute * 60)).is_empty());
+        // 5,400 an hour from one client, evenly, judged at every minute.
+        for minute in 0..60 {
+            for i in minute * 90..(minute + 1) * 90 {
+                feed(&mut detector, &request(i * 2 / 3, "app-a", "10.0.0.1"));
+            }
+            assert!(detector.evaluate(closed_at((minute + 1) * 60)).is_empty());
         }
         assert!(detector.evaluate(early_at(3_599)).is_empty());
         detector.evaluate(closed_at(3 * 3_600));
         assert!(detector.ips.is_empty() && detector.clients.is_empty());
+    }
+
+    #[test]
+    fn a_steady_source_over_the_line_fires_once_and_never_flaps() {
+        use crate::engine::Engine;
+        use warden_ingest::alert::AlertStatus;
+        use warden_ingest::event_row::EventRow;
+        // 60,000 requests an hour (1,000 a minute) from one client for two hours, against
+        // the default 50,000: the projection fires in the first minutes and the hour goes
+        // over after 50 minutes; it must never resolve in between (it used to at every
+        // minute boundary, when the projection counted the new minute as a whole one).
+        let detector = SingleSource::new(SingleSourceConfig::default());
+        let mut engine = Engine::new(vec![Box::new(detector)], TimeDelta::seconds(5));
+        let mut published = Vec::new();
+        for i in 0..120_000 {
+            let second = i * 60 / 1_000;
+            let event = request(second, "app-a", &format!("10.0.{}.{}", i % 200, i % 100));
+            published.extend(engine.take(&EventRow::from(&event)));
+        }
+        let changes: Vec<(AlertStatus, Severity)> = published
+            .iter()
+            .filter(|alert| alert.subject.to_string() == "client:app-a")
+            .map(|alert| (alert.status, alert.severity))
+            .collect();
+        assert_eq!(changes[0], (AlertStatus::Firing, Severity::Warning));
+        assert!(
+            changes
+                .iter()
+                .all(|(status, _)| *status == AlertStatus::Firing),
+            "never resolved: {changes:?}"
+        );
+        // The escalation, then a reminder per 15-minute cooldown at most.
+        assert!(changes.len() <= 2 + 120 / 15, "{changes:?}");
     }
 
     #[test]

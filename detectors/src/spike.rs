@@ -7,6 +7,13 @@
 //! `window` of closed buckets before the watermark, and the baseline is the median of the `baseline_windows` windows before it that
 //! lie after the scope's first request (a zero there is a real zero, not a gap; a new client
 //! has no baseline until it has `min_baseline_windows` windows of history).
+//!
+//! A spike is a jump **within** the window: the window must also hold `factor` times the
+//! window just before it. A normal ramp (a client going from its quiet night to its daytime
+//! rate over half an hour) outgrows an hour's median but never jumps tenfold in five minutes,
+//! so it raises nothing; a step change does both at once. An alert stays open while the
+//! window holds [`RESOLVE_RATIO`](crate::detector::RESOLVE_RATIO) of the fire line over the
+//! baseline.
 
 use hashbrown::HashMap;
 
@@ -18,7 +25,8 @@ use warden_ingest::event_row::EventRow;
 
 use crate::buckets::{BucketCounts, bucket_of, bucket_start, median};
 use crate::detector::{
-    Detector, RecentIds, SectionCheck, TOP_SOURCES, buckets_in, client_of, entry, target_of,
+    Detector, Holding, Judgement, RecentIds, SectionCheck, Standing, TOP_SOURCES, buckets_in,
+    client_of, entry, target_of,
 };
 use crate::engine::Evaluation;
 
@@ -155,6 +163,7 @@ pub struct TrafficSpike {
     global: Scope,
     targets: HashMap<String, Scope>,
     clients: HashMap<String, Scope>,
+    holding: Holding,
 }
 
 impl TrafficSpike {
@@ -165,22 +174,23 @@ impl TrafficSpike {
             global: Scope::new(history, SourceKind::Client),
             targets: HashMap::new(),
             clients: HashMap::new(),
+            holding: Holding::default(),
         }
     }
 
-    /// Whether `scope` spikes in `evaluation`'s window; the alert if it does.
+    /// Whether `scope` spikes in `evaluation`'s window.
     fn judge(
         &self,
         scope: &Scope,
         subject: impl FnOnce() -> Subject,
         evaluation: Evaluation,
-    ) -> Option<Alert> {
+    ) -> Judgement {
         let config = &self.config;
         let (end, width) = (evaluation.end, config.window_buckets());
         let since = scope.since;
         let current = scope.requests.sum(end - width, end);
         if current < config.min_requests {
-            return None;
+            return Judgement::Clear;
         }
         let baselines: Vec<f64> = (1..=config.baseline_windows as i64)
             .map(|i| (end - (i + 1) * width, end - i * width))
@@ -188,12 +198,27 @@ impl TrafficSpike {
             .map(|(from, to)| scope.requests.sum(from, to) as f64)
             .collect();
         if baselines.len() < config.min_baseline_windows {
-            return None;
+            return Judgement::Clear;
         }
         let baseline = median(baselines).unwrap_or(0.0);
         let ratio = current as f64 / baseline.max(1.0);
-        if ratio < config.factor {
-            return None;
+        // The window just before this one (a baseline window, so watched).
+        let before = scope.requests.sum(end - 2 * width, end - width) as f64;
+        let jumped = current as f64 >= config.factor * before.max(1.0);
+        let window = (bucket_start(end - width), evaluation.at);
+        match Standing::of(ratio, config.factor) {
+            Standing::Fires if jumped => {}
+            Standing::Clear => return Judgement::Clear,
+            // Over the baseline without a jump within the window (a ramp), or between the
+            // resolve and the fire line: no news, but an open alert stays open.
+            Standing::Fires | Standing::Holds => {
+                return Judgement::Hold(Alert::firing(
+                    DETECTOR,
+                    Severity::Warning,
+                    subject(),
+                    window,
+                ));
+            }
         }
         let severity = if ratio >= config.critical_factor {
             Severity::Critical
@@ -201,7 +226,6 @@ impl TrafficSpike {
             Severity::Warning
         };
         let subject = subject();
-        let window = (bucket_start(end - width), evaluation.at);
         let mut alert = Alert::firing(DETECTOR, severity, subject.clone(), window);
         alert.observed = current as f64;
         alert.threshold = config.factor * baseline.max(1.0);
@@ -213,7 +237,7 @@ impl TrafficSpike {
         alert.evidence.top_sources = scope.top_sources(end - width, end);
         alert.evidence.sample_request_ids = scope.recent.to_vec();
         alert.runbook = Some("runaway_cost".to_owned());
-        Some(alert)
+        Judgement::Fire(alert)
     }
 }
 
@@ -270,18 +294,25 @@ impl Detector for TrafficSpike {
             self.clients.retain(|_, scope| scope.requests.total() > 0);
         }
         let mut findings = Vec::new();
-        findings.extend(self.judge(&self.global, || Subject::Global, evaluation));
+        let global = self.judge(&self.global, || Subject::Global, evaluation);
+        findings.extend(self.holding.sort(global));
         for (target, scope) in &self.targets {
-            findings.extend(self.judge(scope, || Subject::Target(target.clone()), evaluation));
+            let judgement = self.judge(scope, || Subject::Target(target.clone()), evaluation);
+            findings.extend(self.holding.sort(judgement));
         }
         for (client, scope) in &self.clients {
-            findings.extend(self.judge(scope, || Subject::Client(client.clone()), evaluation));
+            let judgement = self.judge(scope, || Subject::Client(client.clone()), evaluation);
+            findings.extend(self.holding.sort(judgement));
         }
         findings
     }
 
     fn cooldown(&self) -> TimeDelta {
         TimeDelta::seconds(self.config.cooldown_s)
+    }
+
+    fn take_holding(&mut self) -> Vec<Alert> {
+        self.holding.take()
     }
 }
 
@@ -290,6 +321,28 @@ mod tests {
     use super::*;
     use crate::detector::SAMPLE_REQUEST_IDS;
     use crate::test_support::{closed_at, feed, findings, request};
+
+    /// `rate(second)` requests a second (fractional rates spread evenly) from `client`, from
+    /// `from` to `to`; returns every alert published for `subject`.
+    fn run_rate(
+        engine: &mut crate::engine::Engine,
+        (from, to): (i64, i64),
+        client: &str,
+        rate: impl Fn(i64) -> f64,
+    ) -> Vec<Alert> {
+        use warden_ingest::event_row::EventRow;
+        let mut published = Vec::new();
+        let mut owed = 0.0;
+        for second in from..to {
+            owed += rate(second);
+            while owed >= 1.0 {
+                owed -= 1.0;
+                let event = request(second, client, "10.0.0.1");
+                published.extend(engine.take(&EventRow::from(&event)));
+            }
+        }
+        published
+    }
 
     /// An hour of steady traffic: `per_window` requests every 5 minutes from two clients.
     fn steady_hour(detector: &mut TrafficSpike, per_window: i64) {
@@ -374,6 +427,40 @@ mod tests {
             feed(&mut detector, &request(i / 4, "app-a", "10.0.0.1"));
         }
         assert!(findings(&detector.evaluate(closed_at(300))).is_empty());
+    }
+
+    #[test]
+    fn a_morning_ramp_is_not_a_spike_but_a_jump_within_five_minutes_is() {
+        use crate::engine::Engine;
+        let engine = || {
+            let detector = TrafficSpike::new(SpikeConfig::default());
+            Engine::new(vec![Box::new(detector)], TimeDelta::seconds(5))
+        };
+        // A quiet night at 3 % of the daytime rate (0.03 a second, 9 per window), then a
+        // half-hour ramp to the day's 1 a second (300 per window), then the day.
+        let day = 1.0;
+        let night = 0.03 * day;
+        let ramp = |second: i64| -> f64 {
+            match second {
+                s if s < 7_200 => night,
+                s if s < 9_000 => night + (day - night) * (s - 7_200) as f64 / 1_800.0,
+                _ => day,
+            }
+        };
+        let mut morning = engine();
+        let alerts = run_rate(&mut morning, (0, 12_600), "app-a", ramp);
+        assert!(alerts.is_empty(), "{:?}", findings(&alerts));
+
+        // The same night, then the day's rate at once: ten times and more within a window.
+        let mut step = engine();
+        let step_rate = |second: i64| if second < 7_200 { night * 3.0 } else { day };
+        let alerts = run_rate(&mut step, (0, 7_800), "app-a", step_rate);
+        assert!(
+            findings(&alerts).contains(&("client:app-a".to_owned(), Severity::Critical))
+                || findings(&alerts).contains(&("client:app-a".to_owned(), Severity::Warning)),
+            "{:?}",
+            findings(&alerts)
+        );
     }
 
     #[test]

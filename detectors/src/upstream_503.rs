@@ -11,7 +11,9 @@
 //! - `cold_start_503` (info): a cold start that is hurting calls; it needs a minimum replica
 //!   count or patience, not an incident.
 //!
-//! A share can fall as more responses come, so these findings wait for closed windows.
+//! A share can fall as more responses come, so these findings wait for closed windows. An
+//! alert resolves once its share is below [`RESOLVE_RATIO`](crate::detector::RESOLVE_RATIO)
+//! of `warning_share`.
 
 use hashbrown::HashMap;
 
@@ -22,7 +24,9 @@ use warden_ingest::alert::{Alert, Severity, Subject};
 use warden_ingest::event_row::EventRow;
 
 use crate::buckets::{BucketCounts, bucket_of, bucket_start};
-use crate::detector::{Detector, RecentIds, SectionCheck, buckets_in, entry, target_of};
+use crate::detector::{
+    Detector, Holding, RecentIds, SectionCheck, Standing, buckets_in, entry, target_of,
+};
 use crate::engine::Evaluation;
 
 /// The `error_type` of a 503 the upstream sent while loading its model.
@@ -90,6 +94,7 @@ struct Responses {
 pub struct Upstream503 {
     config: Upstream503Config,
     targets: HashMap<String, Responses>,
+    holding: Holding,
 }
 
 impl Upstream503 {
@@ -97,10 +102,18 @@ impl Upstream503 {
         Self {
             config,
             targets: HashMap::new(),
+            holding: Holding::default(),
         }
     }
 
-    fn judge(&self, target: &str, responses: &Responses, evaluation: Evaluation) -> Vec<Alert> {
+    /// The target's findings; the holding ones go to `holding`.
+    fn judge(
+        &self,
+        target: &str,
+        responses: &Responses,
+        evaluation: Evaluation,
+        holding: &mut Holding,
+    ) -> Vec<Alert> {
         let (end, width) = (evaluation.end, self.config.window_buckets());
         let all = responses.all.sum(end - width, end);
         if all < self.config.min_responses {
@@ -115,8 +128,14 @@ impl Upstream503 {
             ("cold_start_503", loading, "model loading (cold start)"),
         ] {
             let share = count as f64 / all as f64;
-            if share < self.config.warning_share {
-                continue;
+            match Standing::of(share, self.config.warning_share) {
+                Standing::Fires => {}
+                Standing::Holds => {
+                    let subject = Subject::Target(target.to_owned());
+                    holding.push(Alert::firing(detector, Severity::Info, subject, window));
+                    continue;
+                }
+                Standing::Clear => continue,
             }
             let severity = match detector {
                 "cold_start_503" => Severity::Info,
@@ -188,14 +207,22 @@ impl Detector for Upstream503 {
             }
             responses.all.total() > 0
         });
-        self.targets
+        let mut holding = std::mem::take(&mut self.holding);
+        let findings = self
+            .targets
             .iter()
-            .flat_map(|(target, responses)| self.judge(target, responses, evaluation))
-            .collect()
+            .flat_map(|(target, responses)| self.judge(target, responses, evaluation, &mut holding))
+            .collect();
+        self.holding = holding;
+        findings
     }
 
     fn cooldown(&self) -> TimeDelta {
         TimeDelta::seconds(self.config.cooldown_s)
+    }
+
+    fn take_holding(&mut self) -> Vec<Alert> {
+        self.holding.take()
     }
 }
 

@@ -126,6 +126,11 @@ impl KafkaCluster {
         config
     }
 
+    /// Whether `[kafka.properties]` (or its secret part) sets librdkafka property `key`.
+    pub fn sets_property(&self, key: &str) -> bool {
+        self.config.all_properties().any(|(name, _)| name == key)
+    }
+
     /// Producer settings: idempotent, every in-sync replica acknowledges, compressed.
     pub fn producer_config(&self) -> ClientConfig {
         let mut config = ClientConfig::new();

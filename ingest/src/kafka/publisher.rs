@@ -44,7 +44,7 @@ use tracing::{debug, error, info, warn};
 use super::producer::{DeliveringProducer, Delivery, Outgoing, PolledProducer};
 use super::{ConsumedRecord, KafkaCluster, KafkaSetupError};
 use crate::audit_config::AuditConfig;
-use crate::emitter::{AuditStats, EventReceiver, OnSpoolFull, QueuedEvent, Settle};
+use crate::emitter::{AuditStats, Durability, EventReceiver, OnSpoolFull, QueuedEvent, Settle};
 use crate::spool::{Spool, SpoolError, SpoolPosition, SpooledRecord};
 
 /// Events taken from the emit queue per batch.
@@ -177,6 +177,11 @@ impl KafkaEventPublisher {
                 "queue.buffering.max.kbytes",
                 audit.max_in_flight_mb.saturating_mul(1024).to_string(),
             );
+        if audit.durability == Durability::Acked && !cluster.sets_property("linger.ms") {
+            // Every acked call waits for its events' acknowledgement: sending at once beats
+            // waiting to fill a batch (librdkafka still batches what piles up meanwhile).
+            producer_config.set("linger.ms", "0");
+        }
         let direct = PolledProducer::create(
             &producer_config,
             DirectRouteContext {
