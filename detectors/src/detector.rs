@@ -231,13 +231,12 @@ pub fn named_sources(sources: impl IntoIterator<Item = Subject>) -> Vec<SourceSh
         .collect()
 }
 
-/// Who the client of an event is: its configured name, else its token fingerprint.
+/// Who the client of an event is: its configured name. A key the proxy refused has a
+/// fingerprint but no name, and is no client: keying per-client state by it would let a
+/// flood of made-up keys create state (and evaluations) without bound — those calls are
+/// judged per IP ([`crate::auth_failures`]) and globally.
 pub fn client_of<'e>(event: &'e EventRow<'_>) -> Option<&'e str> {
-    event
-        .client
-        .name
-        .as_deref()
-        .or(event.client.token_id.as_deref())
+    event.client.name.as_deref()
 }
 
 /// The target an event was routed to.

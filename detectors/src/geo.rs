@@ -32,7 +32,7 @@ use warden_ingest::geo::GeoIp;
 
 use crate::buckets::{BucketCounts, bucket_of, bucket_start};
 use crate::detector::{
-    Detector, RecentIds, SectionCheck, buckets_in, client_of, entry, named_sources,
+    Detector, Holding, RecentIds, SectionCheck, buckets_in, client_of, entry, named_sources,
 };
 use crate::engine::{Evaluation, Subjects};
 
@@ -137,6 +137,7 @@ pub struct GeoAnomaly {
     /// The subjects reported on: token histories are kept only if tokens are among them,
     /// traffic from disallowed countries only if countries are.
     subjects: Subjects,
+    holding: Holding,
 }
 
 impl GeoAnomaly {
@@ -154,6 +155,7 @@ impl GeoAnomaly {
             tokens: HashMap::new(),
             disallowed: HashMap::new(),
             subjects: Subjects::All,
+            holding: Holding::default(),
         })
     }
 
@@ -165,22 +167,40 @@ impl GeoAnomaly {
         self.database.as_ref()?.country(ip).map(Cow::Owned)
     }
 
+    /// The token's findings; those that no longer fire but were true within the window
+    /// before (the resolve condition is a whole window without them) go to `holding`.
     fn judge_token(
         &self,
         token: &str,
         history: &TokenHistory,
         evaluation: Evaluation,
+        holding: &mut Holding,
     ) -> Vec<Alert> {
-        let window_start = bucket_start(evaluation.end - self.config.window_buckets());
+        let width = self.config.window_buckets();
+        let window_start = bucket_start(evaluation.end - width);
+        let held_since = bucket_start(evaluation.end - 2 * width);
         let window = (window_start, evaluation.at);
         let mut alerts = Vec::new();
-        let mut recent: Vec<&String> = history
-            .countries
-            .iter()
-            .filter(|(_, last)| **last >= window_start)
-            .map(|(country, _)| country)
-            .collect();
-        recent.sort();
+        let used_since = |since: DateTime<Utc>| {
+            let mut used: Vec<&String> = history
+                .countries
+                .iter()
+                .filter(|(_, last)| **last >= since)
+                .map(|(country, _)| country)
+                .collect();
+            used.sort();
+            used
+        };
+        let recent = used_since(window_start);
+        let hold = |detector: &str| {
+            let subject = Subject::Token(token.to_owned());
+            Alert::firing(detector, Severity::Critical, subject, window)
+        };
+        if recent.len() <= self.config.max_countries_per_window
+            && used_since(held_since).len() > self.config.max_countries_per_window
+        {
+            holding.push(hold("geo_multi_country"));
+        }
         if recent.len() > self.config.max_countries_per_window {
             let subject = Subject::Token(token.to_owned());
             let mut alert = Alert::firing("geo_multi_country", Severity::Critical, subject, window);
@@ -212,6 +232,14 @@ impl GeoAnomaly {
             .iter()
             .filter(|(country, _, _)| still_used(history, country, window_start))
             .collect();
+        if new.is_empty()
+            && history
+                .new_countries
+                .iter()
+                .any(|(country, _, _)| still_used(history, country, held_since))
+        {
+            holding.push(hold("geo_new_country"));
+        }
         if let Some((_, _, known)) = new.first() {
             let subject = Subject::Token(token.to_owned());
             let mut alert = Alert::firing("geo_new_country", Severity::Critical, subject, window);
@@ -314,11 +342,13 @@ impl Detector for GeoAnomaly {
             }
             traffic.recent.push(&event.request_id);
         }
+        // Only the keys of authenticated calls (a configured client's) have a history: a
+        // refused, made-up key is no one's, and a flood of them must not create state.
         let Some(token) = event
             .client
             .token_id
             .as_deref()
-            .filter(|_| self.subjects.tokens())
+            .filter(|_| self.subjects.tokens() && client_of(event).is_some())
         else {
             return;
         };
@@ -381,9 +411,11 @@ impl Detector for GeoAnomaly {
             });
         }
         let mut findings = Vec::new();
+        let mut holding = std::mem::take(&mut self.holding);
         for (token, history) in &self.tokens {
-            findings.extend(self.judge_token(token, history, evaluation));
+            findings.extend(self.judge_token(token, history, evaluation, &mut holding));
         }
+        self.holding = holding;
         for (country, traffic) in &self.disallowed {
             findings.extend(self.judge_country(country, traffic, evaluation));
         }
@@ -392,6 +424,10 @@ impl Detector for GeoAnomaly {
 
     fn cooldown(&self) -> TimeDelta {
         TimeDelta::seconds(self.config.cooldown_s)
+    }
+
+    fn take_holding(&mut self) -> Vec<Alert> {
+        self.holding.take()
     }
 
     fn reports_on_tokens(&self) -> bool {
@@ -415,6 +451,30 @@ mod tests {
         event.client.token_id = Some(TokenId(token.into()));
         event.client.country = country.map(Into::into);
         event
+    }
+
+    #[test]
+    fn a_flood_of_made_up_keys_leaves_no_state_in_the_per_key_detectors() {
+        use crate::spike::{SpikeConfig, TrafficSpike};
+        // Refused calls carry the fingerprint of a key no client has: no name. Each used to
+        // get a token history here (kept 30 days, judged at every evaluation) and a client
+        // scope in the spike detector: a flood of 100,000 made-up keys was that many.
+        let mut geo = GeoAnomaly::new(GeoConfig::default()).expect("detector");
+        let mut spike = TrafficSpike::new(SpikeConfig::default());
+        for i in 0..5_000 {
+            let mut refused = call(
+                i / 10,
+                &format!("tk_made_up_{i}"),
+                "198.18.0.66",
+                Some("NL"),
+            );
+            refused.client.name = None;
+            feed(&mut geo, &refused);
+            feed(&mut spike, &refused);
+        }
+        assert!(geo.tokens.is_empty());
+        assert!(spike.evaluate(closed_at(600)).is_empty());
+        assert_eq!(spike.client_scopes(), 0);
     }
 
     #[test]

@@ -32,15 +32,18 @@
 
 pub mod auth_failures;
 pub mod buckets;
+pub mod corpus;
 pub mod cost_burn;
 pub mod cost_per_request;
 pub mod detector;
 pub mod engine;
 pub mod frontier;
 pub mod geo;
+pub mod latency;
 pub mod lifecycle;
 pub mod overrides;
 pub mod relay;
+pub mod response_drift;
 pub mod retry_loop;
 pub mod scenario;
 pub mod single_source;
@@ -69,7 +72,9 @@ use crate::cost_per_request::{CostPerRequest, CostPerRequestConfig};
 use crate::detector::Detector;
 use crate::engine::{DetectorSet, Engine, Subjects};
 use crate::geo::{GeoAnomaly, GeoConfig};
+use crate::latency::{LatencyConfig, LatencySlo};
 use crate::overrides::DetectOverride;
+use crate::response_drift::{ResponseDrift, ResponseDriftConfig};
 use crate::retry_loop::{RetryLoop, RetryLoopConfig};
 use crate::single_source::{SingleSource, SingleSourceConfig};
 use crate::spike::{SpikeConfig, TrafficSpike};
@@ -102,6 +107,8 @@ pub struct DetectConfig {
     pub retry_loop: RetryLoopConfig,
     pub cost_per_request: CostPerRequestConfig,
     pub geo: GeoConfig,
+    pub latency: LatencyConfig,
+    pub response_drift: ResponseDriftConfig,
     /// Settings per environment, target and client ([`overrides`]).
     #[serde(skip_serializing)]
     pub overrides: Vec<DetectOverride>,
@@ -121,6 +128,8 @@ impl Default for DetectConfig {
             retry_loop: RetryLoopConfig::default(),
             cost_per_request: CostPerRequestConfig::default(),
             geo: GeoConfig::default(),
+            latency: LatencyConfig::default(),
+            response_drift: ResponseDriftConfig::default(),
             overrides: Vec::new(),
         }
     }
@@ -180,6 +189,13 @@ impl DetectConfig {
         if self.geo.enabled {
             detectors.push(Box::new(GeoAnomaly::new(self.geo.clone())?));
         }
+        if self.latency.enabled {
+            detectors.push(Box::new(LatencySlo::new(self.latency.clone())));
+        }
+        if self.response_drift.enabled {
+            let config = self.response_drift.clone();
+            detectors.push(Box::new(ResponseDrift::new(config)));
+        }
         Ok(detectors)
     }
 
@@ -203,6 +219,8 @@ impl DetectConfig {
         errors.extend(self.retry_loop.validate());
         errors.extend(self.cost_per_request.validate());
         errors.extend(self.geo.validate());
+        errors.extend(self.latency.validate());
+        errors.extend(self.response_drift.validate());
         if errors.is_empty()
             && !self.overrides.is_empty()
             && let Err(problems) = overrides::plan(self)

@@ -31,7 +31,7 @@ use crate::DetectConfig;
 use crate::engine::Scope;
 
 /// The detector sections an override may set.
-pub const SECTIONS: [&str; 8] = [
+pub const SECTIONS: [&str; 10] = [
     "cost_burn",
     "traffic_spike",
     "single_source",
@@ -40,6 +40,8 @@ pub const SECTIONS: [&str; 8] = [
     "retry_loop",
     "cost_per_request",
     "geo",
+    "latency",
+    "response_drift",
 ];
 
 /// One `[[detect.overrides]]` entry: where it applies, and the detector settings it changes.

@@ -241,6 +241,14 @@ impl TrafficSpike {
     }
 }
 
+impl TrafficSpike {
+    /// How many clients have counts of their own.
+    #[cfg(test)]
+    pub(crate) fn client_scopes(&self) -> usize {
+        self.clients.len()
+    }
+}
+
 fn history_buckets(config: &SpikeConfig) -> usize {
     let windows = config.baseline_windows as i64 + 1;
     usize::try_from(config.window_buckets() * windows).unwrap_or(usize::MAX)
