@@ -159,6 +159,8 @@ struct Calls {
     slow: Vec<BucketCounts>,
     /// Per bucket of the short window: counts per bin.
     histogram: HashMap<i64, Vec<u32>>,
+    /// The first bucket the histogram keeps (older ones are no longer reported on).
+    histogram_from: i64,
     recent_slow: RecentIds,
 }
 
@@ -170,6 +172,7 @@ impl Calls {
                 .map(|_| BucketCounts::new(history))
                 .collect(),
             histogram: HashMap::new(),
+            histogram_from: i64::MIN,
             recent_slow: RecentIds::default(),
         }
     }
@@ -313,7 +316,6 @@ impl Detector for LatencySlo {
             return;
         }
         let bucket = bucket_of(event.ts);
-        let short = buckets_in(self.config.short_window_s);
         let history = self.history();
         let objectives = self.config.objectives.len();
         for (measure, value) in [
@@ -341,10 +343,11 @@ impl Detector for LatencySlo {
             if slow {
                 calls.recent_slow.push(&event.request_id);
             }
-            let bins = entry_bins(&mut calls.histogram, bucket);
-            bins[bin_of(value)] = bins[bin_of(value)].saturating_add(1);
-            // The histogram keeps the short window only (and buckets just ahead of it).
-            calls.histogram.retain(|kept, _| *kept > bucket - 2 * short);
+            // Trimmed to the short window at each closed evaluation.
+            if bucket >= calls.histogram_from {
+                let bins = entry_bins(&mut calls.histogram, bucket);
+                bins[bin_of(value)] = bins[bin_of(value)].saturating_add(1);
+            }
         }
     }
 
@@ -360,6 +363,7 @@ impl Detector for LatencySlo {
                 slow.advance_to(end - 1);
             }
             calls.histogram.retain(|bucket, _| *bucket >= end - short);
+            calls.histogram_from = end - short;
             calls.all.total() > 0
         });
         let mut findings = Vec::new();

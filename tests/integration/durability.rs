@@ -149,6 +149,25 @@ async fn events_sent_while_the_broker_is_down_are_archived_exactly_once_when_it_
     assert_archive_holds_exactly(&dir.path().join("archive"), expected);
 }
 
+/// `acked` with every broker down: each answer waits for its events' fsync in the spool
+/// (not for Kafka), and the spool is replayed exactly once when the broker is back.
+#[tokio::test(flavor = "multi_thread")]
+async fn with_acked_durability_calls_are_answered_once_their_events_are_in_the_spool() {
+    const CALLS: u64 = 20;
+    let outage = Outage::prepare_with_audit(r#"durability = "acked""#).await;
+    let (mut warden, expected) = spool_calls("up", &outage, CALLS).await;
+    let Outage {
+        mut broker,
+        dir: _dir,
+        config,
+        ..
+    } = outage;
+    broker.restart().expect("tansu starts");
+    let (rows, distinct) = archived_event_counts(&config, expected).await;
+    assert_eq!((rows, distinct), (expected, expected), "{}", warden.log());
+    assert!(warden.interrupt().await.success());
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_spool_left_by_a_crashed_proxy_is_replayed_by_the_next_one() {
     const CALLS: u64 = 25;
