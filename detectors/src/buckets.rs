@@ -36,24 +36,61 @@ const MAX_AHEAD_BUCKETS: usize = 86_400 / BUCKET_SECONDS as usize;
 /// horizon and forgets the buckets that fell out behind it; [`add`](Self::add) refuses only a
 /// bucket already forgotten (or one more than a day beyond the capacity).
 #[derive(Debug, Clone)]
-pub struct BucketCounts {
-    /// Count of bucket `first + i` at index `i`.
-    counts: VecDeque<u64>,
+pub struct BucketCounts(Counts<1>);
+
+impl BucketCounts {
+    pub fn new(capacity: usize) -> Self {
+        Self(Counts::new(capacity))
+    }
+
+    /// Adds `amount` to `bucket`. Returns false, counting nothing, if the bucket is older
+    /// than the kept history (the caller counts it as too late), or so far from the others
+    /// that keeping both would take more than a day beyond the capacity.
+    pub fn add(&mut self, bucket: i64, amount: u64) -> bool {
+        self.0.add(bucket, [amount])
+    }
+
+    /// See [`Counts::advance_to`].
+    pub fn advance_to(&mut self, bucket: i64) {
+        self.0.advance_to(bucket);
+    }
+
+    /// The total of buckets `from..to` (end excluded); buckets not kept count as zero.
+    pub fn sum(&self, from: i64, to: i64) -> u64 {
+        self.0.sum(from, to)[0]
+    }
+
+    /// The total of every kept bucket.
+    pub fn total(&self) -> u64 {
+        self.0.total()[0]
+    }
+
+    /// The oldest bucket kept, if any.
+    pub fn first_bucket(&self) -> Option<i64> {
+        self.0.first_bucket()
+    }
+}
+
+/// [`BucketCounts`] of `N` measures of one key at once (one ring, one index per event).
+#[derive(Debug, Clone)]
+pub struct Counts<const N: usize> {
+    /// Counts of bucket `first + i` at index `i`.
+    counts: VecDeque<[u64; N]>,
     first: i64,
     capacity: usize,
-    /// The sum of `counts`, kept as they change.
-    total: u64,
+    /// The sums of `counts`, kept as they change.
+    total: [u64; N],
     /// The newest bucket an evaluation needed, if any yet.
     horizon: Option<i64>,
 }
 
-impl BucketCounts {
+impl<const N: usize> Counts<N> {
     pub fn new(capacity: usize) -> Self {
         Self {
             counts: VecDeque::with_capacity(capacity),
             first: 0,
             capacity: capacity.max(1),
-            total: 0,
+            total: [0; N],
             horizon: None,
         }
     }
@@ -62,10 +99,8 @@ impl BucketCounts {
         self.first + self.counts.len() as i64 - 1
     }
 
-    /// Adds `amount` to `bucket`. Returns false, counting nothing, if the bucket is older
-    /// than the kept history (the caller counts it as too late), or so far from the others
-    /// that keeping both would take more than a day beyond the capacity.
-    pub fn add(&mut self, bucket: i64, amount: u64) -> bool {
+    /// Adds `amounts` to `bucket`; see [`BucketCounts::add`].
+    pub fn add(&mut self, bucket: i64, amounts: [u64; N]) -> bool {
         if self
             .horizon
             .is_some_and(|horizon| bucket <= horizon - self.capacity as i64)
@@ -74,7 +109,7 @@ impl BucketCounts {
         }
         if self.counts.is_empty() {
             self.first = bucket;
-            self.counts.push_back(0);
+            self.counts.push_back([0; N]);
         }
         let (from, to) = (bucket.min(self.first), bucket.max(self.last()));
         let span = u128::try_from(to - from).unwrap_or(u128::MAX) + 1;
@@ -82,16 +117,18 @@ impl BucketCounts {
             return false;
         }
         for _ in bucket..self.first {
-            self.counts.push_front(0);
+            self.counts.push_front([0; N]);
         }
         self.first = from;
         for _ in self.last()..bucket {
-            self.counts.push_back(0);
+            self.counts.push_back([0; N]);
         }
         let index = usize::try_from(bucket - self.first).unwrap_or(0);
         // Amounts come from upstream-supplied numbers (token counts, costs): saturate.
-        self.counts[index] = self.counts[index].saturating_add(amount);
-        self.total = self.total.saturating_add(amount);
+        for (measure, amount) in amounts.into_iter().enumerate() {
+            self.counts[index][measure] = self.counts[index][measure].saturating_add(amount);
+            self.total[measure] = self.total[measure].saturating_add(amount);
+        }
         true
     }
 
@@ -104,37 +141,42 @@ impl BucketCounts {
         let keep_from = horizon - self.capacity as i64 + 1;
         if self.counts.is_empty() || self.last() < keep_from {
             self.counts.clear();
-            self.counts.push_back(0);
+            self.counts.push_back([0; N]);
             self.first = horizon;
-            self.total = 0;
+            self.total = [0; N];
             return;
         }
         while self.first < keep_from {
-            self.total = self
-                .total
-                .saturating_sub(self.counts.pop_front().unwrap_or(0));
+            let dropped = self.counts.pop_front().unwrap_or([0; N]);
+            for (total, count) in self.total.iter_mut().zip(dropped) {
+                *total = total.saturating_sub(count);
+            }
             self.first += 1;
         }
     }
 
-    /// The total of buckets `from..to` (end excluded); buckets not kept count as zero.
-    pub fn sum(&self, from: i64, to: i64) -> u64 {
+    /// The totals of buckets `from..to` (end excluded); buckets not kept count as zero.
+    pub fn sum(&self, from: i64, to: i64) -> [u64; N] {
         let index = |bucket: i64| {
             usize::try_from(bucket.saturating_sub(self.first).max(0))
                 .unwrap_or(usize::MAX)
                 .min(self.counts.len())
         };
         let (from, to) = (index(from), index(to));
+        let mut sums = [0; N];
         if from >= to {
-            return 0;
+            return sums;
         }
-        self.counts
-            .range(from..to)
-            .fold(0, |sum, count| sum.saturating_add(*count))
+        for counts in self.counts.range(from..to) {
+            for (sum, count) in sums.iter_mut().zip(counts) {
+                *sum = sum.saturating_add(*count);
+            }
+        }
+        sums
     }
 
-    /// The total of every kept bucket.
-    pub fn total(&self) -> u64 {
+    /// The totals of every kept bucket.
+    pub fn total(&self) -> [u64; N] {
         self.total
     }
 

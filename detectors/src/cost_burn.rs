@@ -242,10 +242,12 @@ pub struct CostBurn {
     cooldown: TimeDelta,
     /// By environment; `None` for events without one.
     scopes: HashMap<Option<String>, Scope>,
-    /// The business buckets of the last evaluated hour.
-    business_buckets: Option<BusinessBuckets>,
-    /// The business buckets of the last evaluated projection window.
-    projection_business: Option<BusinessBuckets>,
+    /// The business buckets of the last evaluated hour and projection window, for closed
+    /// (`[1]`) and early (`[0]`) evaluations apart: each kind moves forward on its own, while
+    /// the two interleaved go back and forth by a bucket (an early evaluation runs ahead of
+    /// the watermark), which would make every slide a fresh count.
+    business_buckets: [Option<BusinessBuckets>; 2],
+    projection_business: [Option<BusinessBuckets>; 2],
     holding: Holding,
 }
 
@@ -267,8 +269,8 @@ impl CostBurn {
             projection_buckets: (config.projection_window_s / BUCKET_SECONDS).max(1),
             cooldown: TimeDelta::seconds(config.cooldown_s),
             scopes: HashMap::new(),
-            business_buckets: None,
-            projection_business: None,
+            business_buckets: [None; 2],
+            projection_business: [None; 2],
             holding: Holding::default(),
         })
     }
@@ -397,16 +399,17 @@ impl Detector for CostBurn {
             return Vec::new();
         }
         let (from, to) = (evaluation.end - HOUR_BUCKETS, evaluation.end);
-        let window = BusinessBuckets::slide(self.business_buckets, &self.schedule, from, to);
-        self.business_buckets = Some(window);
+        let kind = usize::from(evaluation.closed);
+        let window = BusinessBuckets::slide(self.business_buckets[kind], &self.schedule, from, to);
+        self.business_buckets[kind] = Some(window);
         let projection_from = evaluation.end - self.projection_buckets;
         let projection = BusinessBuckets::slide(
-            self.projection_business,
+            self.projection_business[kind],
             &self.schedule,
             projection_from,
             to,
         );
-        self.projection_business = Some(projection);
+        self.projection_business[kind] = Some(projection);
         let budgets = Budgets {
             hour: self.schedule.budget_of(window.business, HOUR_BUCKETS),
             projection: self

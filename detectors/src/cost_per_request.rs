@@ -142,9 +142,11 @@ impl Spend {
         })
     }
 
+    /// Mean cost of the responses in buckets `from..to`, if there are enough of them.
     fn mean(&self, from: i64, to: i64, min_responses: u64) -> Option<f64> {
-        self.sample(from, to, min_responses)
-            .map(|sample| sample.mean)
+        let responses = self.responses.sum(from, to);
+        (responses >= min_responses.max(2))
+            .then(|| self.micros.sum(from, to) as f64 / MICROS_PER_USD / responses as f64)
     }
 }
 

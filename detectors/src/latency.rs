@@ -14,7 +14,7 @@
 //! - **warning**: burn rate ≥ `slow_burn_rate` (6) over both windows.
 //!
 //! The alert gives the target's p50/p95/p99 of the measure over the short window (from a
-//! log-scale histogram, to within 10 %), and resolves once either window's burn is below
+//! log-scale histogram, to within 13 %), and resolves once either window's burn is below
 //! [`RESOLVE_RATIO`](crate::detector::RESOLVE_RATIO) of the warning line. Only calls the
 //! upstream answered count (Warden's own refusals have no upstream latency).
 
@@ -28,14 +28,14 @@ use warden_ingest::event_row::EventRow;
 
 use crate::buckets::{BucketCounts, bucket_of, bucket_start};
 use crate::detector::{
-    Detector, Holding, Judgement, RecentIds, SectionCheck, Standing, buckets_in, target_of,
+    Detector, Holding, Judgement, RecentIds, SectionCheck, Standing, buckets_in, entry, target_of,
 };
 use crate::engine::Evaluation;
 
 const DETECTOR: &str = "latency_slo";
-/// Histogram bins: bin `i` holds values in [1.1^i, 1.1^(i+1)) ms; 1.1^200 ms is 5.3 hours.
-const BINS: usize = 200;
-const BIN_GROWTH: f64 = 1.1;
+/// Histogram bins: eighths of an octave (from a value's binary exponent and its top three
+/// mantissa bits, no logarithm), 32 octaves from 1 ms (2^32 ms is 50 days).
+const BINS: usize = 256;
 
 /// What an objective measures.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize)]
@@ -48,6 +48,15 @@ pub enum Measure {
 }
 
 impl Measure {
+    const ALL: [Self; 2] = [Self::Latency, Self::Ttft];
+
+    fn index(self) -> usize {
+        match self {
+            Self::Latency => 0,
+            Self::Ttft => 1,
+        }
+    }
+
     fn name(self) -> &'static str {
         match self {
             Self::Latency => "latency",
@@ -157,11 +166,55 @@ impl LatencyConfig {
 struct Calls {
     all: BucketCounts,
     slow: Vec<BucketCounts>,
-    /// Per bucket of the short window: counts per bin.
-    histogram: HashMap<i64, Vec<u32>>,
-    /// The first bucket the histogram keeps (older ones are no longer reported on).
-    histogram_from: i64,
+    histogram: Histogram,
     recent_slow: RecentIds,
+}
+
+/// Counts per log-scale bin, per bucket, of the short window (and a little beyond): a ring
+/// of buckets `first..`, trimmed at each closed evaluation.
+#[derive(Debug, Clone, Default)]
+struct Histogram {
+    first: i64,
+    buckets: std::collections::VecDeque<Box<[u32; BINS]>>,
+}
+
+impl Histogram {
+    /// Counts `value_ms` in `bucket`, keeping at most `span` buckets: a newer bucket pushes
+    /// the oldest out (the window reported on is the newest), an older one that would not
+    /// fit is not counted.
+    fn add(&mut self, bucket: i64, value_ms: f64, span: usize) {
+        let span = span.max(1) as i64;
+        if self.buckets.is_empty() || bucket - self.first >= 2 * span {
+            self.buckets.clear();
+            self.first = bucket;
+        }
+        while bucket - self.first >= span {
+            self.buckets.pop_front();
+            self.first += 1;
+        }
+        let last = self.first + self.buckets.len() as i64 - 1;
+        if last.max(bucket) - bucket >= span {
+            return;
+        }
+        while bucket < self.first {
+            self.buckets.push_front(Box::new([0; BINS]));
+            self.first -= 1;
+        }
+        while self.first + (self.buckets.len() as i64) <= bucket {
+            self.buckets.push_back(Box::new([0; BINS]));
+        }
+        let bins = &mut self.buckets[usize::try_from(bucket - self.first).unwrap_or(0)];
+        let bin = bin_of(value_ms);
+        bins[bin] = bins[bin].saturating_add(1);
+    }
+
+    /// Forgets the buckets before `from`.
+    fn trim(&mut self, from: i64) {
+        while self.first < from && !self.buckets.is_empty() {
+            self.buckets.pop_front();
+            self.first += 1;
+        }
+    }
 }
 
 impl Calls {
@@ -171,17 +224,17 @@ impl Calls {
             slow: (0..objectives)
                 .map(|_| BucketCounts::new(history))
                 .collect(),
-            histogram: HashMap::new(),
-            histogram_from: i64::MIN,
+            histogram: Histogram::default(),
             recent_slow: RecentIds::default(),
         }
     }
 
-    /// The `quantile` (0–1) of the short window's values, to within a bin (10 %).
+    /// The `quantile` (0–1) of the short window's values, to within a bin (13 %).
     fn quantile(&self, from: i64, to: i64, quantile: f64) -> Option<f64> {
         let mut bins = [0u64; BINS];
-        for (bucket, counts) in &self.histogram {
-            if (from..to).contains(bucket) {
+        let first = self.histogram.first;
+        for (offset, counts) in self.histogram.buckets.iter().enumerate() {
+            if (from..to).contains(&(first + offset as i64)) {
                 for (bin, count) in counts.iter().enumerate() {
                     bins[bin] += u64::from(*count);
                 }
@@ -196,7 +249,7 @@ impl Calls {
         for (bin, count) in bins.iter().enumerate() {
             seen += count;
             if seen >= rank {
-                return Some(BIN_GROWTH.powi(bin as i32 + 1));
+                return Some(bin_upper_edge(bin));
             }
         }
         None
@@ -204,18 +257,28 @@ impl Calls {
 }
 
 fn bin_of(value_ms: f64) -> usize {
-    if value_ms <= 1.0 {
+    if value_ms.is_nan() || value_ms < 1.0 {
         return 0;
     }
-    ((value_ms.ln() / BIN_GROWTH.ln()) as usize).min(BINS - 1)
+    let bits = value_ms.to_bits();
+    // At least 0 for a value of 1 or more; the top three mantissa bits split the octave.
+    let octave = ((bits >> 52) & 0x7ff).saturating_sub(1023);
+    let eighth = (bits >> 49) & 0x7;
+    usize::try_from(octave * 8 + eighth).map_or(BINS - 1, |bin| bin.min(BINS - 1))
+}
+
+/// The upper edge of `bin` (what a percentile falling in it is reported as).
+fn bin_upper_edge(bin: usize) -> f64 {
+    let (octave, eighth) = (bin / 8, bin % 8);
+    2f64.powi(octave as i32) * (1.0 + (eighth + 1) as f64 / 8.0)
 }
 
 /// The latency-SLO detector.
 #[derive(Debug, Clone)]
 pub struct LatencySlo {
     config: LatencyConfig,
-    /// By (target, measure).
-    targets: HashMap<(String, Measure), Calls>,
+    /// By target, then measure ([`Measure::index`]).
+    targets: HashMap<String, [Calls; 2]>,
     holding: Holding,
 }
 
@@ -318,6 +381,12 @@ impl Detector for LatencySlo {
         let bucket = bucket_of(event.ts);
         let history = self.history();
         let objectives = self.config.objectives.len();
+        // The short window, and as much again for events ahead of the evaluations.
+        let histogram_span =
+            usize::try_from(2 * buckets_in(self.config.short_window_s)).unwrap_or(usize::MAX);
+        let measures = entry(&mut self.targets, target, || {
+            Measure::ALL.map(|_| Calls::new(history, objectives))
+        });
         for (measure, value) in [
             (Measure::Latency, response.latency_ms),
             (Measure::Ttft, response.ttft_ms),
@@ -325,11 +394,7 @@ impl Detector for LatencySlo {
             let Some(value) = value.filter(|v| v.is_finite() && *v >= 0.0) else {
                 continue;
             };
-            let key = (target.to_owned(), measure);
-            let calls = self
-                .targets
-                .entry(key)
-                .or_insert_with(|| Calls::new(history, objectives));
+            let calls = &mut measures[measure.index()];
             if !calls.all.add(bucket, 1) {
                 continue;
             }
@@ -344,10 +409,7 @@ impl Detector for LatencySlo {
                 calls.recent_slow.push(&event.request_id);
             }
             // Trimmed to the short window at each closed evaluation.
-            if bucket >= calls.histogram_from {
-                let bins = entry_bins(&mut calls.histogram, bucket);
-                bins[bin_of(value)] = bins[bin_of(value)].saturating_add(1);
-            }
+            calls.histogram.add(bucket, value, histogram_span);
         }
     }
 
@@ -357,19 +419,23 @@ impl Detector for LatencySlo {
         }
         let end = evaluation.end;
         let short = buckets_in(self.config.short_window_s);
-        self.targets.retain(|_, calls| {
-            calls.all.advance_to(end - 1);
-            for slow in &mut calls.slow {
-                slow.advance_to(end - 1);
+        self.targets.retain(|_, measures| {
+            for calls in measures.iter_mut() {
+                calls.all.advance_to(end - 1);
+                for slow in &mut calls.slow {
+                    slow.advance_to(end - 1);
+                }
+                calls.histogram.trim(end - short);
             }
-            calls.histogram.retain(|bucket, _| *bucket >= end - short);
-            calls.histogram_from = end - short;
-            calls.all.total() > 0
+            measures.iter().any(|calls| calls.all.total() > 0)
         });
         let mut findings = Vec::new();
-        for ((target, measure), calls) in &self.targets {
-            for judgement in self.judge(target, *measure, calls, evaluation) {
-                findings.extend(self.holding.sort(judgement));
+        for (target, measures) in &self.targets {
+            for measure in Measure::ALL {
+                let calls = &measures[measure.index()];
+                for judgement in self.judge(target, measure, calls, evaluation) {
+                    findings.extend(self.holding.sort(judgement));
+                }
             }
         }
         findings
@@ -382,10 +448,6 @@ impl Detector for LatencySlo {
     fn take_holding(&mut self) -> Vec<Alert> {
         self.holding.take()
     }
-}
-
-fn entry_bins(histogram: &mut HashMap<i64, Vec<u32>>, bucket: i64) -> &mut Vec<u32> {
-    histogram.entry(bucket).or_insert_with(|| vec![0; BINS])
 }
 
 #[cfg(test)]
@@ -459,6 +521,22 @@ mod tests {
             Severity::Warning,
             "40 % over a 5 % budget: 8x"
         );
+    }
+
+    #[test]
+    fn a_value_is_reported_at_most_an_eighth_above_itself() {
+        let mut value = 1.0;
+        while value < 1e9 {
+            let edge = bin_upper_edge(bin_of(value));
+            assert!(
+                edge >= value && edge <= value * 1.125 + 1e-9,
+                "{value} -> {edge}"
+            );
+            value *= 1.013;
+        }
+        assert_eq!(bin_of(0.2), 0);
+        assert_eq!(bin_of(f64::NAN), 0);
+        assert_eq!(bin_of(f64::INFINITY), BINS - 1);
     }
 
     #[test]

@@ -27,13 +27,15 @@ use warden_ingest::EventKind;
 use warden_ingest::alert::{Alert, Severity, Subject};
 use warden_ingest::event_row::EventRow;
 
-use crate::buckets::{BucketCounts, bucket_of, bucket_start, median};
+use crate::buckets::{Counts, bucket_of, bucket_start, median};
 use crate::detector::{
     Detector, Holding, RecentIds, SectionCheck, Standing, buckets_in, entry, target_of,
 };
 use crate::engine::Evaluation;
 
 const DETECTOR: &str = "response_drift";
+/// Judged once a minute (a window is 15 by default): in between, the last judgement stands.
+const JUDGE_EVERY_BUCKETS: i64 = 6;
 
 /// `[detect.response_drift]`.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -129,18 +131,19 @@ impl Measure {
     }
 }
 
+/// What is counted per bucket of a target, by index in its [`Counts`].
+const ALL: usize = 0; // every upstream-answered response
+const ERRORS: usize = 1;
+const ANSWERED: usize = 2; // 2xx with an output token count
+const TOKENS: usize = 3;
+const TOKEN_SQUARES: usize = 4;
+const TRUNCATED: usize = 5;
+const EMPTY: usize = 6;
+
 /// The responses of one target, per bucket.
 #[derive(Debug, Clone)]
 struct Responses {
-    /// Every upstream-answered response.
-    all: BucketCounts,
-    errors: BucketCounts,
-    /// Answered (2xx) calls with an output token count.
-    answered: BucketCounts,
-    tokens: BucketCounts,
-    token_squares: BucketCounts,
-    truncated: BucketCounts,
-    empty: BucketCounts,
+    counts: Counts<7>,
     recent: RecentIds,
 }
 
@@ -155,38 +158,32 @@ struct Window {
 
 impl Responses {
     fn new(history: usize) -> Self {
-        let counts = || BucketCounts::new(history);
         Self {
-            all: counts(),
-            errors: counts(),
-            answered: counts(),
-            tokens: counts(),
-            token_squares: counts(),
-            truncated: counts(),
-            empty: counts(),
+            counts: Counts::new(history),
             recent: RecentIds::default(),
         }
     }
 
     fn window(&self, from: i64, to: i64, min_responses: u64) -> Option<Window> {
-        let all = self.all.sum(from, to);
+        let sums = self.counts.sum(from, to);
+        let all = sums[ALL];
         if all < min_responses.max(2) {
             return None;
         }
-        let answered = self.answered.sum(from, to);
+        let answered = sums[ANSWERED];
         let n = answered.max(1) as f64;
-        let mean = self.tokens.sum(from, to) as f64 / n;
-        let mean_of_squares = self.token_squares.sum(from, to) as f64 / n;
+        let mean = sums[TOKENS] as f64 / n;
+        let mean_of_squares = sums[TOKEN_SQUARES] as f64 / n;
         let variance = ((mean_of_squares - mean * mean) * n / (n - 1.0).max(1.0)).max(0.0);
-        let share = |count: &BucketCounts, of: u64| count.sum(from, to) as f64 / of.max(1) as f64;
+        let share = |count: u64, of: u64| count as f64 / of.max(1) as f64;
         Some(Window {
             answered,
             mean_tokens: mean,
             tokens_standard_error: (variance / n).sqrt(),
             shares: [
-                share(&self.truncated, answered),
-                share(&self.empty, answered),
-                share(&self.errors, all),
+                share(sums[TRUNCATED], answered),
+                share(sums[EMPTY], answered),
+                share(sums[ERRORS], all),
             ],
         })
     }
@@ -206,6 +203,8 @@ pub struct ResponseDrift {
     config: ResponseDriftConfig,
     targets: HashMap<String, Responses>,
     holding: Holding,
+    /// The findings and holding subjects of the last judgement.
+    last: (Vec<Alert>, Vec<Alert>),
 }
 
 impl ResponseDrift {
@@ -214,6 +213,7 @@ impl ResponseDrift {
             config,
             targets: HashMap::new(),
             holding: Holding::default(),
+            last: (Vec::new(), Vec::new()),
         }
     }
 
@@ -288,35 +288,25 @@ impl Detector for ResponseDrift {
         if error_type.is_some_and(|error| !error.starts_with("upstream")) {
             return;
         }
-        let bucket = bucket_of(event.ts);
+        let mut counted = [0; 7];
+        counted[ALL] = 1;
+        let mut notable = false;
+        if error_type == Some(crate::upstream_503::LOADING_ERROR_TYPE) {
+            // A cold start is the model loading, not answering worse: counted, no more.
+        } else if response.status >= 500 || error_type.is_some() {
+            counted[ERRORS] = 1;
+            notable = true;
+        } else if let Some(tokens) = response.output_tokens.filter(|_| response.status < 300) {
+            counted[ANSWERED] = 1;
+            counted[TOKENS] = tokens;
+            counted[TOKEN_SQUARES] = tokens.saturating_mul(tokens);
+            counted[TRUNCATED] = u64::from(response.finish_reason.as_deref() == Some("length"));
+            counted[EMPTY] = u64::from(tokens == 0);
+            notable = counted[TRUNCATED] + counted[EMPTY] > 0;
+        }
         let history = self.config.history();
         let responses = entry(&mut self.targets, target, || Responses::new(history));
-        if !responses.all.add(bucket, 1) {
-            return;
-        }
-        // A cold start is the model loading, not answering worse.
-        if error_type == Some(crate::upstream_503::LOADING_ERROR_TYPE) {
-            return;
-        }
-        if response.status >= 500 || error_type.is_some() {
-            responses.errors.add(bucket, 1);
-            responses.recent.push(&event.request_id);
-            return;
-        }
-        let Some(tokens) = response.output_tokens.filter(|_| response.status < 300) else {
-            return;
-        };
-        responses.answered.add(bucket, 1);
-        responses.tokens.add(bucket, tokens);
-        responses
-            .token_squares
-            .add(bucket, tokens.saturating_mul(tokens));
-        if response.finish_reason.as_deref() == Some("length") {
-            responses.truncated.add(bucket, 1);
-            responses.recent.push(&event.request_id);
-        }
-        if tokens == 0 {
-            responses.empty.add(bucket, 1);
+        if responses.counts.add(bucket_of(event.ts), counted) && notable {
             responses.recent.push(&event.request_id);
         }
     }
@@ -327,19 +317,16 @@ impl Detector for ResponseDrift {
         }
         let end = evaluation.end;
         self.targets.retain(|_, responses| {
-            for counts in [
-                &mut responses.all,
-                &mut responses.errors,
-                &mut responses.answered,
-                &mut responses.tokens,
-                &mut responses.token_squares,
-                &mut responses.truncated,
-                &mut responses.empty,
-            ] {
-                counts.advance_to(end - 1);
-            }
-            responses.all.total() > 0
+            responses.counts.advance_to(end - 1);
+            responses.counts.total()[ALL] > 0
         });
+        if end.rem_euclid(JUDGE_EVERY_BUCKETS) != 0 {
+            let (findings, holding) = &self.last;
+            for alert in holding {
+                self.holding.push(alert.clone());
+            }
+            return findings.clone();
+        }
         let judged: Vec<(&String, &Responses, Vec<Moved>)> = self
             .targets
             .iter()
@@ -411,7 +398,11 @@ impl Detector for ResponseDrift {
                 holding.push(Alert::firing(DETECTOR, Severity::Warning, subject, window));
             }
         }
-        self.holding = holding;
+        let held = holding.take();
+        for alert in &held {
+            self.holding.push(alert.clone());
+        }
+        self.last = (findings.clone(), held);
         findings
     }
 

@@ -18,7 +18,7 @@
 
 use hashbrown::{HashMap, HashSet};
 
-use chrono::{DateTime, TimeDelta, Timelike, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
 use warden_ingest::EventKind;
 use warden_ingest::alert::{Alert, Severity, Subject};
@@ -99,7 +99,8 @@ impl Source {
     /// last `projection_minutes` whole minutes and the current minute so far.
     fn rates(&self, at: DateTime<Utc>, projection_minutes: i64) -> Rates {
         let minute = at.timestamp().div_euclid(60);
-        let elapsed_s = f64::from(at.second()) + f64::from(at.nanosecond()) / 1e9;
+        let elapsed_s =
+            (at.timestamp() - minute * 60) as f64 + f64::from(at.timestamp_subsec_nanos()) / 1e9;
         let whole_minutes = self.minutes.sum(minute - projection_minutes, minute);
         let this_minute = self.minutes.sum(minute, minute + 1);
         let covered_s = (projection_minutes * 60) as f64 + elapsed_s;
@@ -166,15 +167,16 @@ impl SingleSource {
     }
 }
 
-/// Counts one request (standing for `weight`) of `key` at `minute`; returns whether the
-/// source is over either line.
+/// Counts one request (standing for `weight`) of `key` at `at`, and notes the source in
+/// `candidates` if it is over either line. A source already noted is not judged again (its
+/// rates are a sum over the hour): that is the closed evaluation's job.
 fn count(
-    sources: &mut HashMap<String, Source>,
+    (sources, candidates): (&mut HashMap<String, Source>, &mut HashSet<String>),
     key: &str,
     at: DateTime<Utc>,
     (request_id, weight): (&str, u64),
     config: &SingleSourceConfig,
-) -> bool {
+) {
     let minute = at.timestamp().div_euclid(60);
     let source = entry(sources, key, || Source {
         minutes: BucketCounts::new(MINUTES_PER_HOUR as usize),
@@ -185,11 +187,14 @@ fn count(
     let limit = config.max_requests_per_hour;
     // The running total bounds the hour from above: most sources stop here.
     if source.minutes.total() < limit / MINUTES_PER_HOUR as u64 * config.projection_minutes() as u64
+        || candidates.contains(key)
     {
-        return false;
+        return;
     }
     let rates = source.rates(at, config.projection_minutes());
-    rates.hour >= limit || rates.projected >= limit as f64
+    if rates.hour >= limit || rates.projected >= limit as f64 {
+        candidates.insert(key.to_owned());
+    }
 }
 
 impl Detector for SingleSource {
@@ -198,17 +203,13 @@ impl Detector for SingleSource {
             return;
         }
         let request = (&*event.request_id, event.weight());
-        if let Some(ip) = event.client.ip.as_deref()
-            && count(&mut self.ips, ip, event.ts, request, &self.config)
-            && !self.ip_candidates.contains(ip)
-        {
-            self.ip_candidates.insert(ip.to_owned());
+        if let Some(ip) = event.client.ip.as_deref() {
+            let ips = (&mut self.ips, &mut self.ip_candidates);
+            count(ips, ip, event.ts, request, &self.config);
         }
-        if let Some(client) = client_of(event)
-            && count(&mut self.clients, client, event.ts, request, &self.config)
-            && !self.client_candidates.contains(client)
-        {
-            self.client_candidates.insert(client.to_owned());
+        if let Some(client) = client_of(event) {
+            let clients = (&mut self.clients, &mut self.client_candidates);
+            count(clients, client, event.ts, request, &self.config);
         }
     }
 
