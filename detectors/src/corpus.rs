@@ -29,7 +29,7 @@ use warden_ingest::event::{DecisionInfo, RequestInfo, ResponseInfo, RouteInfo};
 use warden_ingest::{AuditEvent, EventKind, RequestId, TokenId};
 
 use crate::DetectConfig;
-use crate::scenario::SplitMix64;
+use crate::scenario::{SplitMix64, poisson_gap, refused_call};
 
 /// How many days the corpus covers.
 pub const DAYS: i64 = 4;
@@ -493,8 +493,13 @@ impl Corpus {
 
     /// The wait before the next of calls arriving at random at `rate` a second.
     fn gap(&mut self, rate: f64) -> TimeDelta {
-        let seconds = -(1.0 - self.random.unit()).ln() / rate;
-        TimeDelta::microseconds((seconds * 1e6) as i64)
+        poisson_gap(&mut self.random, rate)
+    }
+
+    /// A call with a made-up key from `ip`: refused.
+    fn denied(&mut self, at: DateTime<Utc>, ip: &str) {
+        let refused = refused_call(&mut self.random, at, ip, "proxy-corpus");
+        self.events.extend(refused);
     }
 
     /// One call, and the SDK's retries if it fails.
@@ -662,36 +667,6 @@ impl Corpus {
         response.response = Some(ResponseInfo {
             status: 200,
             latency_ms: Some(2.0),
-            ..ResponseInfo::default()
-        });
-        self.events.extend([decision, request, response]);
-    }
-
-    /// A call with a made-up key from `ip`: refused.
-    fn denied(&mut self, at: DateTime<Utc>, ip: &str) {
-        let request_id = RequestId::new();
-        let token = TokenId(format!("tk_{:012x}", self.random.next() >> 16));
-        let mut decision = self.event(EventKind::PolicyDecision, at, &request_id);
-        let mut request = self.event(EventKind::Request, at, &request_id);
-        let mut response = self.event(EventKind::Response, at, &request_id);
-        for event in [&mut decision, &mut request, &mut response] {
-            event.client.ip = Some(ip.to_owned());
-            event.client.country = Some("NL".to_owned());
-            event.client.token_id = Some(token.clone());
-            event.client.user_agent = Some("python-requests/2.31".to_owned());
-            event.route = Some(RouteInfo {
-                endpoint: "/v1/chat/completions".to_owned(),
-                ..RouteInfo::default()
-            });
-        }
-        decision.decision = Some(DecisionInfo {
-            policy: "auth".to_owned(),
-            outcome: "deny".to_owned(),
-            reason: Some("invalid_api_key".to_owned()),
-        });
-        response.response = Some(ResponseInfo {
-            status: 401,
-            error_type: Some("invalid_api_key".to_owned()),
             ..ResponseInfo::default()
         });
         self.events.extend([decision, request, response]);

@@ -382,12 +382,6 @@ impl Traffic {
         }
     }
 
-    /// The wait before the next of calls arriving at random at `rate` a second.
-    fn gap(&mut self, rate: f64) -> TimeDelta {
-        let seconds = -(1.0 - self.random.unit()).ln() / rate;
-        TimeDelta::microseconds((seconds * 1e6) as i64)
-    }
-
     /// An index drawn by weight.
     fn pick<const N: usize>(&mut self, weights: [f64; N]) -> usize {
         let mut left = self.random.unit() * weights.iter().sum::<f64>();
@@ -398,6 +392,17 @@ impl Traffic {
             left -= weight;
         }
         N - 1
+    }
+
+    /// The wait before the next of calls arriving at random at `rate` a second.
+    fn gap(&mut self, rate: f64) -> TimeDelta {
+        poisson_gap(&mut self.random, rate)
+    }
+
+    /// A call with a made-up key from `ip`: refused.
+    fn denied(&mut self, at: DateTime<Utc>, ip: &str) {
+        let refused = refused_call(&mut self.random, at, ip, "proxy-sim");
+        self.events.extend(refused);
     }
 
     fn event(&self, kind: EventKind, at: DateTime<Utc>, request_id: &RequestId) -> AuditEvent {
@@ -479,36 +484,55 @@ impl Traffic {
         });
         self.events.extend([decision, request, response]);
     }
+}
 
-    /// A call with a made-up key from `ip`: refused.
-    fn denied(&mut self, at: DateTime<Utc>, ip: &str) {
-        let request_id = RequestId::new();
-        let token = TokenId(format!("tk_{:012x}", self.random.next() >> 16));
-        let mut decision = self.event(EventKind::PolicyDecision, at, &request_id);
-        let mut request = self.event(EventKind::Request, at, &request_id);
-        let mut response = self.event(EventKind::Response, at, &request_id);
-        for event in [&mut decision, &mut request, &mut response] {
-            event.client.ip = Some(ip.to_owned());
-            event.client.country = Some("NL".to_owned());
-            event.client.token_id = Some(token.clone());
-            event.client.user_agent = Some("python-requests/2.31".to_owned());
-            event.route = Some(RouteInfo {
-                endpoint: "/v1/chat/completions".to_owned(),
-                ..RouteInfo::default()
-            });
-        }
-        decision.decision = Some(DecisionInfo {
-            policy: "auth".to_owned(),
-            outcome: "deny".to_owned(),
-            reason: Some("invalid_api_key".to_owned()),
+/// The wait before the next of calls arriving at random (a Poisson process) at `rate` a
+/// second.
+pub(crate) fn poisson_gap(random: &mut SplitMix64, rate: f64) -> TimeDelta {
+    let seconds = -(1.0 - random.unit()).ln() / rate;
+    TimeDelta::microseconds((seconds * 1e6) as i64)
+}
+
+/// The three events of a call from `ip` with a made-up key, refused, as proxy `proxy_id`
+/// emits them in environment `prod`.
+pub(crate) fn refused_call(
+    random: &mut SplitMix64,
+    at: DateTime<Utc>,
+    ip: &str,
+    proxy_id: &str,
+) -> [AuditEvent; 3] {
+    let request_id = RequestId::new();
+    let token = TokenId(format!("tk_{:012x}", random.next() >> 16));
+    let [mut decision, request, mut response] = [
+        EventKind::PolicyDecision,
+        EventKind::Request,
+        EventKind::Response,
+    ]
+    .map(|kind| {
+        let mut event = AuditEvent::new(kind, request_id.clone(), proxy_id);
+        event.ts = at;
+        event.environment = Some("prod".to_owned());
+        event.client.ip = Some(ip.to_owned());
+        event.client.country = Some("NL".to_owned());
+        event.client.token_id = Some(token.clone());
+        event.client.user_agent = Some("python-requests/2.31".to_owned());
+        event.route = Some(RouteInfo {
+            endpoint: "/v1/chat/completions".to_owned(),
+            ..RouteInfo::default()
         });
-        response.response = Some(ResponseInfo {
-            status: 401,
-            error_type: Some("invalid_api_key".to_owned()),
-            ..ResponseInfo::default()
-        });
-        self.events.extend([decision, request, response]);
-    }
+        event
+    });
+    decision.decision = Some(DecisionInfo {
+        policy: "auth".to_owned(),
+        outcome: "deny".to_owned(),
+        reason: Some("invalid_api_key".to_owned()),
+    });
+    response.response = Some(ResponseInfo {
+        status: 401,
+        error_type: Some("invalid_api_key".to_owned()),
+        ..ResponseInfo::default()
+    });
+    [decision, request, response]
 }
 
 /// A small deterministic generator (SplitMix64): the same seed gives the same stream.
