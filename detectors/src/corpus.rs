@@ -29,7 +29,7 @@ use warden_ingest::event::{DecisionInfo, RequestInfo, ResponseInfo, RouteInfo};
 use warden_ingest::{AuditEvent, EventKind, RequestId, TokenId};
 
 use crate::DetectConfig;
-use crate::scenario::{SplitMix64, poisson_gap, refused_call};
+use crate::scenario::{Arrivals, SplitMix64, refused_call};
 
 /// How many days the corpus covers.
 pub const DAYS: i64 = 4;
@@ -391,6 +391,12 @@ struct Corpus {
     blips: Vec<(DateTime<Utc>, DateTime<Utc>)>,
 }
 
+impl Arrivals for Corpus {
+    fn random(&mut self) -> &mut SplitMix64 {
+        &mut self.random
+    }
+}
+
 impl Corpus {
     fn new(seed: u64) -> Self {
         let blips = (0..DAYS)
@@ -471,29 +477,6 @@ impl Corpus {
                 self.call(at, &client, EVAL, false);
             }
         }
-    }
-
-    /// Calls made by `make` at `rate` a second from `from` to `to`.
-    fn burst(
-        &mut self,
-        from: DateTime<Utc>,
-        to: DateTime<Utc>,
-        rate: f64,
-        mut make: impl FnMut(&mut Self, DateTime<Utc>),
-    ) {
-        let mut at = from;
-        loop {
-            at += self.gap(rate);
-            if at >= to {
-                break;
-            }
-            make(self, at);
-        }
-    }
-
-    /// The wait before the next of calls arriving at random at `rate` a second.
-    fn gap(&mut self, rate: f64) -> TimeDelta {
-        poisson_gap(&mut self.random, rate)
     }
 
     /// A call with a made-up key from `ip`: refused.

@@ -334,6 +334,12 @@ struct Traffic {
     capacity_failing: Option<(DateTime<Utc>, DateTime<Utc>)>,
 }
 
+impl Arrivals for Traffic {
+    fn random(&mut self) -> &mut SplitMix64 {
+        &mut self.random
+    }
+}
+
 impl Traffic {
     fn new(seed: u64) -> Self {
         Self {
@@ -364,24 +370,6 @@ impl Traffic {
         }
     }
 
-    /// Calls made by `make` at `rate` a second from `from` to `to`.
-    fn burst(
-        &mut self,
-        from: DateTime<Utc>,
-        to: DateTime<Utc>,
-        rate: f64,
-        mut make: impl FnMut(&mut Self, DateTime<Utc>),
-    ) {
-        let mut at = from;
-        loop {
-            at += self.gap(rate);
-            if at >= to {
-                break;
-            }
-            make(self, at);
-        }
-    }
-
     /// An index drawn by weight.
     fn pick<const N: usize>(&mut self, weights: [f64; N]) -> usize {
         let mut left = self.random.unit() * weights.iter().sum::<f64>();
@@ -392,11 +380,6 @@ impl Traffic {
             left -= weight;
         }
         N - 1
-    }
-
-    /// The wait before the next of calls arriving at random at `rate` a second.
-    fn gap(&mut self, rate: f64) -> TimeDelta {
-        poisson_gap(&mut self.random, rate)
     }
 
     /// A call with a made-up key from `ip`: refused.
@@ -486,11 +469,33 @@ impl Traffic {
     }
 }
 
-/// The wait before the next of calls arriving at random (a Poisson process) at `rate` a
-/// second.
-pub(crate) fn poisson_gap(random: &mut SplitMix64, rate: f64) -> TimeDelta {
-    let seconds = -(1.0 - random.unit()).ln() / rate;
-    TimeDelta::microseconds((seconds * 1e6) as i64)
+/// A generator of calls arriving at random (a Poisson process).
+pub(crate) trait Arrivals: Sized {
+    fn random(&mut self) -> &mut SplitMix64;
+
+    /// The wait before the next of calls arriving at random at `rate` a second.
+    fn gap(&mut self, rate: f64) -> TimeDelta {
+        let seconds = -(1.0 - self.random().unit()).ln() / rate;
+        TimeDelta::microseconds((seconds * 1e6) as i64)
+    }
+
+    /// Calls made by `make` at `rate` a second from `from` to `to`.
+    fn burst(
+        &mut self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        rate: f64,
+        mut make: impl FnMut(&mut Self, DateTime<Utc>),
+    ) {
+        let mut at = from;
+        loop {
+            at += self.gap(rate);
+            if at >= to {
+                break;
+            }
+            make(self, at);
+        }
+    }
 }
 
 /// The three events of a call from `ip` with a made-up key, refused, as proxy `proxy_id`
