@@ -24,12 +24,15 @@
 
 use chrono::{DateTime, Datelike, TimeDelta, TimeZone, Timelike, Utc, Weekday};
 use chrono_tz::Tz;
+use warden_ingest::AuditEvent;
 use warden_ingest::alert::{Alert, AlertStatus, Severity};
-use warden_ingest::event::{DecisionInfo, RequestInfo, ResponseInfo, RouteInfo};
-use warden_ingest::{AuditEvent, EventKind, RequestId, TokenId};
+use warden_ingest::event::{RequestInfo, ResponseInfo, RouteInfo};
 
 use crate::DetectConfig;
-use crate::scenario::{Arrivals, SplitMix64, refused_call};
+use crate::scenario::{Arrivals, Caller, SplitMix64, allowed_call, refused_call};
+
+/// The proxy the corpus's events come from.
+const PROXY_ID: &str = "proxy-corpus";
 
 /// How many days the corpus covers.
 pub const DAYS: i64 = 4;
@@ -481,7 +484,7 @@ impl Corpus {
 
     /// A call with a made-up key from `ip`: refused.
     fn denied(&mut self, at: DateTime<Utc>, ip: &str) {
-        let refused = refused_call(&mut self.random, at, ip, "proxy-corpus");
+        let refused = refused_call(&mut self.random, at, ip, PROXY_ID);
         self.events.extend(refused);
     }
 
@@ -527,13 +530,6 @@ impl Corpus {
         }
     }
 
-    fn event(&self, kind: EventKind, at: DateTime<Utc>, request_id: &RequestId) -> AuditEvent {
-        let mut event = AuditEvent::new(kind, request_id.clone(), "proxy-corpus");
-        event.ts = at;
-        event.environment = Some("prod".to_owned());
-        event
-    }
-
     /// One authenticated call's three events.
     fn call_with(
         &mut self,
@@ -544,7 +540,6 @@ impl Corpus {
         prompt_hash: Option<&str>,
         answer: Answer,
     ) {
-        let request_id = RequestId::new();
         let ip = client.ips[self.random.below(client.ips.len())];
         let route = RouteInfo {
             endpoint: "/v1/chat/completions".to_owned(),
@@ -559,34 +554,25 @@ impl Corpus {
         let input_tokens = 150 + self.random.below(600) as u64;
         let output_tokens = 20 + self.random.below(400) as u64;
         let latency_ms = 250.0 + output_tokens as f64 * (8.0 + self.random.unit() * 12.0);
-        let mut decision = self.event(EventKind::PolicyDecision, at, &request_id);
-        let mut request = self.event(EventKind::Request, at, &request_id);
         let took = match answer {
             Answer::Ok => latency_ms,
             Answer::Unavailable | Answer::Loading => 30.0 + self.random.unit() * 40.0,
         };
         let done = at + TimeDelta::microseconds((took * 1_000.0) as i64);
-        let mut response = self.event(EventKind::Response, done, &request_id);
-        for event in [&mut decision, &mut request, &mut response] {
-            event.client.ip = Some(ip.to_owned());
-            event.client.country = Some(client.country.to_owned());
-            event.client.token_id = Some(TokenId(client.token.to_owned()));
-            event.client.name = Some(client.name.to_owned());
-            event.client.user_agent = Some("OpenAI/Python 1.54.0".to_owned());
-            event.route = Some(route.clone());
-        }
-        decision.decision = Some(DecisionInfo {
-            policy: "auth".to_owned(),
-            outcome: "allow".to_owned(),
-            reason: None,
-        });
-        request.request = Some(RequestInfo {
+        let caller = Caller {
+            ip,
+            country: client.country,
+            token: client.token,
+            name: client.name,
+            user_agent: "OpenAI/Python 1.54.0",
+        };
+        let request = RequestInfo {
             bytes: input_tokens * 4,
             prompt_hash: Some(prompt_hash),
             input_tokens: Some(input_tokens),
             content: None,
-        });
-        response.response = Some(match answer {
+        };
+        let response = match answer {
             Answer::Ok => {
                 let size = (input_tokens + output_tokens) as f64 / 500.0;
                 ResponseInfo {
@@ -616,43 +602,39 @@ impl Corpus {
                 ),
                 ..ResponseInfo::default()
             },
-        });
-        self.events.extend([decision, request, response]);
+        };
+        let trail = allowed_call(PROXY_ID, (at, done), &caller, route, request, response);
+        self.events.extend(trail);
     }
 
     /// An uptime probe: `GET /v1/models` with the monitor's key.
     fn probe(&mut self, at: DateTime<Utc>, name: &str, token: &str, ip: &str, country: &str) {
-        let request_id = RequestId::new();
-        let mut decision = self.event(EventKind::PolicyDecision, at, &request_id);
-        let mut request = self.event(EventKind::Request, at, &request_id);
-        let mut response = self.event(
-            EventKind::Response,
-            at + TimeDelta::milliseconds(2),
-            &request_id,
-        );
-        for event in [&mut decision, &mut request, &mut response] {
-            event.client.ip = Some(ip.to_owned());
-            event.client.country = Some(country.to_owned());
-            event.client.token_id = Some(TokenId(token.to_owned()));
-            event.client.name = Some(name.to_owned());
-            event.client.user_agent = Some("uptime-monitor/3.1".to_owned());
-            event.route = Some(RouteInfo {
-                endpoint: "/v1/models".to_owned(),
-                ..RouteInfo::default()
-            });
-        }
-        decision.decision = Some(DecisionInfo {
-            policy: "auth".to_owned(),
-            outcome: "allow".to_owned(),
-            reason: None,
-        });
-        request.request = Some(RequestInfo::default());
-        response.response = Some(ResponseInfo {
+        let caller = Caller {
+            ip,
+            country,
+            token,
+            name,
+            user_agent: "uptime-monitor/3.1",
+        };
+        let route = RouteInfo {
+            endpoint: "/v1/models".to_owned(),
+            ..RouteInfo::default()
+        };
+        let answered = ResponseInfo {
             status: 200,
             latency_ms: Some(2.0),
             ..ResponseInfo::default()
-        });
-        self.events.extend([decision, request, response]);
+        };
+        let done = at + TimeDelta::milliseconds(2);
+        let trail = allowed_call(
+            PROXY_ID,
+            (at, done),
+            &caller,
+            route,
+            RequestInfo::default(),
+            answered,
+        );
+        self.events.extend(trail);
     }
 }
 

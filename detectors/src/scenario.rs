@@ -388,16 +388,8 @@ impl Traffic {
         self.events.extend(refused);
     }
 
-    fn event(&self, kind: EventKind, at: DateTime<Utc>, request_id: &RequestId) -> AuditEvent {
-        let mut event = AuditEvent::new(kind, request_id.clone(), "proxy-sim");
-        event.ts = at;
-        event.environment = Some("prod".to_owned());
-        event
-    }
-
     /// One authenticated call: its three events.
     fn call(&mut self, at: DateTime<Utc>, client: &Client, target: &Target, outcome: Outcome) {
-        let request_id = RequestId::new();
         let ip = client.ips[self.random.below(client.ips.len())];
         let route = RouteInfo {
             endpoint: "/v1/chat/completions".to_owned(),
@@ -423,30 +415,22 @@ impl Traffic {
             Outcome::Repeat => 1.0,
         };
 
-        let mut decision = self.event(EventKind::PolicyDecision, at, &request_id);
-        let mut request = self.event(EventKind::Request, at, &request_id);
         let done = at + TimeDelta::microseconds((latency_ms * 1_000.0) as i64);
-        let mut response = self.event(EventKind::Response, done, &request_id);
-        for event in [&mut decision, &mut request, &mut response] {
-            event.client.ip = Some(ip.to_owned());
-            event.client.country = Some(client.country.to_owned());
-            event.client.token_id = Some(TokenId(client.token.to_owned()));
-            event.client.name = Some(client.name.to_owned());
-            event.client.user_agent = Some(format!("{}/2.3", client.name));
-            event.route = Some(route.clone());
-        }
-        decision.decision = Some(DecisionInfo {
-            policy: "auth".to_owned(),
-            outcome: "allow".to_owned(),
-            reason: None,
-        });
-        request.request = Some(RequestInfo {
+        let user_agent = format!("{}/2.3", client.name);
+        let caller = Caller {
+            ip,
+            country: client.country,
+            token: client.token,
+            name: client.name,
+            user_agent: &user_agent,
+        };
+        let request = RequestInfo {
             bytes: input_tokens * 4,
             prompt_hash: Some(prompt_hash),
             input_tokens: Some(input_tokens),
             content: None,
-        });
-        response.response = Some(if capacity_503 || hiccup {
+        };
+        let response = if capacity_503 || hiccup {
             ResponseInfo {
                 status: 503,
                 latency_ms: Some(40.0),
@@ -464,8 +448,9 @@ impl Traffic {
                 cost_usd: Some(target.usd_per_call * size * cost_scale),
                 ..ResponseInfo::default()
             }
-        });
-        self.events.extend([decision, request, response]);
+        };
+        let trail = allowed_call("proxy-sim", (at, done), &caller, route, request, response);
+        self.events.extend(trail);
     }
 }
 
@@ -496,6 +481,54 @@ pub(crate) trait Arrivals: Sized {
             make(self, at);
         }
     }
+}
+
+/// Who made a simulated call, as its events name it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Caller<'a> {
+    pub(crate) ip: &'a str,
+    pub(crate) country: &'a str,
+    pub(crate) token: &'a str,
+    pub(crate) name: &'a str,
+    pub(crate) user_agent: &'a str,
+}
+
+/// The three events of a call `caller` was let in for, as proxy `proxy_id` emits them in
+/// environment `prod`: the auth decision and the request at `at`, the response at `done`.
+pub(crate) fn allowed_call(
+    proxy_id: &str,
+    (at, done): (DateTime<Utc>, DateTime<Utc>),
+    caller: &Caller<'_>,
+    route: RouteInfo,
+    request: RequestInfo,
+    response: ResponseInfo,
+) -> [AuditEvent; 3] {
+    let request_id = RequestId::new();
+    let [mut decision, mut asked, mut answered] = [
+        (EventKind::PolicyDecision, at),
+        (EventKind::Request, at),
+        (EventKind::Response, done),
+    ]
+    .map(|(kind, ts)| {
+        let mut event = AuditEvent::new(kind, request_id.clone(), proxy_id);
+        event.ts = ts;
+        event.environment = Some("prod".to_owned());
+        event.client.ip = Some(caller.ip.to_owned());
+        event.client.country = Some(caller.country.to_owned());
+        event.client.token_id = Some(TokenId(caller.token.to_owned()));
+        event.client.name = Some(caller.name.to_owned());
+        event.client.user_agent = Some(caller.user_agent.to_owned());
+        event.route = Some(route.clone());
+        event
+    });
+    decision.decision = Some(DecisionInfo {
+        policy: "auth".to_owned(),
+        outcome: "allow".to_owned(),
+        reason: None,
+    });
+    asked.request = Some(request);
+    answered.response = Some(response);
+    [decision, asked, answered]
 }
 
 /// The three events of a call from `ip` with a made-up key, refused, as proxy `proxy_id`
