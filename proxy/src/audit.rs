@@ -202,6 +202,10 @@ impl CallAudit {
     /// Waits until the events emitted so far are durable (`acked`; at once otherwise):
     /// called before the upstream, so no inference happens off the record.
     pub(crate) async fn durable(&mut self) -> Result<(), crate::error::ProxyError> {
+        // `buffered` (and refused callers): nothing to wait for, nothing to build.
+        if self.receipts.is_empty() {
+            return Ok(());
+        }
         self.trail()
             .durable()
             .await
