@@ -272,7 +272,7 @@ impl Detector for AuthFailures {
                 });
                 uses.counts.add(bucket, event.weight());
                 *entry(&mut uses.ips, ip, || bucket) = bucket;
-                uses.recent.push(&event.request_id);
+                uses.recent.push(bucket, &event.request_id);
             }
         }
         if !denied || !self.subjects.others() {
@@ -288,7 +288,7 @@ impl Detector for AuthFailures {
             let last = entry(&mut failures.tokens, token, || bucket);
             *last = (*last).max(bucket);
         }
-        failures.recent.push(&event.request_id);
+        failures.recent.push(bucket, &event.request_id);
     }
 
     fn evaluate(&mut self, evaluation: Evaluation) -> Vec<Alert> {

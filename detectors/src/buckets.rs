@@ -101,6 +101,15 @@ impl<const N: usize> Counts<N> {
 
     /// Adds `amounts` to `bucket`; see [`BucketCounts::add`].
     pub fn add(&mut self, bucket: i64, amounts: [u64; N]) -> bool {
+        // Most events fall in the newest bucket, which is always within the kept history.
+        if !self.counts.is_empty() && bucket == self.last() {
+            let newest = self.counts.back_mut().expect("not empty");
+            for ((count, total), amount) in newest.iter_mut().zip(&mut self.total).zip(amounts) {
+                *count = count.saturating_add(amount);
+                *total = total.saturating_add(amount);
+            }
+            return true;
+        }
         if self
             .horizon
             .is_some_and(|horizon| bucket <= horizon - self.capacity as i64)

@@ -347,6 +347,16 @@ fn top_spenders(scope: &Scope, at: DateTime<Utc>) -> Vec<SourceShare> {
     spenders
 }
 
+/// An event's environment, looked up in [`CostBurn::scopes`] without making a key.
+#[derive(Hash)]
+struct EnvironmentRef<'e>(Option<&'e str>);
+
+impl hashbrown::Equivalent<Option<String>> for EnvironmentRef<'_> {
+    fn equivalent(&self, key: &Option<String>) -> bool {
+        key.as_deref() == self.0
+    }
+}
+
 impl Detector for CostBurn {
     fn observe(&mut self, event: &EventRow<'_>) {
         if event.kind != EventKind::Response {
@@ -359,12 +369,10 @@ impl Detector for CostBurn {
             return;
         }
         let micros = (cost * MICROS_PER_USD).round() as u64;
-        let environment = event.environment.as_deref();
-        // A handful of environments: found by comparing, without making a key per event.
-        let of_environment = |key: &Option<String>| key.as_deref() == environment;
-        if !self.scopes.keys().any(of_environment) {
+        let environment = EnvironmentRef(event.environment.as_deref());
+        if self.scopes.get(&environment).is_none() {
             self.scopes.insert(
-                environment.map(str::to_owned),
+                environment.0.map(str::to_owned),
                 Scope {
                     micros: BucketCounts::new(HOUR_BUCKETS as usize),
                     clients: HashMap::new(),
@@ -372,15 +380,16 @@ impl Detector for CostBurn {
                 },
             );
         }
-        let Some((_, scope)) = self.scopes.iter_mut().find(|(key, _)| of_environment(key)) else {
+        let Some(scope) = self.scopes.get_mut(&environment) else {
             return;
         };
-        scope.micros.add(bucket_of(event.ts), micros);
+        let bucket = bucket_of(event.ts);
+        scope.micros.add(bucket, micros);
         if let Some(client) = client_of(event) {
             entry(&mut scope.clients, client, || BucketCounts::new(60))
                 .add(event.ts.timestamp().div_euclid(60), micros);
         }
-        scope.recent.push(&event.request_id);
+        scope.recent.push(bucket, &event.request_id);
     }
 
     fn evaluate(&mut self, evaluation: Evaluation) -> Vec<Alert> {

@@ -254,7 +254,7 @@ impl Detector for CostPerRequest {
             spend.micros.add(bucket, micros);
             spend.squares.add(bucket, square);
             spend.responses.add(bucket, 1);
-            spend.recent.push(&event.request_id);
+            spend.recent.push(bucket, &event.request_id);
         }
     }
 

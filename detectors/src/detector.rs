@@ -257,16 +257,42 @@ pub fn entry<'m, V>(
     map.entry_ref(key).or_insert_with(make)
 }
 
-/// The last few request ids of a subject, kept without allocating once warm.
-#[derive(Debug, Clone, Default)]
+/// A few recent request ids of a subject, as an alert's samples: the first few of each
+/// bucket, so the last ones kept are from the newest bucket with events. Kept without
+/// allocating once warm, and copying only a few ids a bucket however many events come.
+#[derive(Debug, Clone)]
 pub struct RecentIds {
     ids: [String; SAMPLE_REQUEST_IDS],
     next: usize,
     len: usize,
+    /// The newest bucket pushed, and how many ids were kept since it began.
+    bucket: i64,
+    kept_in_bucket: usize,
+}
+
+impl Default for RecentIds {
+    fn default() -> Self {
+        Self {
+            ids: Default::default(),
+            next: 0,
+            len: 0,
+            bucket: i64::MIN,
+            kept_in_bucket: 0,
+        }
+    }
 }
 
 impl RecentIds {
-    pub fn push(&mut self, request_id: &str) {
+    /// Notes `request_id`, of an event in `bucket` (any period that grows with event time:
+    /// a bucket, a minute), unless the newest bucket has its samples already.
+    pub fn push(&mut self, bucket: i64, request_id: &str) {
+        if bucket > self.bucket {
+            self.bucket = bucket;
+            self.kept_in_bucket = 0;
+        } else if self.kept_in_bucket >= SAMPLE_REQUEST_IDS {
+            return;
+        }
+        self.kept_in_bucket += 1;
         let slot = &mut self.ids[self.next];
         slot.clear();
         slot.push_str(request_id);
@@ -288,14 +314,34 @@ mod tests {
     use super::*;
 
     #[test]
-    fn recent_ids_keep_the_last_few_oldest_first() {
+    fn recent_ids_keep_the_first_few_of_the_newest_buckets_oldest_first() {
         let mut ids = RecentIds::default();
         assert!(ids.to_vec().is_empty());
-        ids.push("a");
-        ids.push("b");
+        ids.push(1, "a");
+        ids.push(1, "b");
         assert_eq!(ids.to_vec(), ["a", "b"]);
-        ids.push("c");
-        ids.push("d");
-        assert_eq!(ids.to_vec(), ["b", "c", "d"]);
+        ids.push(1, "c");
+        ids.push(1, "d");
+        assert_eq!(ids.to_vec(), ["a", "b", "c"], "the bucket has its samples");
+        ids.push(2, "e");
+        assert_eq!(ids.to_vec(), ["b", "c", "e"]);
+        ids.push(0, "late");
+        ids.push(2, "f");
+        assert_eq!(ids.to_vec(), ["e", "late", "f"]);
+        ids.push(2, "g");
+        assert_eq!(ids.to_vec(), ["e", "late", "f"]);
+    }
+
+    #[test]
+    fn recent_ids_keep_ids_of_any_length() {
+        let mut ids = RecentIds::default();
+        let long = "r".repeat(300);
+        let uuid = "0193a9c4-6a43-7c51-9f3b-2f7c1e5d8a90";
+        ids.push(1, &long);
+        ids.push(1, uuid);
+        ids.push(1, "");
+        assert_eq!(ids.to_vec(), [long.as_str(), uuid, ""]);
+        ids.push(2, uuid);
+        assert_eq!(ids.to_vec(), [uuid, "", uuid]);
     }
 }

@@ -340,7 +340,7 @@ impl Detector for GeoAnomaly {
                     || bucket,
                 ) = bucket;
             }
-            traffic.recent.push(&event.request_id);
+            traffic.recent.push(bucket, &event.request_id);
         }
         // Only the keys of authenticated calls (a configured client's) have a history: a
         // refused, made-up key is no one's, and a flood of them must not create state.
@@ -368,7 +368,7 @@ impl Detector for GeoAnomaly {
             && !history.countries.is_empty();
         history.first_seen = history.first_seen.min(event.ts);
         history.requests += 1;
-        history.recent.push(&event.request_id);
+        history.recent.push(bucket_of(event.ts), &event.request_id);
         match history.countries.get_mut(&*country) {
             Some(last) => *last = (*last).max(event.ts),
             None => {

@@ -406,7 +406,7 @@ impl Detector for LatencySlo {
                 }
             }
             if slow {
-                calls.recent_slow.push(&event.request_id);
+                calls.recent_slow.push(bucket, &event.request_id);
             }
             // Trimmed to the short window at each closed evaluation.
             calls.histogram.add(bucket, value, histogram_span);

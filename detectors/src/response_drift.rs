@@ -306,8 +306,9 @@ impl Detector for ResponseDrift {
         }
         let history = self.config.history();
         let responses = entry(&mut self.targets, target, || Responses::new(history));
-        if responses.counts.add(bucket_of(event.ts), counted) && notable {
-            responses.recent.push(&event.request_id);
+        let bucket = bucket_of(event.ts);
+        if responses.counts.add(bucket, counted) && notable {
+            responses.recent.push(bucket, &event.request_id);
         }
     }
 

@@ -299,7 +299,7 @@ impl Detector for RetryLoop {
         match event.kind {
             EventKind::Request => {
                 client.requests.add(bucket, 1);
-                client.recent.push(&event.request_id);
+                client.recent.push(bucket, &event.request_id);
             }
             EventKind::Response => {
                 if let Some(response) = &event.response {

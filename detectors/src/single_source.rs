@@ -183,7 +183,7 @@ fn count(
         recent: RecentIds::default(),
     });
     source.minutes.add(minute, weight);
-    source.recent.push(request_id);
+    source.recent.push(minute, request_id);
     let limit = config.max_requests_per_hour;
     // The running total bounds the hour from above: most sources stop here.
     if source.minutes.total() < limit / MINUTES_PER_HOUR as u64 * config.projection_minutes() as u64

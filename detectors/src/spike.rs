@@ -133,7 +133,7 @@ impl Scope {
         if let Some(source) = source {
             entry(&mut self.sources, source, || BucketCounts::new(window)).add(bucket, weight);
         }
-        self.recent.push(request_id);
+        self.recent.push(bucket, request_id);
     }
 
     fn top_sources(&self, from: i64, to: i64) -> Vec<SourceShare> {

@@ -189,7 +189,7 @@ impl Detector for Upstream503 {
         } else {
             responses.capacity.add(bucket, 1);
         }
-        responses.recent_503.push(&event.request_id);
+        responses.recent_503.push(bucket, &event.request_id);
     }
 
     fn evaluate(&mut self, evaluation: Evaluation) -> Vec<Alert> {
