@@ -39,7 +39,7 @@ impl Answer {
     }
 
     /// Emits the call's response event and returns the client's response, with what it must
-    /// wait for (see [`crate::app::released`]).
+    /// wait for (see [`crate::call::released`]).
     pub(crate) fn deliver(self, mut call: CallAudit) -> (Response, AuditTrail) {
         call.request.input_tokens = self.input_tokens;
         call.upstream_seconds = Some(self.upstream_seconds);

@@ -20,11 +20,11 @@ use warden_ingest::{
     AuditEvent, AuditUnavailable, Durability, EventEmitter, EventKind, Receipt, RequestId,
 };
 
-use crate::auth::AuthOutcome;
 use crate::client_address::ClientAddress;
 use crate::config::{CapturePolicy, Pricing, Target};
 use crate::fingerprint::Fingerprinter;
 use crate::metrics::SharedMetrics;
+use crate::policy::auth::AuthOutcome;
 
 /// Longest user agent kept in events.
 const MAX_USER_AGENT_CHARS: usize = 256;

@@ -19,7 +19,7 @@ use warden_ingest::geo::GeoIp;
 
 use crate::client_address::{ClientLocator, parse_trusted_proxies};
 use crate::fingerprint::Fingerprinter;
-use crate::template::{
+use crate::targets::template::{
     BUILTIN_TEMPLATES, ChatTemplate, DEFAULT_CHAT_ROLES, DEFAULT_TEMPLATE_FUEL,
     SpecialTokensInContent, TemplateGuards,
 };

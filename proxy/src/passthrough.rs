@@ -35,20 +35,20 @@ use serde_json::{Map, Value, json};
 use warden_ingest::event::ResponseInfo;
 
 use crate::answer::Answer;
-use crate::app::{ProxyState, fail, read_body, released, with_request_id};
 use crate::audit::{CallAudit, prompt_hash};
-use crate::chat::normalize_finish_reason;
+use crate::call::{fail, read_body, released, with_request_id};
 use crate::config::{Target, TargetKind};
 use crate::error::ProxyError;
+use crate::policy::{KeyHeader, Requested};
+use crate::state::ProxyState;
 use crate::stream::{
     StreamLimits, StreamTally, StreamTranslator, TranslatedStream, in_band_error_message,
 };
+use crate::targets::messages::normalize_finish_reason;
+use crate::targets::serverless;
 use crate::upstream::{
     UpstreamCredentials, UpstreamPath, UpstreamReply, UpstreamRequest, read_reply, upstream_error,
 };
-
-/// The header carrying Warden's client key when `Authorization` holds the caller's HF token.
-pub const WARDEN_KEY_HEADER: &str = "x-warden-key";
 
 /// HF API paths named in metrics and events; any other path is reported as `other`, so a
 /// caller cannot grow the metric label set.
@@ -153,17 +153,12 @@ async fn forward(
         .passthrough
         .as_ref()
         .is_some_and(|passthrough| passthrough.forward_client_authorization);
-    let auth = if forward_authorization {
-        let key = headers
-            .get(WARDEN_KEY_HEADER)
-            .and_then(|value| value.to_str().ok())
-            .map(|value| value.trim().trim_start_matches("Bearer ").trim())
-            .filter(|key| !key.is_empty());
-        state.clients.authenticate_key(key)
+    let key_header = if forward_authorization {
+        KeyHeader::WardenKey
     } else {
-        state.clients.authenticate(headers)
+        KeyHeader::Authorization
     };
-    state.admit(call, auth.clone()).await?;
+    let caller = state.authenticate(call, key_header.key(headers)).await?;
     let path = path.map_err(|rejected| {
         call.decided("passthrough_path", "deny", Some(&rejected.to_string()));
         ProxyError::InvalidPath(rejected.to_string())
@@ -182,15 +177,7 @@ async fn forward(
             "pass-through forwards GET and POST, not {method}"
         )));
     }
-    let target = state
-        .settings
-        .targets
-        .iter()
-        .find(|target| target.id == target_id)
-        .ok_or_else(|| ProxyError::UnknownModel(target_id.to_owned()))?;
-    call.route.model = Some(target.public_name().to_owned());
-    state.check_access(call, &auth, target)?;
-    call.routed(target);
+    let target = state.admit(call, &caller, Requested::Target(target_id))?;
 
     let body = read_body(body, &state.settings).await?;
     call.request.bytes = body.len() as u64;
@@ -256,7 +243,7 @@ async fn forward(
 fn upstream_path(target: &Target, path: UpstreamPath) -> UpstreamPath {
     match target.kind {
         TargetKind::Tgi | TargetKind::TgiMessages => path,
-        TargetKind::HfServerless => path.below(&format!("models/{}", target.public_name())),
+        TargetKind::HfServerless => path.below(&serverless::model_path(target)),
     }
 }
 

@@ -15,7 +15,7 @@
 //!   emits its `response` event (`client_aborted`), from its audit's `Drop`.
 //!
 //! The request body's deadline (`body_read_timeout_s`) is kept where the body is read
-//! ([`crate::app::read_body`]).
+//! ([`crate::call::read_body`]).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -37,9 +37,10 @@ use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 use tracing::{debug, info, warn};
 
-use crate::app::{ProxyState, admin_router, router};
+use crate::app::{admin_router, router};
 use crate::config::ServerLimits;
 use crate::metrics::OverloadedResource;
+use crate::state::ProxyState;
 
 /// How long an over-the-cap connection is given to take its 503.
 const REFUSAL_WRITE_TIMEOUT: Duration = Duration::from_secs(1);

@@ -3,7 +3,7 @@
 //! parameters}` at `models/{model}`.
 //!
 //! - Chat messages become one prompt through the target's chat template
-//!   ([`crate::template`]); completions send their prompt as is.
+//!   ([`crate::targets::template`]); completions send their prompt as is.
 //! - OpenAI parameters are mapped the way TGI validates them ([`generation_parameters`]):
 //!   `temperature: 0` becomes greedy decoding, `top_p: 1` is left out, `max_tokens` becomes
 //!   `max_new_tokens`, more `stop` sequences than the target allows is a 400, and
@@ -20,7 +20,6 @@ use warden_ingest::RequestId;
 use warden_ingest::event::ResponseInfo;
 
 use crate::answer::Answer;
-use crate::chat::normalize_finish_reason;
 use crate::config::{Target, TargetKind};
 use crate::error::ProxyError;
 use crate::openai::texts;
@@ -28,6 +27,8 @@ use crate::stream::{
     StreamTally, StreamTranslator, in_band_error_message, openai_error_chunk, write_done,
     write_event,
 };
+use crate::targets::messages::normalize_finish_reason;
+use crate::targets::serverless;
 use crate::upstream::{Upstream, UpstreamReply, upstream_error};
 
 /// Most prompts one `/v1/completions` call may carry (each is one upstream request).
@@ -297,7 +298,7 @@ fn generate_path(target: &Target, stream: bool) -> String {
     match target.kind {
         TargetKind::Tgi | TargetKind::TgiMessages if stream => "generate_stream".to_owned(),
         TargetKind::Tgi | TargetKind::TgiMessages => "generate".to_owned(),
-        TargetKind::HfServerless => format!("models/{}", target.public_name()),
+        TargetKind::HfServerless => serverless::model_path(target),
     }
 }
 
@@ -840,7 +841,7 @@ mod tests {
                 wire.push_str(&format!("data: {}\n\n", token_event(index, word, end)));
             }
             let bytes = wire.as_bytes();
-            let mut parser = crate::sse::SseParser::default();
+            let mut parser = crate::stream::sse::SseParser::default();
             let mut events = translator(OpenAiApi::Chat, false);
             let mut tally = new_tally();
             let mut out = Vec::new();
@@ -880,7 +881,7 @@ mod tests {
         ) {
             for api in [OpenAiApi::Chat, OpenAiApi::Completions] {
                 let mut events_translator = translator(api, true);
-                let mut chat_translator = crate::chat::OpenAiChunks::for_tests();
+                let mut chat_translator = crate::targets::messages::OpenAiChunks::for_tests();
                 let mut tally = new_tally();
                 let mut out = Vec::new();
                 let all = events.iter().cloned().chain(json_events.iter().map(Value::to_string));
@@ -889,7 +890,7 @@ mod tests {
                     chat_translator.event(&data, &mut tally, &mut out);
                 }
                 events_translator.end(&mut tally, &mut out);
-                for data in crate::sse::SseParser::default().push(&out).expect("within bounds") {
+                for data in crate::stream::sse::SseParser::default().push(&out).expect("within bounds") {
                     prop_assert!(data == "[DONE]" || serde_json::from_str::<Value>(&data).is_ok(), "{}", data);
                 }
             }

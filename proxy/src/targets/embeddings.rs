@@ -17,6 +17,7 @@ use crate::answer::Answer;
 use crate::config::{Target, TargetKind};
 use crate::error::ProxyError;
 use crate::openai::texts;
+use crate::targets::serverless;
 use crate::upstream::{Upstream, upstream_error};
 
 /// Most inputs one call may embed.
@@ -61,8 +62,8 @@ pub(crate) async fn embed(
     let body = serde_json::to_vec(&json!({"inputs": inputs}))
         .map_err(|err| ProxyError::Internal(err.to_string()))?;
     let path = format!(
-        "models/{}/pipeline/feature-extraction",
-        target.public_name()
+        "{}/pipeline/feature-extraction",
+        serverless::model_path(target)
     );
     let reply = upstream.post_json(target, &path, body).await?;
     if !reply.status.is_success() {

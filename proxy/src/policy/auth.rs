@@ -88,6 +88,7 @@ impl ClientRegistry {
     }
 
     /// Authenticates `Authorization: Bearer <key>`.
+    #[cfg(test)]
     pub fn authenticate(&self, headers: &HeaderMap) -> AuthOutcome {
         self.authenticate_key(bearer_key(headers))
     }
@@ -125,7 +126,7 @@ impl ClientRegistry {
     }
 }
 
-fn bearer_key(headers: &HeaderMap) -> Option<&str> {
+pub(crate) fn bearer_key(headers: &HeaderMap) -> Option<&str> {
     let value = headers.get(AUTHORIZATION)?.to_str().ok()?;
     let (scheme, key) = value.trim().split_once(' ')?;
     let key = key.trim();

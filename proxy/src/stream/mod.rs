@@ -36,7 +36,9 @@ use warden_ingest::event::ResponseInfo;
 
 use crate::audit::{AuditTrail, CallAudit, ContentCapture};
 use crate::config::Target;
-use crate::sse::SseParser;
+use sse::SseParser;
+
+pub(crate) mod sse;
 
 type UpstreamBytes = Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Send>>;
 type TrailDurable =

@@ -1,0 +1,113 @@
+//! What every call shares: settings, the policies, the upstream client, the audit emitter and
+//! metrics. Immutable after startup.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::{ConnectInfo, Request};
+use tokio::sync::Semaphore;
+use tracing::warn;
+use warden_ingest::{AuditUnavailable, EventEmitter};
+
+use crate::audit::CallAudit;
+use crate::config::{ProxySettings, Target};
+use crate::error::ProxyError;
+use crate::metrics::{ProxyMetrics, SharedMetrics};
+use crate::policy::auth::AuthOutcome;
+use crate::policy::{Policies, Requested};
+use crate::upstream::Upstream;
+
+/// Everything the handlers share. Immutable after startup.
+#[derive(Debug)]
+pub struct ProxyState {
+    pub(crate) settings: ProxySettings,
+    pub(crate) policies: Policies,
+    pub(crate) upstream: Upstream,
+    emitter: EventEmitter,
+    metrics: SharedMetrics,
+    /// One permit per call in flight, `max_in_flight_calls` in all.
+    pub(crate) in_flight: Arc<Semaphore>,
+}
+
+/// Why the proxy could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxySetupError {
+    #[error("building the upstream HTTP client: {0}")]
+    HttpClient(#[from] reqwest::Error),
+}
+
+impl ProxyState {
+    pub fn new(
+        settings: ProxySettings,
+        emitter: EventEmitter,
+    ) -> Result<Arc<Self>, ProxySetupError> {
+        let policies = Policies::new(&settings);
+        if policies.is_open() {
+            warn!(
+                "OPEN MODE: no [[proxy.clients]] configured, every caller is let through; \
+                 configure client keys before exposing this proxy"
+            );
+        }
+        Ok(Arc::new(Self {
+            policies,
+            upstream: Upstream::new(&settings.targets)?,
+            metrics: Arc::new(ProxyMetrics::new(emitter.clone())),
+            in_flight: Arc::new(Semaphore::new(settings.server.max_in_flight_calls)),
+            emitter,
+            settings,
+        }))
+    }
+
+    pub(crate) fn metrics(&self) -> &ProxyMetrics {
+        &self.metrics
+    }
+
+    /// The chain's `auth` member ([`Policies::authenticate`]), then the audit gate: an
+    /// authenticated caller waits while the audit pipeline has no room for its events, as
+    /// `[audit].on_spool_full` says (`block`), or is refused (`fail_closed`: 503
+    /// `audit_unavailable`). A rejected caller never waits there and its events are
+    /// sheddable (see [`CallAudit::authenticated`]): a flood of bad keys cannot hold back or
+    /// refuse authenticated calls.
+    pub(crate) async fn authenticate(
+        &self,
+        call: &mut CallAudit,
+        key: Option<&str>,
+    ) -> Result<AuthOutcome, ProxyError> {
+        let caller = self.policies.authenticate(call, key)?;
+        match self.emitter.admit().await {
+            Ok(()) => Ok(caller),
+            Err(AuditUnavailable) => {
+                self.metrics.refused_unaudited();
+                Err(ProxyError::AuditUnavailable)
+            }
+        }
+    }
+
+    /// The rest of the chain ([`Policies::admit`]): the target serving the call.
+    pub(crate) fn admit(
+        &self,
+        call: &mut CallAudit,
+        caller: &AuthOutcome,
+        requested: Requested<'_>,
+    ) -> Result<&Target, ProxyError> {
+        self.policies
+            .admit(call, caller, requested, &self.settings.targets)
+    }
+
+    pub(crate) fn start_call(&self, endpoint: &str, request: &Request) -> CallAudit {
+        let peer = request
+            .extensions()
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|info| info.0.ip());
+        let client_address = self.settings.client_locator.locate(peer, request.headers());
+        CallAudit::start(
+            self.emitter.clone(),
+            self.metrics.clone(),
+            &self.settings.proxy_id,
+            self.settings.environment.as_deref(),
+            endpoint,
+            client_address,
+            request.headers(),
+        )
+    }
+}
