@@ -1,8 +1,20 @@
-//! Reading OpenAI request fields the endpoints share.
+//! Reading OpenAI request fields the endpoints share, and the ids of OpenAI answers.
 
 use serde_json::{Map, Value};
+use warden_ingest::RequestId;
 
 use crate::error::ProxyError;
+
+/// A chat completion's `id` (`chatcmpl-…`), derived from the call's request id: what a client
+/// keys on names the call in the audit. TGI's own is an empty string.
+pub(crate) fn chat_completion_id(request_id: &RequestId) -> String {
+    format!("chatcmpl-{request_id}")
+}
+
+/// A text completion's `id` (`cmpl-…`), as [`chat_completion_id`].
+pub(crate) fn completion_id(request_id: &RequestId) -> String {
+    format!("cmpl-{request_id}")
+}
 
 /// Whether a request asked for the final usage chunk (`stream_options.include_usage`).
 pub(crate) fn client_wants_usage(request: &Map<String, Value>) -> bool {

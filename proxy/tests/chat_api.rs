@@ -175,6 +175,11 @@ async fn successful_chat_is_answered_and_fully_audited() {
     let events = harness.drain_events();
     assert_eq!(kinds(&events), ONE_CALL_TRAIL);
     let request_id = request_id.expect("x-request-id");
+    assert_eq!(
+        body["id"],
+        format!("chatcmpl-{request_id}"),
+        "a real OpenAI id, naming the call, not TGI's empty one"
+    );
     assert!(events.iter().all(|e| e.request_id.as_str() == request_id));
     assert!(events.iter().all(|e| e.proxy_id == "proxy-test"));
     let decision = events[0].decision.as_ref().expect("decision");
@@ -360,6 +365,10 @@ async fn streamed_chat_is_translated_and_audited_with_exact_usage() {
     let response = harness.open(streaming_hello()).await;
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(response.headers()["content-type"], "text/event-stream");
+    let request_id = response.headers()["x-request-id"]
+        .to_str()
+        .expect("request id")
+        .to_owned();
     let body = axum::body::to_bytes(response.into_body(), 1 << 20)
         .await
         .expect("body");
@@ -377,6 +386,12 @@ async fn streamed_chat_is_translated_and_audited_with_exact_usage() {
         chunks
             .iter()
             .all(|c| c["model"] == "llama" && c["object"] == "chat.completion.chunk")
+    );
+    assert!(
+        chunks
+            .iter()
+            .all(|c| c["id"] == format!("chatcmpl-{request_id}")),
+        "every chunk carries the call's OpenAI id: {chunks:?}"
     );
     assert_eq!(
         chunks.last().expect("last")["choices"][0]["finish_reason"],

@@ -7,14 +7,18 @@
 //! become OpenAI error chunks, and the usage chunk is read for the audit. Usage is always
 //! requested upstream (`stream_options.include_usage`) so token counts are exact; the usage
 //! chunk is passed on only to clients that asked for it.
+//!
+//! Answers and chunks carry an OpenAI `id` derived from the call's request id
+//! ([`chat_completion_id`]), never TGI's empty one.
 
 use serde_json::{Map, Value};
+use warden_ingest::RequestId;
 use warden_ingest::event::ResponseInfo;
 
 use crate::answer::Answer;
 use crate::config::{Target, TargetKind};
 use crate::error::ProxyError;
-use crate::openai::client_wants_usage;
+use crate::openai::{chat_completion_id, client_wants_usage};
 use crate::stream::{
     StreamTally, StreamTranslator, in_band_error_message, openai_error_chunk, write_done,
     write_event,
@@ -30,13 +34,14 @@ pub(crate) async fn complete(
     target: &Target,
     requested_model: &str,
     request: Map<String, Value>,
+    request_id: &RequestId,
 ) -> Result<Answer, ProxyError> {
     let body = upstream_body(target, request)?;
     let reply = upstream.post_json(target, CHAT_PATH, body).await?;
     if !reply.status.is_success() {
         return Err(upstream_error(&reply));
     }
-    normalize_reply(&reply, requested_model)
+    normalize_reply(&reply, requested_model, &chat_completion_id(request_id))
 }
 
 /// Starts a streaming chat request to `target`; always asks for usage, for exact audit.
@@ -46,6 +51,7 @@ pub(crate) async fn open_stream(
     target: &Target,
     requested_model: &str,
     mut request: Map<String, Value>,
+    request_id: &RequestId,
 ) -> Result<(reqwest::Response, OpenAiChunks), ProxyError> {
     let client_wants_usage = client_wants_usage(&request);
     let options = request
@@ -63,6 +69,7 @@ pub(crate) async fn open_stream(
         .post_json_streaming(target, CHAT_PATH, body)
         .await?;
     let translator = OpenAiChunks {
+        id: chat_completion_id(request_id),
         requested_model: requested_model.to_owned(),
         client_wants_usage,
         done: false,
@@ -105,9 +112,14 @@ fn upstream_body(target: &Target, mut request: Map<String, Value>) -> Result<Vec
 }
 
 /// Rewrites the upstream answer for the client and extracts usage and finish reason.
-fn normalize_reply(reply: &UpstreamReply, requested_model: &str) -> Result<Answer, ProxyError> {
+fn normalize_reply(
+    reply: &UpstreamReply,
+    requested_model: &str,
+    id: &str,
+) -> Result<Answer, ProxyError> {
     let mut answer: Map<String, Value> = serde_json::from_slice(&reply.body)
         .map_err(|err| ProxyError::UpstreamInvalid(format!("not a chat completion: {err}")))?;
+    answer.insert("id".to_owned(), Value::String(id.to_owned()));
     // Clients see the model they asked for, not TGI's "tgi".
     answer.insert(
         "model".to_owned(),
@@ -150,6 +162,8 @@ fn normalize_reply(reply: &UpstreamReply, requested_model: &str) -> Result<Answe
 /// Translates an OpenAI-compatible target's `chat.completion.chunk` stream.
 #[derive(Debug)]
 pub(crate) struct OpenAiChunks {
+    /// The `id` every chunk carries.
+    id: String,
     requested_model: String,
     client_wants_usage: bool,
     /// The upstream's `[DONE]` arrived: passed on at the end (held there under `acked`).
@@ -160,6 +174,7 @@ impl OpenAiChunks {
     #[cfg(test)]
     pub(crate) fn for_tests() -> Self {
         Self {
+            id: "chatcmpl-test".to_owned(),
             requested_model: "m".to_owned(),
             client_wants_usage: true,
             done: false,
@@ -204,6 +219,7 @@ impl StreamTranslator for OpenAiChunks {
         if is_usage_only && !self.client_wants_usage {
             return;
         }
+        chunk.insert("id".to_owned(), Value::String(self.id.clone()));
         chunk.insert(
             "model".to_owned(),
             Value::String(self.requested_model.clone()),
@@ -263,8 +279,9 @@ mod tests {
             time_to_headers: Duration::from_millis(5),
             elapsed: Duration::from_millis(6),
         };
-        let chat = normalize_reply(&reply, "llama").expect("normalized");
+        let chat = normalize_reply(&reply, "llama", "chatcmpl-r1").expect("normalized");
         let body: Value = serde_json::from_slice(&chat.body).expect("json");
+        assert_eq!(body["id"], "chatcmpl-r1", "TGI's empty id is replaced");
         assert_eq!(body["model"], "llama");
         assert_eq!(body["choices"][0]["finish_reason"], "stop");
         assert_eq!(body["choices"][0]["message"]["content"], "hi");
@@ -282,7 +299,7 @@ mod tests {
             time_to_headers: Duration::ZERO,
             elapsed: Duration::ZERO,
         };
-        let err = normalize_reply(&reply, "m").expect_err("invalid");
+        let err = normalize_reply(&reply, "m", "chatcmpl-r1").expect_err("invalid");
         assert_eq!(err.status(), StatusCode::BAD_GATEWAY);
     }
 }

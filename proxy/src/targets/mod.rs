@@ -96,10 +96,10 @@ pub(crate) async fn forward(
         (OpenAiEndpoint::Chat, TargetKind::TgiMessages | TargetKind::HfServerless) => {
             if stream {
                 let (response, translator) =
-                    messages::open_stream(upstream, target, &model, request).await?;
+                    messages::open_stream(upstream, target, &model, request, request_id).await?;
                 Ok(Outcome::stream(response, translator, limits))
             } else {
-                messages::complete(upstream, target, &model, request)
+                messages::complete(upstream, target, &model, request, request_id)
                     .await
                     .map(Outcome::complete)
             }

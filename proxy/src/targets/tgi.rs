@@ -22,7 +22,7 @@ use warden_ingest::event::ResponseInfo;
 use crate::answer::Answer;
 use crate::config::{Target, TargetKind};
 use crate::error::ProxyError;
-use crate::openai::texts;
+use crate::openai::{chat_completion_id, completion_id, texts};
 use crate::stream::{
     StreamTally, StreamTranslator, in_band_error_message, openai_error_chunk, write_done,
     write_event,
@@ -58,8 +58,8 @@ impl OpenAiApi {
 
     fn id(self, request_id: &RequestId) -> String {
         match self {
-            Self::Chat => format!("chatcmpl-{request_id}"),
-            Self::Completions => format!("cmpl-{request_id}"),
+            Self::Chat => chat_completion_id(request_id),
+            Self::Completions => completion_id(request_id),
         }
     }
 }
