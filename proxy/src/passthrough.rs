@@ -42,7 +42,8 @@ use crate::error::ProxyError;
 use crate::policy::{KeyHeader, Requested};
 use crate::state::ProxyState;
 use crate::stream::{
-    StreamLimits, StreamTally, StreamTranslator, TranslatedStream, in_band_error_message,
+    ClientWriter, StreamLimits, StreamTally, StreamTranslator, TranslatedStream,
+    in_band_error_message,
 };
 use crate::targets::messages::normalize_finish_reason;
 use crate::targets::serverless;
@@ -321,7 +322,7 @@ struct PassthroughEvents {
 }
 
 impl StreamTranslator for PassthroughEvents {
-    fn event(&mut self, data: &str, tally: &mut StreamTally, _out: &mut Vec<u8>) {
+    fn event(&mut self, data: &str, tally: &mut StreamTally, _out: &mut ClientWriter) {
         let Ok(event) = serde_json::from_str::<Map<String, Value>>(data) else {
             return;
         };
@@ -368,12 +369,12 @@ impl StreamTranslator for PassthroughEvents {
         }
     }
 
-    fn end(&mut self, _tally: &mut StreamTally, _out: &mut Vec<u8>) {}
+    fn end(&mut self, _tally: &mut StreamTally, _out: &mut ClientWriter) {}
 
-    fn failed(&mut self, message: &str, out: &mut Vec<u8>) {
+    fn failed(&mut self, message: &str, out: &mut ClientWriter) {
         // TGI's own in-band error shape, which HF clients already understand.
         let event = json!({"error": message, "error_type": "warden"});
-        out.extend_from_slice(format!("data: {event}\n\n").as_bytes());
+        out.raw(format!("data: {event}\n\n").as_bytes());
     }
 
     fn forwards_raw(&self) -> bool {

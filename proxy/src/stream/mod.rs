@@ -37,8 +37,10 @@ use warden_ingest::event::ResponseInfo;
 use crate::audit::{AuditTrail, CallAudit, ContentCapture};
 use crate::config::Target;
 use sse::SseParser;
+pub(crate) use writer::{ClientWriter, TextField};
 
 pub(crate) mod sse;
+mod writer;
 
 type UpstreamBytes = Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Send>>;
 type TrailDurable =
@@ -85,17 +87,18 @@ impl StreamTally {
     }
 }
 
-/// Turns one kind of upstream event stream into what the client receives.
+/// Turns one kind of upstream event stream into what the client receives, handed to the
+/// [`ClientWriter`] as typed pieces.
 pub(crate) trait StreamTranslator: Send + Unpin + 'static {
-    /// One complete upstream event's `data`: append the client's bytes to `out` (or none).
-    fn event(&mut self, data: &str, tally: &mut StreamTally, out: &mut Vec<u8>);
+    /// One complete upstream event's `data`: what the client gets for it (or nothing).
+    fn event(&mut self, data: &str, tally: &mut StreamTally, out: &mut ClientWriter);
 
-    /// The upstream ended: append any closing events (`data: [DONE]`).
-    fn end(&mut self, tally: &mut StreamTally, out: &mut Vec<u8>);
+    /// The upstream ended: any closing events (`data: [DONE]`).
+    fn end(&mut self, tally: &mut StreamTally, out: &mut ClientWriter);
 
     /// The stream failed after it began (upstream broke off, first-token timeout): tell the
     /// client in the stream's own error format.
-    fn failed(&mut self, message: &str, out: &mut Vec<u8>);
+    fn failed(&mut self, message: &str, out: &mut ClientWriter);
 
     /// Whether the upstream's bytes go to the client untouched (events are only read).
     fn forwards_raw(&self) -> bool {
@@ -204,27 +207,27 @@ impl<T: StreamTranslator> TranslatedStream<T> {
         message: &str,
     ) -> Poll<Option<io::Result<Bytes>>> {
         self.tally.error_type = Some(error_type);
-        let mut out = Vec::new();
+        let mut out = ClientWriter::default();
         self.translator.failed(message, &mut out);
         // The 200 and the stream's start already went out; the event says what happened.
         let trail = self.finish(200, Some(error_type));
-        self.close(cx, out, trail)
+        self.close(cx, out.take(), trail)
     }
 
     /// Ends the stream with `last`, once `trail` (if any) is durable.
     fn close(
         &mut self,
         cx: &mut Context<'_>,
-        last: Vec<u8>,
+        last: Bytes,
         trail: Option<AuditTrail>,
     ) -> Poll<Option<io::Result<Bytes>>> {
         self.done = true;
         match trail {
             Some(trail) if !trail.is_durable() => {
-                self.closing = Some((Box::pin(trail.durable()), Bytes::from(last)));
+                self.closing = Some((Box::pin(trail.durable()), last));
                 self.poll_closing(cx)
             }
-            _ => Poll::Ready((!last.is_empty()).then(|| Ok(Bytes::from(last)))),
+            _ => Poll::Ready((!last.is_empty()).then_some(Ok(last))),
         }
     }
 
@@ -241,12 +244,12 @@ impl<T: StreamTranslator> TranslatedStream<T> {
         match outcome {
             Ok(()) => Poll::Ready((!last.is_empty()).then_some(Ok(last))),
             Err(_) => {
-                let mut out = Vec::new();
+                let mut out = ClientWriter::default();
                 self.translator.failed(
                     "the audit trail is unavailable: the answer is withheld",
                     &mut out,
                 );
-                Poll::Ready(Some(Ok(Bytes::from(out))))
+                Poll::Ready(Some(Ok(out.take())))
             }
         }
     }
@@ -286,15 +289,15 @@ impl<T: StreamTranslator> Stream for TranslatedStream<T> {
                             );
                         }
                     };
-                    let mut out = Vec::new();
+                    let mut out = ClientWriter::default();
                     if this.translator.forwards_raw() {
-                        out.extend_from_slice(&bytes);
+                        out.raw(&bytes);
                     }
                     for data in events {
                         this.translator.event(&data, &mut this.tally, &mut out);
                     }
                     if !out.is_empty() {
-                        return Poll::Ready(Some(Ok(Bytes::from(out))));
+                        return Poll::Ready(Some(Ok(out.take())));
                     }
                 }
                 Poll::Ready(Some(Err(err))) => {
@@ -316,14 +319,14 @@ impl<T: StreamTranslator> Stream for TranslatedStream<T> {
                             );
                         }
                     };
-                    let mut out = Vec::new();
+                    let mut out = ClientWriter::default();
                     if let Some(data) = last {
                         this.translator.event(&data, &mut this.tally, &mut out);
                     }
                     this.translator.end(&mut this.tally, &mut out);
                     let error_type = this.tally.error_type;
                     let trail = this.finish(200, error_type);
-                    return this.close(cx, out, trail);
+                    return this.close(cx, out.take(), trail);
                 }
             }
         }
@@ -342,18 +345,6 @@ impl<T> Drop for TranslatedStream<T> {
             });
         }
     }
-}
-
-/// Appends one SSE event carrying `value`.
-pub(crate) fn write_event(out: &mut Vec<u8>, value: &Value) {
-    out.extend_from_slice(b"data: ");
-    out.extend_from_slice(value.to_string().as_bytes());
-    out.extend_from_slice(b"\n\n");
-}
-
-/// Appends OpenAI's stream terminator.
-pub(crate) fn write_done(out: &mut Vec<u8>) {
-    out.extend_from_slice(b"data: [DONE]\n\n");
 }
 
 /// An OpenAI-style error event; the OpenAI SDKs raise it as an `APIError`.

@@ -20,8 +20,8 @@ use crate::config::{Target, TargetKind};
 use crate::error::ProxyError;
 use crate::openai::{chat_completion_id, client_wants_usage};
 use crate::stream::{
-    StreamTally, StreamTranslator, in_band_error_message, openai_error_chunk, write_done,
-    write_event,
+    ClientWriter, StreamTally, StreamTranslator, TextField, in_band_error_message,
+    openai_error_chunk,
 };
 use crate::upstream::{Upstream, UpstreamReply, upstream_error};
 
@@ -183,7 +183,7 @@ impl OpenAiChunks {
 }
 
 impl StreamTranslator for OpenAiChunks {
-    fn event(&mut self, data: &str, tally: &mut StreamTally, out: &mut Vec<u8>) {
+    fn event(&mut self, data: &str, tally: &mut StreamTally, out: &mut ClientWriter) {
         // Nothing is passed on after the upstream's `[DONE]`.
         if self.done || data.trim() == "[DONE]" {
             self.done = true;
@@ -191,15 +191,14 @@ impl StreamTranslator for OpenAiChunks {
         }
         let Ok(mut chunk) = serde_json::from_str::<Map<String, Value>>(data) else {
             tally.error_type = Some("upstream_invalid_response");
-            write_event(
-                out,
-                &openai_error_chunk("the upstream sent an unreadable stream event"),
-            );
+            out.event(&openai_error_chunk(
+                "the upstream sent an unreadable stream event",
+            ));
             return;
         };
         if let Some(error) = chunk.get("error") {
             tally.error_type = Some("upstream_stream_error");
-            write_event(out, &openai_error_chunk(&in_band_error_message(error)));
+            out.event(&openai_error_chunk(&in_band_error_message(error)));
             return;
         }
         if let Some(usage) = chunk.get("usage").filter(|u| u.is_object()) {
@@ -224,18 +223,18 @@ impl StreamTranslator for OpenAiChunks {
             "model".to_owned(),
             Value::String(self.requested_model.clone()),
         );
-        write_event(out, &Value::Object(chunk));
+        out.generated(&Value::Object(chunk), TextField::ChatDelta);
     }
 
-    fn end(&mut self, _tally: &mut StreamTally, out: &mut Vec<u8>) {
+    fn end(&mut self, _tally: &mut StreamTally, out: &mut ClientWriter) {
         if self.done {
-            write_done(out);
+            out.done();
         }
     }
 
-    fn failed(&mut self, message: &str, out: &mut Vec<u8>) {
-        write_event(out, &openai_error_chunk(message));
-        write_done(out);
+    fn failed(&mut self, message: &str, out: &mut ClientWriter) {
+        out.event(&openai_error_chunk(message));
+        out.done();
     }
 }
 

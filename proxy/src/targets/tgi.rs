@@ -24,8 +24,8 @@ use crate::config::{Target, TargetKind};
 use crate::error::ProxyError;
 use crate::openai::{chat_completion_id, completion_id, texts};
 use crate::stream::{
-    StreamTally, StreamTranslator, in_band_error_message, openai_error_chunk, write_done,
-    write_event,
+    ClientWriter, StreamTally, StreamTranslator, TextField, in_band_error_message,
+    openai_error_chunk,
 };
 use crate::targets::messages::normalize_finish_reason;
 use crate::targets::serverless;
@@ -53,6 +53,14 @@ impl OpenAiApi {
         match self {
             Self::Chat => "chat.completion.chunk",
             Self::Completions => "text_completion",
+        }
+    }
+
+    /// Where its chunks carry the generated text.
+    fn text_field(self) -> TextField {
+        match self {
+            Self::Chat => TextField::ChatDelta,
+            Self::Completions => TextField::CompletionText,
         }
     }
 
@@ -541,27 +549,26 @@ impl TokenEvents {
 }
 
 impl StreamTranslator for TokenEvents {
-    fn event(&mut self, data: &str, tally: &mut StreamTally, out: &mut Vec<u8>) {
+    fn event(&mut self, data: &str, tally: &mut StreamTally, out: &mut ClientWriter) {
         if data.trim() == "[DONE]" {
             return;
         }
         if let Some(prompt) = self.echo.take() {
             let chunk = self.chunk(&prompt, None);
-            write_event(out, &chunk);
+            out.generated(&chunk, self.api.text_field());
         }
         let Ok(event) = serde_json::from_str::<Map<String, Value>>(data) else {
             tally.error_type = Some("upstream_invalid_response");
-            write_event(
-                out,
-                &openai_error_chunk("the upstream sent an unreadable stream event"),
-            );
+            out.event(&openai_error_chunk(
+                "the upstream sent an unreadable stream event",
+            ));
             return;
         };
         if let Some(error) = event.get("error") {
             // TGI reports validation, overload and generation errors in-band, with HTTP 200.
             self.ended = true;
             tally.error_type = Some("upstream_stream_error");
-            write_event(out, &openai_error_chunk(&in_band_error_message(error)));
+            out.event(&openai_error_chunk(&in_band_error_message(error)));
             return;
         }
         let token = event.get("token");
@@ -605,18 +612,17 @@ impl StreamTranslator for TokenEvents {
         }
         if !text.is_empty() || finish_reason.is_some() {
             let chunk = self.chunk(text, finish_reason.as_deref());
-            write_event(out, &chunk);
+            out.generated(&chunk, self.api.text_field());
         }
     }
 
-    fn end(&mut self, tally: &mut StreamTally, out: &mut Vec<u8>) {
+    fn end(&mut self, tally: &mut StreamTally, out: &mut ClientWriter) {
         if !self.ended {
             // TGI's own `incomplete_generation_stream`: the stream stopped mid-generation.
             tally.error_type = Some("incomplete_generation_stream");
-            write_event(
-                out,
-                &openai_error_chunk("the upstream stream ended before the generation finished"),
-            );
+            out.event(&openai_error_chunk(
+                "the upstream stream ended before the generation finished",
+            ));
         } else if self.client_wants_usage && tally.error_type.is_none() {
             let usage_chunk = json!({
                 "id": self.id,
@@ -626,14 +632,14 @@ impl StreamTranslator for TokenEvents {
                 "choices": [],
                 "usage": usage(tally.input_tokens, tally.output_tokens),
             });
-            write_event(out, &usage_chunk);
+            out.event(&usage_chunk);
         }
-        write_done(out);
+        out.done();
     }
 
-    fn failed(&mut self, message: &str, out: &mut Vec<u8>) {
-        write_event(out, &openai_error_chunk(message));
-        write_done(out);
+    fn failed(&mut self, message: &str, out: &mut ClientWriter) {
+        out.event(&openai_error_chunk(message));
+        out.done();
     }
 }
 
@@ -763,7 +769,7 @@ mod tests {
     fn token_events_become_chat_chunks_with_usage_and_done() {
         let mut events = translator(OpenAiApi::Chat, true);
         let mut tally = new_tally();
-        let mut out = Vec::new();
+        let mut out = ClientWriter::default();
         events.event(&token_event(1, "Hello", None), &mut tally, &mut out);
         events.event(
             &token_event(2, " world", Some(("eos_token", 2, 7))),
@@ -771,7 +777,7 @@ mod tests {
             &mut out,
         );
         events.end(&mut tally, &mut out);
-        let chunks = parse_chunks(&out);
+        let chunks = parse_chunks(out.bytes());
         assert_eq!(chunks.len(), 3);
         assert_eq!(chunks[0]["object"], "chat.completion.chunk");
         assert_eq!(
@@ -785,7 +791,7 @@ mod tests {
         assert_eq!(chunks[1]["choices"][0]["finish_reason"], "stop");
         assert_eq!(chunks[2]["usage"]["prompt_tokens"], 7);
         assert_eq!(chunks[2]["usage"]["completion_tokens"], 2);
-        assert!(out.ends_with(b"data: [DONE]\n\n"));
+        assert!(out.bytes().ends_with(b"data: [DONE]\n\n"));
         assert_eq!(
             (tally.input_tokens, tally.output_tokens),
             (Some(7), Some(2))
@@ -798,14 +804,14 @@ mod tests {
     fn in_band_errors_and_cut_streams_become_error_chunks() {
         let mut events = translator(OpenAiApi::Completions, false);
         let mut tally = new_tally();
-        let mut out = Vec::new();
+        let mut out = ClientWriter::default();
         events.event(
             r#"{"error":"Input validation error: `stop` supports up to 4","error_type":"validation"}"#,
             &mut tally,
             &mut out,
         );
         events.end(&mut tally, &mut out);
-        let chunks = parse_chunks(&out);
+        let chunks = parse_chunks(out.bytes());
         assert_eq!(chunks.len(), 1);
         assert!(
             chunks[0]["error"]["message"]
@@ -816,10 +822,10 @@ mod tests {
 
         let mut events = translator(OpenAiApi::Completions, true);
         let mut tally = new_tally();
-        let mut out = Vec::new();
+        let mut out = ClientWriter::default();
         events.event(&token_event(1, "Hel", None), &mut tally, &mut out);
         events.end(&mut tally, &mut out);
-        let chunks = parse_chunks(&out);
+        let chunks = parse_chunks(out.bytes());
         assert_eq!(chunks[0]["choices"][0]["text"], "Hel");
         assert!(chunks[1]["error"].is_object(), "{chunks:?}");
         assert_eq!(tally.error_type, Some("incomplete_generation_stream"));
@@ -844,7 +850,7 @@ mod tests {
             let mut parser = crate::stream::sse::SseParser::default();
             let mut events = translator(OpenAiApi::Chat, false);
             let mut tally = new_tally();
-            let mut out = Vec::new();
+            let mut out = ClientWriter::default();
             let mut start: usize = 0;
             for cut in cuts.iter().chain(std::iter::once(&usize::MAX)) {
                 let end = start.saturating_add(*cut).min(bytes.len());
@@ -854,7 +860,7 @@ mod tests {
                 start = end;
             }
             events.end(&mut tally, &mut out);
-            let text: String = parse_chunks(&out)
+            let text: String = parse_chunks(out.bytes())
                 .iter()
                 .filter_map(|chunk| chunk.pointer("/choices/0/delta/content").and_then(Value::as_str).map(str::to_owned))
                 .collect();
@@ -883,14 +889,14 @@ mod tests {
                 let mut events_translator = translator(api, true);
                 let mut chat_translator = crate::targets::messages::OpenAiChunks::for_tests();
                 let mut tally = new_tally();
-                let mut out = Vec::new();
+                let mut out = ClientWriter::default();
                 let all = events.iter().cloned().chain(json_events.iter().map(Value::to_string));
                 for data in all {
                     events_translator.event(&data, &mut tally, &mut out);
                     chat_translator.event(&data, &mut tally, &mut out);
                 }
                 events_translator.end(&mut tally, &mut out);
-                for data in crate::stream::sse::SseParser::default().push(&out).expect("within bounds") {
+                for data in crate::stream::sse::SseParser::default().push(out.bytes()).expect("within bounds") {
                     prop_assert!(data == "[DONE]" || serde_json::from_str::<Value>(&data).is_ok(), "{}", data);
                 }
             }
