@@ -19,6 +19,7 @@ use crate::call::{fail, read_body, released, with_request_id};
 use crate::error::ProxyError;
 use crate::metrics::OverloadedResource;
 use crate::passthrough;
+use crate::policy::limits::{Quotas, TokenEstimate};
 use crate::policy::{KeyHeader, Requested};
 use crate::state::ProxyState;
 use crate::targets::{self, Admitted, OpenAiEndpoint, Outcome};
@@ -143,15 +144,20 @@ async fn openai_call(state: &ProxyState, endpoint: OpenAiEndpoint, request: Requ
     let mut call = state.start_call(endpoint.path(), &request);
     let request_id = call.request_id.clone();
     let (parts, body) = request.into_parts();
-    let outcome = match admit(state, &mut call, &parts.headers, body).await {
-        Ok(admitted) => targets::forward(&state.upstream, endpoint, admitted, &request_id).await,
+    let mut quotas = Quotas::default();
+    let outcome = match admit(state, &mut call, endpoint, &parts.headers, body).await {
+        Ok(admitted) => {
+            quotas = admitted.quotas;
+            targets::forward(&state.upstream, endpoint, admitted, &request_id).await
+        }
         Err(err) => Err(err),
     };
-    let response = match outcome {
+    let mut response = match outcome {
         Ok(Outcome::Complete(answer)) => released(answer.deliver(call)).await,
         Ok(Outcome::Stream(respond)) => respond(call),
         Err(err) => released(fail(call, err)).await,
     };
+    quotas.write_headers(response.headers_mut());
     with_request_id(response, &request_id)
 }
 
@@ -161,6 +167,7 @@ async fn openai_call(state: &ProxyState, endpoint: OpenAiEndpoint, request: Requ
 async fn admit<'a>(
     state: &'a ProxyState,
     call: &mut CallAudit,
+    endpoint: OpenAiEndpoint,
     headers: &HeaderMap,
     body: Body,
 ) -> Result<Admitted<'a>, ProxyError> {
@@ -181,7 +188,9 @@ async fn admit<'a>(
             ProxyError::InvalidRequest("you must provide a 'model' parameter".to_owned())
         })?
         .to_owned();
-    let target = state.admit(call, &caller, Requested::Model(&model))?;
+    let generates = endpoint != OpenAiEndpoint::Embeddings;
+    let estimate = TokenEstimate::of_request(&request, generates);
+    let admission = state.admit(call, &caller, Requested::Model(&model), &estimate)?;
     if call.captures_content() {
         call.request.content = call.captured(&String::from_utf8_lossy(&body));
     }
@@ -190,8 +199,9 @@ async fn admit<'a>(
     Ok(Admitted {
         request,
         model,
-        target,
+        target: admission.target,
         stream,
+        quotas: admission.quotas,
     })
 }
 

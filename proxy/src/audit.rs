@@ -25,6 +25,7 @@ use crate::config::{CapturePolicy, Pricing, Target};
 use crate::fingerprint::Fingerprinter;
 use crate::metrics::SharedMetrics;
 use crate::policy::auth::AuthOutcome;
+use crate::policy::limits::TokenHold;
 
 /// Longest user agent kept in events.
 const MAX_USER_AGENT_CHARS: usize = 256;
@@ -55,6 +56,9 @@ pub(crate) struct CallAudit {
     response_emitted: bool,
     /// `acked` only: receipts of the events emitted and not yet waited on.
     receipts: Vec<Receipt>,
+    /// The call's token reservation under rate limits: settled on its recorded usage when
+    /// its response event goes out (answered, failed or aborted alike).
+    pub(crate) token_hold: Option<TokenHold>,
 }
 
 /// What is left to wait for before a finished call's answer may be released: nothing under
@@ -138,6 +142,7 @@ impl CallAudit {
             refused: false,
             response_emitted: false,
             receipts: Vec::new(),
+            token_hold: None,
         }
     }
 
@@ -167,6 +172,11 @@ impl CallAudit {
             AuthOutcome::Rejected { reason, .. } => ("deny", Some(reason.as_str())),
         };
         self.decided("auth", decision, reason);
+    }
+
+    /// The environment the call's events are stamped with.
+    pub(crate) fn environment(&self) -> Option<&str> {
+        self.environment.as_deref()
     }
 
     /// Emits a `policy_decision` event.
@@ -277,6 +287,9 @@ impl CallAudit {
         }
         self.response_emitted = true;
         self.request_received();
+        if let Some(hold) = self.token_hold.take() {
+            hold.settle_usage(self.request.input_tokens, response.output_tokens);
+        }
         let elapsed = self.started.elapsed().as_secs_f64();
         response.latency_ms = Some(elapsed * 1000.0);
         if let Some(pricing) = &self.pricing {

@@ -13,12 +13,14 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use url::Url;
 use warden_ingest::geo::GeoIp;
 
 use crate::client_address::{ClientLocator, parse_trusted_proxies};
 use crate::fingerprint::Fingerprinter;
+use crate::policy::limits::{LimitSubject, RateLimit, Window};
 use crate::targets::template::{
     BUILTIN_TEMPLATES, ChatTemplate, DEFAULT_CHAT_ROLES, DEFAULT_TEMPLATE_FUEL,
     SpecialTokensInContent, TemplateGuards,
@@ -59,6 +61,12 @@ pub struct ProxyConfig {
     pub targets: Vec<TargetConfig>,
     #[serde(default)]
     pub clients: Vec<ClientConfig>,
+    /// The policy chain: its members, in order.
+    #[serde(default)]
+    pub policies: PoliciesConfig,
+    /// Requests and tokens per second, minute, hour, day, by subject (member `rate_limit`).
+    #[serde(default)]
+    pub rate_limits: Vec<RateLimitConfig>,
     /// HF-native pass-through (off unless configured).
     #[serde(default)]
     pub passthrough: Option<PassthroughConfig>,
@@ -102,6 +110,8 @@ impl Default for ProxyConfig {
             max_body_bytes: default_max_body_bytes(),
             targets: Vec::new(),
             clients: Vec::new(),
+            policies: PoliciesConfig::default(),
+            rate_limits: Vec::new(),
             passthrough: None,
             trusted_proxies: Vec::new(),
             geoip_database: None,
@@ -360,8 +370,21 @@ impl Pricing {
 pub struct ClientConfig {
     pub name: String,
     /// Hex SHA-256 of the client's API key (`warden keys new NAME` makes a key and prints
-    /// it), or a reference to one: `env:NAME`.
-    pub key_sha256: String,
+    /// it), or a reference to one: `env:NAME`. One key; `keys` lists several.
+    #[serde(default)]
+    pub key_sha256: Option<String>,
+    /// The client's keys, for rotation with overlap: each a `key_sha256` (as above) and an
+    /// optional last day of validity, `not_after` (`2027-03-01`, or an RFC 3339 instant).
+    #[serde(default)]
+    pub keys: Vec<ClientKeyConfig>,
+    /// The client's role, for router rules (`when_role`).
+    #[serde(default)]
+    pub role: Option<String>,
+    /// Labels budgets group clients by.
+    #[serde(default)]
+    pub team: Option<String>,
+    #[serde(default)]
+    pub department: Option<String>,
     /// The client's environment (`dev`, `staging`, `prod`, ...), stamped on its events
     /// instead of the proxy's.
     #[serde(default)]
@@ -369,6 +392,78 @@ pub struct ClientConfig {
     /// Target ids the client may call; empty means every target. Others get a 403.
     #[serde(default)]
     pub allowed_targets: Vec<String>,
+}
+
+/// One key of a client, as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientKeyConfig {
+    pub key_sha256: String,
+    #[serde(default)]
+    pub not_after: Option<String>,
+}
+
+/// `[proxy.policies]` as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PoliciesConfig {
+    /// The members, in order: `auth` first, then `rate_limit` and `router` in either order
+    /// (a per-target limit needs the router before it).
+    #[serde(default = "default_chain")]
+    pub chain: Vec<String>,
+}
+
+impl Default for PoliciesConfig {
+    fn default() -> Self {
+        Self {
+            chain: default_chain(),
+        }
+    }
+}
+
+fn default_chain() -> Vec<String> {
+    ["auth", "rate_limit", "router"].map(str::to_owned).to_vec()
+}
+
+/// One `[[proxy.rate_limits]]` entry as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitConfig {
+    /// `client | token | ip | target | environment | global`.
+    pub subject: String,
+    /// Only this subject; omitted: every subject of that kind, each its own bucket.
+    #[serde(default, rename = "match")]
+    pub matches: Option<String>,
+    #[serde(default)]
+    pub requests_per_second: Option<u64>,
+    #[serde(default)]
+    pub requests_per_minute: Option<u64>,
+    #[serde(default)]
+    pub requests_per_hour: Option<u64>,
+    #[serde(default)]
+    pub requests_per_day: Option<u64>,
+    #[serde(default)]
+    pub tokens_per_second: Option<u64>,
+    #[serde(default)]
+    pub tokens_per_minute: Option<u64>,
+    #[serde(default)]
+    pub tokens_per_hour: Option<u64>,
+    #[serde(default)]
+    pub tokens_per_day: Option<u64>,
+    /// Tokens reserved for the output of a call that names no `max_tokens`.
+    #[serde(default = "default_max_tokens_reserved")]
+    pub default_max_tokens: u64,
+    /// Most subjects whose state is kept (IPs and token ids come from outside).
+    #[serde(default = "default_max_limited_subjects")]
+    pub max_subjects: usize,
+}
+
+fn default_max_tokens_reserved() -> u64 {
+    1_024
+}
+
+fn default_max_limited_subjects() -> usize {
+    100_000
 }
 
 /// A secret value: never printed, never serialized.
@@ -452,20 +547,37 @@ impl Target {
     }
 }
 
-/// A validated client key.
+/// A validated client: its keys and labels.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClientKey {
     pub name: String,
-    pub key_sha256: [u8; 32],
+    pub keys: Vec<KeyDigest>,
+    pub role: Option<String>,
+    pub team: Option<String>,
+    pub department: Option<String>,
     pub environment: Option<String>,
     /// Empty means every target.
     pub allowed_targets: Vec<String>,
+}
+
+/// One key of a client: the SHA-256 of the key, and the instant after which it is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyDigest {
+    pub sha256: [u8; 32],
+    pub not_after: Option<DateTime<Utc>>,
 }
 
 impl ClientKey {
     pub fn may_call(&self, target_id: &str) -> bool {
         self.allowed_targets.is_empty() || self.allowed_targets.iter().any(|id| id == target_id)
     }
+}
+
+/// The validated chain: the members after `auth`, in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChainMember {
+    RateLimit,
+    Router,
 }
 
 /// Validated pass-through settings.
@@ -505,6 +617,9 @@ pub struct ProxySettings {
     pub targets: Vec<Target>,
     /// Empty means open mode: every caller is let through (a loud warning at startup).
     pub clients: Vec<ClientKey>,
+    /// The chain's members after `auth` (always first), in order.
+    pub chain: Vec<ChainMember>,
+    pub rate_limits: Vec<RateLimit>,
     pub passthrough: Option<Passthrough>,
     /// Resolves callers' addresses and countries.
     pub client_locator: ClientLocator,
@@ -611,29 +726,76 @@ impl ProxyConfig {
                     ));
                 }
             }
-            // A reference keeps the hash out of a config file shipped with a deployment.
-            let key_sha256 = match client.key_sha256.strip_prefix("env:") {
-                Some(name) => match env.var(name) {
-                    Some(value) => value,
-                    None => {
-                        errors.push(format!("{path}.key_sha256: env var {name} is not set"));
+            let mut written: Vec<(String, Option<&str>, String)> = Vec::new();
+            if let Some(key_sha256) = &client.key_sha256 {
+                written.push((key_sha256.clone(), None, format!("{path}.key_sha256")));
+            }
+            for (position, key) in client.keys.iter().enumerate() {
+                let key_path = format!("{path}.keys[{position}]");
+                written.push((
+                    key.key_sha256.clone(),
+                    key.not_after.as_deref(),
+                    format!("{key_path}.key_sha256"),
+                ));
+            }
+            if written.is_empty() {
+                errors.push(format!("{path}: needs key_sha256 or keys"));
+                continue;
+            }
+            let mut keys = Vec::new();
+            for (key_sha256, not_after, key_path) in written {
+                // A reference keeps the hash out of a config file shipped with a deployment.
+                let key_sha256 = match key_sha256.strip_prefix("env:") {
+                    Some(name) => match env.var(name) {
+                        Some(value) => value,
+                        None => {
+                            errors.push(format!("{key_path}: env var {name} is not set"));
+                            continue;
+                        }
+                    },
+                    None => key_sha256,
+                };
+                let Some(sha256) = parse_sha256_hex(&key_sha256) else {
+                    errors.push(format!(
+                        "{key_path}: must be 64 hex characters (sha256 of the key)"
+                    ));
+                    continue;
+                };
+                let not_after = match not_after.map(parse_not_after) {
+                    None => None,
+                    Some(Ok(instant)) => Some(instant),
+                    Some(Err(problem)) => {
+                        let not_after_path = key_path.replace(".key_sha256", ".not_after");
+                        errors.push(format!("{not_after_path}: {problem}"));
                         continue;
                     }
-                },
-                None => client.key_sha256.clone(),
-            };
-            match parse_sha256_hex(&key_sha256) {
-                Some(key_sha256) => clients.push(ClientKey {
-                    name: client.name.clone(),
-                    key_sha256,
-                    environment: client.environment.clone(),
-                    allowed_targets: client.allowed_targets.clone(),
-                }),
-                None => errors.push(format!(
-                    "{path}.key_sha256: must be 64 hex characters (sha256 of the key)"
-                )),
+                };
+                keys.push(KeyDigest { sha256, not_after });
+            }
+            clients.push(ClientKey {
+                name: client.name.clone(),
+                keys,
+                role: client.role.clone(),
+                team: client.team.clone(),
+                department: client.department.clone(),
+                environment: client.environment.clone(),
+                allowed_targets: client.allowed_targets.clone(),
+            });
+        }
+        for (index, client) in self.clients.iter().enumerate() {
+            if self.clients[..index]
+                .iter()
+                .any(|earlier| earlier.name == client.name)
+            {
+                errors.push(format!(
+                    "proxy.clients[{index}].name: {:?} is already used by another client",
+                    client.name
+                ));
             }
         }
+
+        let rate_limits = validate_rate_limits(&self.rate_limits, &mut errors);
+        let chain = validate_chain(&self.policies.chain, &rate_limits, &mut errors);
 
         let passthrough = self
             .passthrough
@@ -669,12 +831,163 @@ impl ProxyConfig {
                 max_body_bytes: self.max_body_bytes,
                 targets,
                 clients,
+                chain,
+                rate_limits,
                 passthrough,
                 client_locator: ClientLocator::new(trusted_proxies, geoip.map(Arc::new)),
             }),
             _ => Err(errors),
         }
     }
+}
+
+/// A key's `not_after`: a day (`2027-03-01`, valid to its end, UTC) or an RFC 3339 instant.
+fn parse_not_after(value: &str) -> Result<DateTime<Utc>, String> {
+    if let Ok(day) = chrono::NaiveDate::parse_from_str(value, "%Y-%m-%d") {
+        let end = day
+            .succ_opt()
+            .and_then(|next| next.and_hms_opt(0, 0, 0))
+            .ok_or_else(|| format!("{value:?} is out of range"))?;
+        return Ok(end.and_utc() - chrono::TimeDelta::nanoseconds(1));
+    }
+    DateTime::parse_from_rfc3339(value)
+        .map(|instant| instant.with_timezone(&Utc))
+        .map_err(|_| format!("{value:?} is neither a day (2027-03-01) nor an RFC 3339 instant"))
+}
+
+/// Validates `[[proxy.rate_limits]]`.
+fn validate_rate_limits(limits: &[RateLimitConfig], errors: &mut Vec<String>) -> Vec<RateLimit> {
+    let mut valid = Vec::new();
+    for (index, limit) in limits.iter().enumerate() {
+        let path = format!("proxy.rate_limits[{index}]");
+        let Some(subject) = LimitSubject::parse(&limit.subject) else {
+            errors.push(format!(
+                "{path}.subject: {:?} is not one of {}",
+                limit.subject,
+                LimitSubject::NAMES
+            ));
+            continue;
+        };
+        if subject == LimitSubject::Global && limit.matches.is_some() {
+            errors.push(format!(
+                "{path}.match: a global limit has no subject to match"
+            ));
+        }
+        let windows = |counts: [(Option<u64>, &str, u64); 4], errors: &mut Vec<String>| {
+            let mut windows = Vec::new();
+            for (count, key, seconds) in counts {
+                match count {
+                    Some(0) => errors.push(format!("{path}.{key}: must be at least 1")),
+                    Some(limit) => windows.push(Window {
+                        period: Duration::from_secs(seconds),
+                        limit,
+                    }),
+                    None => {}
+                }
+            }
+            windows
+        };
+        let requests = windows(
+            [
+                (limit.requests_per_second, "requests_per_second", 1),
+                (limit.requests_per_minute, "requests_per_minute", 60),
+                (limit.requests_per_hour, "requests_per_hour", 3_600),
+                (limit.requests_per_day, "requests_per_day", 86_400),
+            ],
+            errors,
+        );
+        let tokens = windows(
+            [
+                (limit.tokens_per_second, "tokens_per_second", 1),
+                (limit.tokens_per_minute, "tokens_per_minute", 60),
+                (limit.tokens_per_hour, "tokens_per_hour", 3_600),
+                (limit.tokens_per_day, "tokens_per_day", 86_400),
+            ],
+            errors,
+        );
+        if requests.is_empty() && tokens.is_empty() {
+            errors.push(format!(
+                "{path}: set at least one of requests_per_{{second,minute,hour,day}} or \
+                 tokens_per_{{second,minute,hour,day}}"
+            ));
+            continue;
+        }
+        if !(1..=10_000_000).contains(&limit.max_subjects) {
+            errors.push(format!(
+                "{path}.max_subjects: must be between 1 and 10000000"
+            ));
+        }
+        valid.push(RateLimit {
+            subject,
+            matches: limit.matches.clone(),
+            requests,
+            tokens,
+            default_max_tokens: limit.default_max_tokens,
+            max_subjects: limit.max_subjects,
+        });
+    }
+    valid
+}
+
+/// Validates `[proxy.policies].chain`: `auth` first, each member once, the router present,
+/// and the router before `rate_limit` when a limit is per target.
+fn validate_chain(
+    chain: &[String],
+    rate_limits: &[RateLimit],
+    errors: &mut Vec<String>,
+) -> Vec<ChainMember> {
+    const KEY: &str = "proxy.policies.chain";
+    if chain.first().map(String::as_str) != Some("auth") {
+        errors.push(format!(
+            "{KEY}: must start with \"auth\" (callers are authenticated before anything else)"
+        ));
+    }
+    let mut members = Vec::new();
+    for (position, name) in chain.iter().enumerate().skip(1) {
+        let member = match name.as_str() {
+            "rate_limit" => ChainMember::RateLimit,
+            "router" => ChainMember::Router,
+            "auth" => {
+                errors.push(format!("{KEY}[{position}]: \"auth\" comes once, first"));
+                continue;
+            }
+            other => {
+                errors.push(format!(
+                    "{KEY}[{position}]: unknown member {other:?} (known: auth, rate_limit, router)"
+                ));
+                continue;
+            }
+        };
+        if members.contains(&member) {
+            errors.push(format!("{KEY}[{position}]: {name:?} is listed twice"));
+            continue;
+        }
+        members.push(member);
+    }
+    if !members.contains(&ChainMember::Router) {
+        errors.push(format!(
+            "{KEY}: needs \"router\" (it chooses each call's target)"
+        ));
+    }
+    let limit_position = members.iter().position(|m| *m == ChainMember::RateLimit);
+    let router_position = members.iter().position(|m| *m == ChainMember::Router);
+    if !rate_limits.is_empty() && limit_position.is_none() {
+        errors.push(format!(
+            "{KEY}: [[proxy.rate_limits]] are configured but \"rate_limit\" is not in the chain"
+        ));
+    }
+    if let (Some(limit), Some(router)) = (limit_position, router_position)
+        && limit < router
+        && rate_limits
+            .iter()
+            .any(|limit| limit.subject == LimitSubject::Target)
+    {
+        errors.push(format!(
+            "{KEY}: a per-target rate limit needs \"router\" before \"rate_limit\" \
+             (chain = [\"auth\", \"router\", \"rate_limit\"])"
+        ));
+    }
+    members
 }
 
 fn validate_target(

@@ -8,6 +8,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
+use crate::policy::limits::Quotas;
+
 /// A failed call, as the client will see it.
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
@@ -15,6 +17,15 @@ pub enum ProxyError {
     MissingApiKey,
     #[error("Incorrect API key provided.")]
     InvalidApiKey,
+    #[error("This API key has expired: use the client's current key.")]
+    ExpiredApiKey,
+    #[error("Rate limit reached ({reason}).{}", retry_hint(.retry_after))]
+    RateLimited {
+        reason: String,
+        retry_after: Option<Duration>,
+        /// For the `x-ratelimit-*` headers of the refusal.
+        quotas: Quotas,
+    },
     #[error(
         "This pass-through forwards your own Hugging Face token: send it as 'Authorization: Bearer hf_...' (and your Warden key in 'X-Warden-Key')."
     )]
@@ -64,9 +75,11 @@ pub enum ProxyError {
 impl ProxyError {
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::MissingApiKey | Self::InvalidApiKey | Self::MissingUpstreamToken => {
-                StatusCode::UNAUTHORIZED
-            }
+            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::MissingApiKey
+            | Self::InvalidApiKey
+            | Self::ExpiredApiKey
+            | Self::MissingUpstreamToken => StatusCode::UNAUTHORIZED,
             Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::BodyRead(_)
             | Self::InvalidJson(_)
@@ -91,7 +104,10 @@ impl ProxyError {
     /// OpenAI's error `type`.
     fn openai_type(&self) -> &'static str {
         match self {
-            Self::MissingApiKey | Self::InvalidApiKey => "invalid_request_error",
+            Self::MissingApiKey | Self::InvalidApiKey | Self::ExpiredApiKey => {
+                "invalid_request_error"
+            }
+            Self::RateLimited { .. } => "rate_limit_error",
             Self::TargetNotAllowed(_) => "permission_error",
             Self::Internal(_) | Self::AuditUnavailable | Self::Overloaded => "server_error",
             Self::Upstream { status, .. } if *status == StatusCode::TOO_MANY_REQUESTS => {
@@ -112,6 +128,8 @@ impl ProxyError {
         match self {
             Self::MissingApiKey => "missing_api_key",
             Self::InvalidApiKey => "invalid_api_key",
+            Self::ExpiredApiKey => "expired_api_key",
+            Self::RateLimited { .. } => "rate_limit_exceeded",
             Self::MissingUpstreamToken => "missing_hf_token",
             Self::InvalidPath(_) => "invalid_path",
             Self::BodyTooLarge { .. } => "request_too_large",
@@ -142,6 +160,14 @@ impl ProxyError {
     }
 }
 
+/// The end of a rate-limit message: when to retry, or that the call can never pass.
+fn retry_hint(retry_after: &Option<Duration>) -> String {
+    match retry_after {
+        Some(wait) => format!(" Retry after {:.1} s.", wait.as_secs_f64()),
+        None => " This call's token reservation is larger than the limit: lower max_tokens or the prompt.".to_owned(),
+    }
+}
+
 /// `Retry-After` (seconds) on a 503 for a full proxy.
 pub(crate) const OVERLOADED_RETRY_AFTER_S: u32 = 1;
 
@@ -162,10 +188,21 @@ impl ProxyError {
 impl IntoResponse for ProxyError {
     fn into_response(self) -> Response {
         let mut response = (self.status(), Json(self.openai_body())).into_response();
-        if matches!(self, Self::Overloaded) {
+        let retry_after = match &self {
+            Self::Overloaded => Some(u64::from(OVERLOADED_RETRY_AFTER_S)),
+            // Whole seconds, rounded up: a client retrying then passes.
+            Self::RateLimited { retry_after, .. } => {
+                retry_after.map(|wait| wait.as_secs() + u64::from(wait.subsec_nanos() > 0))
+            }
+            _ => None,
+        };
+        if let Self::RateLimited { quotas, .. } = &self {
+            quotas.write_headers(response.headers_mut());
+        }
+        if let Some(seconds) = retry_after {
             response.headers_mut().insert(
                 axum::http::header::RETRY_AFTER,
-                axum::http::HeaderValue::from(OVERLOADED_RETRY_AFTER_S),
+                axum::http::HeaderValue::from(seconds),
             );
         }
         response

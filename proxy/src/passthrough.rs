@@ -39,6 +39,7 @@ use crate::audit::{CallAudit, prompt_hash};
 use crate::call::{fail, read_body, released, with_request_id};
 use crate::config::{Target, TargetKind};
 use crate::error::ProxyError;
+use crate::policy::limits::{Quotas, TokenEstimate};
 use crate::policy::{KeyHeader, Requested};
 use crate::state::ProxyState;
 use crate::stream::{
@@ -101,17 +102,17 @@ pub(crate) async fn handle(
     let request_id = call.request_id.clone();
     let target_id = params.get("target").cloned().unwrap_or_default();
     let (parts, body) = request.into_parts();
+    let mut quotas = Quotas::default();
     let outcome = forward(
         &state,
         &mut call,
-        &target_id,
-        path,
-        parts.method,
-        &parts.headers,
+        &mut quotas,
+        (&target_id, path),
+        &parts,
         body,
     )
     .await;
-    let response = match outcome {
+    let mut response = match outcome {
         Ok(Forwarded::Complete(answer)) => released(answer.deliver(call)).await,
         Ok(Forwarded::Stream(upstream, limits)) => {
             let status = upstream.status();
@@ -123,6 +124,7 @@ pub(crate) async fn handle(
         }
         Err(err) => released(fail(call, err)).await,
     };
+    quotas.write_headers(response.headers_mut());
     with_request_id(response, &request_id)
 }
 
@@ -143,12 +145,12 @@ fn raw_rest<'a>(request_path: &'a str, prefix: &str) -> &'a str {
 async fn forward(
     state: &ProxyState,
     call: &mut CallAudit,
-    target_id: &str,
-    path: Result<UpstreamPath, crate::upstream::PathRejected>,
-    method: Method,
-    headers: &HeaderMap,
+    quotas: &mut Quotas,
+    (target_id, path): (&str, Result<UpstreamPath, crate::upstream::PathRejected>),
+    parts: &axum::http::request::Parts,
     body: Body,
 ) -> Result<Forwarded, ProxyError> {
+    let (method, headers) = (parts.method.clone(), &parts.headers);
     let forward_authorization = state
         .settings
         .passthrough
@@ -178,14 +180,21 @@ async fn forward(
             "pass-through forwards GET and POST, not {method}"
         )));
     }
-    let target = state.admit(call, &caller, Requested::Target(target_id))?;
-
+    // The body is read before the rest of the chain: token limits reserve from it.
     let body = read_body(body, &state.settings).await?;
     call.request.bytes = body.len() as u64;
     let parsed: Option<Map<String, Value>> = serde_json::from_slice(&body).ok();
     if let Some(request) = &parsed {
         call.request.prompt_hash = Some(prompt_hash(&state.settings.fingerprinter, request));
     }
+    let generates = !path.as_relative().starts_with("pipeline/");
+    let estimate = parsed
+        .as_ref()
+        .map(|request| TokenEstimate::of_request(request, generates))
+        .unwrap_or_default();
+    let admission = state.admit(call, &caller, Requested::Target(target_id), &estimate)?;
+    *quotas = admission.quotas;
+    let target = admission.target;
     call.route.stream = path.as_relative() == "generate_stream"
         || parsed
             .as_ref()

@@ -10,11 +10,12 @@ use tracing::warn;
 use warden_ingest::{AuditUnavailable, EventEmitter};
 
 use crate::audit::CallAudit;
-use crate::config::{ProxySettings, Target};
+use crate::config::ProxySettings;
 use crate::error::ProxyError;
 use crate::metrics::{ProxyMetrics, SharedMetrics};
 use crate::policy::auth::AuthOutcome;
-use crate::policy::{Policies, Requested};
+use crate::policy::limits::TokenEstimate;
+use crate::policy::{Admission, Policies, Requested};
 use crate::upstream::Upstream;
 
 /// Everything the handlers share. Immutable after startup.
@@ -89,9 +90,10 @@ impl ProxyState {
         call: &mut CallAudit,
         caller: &AuthOutcome,
         requested: Requested<'_>,
-    ) -> Result<&Target, ProxyError> {
+        estimate: &TokenEstimate,
+    ) -> Result<Admission<'_>, ProxyError> {
         self.policies
-            .admit(call, caller, requested, &self.settings.targets)
+            .admit(call, caller, requested, estimate, &self.settings.targets)
     }
 
     pub(crate) fn start_call(&self, endpoint: &str, request: &Request) -> CallAudit {

@@ -1,5 +1,8 @@
 //! Client authentication: `Authorization: Bearer <key>` against the configured key hashes.
 //!
+//! A client may hold several keys (rotation with overlap), each valid until its `not_after`:
+//! a key past it is refused as `expired_api_key`, told apart from an unknown one.
+//!
 //! Keys are never stored or logged: the config holds their SHA-256, the comparison is
 //! constant-time over every configured client, and events carry only a [`TokenId`]: a keyed
 //! fingerprint ([`crate::fingerprint`]), also for rejected keys, so detectors can see token
@@ -13,7 +16,9 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use warden_ingest::TokenId;
 
-use crate::config::ClientKey;
+use chrono::{DateTime, Utc};
+
+use crate::config::{ClientKey, KeyDigest};
 use crate::fingerprint::Fingerprinter;
 
 /// The outcome of authenticating one request.
@@ -34,15 +39,20 @@ pub enum AuthOutcome {
 /// Why a request was not authenticated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RejectReason {
-    MissingKey,
-    UnknownKey,
+    /// No key was presented.
+    Missing,
+    /// The key is no client's.
+    Unknown,
+    /// A client's key past its `not_after`.
+    Expired,
 }
 
 impl RejectReason {
     pub fn as_str(self) -> &'static str {
         match self {
-            Self::MissingKey => "missing_api_key",
-            Self::UnknownKey => "invalid_api_key",
+            Self::Missing => "missing_api_key",
+            Self::Unknown => "invalid_api_key",
+            Self::Expired => "expired_api_key",
         }
     }
 }
@@ -93,8 +103,13 @@ impl ClientRegistry {
         self.authenticate_key(bearer_key(headers))
     }
 
-    /// Authenticates a key presented some other way (pass-through's `X-Warden-Key`).
+    /// Authenticates a key presented some other way (pass-through's `X-Warden-Key`), now.
     pub fn authenticate_key(&self, key: Option<&str>) -> AuthOutcome {
+        self.authenticate_key_at(key, Utc::now())
+    }
+
+    /// Authenticates `key` as of `now` (keys past their `not_after` are refused).
+    pub fn authenticate_key_at(&self, key: Option<&str>, now: DateTime<Utc>) -> AuthOutcome {
         let token_id = key.map(|key| self.fingerprinter.token_id(key));
         if self.is_open() {
             return AuthOutcome::Open { token_id };
@@ -102,25 +117,34 @@ impl ClientRegistry {
         let (Some(key), Some(token_id)) = (key, token_id) else {
             return AuthOutcome::Rejected {
                 token_id: None,
-                reason: RejectReason::MissingKey,
+                reason: RejectReason::Missing,
             };
         };
         let digest = Sha256::digest(key.as_bytes());
-        // Compare against every client, without early exit, in constant time per compare.
-        let mut matched: Option<&Arc<ClientKey>> = None;
+        // Compare against every key of every client, without early exit, in constant time
+        // per compare.
+        let mut matched: Option<(&Arc<ClientKey>, &KeyDigest)> = None;
         for client in &self.clients {
-            if bool::from(client.key_sha256.ct_eq(digest.as_slice())) {
-                matched = Some(client);
+            for key in &client.keys {
+                if bool::from(key.sha256.ct_eq(digest.as_slice())) {
+                    matched = Some((client, key));
+                }
             }
         }
         match matched {
-            Some(client) => AuthOutcome::Authenticated {
+            Some((_, key)) if key.not_after.is_some_and(|last| now > last) => {
+                AuthOutcome::Rejected {
+                    token_id: Some(token_id),
+                    reason: RejectReason::Expired,
+                }
+            }
+            Some((client, _)) => AuthOutcome::Authenticated {
                 client: Arc::clone(client),
                 token_id,
             },
             None => AuthOutcome::Rejected {
                 token_id: Some(token_id),
-                reason: RejectReason::UnknownKey,
+                reason: RejectReason::Unknown,
             },
         }
     }
@@ -141,12 +165,55 @@ mod tests {
         ClientRegistry::new(
             vec![ClientKey {
                 name: "app".into(),
-                key_sha256: Sha256::digest(b"sk-right").into(),
+                keys: vec![
+                    KeyDigest {
+                        sha256: Sha256::digest(b"sk-right").into(),
+                        not_after: None,
+                    },
+                    KeyDigest {
+                        sha256: Sha256::digest(b"sk-old").into(),
+                        not_after: Some(expiry()),
+                    },
+                ],
+                role: None,
+                team: None,
+                department: None,
                 environment: None,
                 allowed_targets: Vec::new(),
             }],
             Fingerprinter::ephemeral(),
         )
+    }
+
+    fn expiry() -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339("2027-03-01T23:59:59Z")
+            .expect("instant")
+            .with_timezone(&Utc)
+    }
+
+    #[test]
+    fn a_rotated_key_works_until_its_not_after_then_is_expired_not_unknown() {
+        let registry = registry();
+        let before = expiry() - chrono::TimeDelta::seconds(1);
+        let after = expiry() + chrono::TimeDelta::seconds(1);
+        let old = registry.authenticate_key_at(Some("sk-old"), before);
+        assert_eq!(old.client_name(), Some("app"));
+        let expired = registry.authenticate_key_at(Some("sk-old"), after);
+        assert!(matches!(
+            expired,
+            AuthOutcome::Rejected {
+                reason: RejectReason::Expired,
+                ..
+            }
+        ));
+        assert_eq!(
+            expired.token_id(),
+            old.token_id(),
+            "the same key, the same id"
+        );
+        let current = registry.authenticate_key_at(Some("sk-right"), after);
+        assert_eq!(current.client_name(), Some("app"));
+        assert_ne!(current.token_id(), old.token_id());
     }
 
     fn headers(authorization: &str) -> HeaderMap {
@@ -164,7 +231,7 @@ mod tests {
         assert!(matches!(
             wrong,
             AuthOutcome::Rejected {
-                reason: RejectReason::UnknownKey,
+                reason: RejectReason::Unknown,
                 ..
             }
         ));
@@ -187,7 +254,7 @@ mod tests {
                 matches!(
                     outcome,
                     AuthOutcome::Rejected {
-                        reason: RejectReason::MissingKey,
+                        reason: RejectReason::Missing,
                         ..
                     }
                 ),

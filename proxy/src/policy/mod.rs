@@ -7,22 +7,30 @@
 //!    It runs before the call's body is read, so a caller without a valid key costs no body
 //!    read (and, refused, never waits on the audit pipeline: see
 //!    [`ProxyState::authenticate`](crate::state::ProxyState::authenticate)).
-//! 2. The rest ([`Policies::admit`]), on what the call asks for:
+//! 2. The rest ([`Policies::admit`]), on what the call asks for, in the configured order
+//!    (`[proxy.policies].chain`, validated at start):
+//!    - `rate_limit` ([`limits`]): requests and tokens per subject; a refused call gets a
+//!      429 `rate_limit_exceeded` with `Retry-After`, and every call a limit applies to gets
+//!      OpenAI's `x-ratelimit-*` headers;
 //!    - `router`: which target serves it — the target an OpenAI call's `model` names, or
-//!      the one a pass-through path names;
-//!    - `target_access`: whether this client may use that target.
+//!      the one a pass-through path names — then `target_access`: whether this client may
+//!      use that target.
 //!
 //! Each member that decides records a `policy_decision` on the call (`auth` always does; the
 //! others when they refuse). A refusal is a [`ProxyError`] with OpenAI's error shape.
 
 pub(crate) mod auth;
+pub(crate) mod limits;
 
 use axum::http::HeaderMap;
 
+use std::sync::Arc;
+
 use crate::audit::CallAudit;
-use crate::config::{ProxySettings, Target};
+use crate::config::{ChainMember, ProxySettings, Target};
 use crate::error::ProxyError;
 use auth::{AuthOutcome, ClientRegistry, RejectReason};
+use limits::{CallSubjects, Limiter, Quotas, TokenEstimate};
 
 /// What a call asks to be served by.
 #[derive(Debug, Clone, Copy)]
@@ -64,12 +72,25 @@ impl KeyHeader {
 #[derive(Debug)]
 pub(crate) struct Policies {
     clients: ClientRegistry,
+    /// The members after `auth`, in order.
+    chain: Vec<ChainMember>,
+    limiter: Arc<Limiter>,
+}
+
+/// An admitted call: the target that serves it, and what the limits granted.
+#[derive(Debug)]
+pub(crate) struct Admission<'t> {
+    pub(crate) target: &'t Target,
+    /// For the `x-ratelimit-*` headers of its answer.
+    pub(crate) quotas: Quotas,
 }
 
 impl Policies {
     pub(crate) fn new(settings: &ProxySettings) -> Self {
         Self {
             clients: ClientRegistry::new(settings.clients.clone(), settings.fingerprinter.clone()),
+            chain: settings.chain.clone(),
+            limiter: Limiter::new(settings.rate_limits.clone()),
         }
     }
 
@@ -89,26 +110,67 @@ impl Policies {
         call.authenticated(&outcome);
         match outcome {
             AuthOutcome::Rejected { reason, .. } => Err(match reason {
-                RejectReason::MissingKey => ProxyError::MissingApiKey,
-                RejectReason::UnknownKey => ProxyError::InvalidApiKey,
+                RejectReason::Missing => ProxyError::MissingApiKey,
+                RejectReason::Unknown => ProxyError::InvalidApiKey,
+                RejectReason::Expired => ProxyError::ExpiredApiKey,
             }),
             admitted => Ok(admitted),
         }
     }
 
-    /// The members after `auth`, for an authenticated `caller` asking for `requested`:
-    /// returns the target that serves the call, recorded on it.
+    /// The members after `auth`, in the chain's order, for an authenticated `caller` asking
+    /// for `requested` with a call of about `estimate` tokens: returns the target that
+    /// serves the call, recorded on it. A token reservation is held by the call, and
+    /// settled on its usage when it ends.
     pub(crate) fn admit<'t>(
         &self,
         call: &mut CallAudit,
         caller: &AuthOutcome,
         requested: Requested<'_>,
+        estimate: &TokenEstimate,
         targets: &'t [Target],
-    ) -> Result<&'t Target, ProxyError> {
-        let target = route(call, requested, targets)?;
-        check_access(call, caller, target)?;
-        call.routed(target);
-        Ok(target)
+    ) -> Result<Admission<'t>, ProxyError> {
+        let mut target = None;
+        let mut quotas = Quotas::default();
+        for member in &self.chain {
+            match member {
+                ChainMember::Router => {
+                    let routed = route(call, requested, targets)?;
+                    check_access(call, caller, routed)?;
+                    call.routed(routed);
+                    target = Some(routed);
+                }
+                ChainMember::RateLimit if !self.limiter.is_empty() => {
+                    let token = call.client.token_id.as_ref().map(|id| id.0.clone());
+                    let ip = call.client.ip.clone();
+                    let subjects = CallSubjects {
+                        client: caller.client_name(),
+                        token: token.as_deref(),
+                        ip: ip.as_deref(),
+                        target: target.map(|target: &Target| target.id.as_str()),
+                        environment: call.environment(),
+                    };
+                    match self.limiter.admit(&subjects, estimate) {
+                        Ok(grant) => {
+                            quotas = grant.quotas;
+                            call.token_hold = grant.tokens;
+                        }
+                        Err(throttled) => {
+                            call.decided("rate_limit", "throttle", Some(&throttled.reason));
+                            return Err(ProxyError::RateLimited {
+                                reason: throttled.reason,
+                                retry_after: throttled.retry_after,
+                                quotas: throttled.quotas,
+                            });
+                        }
+                    }
+                }
+                ChainMember::RateLimit => {}
+            }
+        }
+        let target = target
+            .ok_or_else(|| ProxyError::Internal("the policy chain has no router".to_owned()))?;
+        Ok(Admission { target, quotas })
     }
 }
 
