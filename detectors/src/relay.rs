@@ -502,7 +502,9 @@ impl<'a> Reader<'a> {
                 finish_reason: self.opt_text()?,
                 cost_usd: self.opt_f64()?,
                 error_type: self.opt_text()?,
+                // Neither content nor fallback attempts matter to a detector.
                 content: None,
+                attempts: Vec::new(),
             })
         } else {
             None

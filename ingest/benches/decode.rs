@@ -45,6 +45,7 @@ fn response_event() -> AuditEvent {
         cost_usd: Some(0.000_145_4),
         error_type: None,
         content: None,
+        attempts: Vec::new(),
     });
     event
 }

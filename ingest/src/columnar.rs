@@ -99,6 +99,9 @@ static EVENT_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
         // Added after the first release: files written before it lack the column, and the
         // archive's tables read it there as null (one occurrence).
         int64("occurrences"),
+        // Added with fallback routing: a response's attempts, `; `-separated (null when the
+        // call went to one target only, and in older files).
+        utf8("upstream_attempts"),
     ]))
 });
 
@@ -139,6 +142,7 @@ pub struct EventBatchBuilder {
     response: ResponseColumns,
     decision: DecisionColumns,
     occurrences: Int64Builder,
+    upstream_attempts: StringBuilder,
 }
 
 impl EventBatchBuilder {
@@ -169,6 +173,19 @@ impl EventBatchBuilder {
         self.decision.append(event.decision.as_ref());
         self.occurrences
             .append_option(event.occurrences.map(to_int64));
+        let attempts = event
+            .response
+            .as_ref()
+            .map(|response| &response.attempts)
+            .filter(|attempts| !attempts.is_empty());
+        self.upstream_attempts
+            .append_option(attempts.map(|attempts| {
+                attempts
+                    .iter()
+                    .map(|a| &**a)
+                    .collect::<Vec<&str>>()
+                    .join("; ")
+            }));
     }
 
     /// The batch of everything appended; the builder is left empty.
@@ -188,6 +205,7 @@ impl EventBatchBuilder {
             self.response.finish(&schema)?,
             self.decision.finish(&schema)?,
             Arc::new(self.occurrences.finish()),
+            Arc::new(self.upstream_attempts.finish()),
         ];
         RecordBatch::try_new(schema, columns)
     }

@@ -204,6 +204,10 @@ pub struct ResponseInfo {
     pub error_type: Option<String>,
     #[serde(default)]
     pub content: Option<String>,
+    /// When the call went to a fallback: each target tried and how it ended, in order
+    /// (`hf-llama-70b: upstream_unreachable`, `hf-llama-8b: ok`). Absent otherwise.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attempts: Vec<String>,
 }
 
 /// What a policy decided.

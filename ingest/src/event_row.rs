@@ -125,6 +125,9 @@ pub struct ResponseRow<'a> {
     pub error_type: Option<Text<'a>>,
     #[serde(borrow, default)]
     pub content: Option<Text<'a>>,
+    /// See [`ResponseInfo::attempts`].
+    #[serde(borrow, default)]
+    pub attempts: Vec<Text<'a>>,
 }
 
 /// [`DecisionInfo`], borrowed.
@@ -277,6 +280,11 @@ impl<'a> From<&'a ResponseInfo> for ResponseRow<'a> {
             cost_usd: response.cost_usd,
             error_type: borrowed(&response.error_type),
             content: borrowed(&response.content),
+            attempts: response
+                .attempts
+                .iter()
+                .map(|attempt| Text::from(attempt.as_str()))
+                .collect(),
         }
     }
 }

@@ -37,6 +37,7 @@ pub(crate) fn full_event() -> AuditEvent {
         cost_usd: Some(0.000_125),
         error_type: None,
         content: Some("hello".into()),
+        attempts: Vec::new(),
     });
     event.decision = Some(DecisionInfo {
         policy: "auth".into(),

@@ -16,6 +16,7 @@ use warden_ingest::event::ResponseInfo;
 
 use crate::audit::{CallAudit, prompt_hash};
 use crate::call::{fail, read_body, released, with_request_id};
+use crate::config::Target;
 use crate::error::ProxyError;
 use crate::metrics::OverloadedResource;
 use crate::passthrough;
@@ -114,6 +115,9 @@ async fn healthz() -> impl IntoResponse {
 }
 
 async fn metrics(State(state): State<Arc<ProxyState>>) -> impl IntoResponse {
+    state
+        .metrics()
+        .set_circuit_states(state.policies.breakers.states());
     (
         [(
             header::CONTENT_TYPE,
@@ -148,7 +152,7 @@ async fn openai_call(state: &ProxyState, endpoint: OpenAiEndpoint, request: Requ
     let outcome = match admit(state, &mut call, endpoint, &parts.headers, body).await {
         Ok(admitted) => {
             quotas = admitted.quotas;
-            targets::forward(&state.upstream, endpoint, admitted, &request_id).await
+            serve(state, &mut call, endpoint, admitted).await
         }
         Err(err) => Err(err),
     };
@@ -161,6 +165,76 @@ async fn openai_call(state: &ProxyState, endpoint: OpenAiEndpoint, request: Requ
     with_request_id(response, &request_id)
 }
 
+/// An OpenAI call through the chain: its parsed request and the targets that may serve it.
+struct AdmittedCall<'a> {
+    request: Map<String, Value>,
+    model: String,
+    stream: bool,
+    quotas: Quotas,
+    /// The router's target, then its fallbacks.
+    candidates: Vec<&'a Target>,
+}
+
+/// Sends an admitted call to its target, and on a target failure (connect failure,
+/// timeout, 5xx, a cold start past its budget, an open circuit) to each fallback in turn.
+/// Every attempt is recorded on the call; a fallback leaves a `fallback` decision.
+async fn serve(
+    state: &ProxyState,
+    call: &mut CallAudit,
+    endpoint: OpenAiEndpoint,
+    admitted: AdmittedCall<'_>,
+) -> Result<Outcome, ProxyError> {
+    let AdmittedCall {
+        mut request,
+        model,
+        stream,
+        candidates,
+        ..
+    } = admitted;
+    let breakers = &state.policies.breakers;
+    let mut failure: Option<ProxyError> = None;
+    let count = candidates.len();
+    for (index, target) in candidates.into_iter().enumerate() {
+        if let Some(previous) = &failure {
+            call.routed(target);
+            let reason = format!("{}; trying {}", previous.code(), target.id);
+            call.decided("fallback", "route", Some(&reason));
+        }
+        if !breakers.allow(&target.id) {
+            call.attempted(&target.id, "circuit_open");
+            failure = Some(ProxyError::CircuitOpen(target.public_name().to_owned()));
+            continue;
+        }
+        let last = index + 1 == count;
+        let attempt = Admitted {
+            request: if last {
+                std::mem::take(&mut request)
+            } else {
+                request.clone()
+            },
+            model: model.clone(),
+            target,
+            stream,
+        };
+        match targets::forward(&state.upstream, endpoint, attempt, &call.request_id).await {
+            Ok(outcome) => {
+                breakers.succeeded(&target.id);
+                if failure.is_some() {
+                    call.attempted(&target.id, "ok");
+                }
+                return Ok(outcome);
+            }
+            Err(err) if err.is_target_failure() => {
+                breakers.failed(&target.id);
+                call.attempted(&target.id, err.code());
+                failure = Some(err);
+            }
+            Err(err) => return Err(err),
+        }
+    }
+    Err(failure.unwrap_or_else(|| ProxyError::Internal("no target to serve the call".to_owned())))
+}
+
 /// Authenticates the caller (before its body is read), reads and parses the body, and passes
 /// the rest of the policy chain on what it asks for; emits the `request` event, and waits
 /// until it is durable where `[audit].durability` asks.
@@ -170,7 +244,7 @@ async fn admit<'a>(
     endpoint: OpenAiEndpoint,
     headers: &HeaderMap,
     body: Body,
-) -> Result<Admitted<'a>, ProxyError> {
+) -> Result<AdmittedCall<'a>, ProxyError> {
     let caller = state
         .authenticate(call, KeyHeader::Authorization.key(headers))
         .await?;
@@ -190,18 +264,22 @@ async fn admit<'a>(
         .to_owned();
     let generates = endpoint != OpenAiEndpoint::Embeddings;
     let estimate = TokenEstimate::of_request(&request, generates);
-    let admission = state.admit(call, &caller, Requested::Model(&model), &estimate)?;
+    let requested = Requested::Model {
+        model: &model,
+        headers,
+    };
+    let admission = state.admit(call, &caller, requested, &estimate)?;
     if call.captures_content() {
         call.request.content = call.captured(&String::from_utf8_lossy(&body));
     }
     call.request_received();
     call.durable().await?;
-    Ok(Admitted {
+    Ok(AdmittedCall {
         request,
         model,
-        target: admission.target,
         stream,
         quotas: admission.quotas,
+        candidates: admission.candidates,
     })
 }
 

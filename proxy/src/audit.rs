@@ -59,6 +59,8 @@ pub(crate) struct CallAudit {
     /// The call's token reservation under rate limits: settled on its recorded usage when
     /// its response event goes out (answered, failed or aborted alike).
     pub(crate) token_hold: Option<TokenHold>,
+    /// Each target tried, when the call went to a fallback: `target_id: outcome`.
+    attempts: Vec<String>,
 }
 
 /// What is left to wait for before a finished call's answer may be released: nothing under
@@ -143,6 +145,7 @@ impl CallAudit {
             response_emitted: false,
             receipts: Vec::new(),
             token_hold: None,
+            attempts: Vec::new(),
         }
     }
 
@@ -172,6 +175,14 @@ impl CallAudit {
             AuthOutcome::Rejected { reason, .. } => ("deny", Some(reason.as_str())),
         };
         self.decided("auth", decision, reason);
+    }
+
+    /// Records an attempt at `target_id` and how it ended (`ok`, or an error code).
+    pub(crate) fn attempted(&mut self, target_id: &str, outcome: &str) {
+        // Bounded by the configured fallbacks; capped anyway.
+        if self.attempts.len() < 16 {
+            self.attempts.push(format!("{target_id}: {outcome}"));
+        }
     }
 
     /// The environment the call's events are stamped with.
@@ -290,6 +301,7 @@ impl CallAudit {
         if let Some(hold) = self.token_hold.take() {
             hold.settle_usage(self.request.input_tokens, response.output_tokens);
         }
+        response.attempts = std::mem::take(&mut self.attempts);
         let elapsed = self.started.elapsed().as_secs_f64();
         response.latency_ms = Some(elapsed * 1000.0);
         if let Some(pricing) = &self.pricing {

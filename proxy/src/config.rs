@@ -67,6 +67,9 @@ pub struct ProxyConfig {
     /// Requests and tokens per second, minute, hour, day, by subject (member `rate_limit`).
     #[serde(default)]
     pub rate_limits: Vec<RateLimitConfig>,
+    /// Routing rules (member `router`).
+    #[serde(default)]
+    pub router: RouterConfig,
     /// HF-native pass-through (off unless configured).
     #[serde(default)]
     pub passthrough: Option<PassthroughConfig>,
@@ -112,6 +115,7 @@ impl Default for ProxyConfig {
             clients: Vec::new(),
             policies: PoliciesConfig::default(),
             rate_limits: Vec::new(),
+            router: RouterConfig::default(),
             passthrough: None,
             trusted_proxies: Vec::new(),
             geoip_database: None,
@@ -291,6 +295,50 @@ pub struct TargetConfig {
     /// Above it the stream ends with an error event.
     #[serde(default = "default_max_stream_event_bytes")]
     pub max_stream_event_bytes: usize,
+    /// Targets tried in order when this one fails (connect failure, timeout, 5xx, a cold
+    /// start past `cold_start_timeout_s`, its circuit open); a stream only before its first
+    /// byte reached the client.
+    #[serde(default)]
+    pub fallback: Vec<String>,
+    /// The target's circuit breaker.
+    #[serde(default)]
+    pub breaker: BreakerConfig,
+}
+
+/// `[proxy.targets.breaker]`: opens after `failures` failed calls within `window_s`, stays
+/// open `open_s`, then lets one probe call through (half-open): its success closes it, its
+/// failure opens it again. `failures = 0` turns it off.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BreakerConfig {
+    #[serde(default = "default_breaker_failures")]
+    pub failures: u32,
+    #[serde(default = "default_breaker_window_s")]
+    pub window_s: f64,
+    #[serde(default = "default_breaker_open_s")]
+    pub open_s: f64,
+}
+
+impl Default for BreakerConfig {
+    fn default() -> Self {
+        Self {
+            failures: default_breaker_failures(),
+            window_s: default_breaker_window_s(),
+            open_s: default_breaker_open_s(),
+        }
+    }
+}
+
+fn default_breaker_failures() -> u32 {
+    5
+}
+
+fn default_breaker_window_s() -> f64 {
+    30.0
+}
+
+fn default_breaker_open_s() -> f64 {
+    30.0
 }
 
 /// Embedding batches are the largest honest answers: 2,048 vectors of 1,024 floats as JSON
@@ -425,6 +473,80 @@ fn default_chain() -> Vec<String> {
     ["auth", "rate_limit", "router"].map(str::to_owned).to_vec()
 }
 
+/// `[proxy.router]` as written.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouterConfig {
+    /// Tried in order; the first that matches serves the call, whatever `model` it named.
+    /// Without a match, `model` picks the target.
+    #[serde(default)]
+    pub rules: Vec<RouteRuleConfig>,
+}
+
+/// One router rule as written: every `when_*` it has must hold (or it is the `default`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteRuleConfig {
+    /// The client's `role`.
+    #[serde(default)]
+    pub when_role: Option<String>,
+    /// The call's environment (the client's, else the proxy's).
+    #[serde(default)]
+    pub when_environment: Option<String>,
+    /// The `model` the client named (an alias).
+    #[serde(default)]
+    pub when_model: Option<String>,
+    /// A request header and its value: `{ name = "x-tier", value = "batch" }`.
+    #[serde(default)]
+    pub when_header: Option<HeaderMatchConfig>,
+    /// Matches every call (the last rule).
+    #[serde(default)]
+    pub default: bool,
+    pub target: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeaderMatchConfig {
+    pub name: String,
+    pub value: String,
+}
+
+/// A validated router rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteRule {
+    pub when_role: Option<String>,
+    pub when_environment: Option<String>,
+    pub when_model: Option<String>,
+    /// Lower-cased header name, and the value.
+    pub when_header: Option<(axum::http::HeaderName, String)>,
+    pub default: bool,
+    pub target: String,
+}
+
+impl RouteRule {
+    /// How the rule reads in a decision's reason: `when_role = "production"`.
+    pub fn describe(&self) -> String {
+        let mut conditions = Vec::new();
+        if let Some(role) = &self.when_role {
+            conditions.push(format!("when_role = {role:?}"));
+        }
+        if let Some(environment) = &self.when_environment {
+            conditions.push(format!("when_environment = {environment:?}"));
+        }
+        if let Some(model) = &self.when_model {
+            conditions.push(format!("when_model = {model:?}"));
+        }
+        if let Some((name, value)) = &self.when_header {
+            conditions.push(format!("when_header {name}: {value:?}"));
+        }
+        if self.default {
+            conditions.push("default".to_owned());
+        }
+        conditions.join(", ")
+    }
+}
+
 /// One `[[proxy.rate_limits]]` entry as written.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -526,6 +648,18 @@ pub struct Target {
     pub allow_bill_to: Vec<String>,
     pub max_response_bytes: usize,
     pub max_stream_event_bytes: usize,
+    /// Target ids tried in order when this one fails.
+    pub fallback: Vec<String>,
+    pub breaker: BreakerSettings,
+}
+
+/// A validated [`BreakerConfig`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BreakerSettings {
+    /// 0: no breaker.
+    pub failures: u32,
+    pub window: Duration,
+    pub open: Duration,
 }
 
 impl Target {
@@ -620,6 +754,7 @@ pub struct ProxySettings {
     /// The chain's members after `auth` (always first), in order.
     pub chain: Vec<ChainMember>,
     pub rate_limits: Vec<RateLimit>,
+    pub router_rules: Vec<RouteRule>,
     pub passthrough: Option<Passthrough>,
     /// Resolves callers' addresses and countries.
     pub client_locator: ClientLocator,
@@ -795,6 +930,8 @@ impl ProxyConfig {
         }
 
         let rate_limits = validate_rate_limits(&self.rate_limits, &mut errors);
+        let router_rules = validate_router(&self.router, &self.targets, &mut errors);
+        validate_fallbacks(&self.targets, &mut errors);
         let chain = validate_chain(&self.policies.chain, &rate_limits, &mut errors);
 
         let passthrough = self
@@ -833,6 +970,7 @@ impl ProxyConfig {
                 clients,
                 chain,
                 rate_limits,
+                router_rules,
                 passthrough,
                 client_locator: ClientLocator::new(trusted_proxies, geoip.map(Arc::new)),
             }),
@@ -853,6 +991,82 @@ fn parse_not_after(value: &str) -> Result<DateTime<Utc>, String> {
     DateTime::parse_from_rfc3339(value)
         .map(|instant| instant.with_timezone(&Utc))
         .map_err(|_| format!("{value:?} is neither a day (2027-03-01) nor an RFC 3339 instant"))
+}
+
+/// Validates `[proxy.router].rules`: known targets, a condition or `default` each, the
+/// default last.
+fn validate_router(
+    router: &RouterConfig,
+    targets: &[TargetConfig],
+    errors: &mut Vec<String>,
+) -> Vec<RouteRule> {
+    let mut rules = Vec::new();
+    let count = router.rules.len();
+    for (index, rule) in router.rules.iter().enumerate() {
+        let path = format!("proxy.router.rules[{index}]");
+        if !targets.iter().any(|target| target.id == rule.target) {
+            errors.push(format!("{path}.target: no target has id {:?}", rule.target));
+        }
+        let has_condition = rule.when_role.is_some()
+            || rule.when_environment.is_some()
+            || rule.when_model.is_some()
+            || rule.when_header.is_some();
+        match (has_condition, rule.default) {
+            (false, false) => errors.push(format!(
+                "{path}: needs a condition (when_role, when_environment, when_model, \
+                 when_header) or default = true"
+            )),
+            (true, true) => errors.push(format!(
+                "{path}: a default rule has no conditions (it matches every call)"
+            )),
+            _ => {}
+        }
+        if rule.default && index + 1 != count {
+            errors.push(format!(
+                "{path}.default: the default rule must be the last (later rules would never match)"
+            ));
+        }
+        let when_header = match &rule.when_header {
+            None => None,
+            Some(header) => {
+                match axum::http::HeaderName::try_from(header.name.to_ascii_lowercase()) {
+                    Ok(name) => Some((name, header.value.clone())),
+                    Err(_) => {
+                        errors.push(format!(
+                            "{path}.when_header.name: {:?} is not a header name",
+                            header.name
+                        ));
+                        None
+                    }
+                }
+            }
+        };
+        rules.push(RouteRule {
+            when_role: rule.when_role.clone(),
+            when_environment: rule.when_environment.clone(),
+            when_model: rule.when_model.clone(),
+            when_header,
+            default: rule.default,
+            target: rule.target.clone(),
+        });
+    }
+    rules
+}
+
+/// Validates each target's `fallback`: known targets, not itself, each once.
+fn validate_fallbacks(targets: &[TargetConfig], errors: &mut Vec<String>) {
+    for (index, target) in targets.iter().enumerate() {
+        for (position, fallback) in target.fallback.iter().enumerate() {
+            let path = format!("proxy.targets[{index}].fallback[{position}]");
+            if *fallback == target.id {
+                errors.push(format!("{path}: a target cannot fall back to itself"));
+            } else if !targets.iter().any(|other| other.id == *fallback) {
+                errors.push(format!("{path}: no target has id {fallback:?}"));
+            } else if target.fallback[..position].contains(fallback) {
+                errors.push(format!("{path}: {fallback:?} is listed twice"));
+            }
+        }
+    }
 }
 
 /// Validates `[[proxy.rate_limits]]`.
@@ -1053,6 +1267,14 @@ fn validate_target(
     if !(target.cold_start_timeout_s >= 0.0 && target.cold_start_timeout_s <= 3600.0) {
         errors.push(format!("{path}.cold_start_timeout_s: must be in [0, 3600]"));
     }
+    for (key, seconds) in [
+        ("window_s", target.breaker.window_s),
+        ("open_s", target.breaker.open_s),
+    ] {
+        if !(seconds > 0.0 && seconds <= 86_400.0) {
+            errors.push(format!("{path}.breaker.{key}: must be in (0, 86400]"));
+        }
+    }
     if let Some(pricing) = &target.pricing {
         for (key, price) in [
             ("input_per_1k_tokens", pricing.input_per_1k_tokens),
@@ -1086,6 +1308,12 @@ fn validate_target(
         allow_bill_to: target.allow_bill_to.clone(),
         max_response_bytes: target.max_response_bytes,
         max_stream_event_bytes: target.max_stream_event_bytes,
+        fallback: target.fallback.clone(),
+        breaker: BreakerSettings {
+            failures: target.breaker.failures,
+            window: Duration::from_secs_f64(target.breaker.window_s),
+            open: Duration::from_secs_f64(target.breaker.open_s),
+        },
     })
 }
 

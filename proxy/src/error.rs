@@ -62,6 +62,10 @@ pub enum ProxyError {
     UpstreamTooLarge { limit: usize },
     #[error("The model is still starting up: {0}")]
     UpstreamLoading(String),
+    #[error(
+        "The model '{0}' is failing and is not being called for now (its circuit is open). Retry later."
+    )]
+    CircuitOpen(String),
     #[error("Upstream error ({status}): {message}")]
     Upstream { status: StatusCode, message: String },
     #[error("Internal error: {0}")]
@@ -73,6 +77,21 @@ pub enum ProxyError {
 }
 
 impl ProxyError {
+    /// Whether the failure is the target's (it counts against its circuit breaker, and
+    /// the call may go to a fallback): unreachable, too slow, a 5xx, unreadable, or a cold
+    /// start past its budget.
+    pub fn is_target_failure(&self) -> bool {
+        match self {
+            Self::UpstreamUnreachable(_)
+            | Self::UpstreamTimeout(_)
+            | Self::UpstreamInvalid(_)
+            | Self::UpstreamLoading(_)
+            | Self::CircuitOpen(_) => true,
+            Self::Upstream { status, .. } => status.is_server_error(),
+            _ => false,
+        }
+    }
+
     pub fn status(&self) -> StatusCode {
         match self {
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
@@ -94,9 +113,10 @@ impl ProxyError {
             | Self::UpstreamTooLarge { .. } => StatusCode::BAD_GATEWAY,
             Self::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             Self::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
-            Self::UpstreamLoading(_) | Self::AuditUnavailable | Self::Overloaded => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            Self::UpstreamLoading(_)
+            | Self::CircuitOpen(_)
+            | Self::AuditUnavailable
+            | Self::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
             Self::Upstream { status, .. } => *status,
         }
     }
@@ -149,6 +169,7 @@ impl ProxyError {
             Self::UpstreamInvalid(_) => "upstream_invalid_response",
             Self::UpstreamTooLarge { .. } => "upstream_response_too_large",
             Self::UpstreamLoading(_) => "upstream_loading",
+            Self::CircuitOpen(_) => "circuit_open",
             Self::Upstream { status, .. } => match status.as_u16() {
                 401 => "upstream_unauthorized",
                 403 => "upstream_forbidden",

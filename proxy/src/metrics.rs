@@ -15,6 +15,8 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use warden_ingest::EventEmitter;
 
+use crate::policy::breaker::CircuitState;
+
 const REQUESTS: &str = "warden_proxy_requests";
 const UPSTREAM_LATENCY: &str = "warden_proxy_upstream_latency_seconds";
 const ADDED_LATENCY: &str = "warden_proxy_added_latency_seconds";
@@ -29,6 +31,7 @@ const EVENTS_SPOOLED: &str = "warden_events_spooled";
 const EVENTS_REPLAYED: &str = "warden_events_replayed";
 const SPOOL_BYTES: &str = "warden_spool_bytes";
 const SPOOLING: &str = "warden_spooling";
+const CIRCUIT_STATE: &str = "warden_proxy_circuit_state";
 
 /// Labels of a finished call.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -77,6 +80,7 @@ pub(crate) struct ProxyMetrics {
     refused_unaudited: Counter,
     refused_overloaded: Family<OverloadLabels, Counter>,
     connections_open: Gauge,
+    circuit_state: Family<TargetLabels, Gauge>,
 }
 
 impl ProxyMetrics {
@@ -122,6 +126,12 @@ impl ProxyMetrics {
             "Client connections open now",
             connections_open.clone(),
         );
+        let circuit_state = Family::<TargetLabels, Gauge>::default();
+        registry.register(
+            CIRCUIT_STATE,
+            "Each target's circuit breaker: 0 closed, 1 open, 2 half-open",
+            circuit_state.clone(),
+        );
         registry.register_collector(Box::new(EmitterCollector { emitter }));
         Self {
             registry,
@@ -131,6 +141,16 @@ impl ProxyMetrics {
             refused_unaudited,
             refused_overloaded,
             connections_open,
+            circuit_state,
+        }
+    }
+
+    /// Sets each target's circuit state (read at scrape time).
+    pub(crate) fn set_circuit_states(&self, states: Vec<(String, CircuitState)>) {
+        for (target, state) in states {
+            self.circuit_state
+                .get_or_create(&TargetLabels { target })
+                .set(state as i64);
         }
     }
 

@@ -194,7 +194,10 @@ async fn forward(
         .unwrap_or_default();
     let admission = state.admit(call, &caller, Requested::Target(target_id), &estimate)?;
     *quotas = admission.quotas;
-    let target = admission.target;
+    let target = admission.candidates[0];
+    if !state.policies.breakers.allow(&target.id) {
+        return Err(ProxyError::CircuitOpen(target.public_name().to_owned()));
+    }
     call.route.stream = path.as_relative() == "generate_stream"
         || parsed
             .as_ref()
@@ -236,7 +239,15 @@ async fn forward(
         streaming: call.route.stream,
     };
     call.durable().await?;
-    let (response, time_to_headers) = state.upstream.send(target, &request).await?;
+    let sent = state.upstream.send(target, &request).await;
+    let breakers = &state.policies.breakers;
+    match &sent {
+        Ok((response, _)) if response.status().is_server_error() => breakers.failed(&target.id),
+        Ok(_) => breakers.succeeded(&target.id),
+        Err(err) if err.is_target_failure() => breakers.failed(&target.id),
+        Err(_) => {}
+    }
+    let (response, time_to_headers) = sent?;
     let is_event_stream = response
         .headers()
         .get(header::CONTENT_TYPE)

@@ -11,12 +11,13 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use tower::ServiceExt;
 use warden_ingest::{AuditEvent, EventKind, EventReceiver, OnSpoolFull, event_channel};
-use warden_proxy::{ProxyConfig, ProxyState, router};
+use warden_proxy::{ProxyConfig, ProxyState, admin_router, router};
 use warden_testkit::trail::{client_key, drain};
 use warden_testkit::{EmulatorOptions, TgiEmulator};
 
 struct Harness {
     app: axum::Router,
+    admin: axum::Router,
     events: EventReceiver,
     emulator: TgiEmulator,
     key: String,
@@ -52,7 +53,8 @@ async fn harness(extra: &str) -> Harness {
     let (emitter, events) = event_channel(65_536, OnSpoolFull::Block);
     let state = ProxyState::new(settings, emitter).expect("state");
     Harness {
-        app: router(state),
+        app: router(state.clone()),
+        admin: admin_router(state),
         events,
         emulator,
         key,
@@ -89,6 +91,80 @@ impl Harness {
     fn events(&mut self) -> Vec<AuditEvent> {
         drain(&mut self.events)
     }
+
+    async fn metrics(&self) -> String {
+        let request = Request::get("/metrics")
+            .body(Body::empty())
+            .expect("request");
+        let response = self.admin.clone().oneshot(request).await.expect("response");
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .expect("body");
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+}
+
+/// The response event of the last call in `events`.
+fn last_response(events: &[AuditEvent]) -> &AuditEvent {
+    events
+        .iter()
+        .rev()
+        .find(|event| event.kind == EventKind::Response)
+        .expect("a response event")
+}
+
+fn decisions<'e>(events: &'e [AuditEvent], policy: &str) -> Vec<&'e str> {
+    events
+        .iter()
+        .filter_map(|event| event.decision.as_ref())
+        .filter(|decision| decision.policy == policy)
+        .filter_map(|decision| decision.reason.as_deref())
+        .collect()
+}
+
+/// A chat call for `model`, with `key`.
+async fn chat_as(
+    harness: &Harness,
+    key: &str,
+    model: &str,
+    extra_header: Option<(&str, &str)>,
+) -> StatusCode {
+    let mut request = Request::post("/v1/chat/completions")
+        .header("content-type", "application/json")
+        .header("authorization", format!("Bearer {key}"));
+    if let Some((name, value)) = extra_header {
+        request = request.header(name, value);
+    }
+    let body = json!({"model": model, "messages": [{"role": "user", "content": "hi"}]});
+    let response = harness
+        .app
+        .clone()
+        .oneshot(request.body(Body::from(body.to_string())).expect("request"))
+        .await
+        .expect("response");
+    let status = response.status();
+    axum::body::to_bytes(response.into_body(), 1 << 20)
+        .await
+        .expect("body");
+    status
+}
+
+/// A second target on the emulator, and one nobody listens at (connection refused).
+fn more_targets(emulator_url: &str, dead_extra: &str) -> String {
+    format!(
+        r#"
+        [[targets]]
+        id = "small"
+        kind = "tgi-messages"
+        base_url = "{emulator_url}"
+        [[targets]]
+        id = "dead"
+        kind = "tgi-messages"
+        base_url = "http://127.0.0.1:9"
+        cold_start_timeout_s = 0
+        {dead_extra}
+        "#
+    )
 }
 
 fn header<'r>(response: &'r Response, name: &str) -> Option<&'r str> {
@@ -418,4 +494,181 @@ fn a_target_limit_is_accepted_with_the_router_first() {
     )
     .expect("config");
     config.validate(&HashMap::new()).expect("valid");
+}
+
+#[tokio::test]
+async fn router_rules_send_calls_by_role_header_and_default_whatever_model_they_name() {
+    let emulator = TgiEmulator::start(EmulatorOptions::default())
+        .await
+        .expect("emulator");
+    let production_key = client_key();
+    let mut harness = harness(&format!(
+        r#"
+        [[clients]]
+        name = "prod-app"
+        role = "production"
+        key_sha256 = "{}"
+        [router]
+        rules = [
+            {{ when_role = "production", target = "llama" }},
+            {{ when_header = {{ name = "X-Tier", value = "batch" }}, target = "small" }},
+            {{ default = true, target = "small" }},
+        ]
+        {}
+        "#,
+        hex::encode(Sha256::digest(production_key.as_bytes())),
+        more_targets(&emulator.base_url(), ""),
+    ))
+    .await;
+    assert_eq!(
+        chat_as(&harness, &production_key, "small", None).await,
+        StatusCode::OK
+    );
+    let events = harness.events();
+    let route = last_response(&events).route.as_ref().expect("route");
+    assert_eq!(route.target_id.as_deref(), Some("llama"));
+    assert_eq!(
+        route.model.as_deref(),
+        Some("small"),
+        "the model the client named"
+    );
+    assert_eq!(
+        decisions(&events, "router"),
+        ["rule 0 (when_role = \"production\"): target llama"]
+    );
+    let key = harness.key.clone();
+    assert_eq!(
+        chat_as(
+            &harness,
+            &key,
+            "meta-llama/Llama",
+            Some(("x-tier", "batch"))
+        )
+        .await,
+        StatusCode::OK
+    );
+    let events = harness.events();
+    assert_eq!(
+        last_response(&events)
+            .route
+            .as_ref()
+            .and_then(|r| r.target_id.as_deref()),
+        Some("small")
+    );
+    assert_eq!(
+        decisions(&events, "router"),
+        ["rule 1 (when_header x-tier: \"batch\"): target small"]
+    );
+    // No rule but the default matches: the default's target, whatever the model.
+    assert_eq!(
+        chat_as(&harness, &key, "meta-llama/Llama", None).await,
+        StatusCode::OK
+    );
+    let events = harness.events();
+    assert_eq!(
+        last_response(&events)
+            .route
+            .as_ref()
+            .and_then(|r| r.target_id.as_deref()),
+        Some("small")
+    );
+    assert_eq!(
+        decisions(&events, "router"),
+        ["rule 2 (default): target small"]
+    );
+}
+
+#[tokio::test]
+async fn a_dead_target_falls_back_and_the_response_event_records_every_attempt() {
+    // Kept alive for the test: `small` is served by it.
+    let emulator = TgiEmulator::start(EmulatorOptions::default())
+        .await
+        .expect("emulator");
+    let emulator_url = emulator.base_url();
+    let mut harness = harness(&more_targets(&emulator_url, r#"fallback = ["small"]"#)).await;
+    let key = harness.key.clone();
+    assert_eq!(chat_as(&harness, &key, "dead", None).await, StatusCode::OK);
+    let events = harness.events();
+    let response = last_response(&events);
+    assert_eq!(
+        response.route.as_ref().and_then(|r| r.target_id.as_deref()),
+        Some("small")
+    );
+    assert_eq!(
+        response.response.as_ref().expect("response").attempts,
+        ["dead: upstream_unreachable", "small: ok"]
+    );
+    assert_eq!(
+        decisions(&events, "fallback"),
+        ["upstream_unreachable; trying small"]
+    );
+    // A stream falls back too (before its first byte).
+    let streamed = harness
+        .send(
+            "/v1/chat/completions",
+            &key,
+            &json!({"model": "dead", "stream": true, "messages": [{"role": "user", "content": "hi"}]}),
+        )
+        .await;
+    assert_eq!(streamed.status(), StatusCode::OK);
+    let body = axum::body::to_bytes(streamed.into_body(), 1 << 20)
+        .await
+        .expect("body");
+    assert!(String::from_utf8_lossy(&body).ends_with("data: [DONE]\n\n"));
+    let events = harness.events();
+    assert_eq!(
+        last_response(&events)
+            .response
+            .as_ref()
+            .expect("response")
+            .attempts,
+        ["dead: upstream_unreachable", "small: ok"]
+    );
+}
+
+#[tokio::test]
+async fn the_breaker_opens_after_its_failures_and_shows_in_metrics() {
+    // Kept alive for the test: `small` is served by it.
+    let emulator = TgiEmulator::start(EmulatorOptions::default())
+        .await
+        .expect("emulator");
+    let emulator_url = emulator.base_url();
+    let harness = harness(&more_targets(
+        &emulator_url,
+        "breaker = { failures = 2, window_s = 60, open_s = 60 }",
+    ))
+    .await;
+    let key = harness.key.clone();
+    assert!(
+        harness
+            .metrics()
+            .await
+            .contains(r#"warden_proxy_circuit_state{target="dead"} 0"#)
+    );
+    for _ in 0..2 {
+        assert_eq!(
+            chat_as(&harness, &key, "dead", None).await,
+            StatusCode::BAD_GATEWAY
+        );
+    }
+    let response = harness
+        .send(
+            "/v1/chat/completions",
+            &key,
+            &json!({"model": "dead", "messages": [{"role": "user", "content": "hi"}]}),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+        .await
+        .expect("body");
+    let body: Value = serde_json::from_slice(&bytes).expect("json");
+    assert_eq!(body["error"]["code"], "circuit_open");
+    let metrics = harness.metrics().await;
+    assert!(
+        metrics.contains(r#"warden_proxy_circuit_state{target="dead"} 1"#),
+        "{metrics}"
+    );
+    // Other targets are unaffected.
+    assert_eq!(chat_as(&harness, &key, "small", None).await, StatusCode::OK);
 }

@@ -78,6 +78,7 @@ pub fn call_trail(call: u64, start: DateTime<Utc>) -> [AuditEvent; 3] {
         cost_usd: Some((input_tokens + output_tokens) as f64 * 0.000_000_2),
         error_type: failed.then(|| "upstream_unavailable".to_owned()),
         content: None,
+        attempts: Vec::new(),
     });
     [decision, request, response]
 }

@@ -320,6 +320,8 @@ impl<'a> Cursor<'a> {
             cost_usd,
             error_type,
             content,
+            // Written only when the call went to a fallback: such payloads take serde's path.
+            attempts: Vec::new(),
         })
     }
 
@@ -513,6 +515,7 @@ mod tests {
                 cost_usd: floats[2],
                 error_type: optional[11].clone(),
                 content: optional[12].clone(),
+                attempts: Vec::new(),
             });
             event.decision = parts[3].then(|| DecisionInfo {
                 policy: strings[3].clone(),

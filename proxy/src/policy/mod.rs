@@ -20,6 +20,7 @@
 //! others when they refuse). A refusal is a [`ProxyError`] with OpenAI's error shape.
 
 pub(crate) mod auth;
+pub(crate) mod breaker;
 pub(crate) mod limits;
 
 use axum::http::HeaderMap;
@@ -27,16 +28,21 @@ use axum::http::HeaderMap;
 use std::sync::Arc;
 
 use crate::audit::CallAudit;
-use crate::config::{ChainMember, ProxySettings, Target};
+use crate::config::{ChainMember, ProxySettings, RouteRule, Target};
 use crate::error::ProxyError;
 use auth::{AuthOutcome, ClientRegistry, RejectReason};
+use breaker::Breakers;
 use limits::{CallSubjects, Limiter, Quotas, TokenEstimate};
 
 /// What a call asks to be served by.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Requested<'a> {
-    /// An OpenAI call's `model`: the target serving that name.
-    Model(&'a str),
+    /// An OpenAI call's `model` and headers: the target a router rule names, else the
+    /// target serving that model.
+    Model {
+        model: &'a str,
+        headers: &'a HeaderMap,
+    },
     /// A pass-through call's `{target}`: that target, by id.
     Target(&'a str),
 }
@@ -75,12 +81,15 @@ pub(crate) struct Policies {
     /// The members after `auth`, in order.
     chain: Vec<ChainMember>,
     limiter: Arc<Limiter>,
+    rules: Vec<RouteRule>,
+    pub(crate) breakers: Breakers,
 }
 
 /// An admitted call: the target that serves it, and what the limits granted.
 #[derive(Debug)]
 pub(crate) struct Admission<'t> {
-    pub(crate) target: &'t Target,
+    /// The target the router chose, then its fallbacks the caller may use, in order.
+    pub(crate) candidates: Vec<&'t Target>,
     /// For the `x-ratelimit-*` headers of its answer.
     pub(crate) quotas: Quotas,
 }
@@ -91,6 +100,8 @@ impl Policies {
             clients: ClientRegistry::new(settings.clients.clone(), settings.fingerprinter.clone()),
             chain: settings.chain.clone(),
             limiter: Limiter::new(settings.rate_limits.clone()),
+            rules: settings.router_rules.clone(),
+            breakers: Breakers::new(&settings.targets),
         }
     }
 
@@ -135,7 +146,7 @@ impl Policies {
         for member in &self.chain {
             match member {
                 ChainMember::Router => {
-                    let routed = route(call, requested, targets)?;
+                    let routed = self.route(call, caller, requested, targets)?;
                     check_access(call, caller, routed)?;
                     call.routed(routed);
                     target = Some(routed);
@@ -170,7 +181,67 @@ impl Policies {
         }
         let target = target
             .ok_or_else(|| ProxyError::Internal("the policy chain has no router".to_owned()))?;
-        Ok(Admission { target, quotas })
+        let mut candidates = vec![target];
+        // Pass-through names its target and path: no fallback to another.
+        if matches!(requested, Requested::Model { .. }) {
+            let fallbacks = target
+                .fallback
+                .iter()
+                .filter_map(|id| targets.iter().find(|other| other.id == *id))
+                .filter(|fallback| caller.client().is_none_or(|c| c.may_call(&fallback.id)));
+            candidates.extend(fallbacks);
+        }
+        Ok(Admission { candidates, quotas })
+    }
+
+    /// Member `router`: the target serving `requested`. An OpenAI call goes to the target
+    /// of the first rule that matches it (a `route` decision says which), else to the one
+    /// serving its `model`; the call's `model` stays what the client named. A pass-through
+    /// call goes to the target its path names; its `model` is that target's public name.
+    fn route<'t>(
+        &self,
+        call: &mut CallAudit,
+        caller: &AuthOutcome,
+        requested: Requested<'_>,
+        targets: &'t [Target],
+    ) -> Result<&'t Target, ProxyError> {
+        let Requested::Model { model, headers } = requested else {
+            return route(call, requested, targets);
+        };
+        let role = caller.client().and_then(|client| client.role.as_deref());
+        let environment = call.environment();
+        let matched = self.rules.iter().enumerate().find(|(_, rule)| {
+            rule.default
+                || (rule
+                    .when_role
+                    .as_deref()
+                    .is_none_or(|wanted| role == Some(wanted))
+                    && rule
+                        .when_environment
+                        .as_deref()
+                        .is_none_or(|wanted| environment == Some(wanted))
+                    && rule
+                        .when_model
+                        .as_deref()
+                        .is_none_or(|wanted| wanted == model)
+                    && rule.when_header.as_ref().is_none_or(|(name, value)| {
+                        headers
+                            .get(name)
+                            .and_then(|v| v.to_str().ok())
+                            .is_some_and(|v| v == value)
+                    }))
+        });
+        let Some((index, rule)) = matched else {
+            return route(call, requested, targets);
+        };
+        call.route.model = Some(model.to_owned());
+        let target = targets
+            .iter()
+            .find(|target| target.id == rule.target)
+            .ok_or_else(|| ProxyError::Internal(format!("rule target {:?}", rule.target)))?;
+        let reason = format!("rule {index} ({}): target {}", rule.describe(), target.id);
+        call.decided("router", "route", Some(&reason));
+        Ok(target)
     }
 }
 
@@ -182,7 +253,7 @@ fn route<'t>(
     targets: &'t [Target],
 ) -> Result<&'t Target, ProxyError> {
     match requested {
-        Requested::Model(model) => {
+        Requested::Model { model, .. } => {
             call.route.model = Some(model.to_owned());
             targets
                 .iter()

@@ -23,7 +23,6 @@ use crate::audit::CallAudit;
 use crate::config::{Target, TargetKind};
 use crate::error::ProxyError;
 use crate::openai::client_wants_usage;
-use crate::policy::limits::Quotas;
 use crate::stream::{StreamLimits, StreamTranslator, TranslatedStream};
 use crate::upstream::Upstream;
 use axum::response::Response;
@@ -54,8 +53,6 @@ pub(crate) struct Admitted<'a> {
     pub(crate) model: String,
     pub(crate) target: &'a Target,
     pub(crate) stream: bool,
-    /// What the rate limits granted, for the answer's headers.
-    pub(crate) quotas: Quotas,
 }
 
 /// What forwarding a call produced.
@@ -93,7 +90,6 @@ pub(crate) async fn forward(
         model,
         target,
         stream,
-        ..
     } = call;
     let limits = StreamLimits::of(target);
     match (endpoint, target.kind) {
