@@ -25,6 +25,7 @@ use crate::config::{CapturePolicy, Pricing, Target};
 use crate::fingerprint::Fingerprinter;
 use crate::metrics::SharedMetrics;
 use crate::policy::auth::AuthOutcome;
+use crate::policy::budgets::BudgetHold;
 use crate::policy::limits::TokenHold;
 
 /// Longest user agent kept in events.
@@ -59,6 +60,9 @@ pub(crate) struct CallAudit {
     /// The call's token reservation under rate limits: settled on its recorded usage when
     /// its response event goes out (answered, failed or aborted alike).
     pub(crate) token_hold: Option<TokenHold>,
+    /// The call's reservation under spend budgets: replaced by its `cost_usd` when its
+    /// response event goes out.
+    pub(crate) budget_hold: Option<BudgetHold>,
     /// Each target tried, when the call went to a fallback: `target_id: outcome`.
     attempts: Vec<String>,
 }
@@ -145,6 +149,7 @@ impl CallAudit {
             response_emitted: false,
             receipts: Vec::new(),
             token_hold: None,
+            budget_hold: None,
             attempts: Vec::new(),
         }
     }
@@ -308,6 +313,9 @@ impl CallAudit {
             let input_tokens = self.request.input_tokens.unwrap_or(0);
             let output_tokens = response.output_tokens.unwrap_or(0);
             response.cost_usd = Some(pricing.cost_usd(input_tokens, output_tokens, elapsed));
+        }
+        if let Some(hold) = self.budget_hold.take() {
+            hold.settle(response.cost_usd, chrono::Utc::now());
         }
         self.metrics.record_call(
             &self.route.endpoint,

@@ -20,6 +20,7 @@ use warden_ingest::geo::GeoIp;
 
 use crate::client_address::{ClientLocator, parse_trusted_proxies};
 use crate::fingerprint::Fingerprinter;
+use crate::policy::budgets::{Budget, BudgetAction, BudgetPeriod, BudgetSubject};
 use crate::policy::limits::{LimitSubject, RateLimit, Window};
 use crate::targets::template::{
     BUILTIN_TEMPLATES, ChatTemplate, DEFAULT_CHAT_ROLES, DEFAULT_TEMPLATE_FUEL,
@@ -70,6 +71,9 @@ pub struct ProxyConfig {
     /// Routing rules (member `router`).
     #[serde(default)]
     pub router: RouterConfig,
+    /// Spend caps in USD per client, team or department (member `budget`).
+    #[serde(default)]
+    pub budgets: Vec<BudgetConfig>,
     /// HF-native pass-through (off unless configured).
     #[serde(default)]
     pub passthrough: Option<PassthroughConfig>,
@@ -116,6 +120,7 @@ impl Default for ProxyConfig {
             policies: PoliciesConfig::default(),
             rate_limits: Vec::new(),
             router: RouterConfig::default(),
+            budgets: Vec::new(),
             passthrough: None,
             trusted_proxies: Vec::new(),
             geoip_database: None,
@@ -455,8 +460,9 @@ pub struct ClientKeyConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PoliciesConfig {
-    /// The members, in order: `auth` first, then `rate_limit` and `router` in either order
-    /// (a per-target limit needs the router before it).
+    /// The members, in order: `auth` first, then `rate_limit`, `router` and `budget` (after
+    /// the router: it prices the call on its target) in any order that makes sense (a
+    /// per-target limit needs the router before `rate_limit`).
     #[serde(default = "default_chain")]
     pub chain: Vec<String>,
 }
@@ -470,7 +476,35 @@ impl Default for PoliciesConfig {
 }
 
 fn default_chain() -> Vec<String> {
-    ["auth", "rate_limit", "router"].map(str::to_owned).to_vec()
+    ["auth", "rate_limit", "router", "budget"]
+        .map(str::to_owned)
+        .to_vec()
+}
+
+/// One `[[proxy.budgets]]` entry as written: exactly one of `client`, `team`,
+/// `department`; at least one cap.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BudgetConfig {
+    #[serde(default)]
+    pub client: Option<String>,
+    #[serde(default)]
+    pub team: Option<String>,
+    #[serde(default)]
+    pub department: Option<String>,
+    #[serde(default)]
+    pub usd_per_hour: Option<f64>,
+    #[serde(default)]
+    pub usd_per_day: Option<f64>,
+    #[serde(default)]
+    pub usd_per_month: Option<f64>,
+    /// `deny` (429 `insufficient_quota`) or `alert_only`.
+    #[serde(default = "default_budget_action")]
+    pub action: String,
+}
+
+fn default_budget_action() -> String {
+    "deny".to_owned()
 }
 
 /// `[proxy.router]` as written.
@@ -581,7 +615,7 @@ pub struct RateLimitConfig {
 }
 
 fn default_max_tokens_reserved() -> u64 {
-    1_024
+    crate::policy::limits::DEFAULT_MAX_TOKENS
 }
 
 fn default_max_limited_subjects() -> usize {
@@ -712,6 +746,7 @@ impl ClientKey {
 pub enum ChainMember {
     RateLimit,
     Router,
+    Budget,
 }
 
 /// Validated pass-through settings.
@@ -755,6 +790,7 @@ pub struct ProxySettings {
     pub chain: Vec<ChainMember>,
     pub rate_limits: Vec<RateLimit>,
     pub router_rules: Vec<RouteRule>,
+    pub budgets: Vec<Budget>,
     pub passthrough: Option<Passthrough>,
     /// Resolves callers' addresses and countries.
     pub client_locator: ClientLocator,
@@ -932,7 +968,8 @@ impl ProxyConfig {
         let rate_limits = validate_rate_limits(&self.rate_limits, &mut errors);
         let router_rules = validate_router(&self.router, &self.targets, &mut errors);
         validate_fallbacks(&self.targets, &mut errors);
-        let chain = validate_chain(&self.policies.chain, &rate_limits, &mut errors);
+        let budgets = validate_budgets(&self.budgets, &self.clients, &mut errors);
+        let chain = validate_chain(&self.policies.chain, &rate_limits, &budgets, &mut errors);
 
         let passthrough = self
             .passthrough
@@ -971,6 +1008,7 @@ impl ProxyConfig {
                 chain,
                 rate_limits,
                 router_rules,
+                budgets,
                 passthrough,
                 client_locator: ClientLocator::new(trusted_proxies, geoip.map(Arc::new)),
             }),
@@ -1143,11 +1181,75 @@ fn validate_rate_limits(limits: &[RateLimitConfig], errors: &mut Vec<String>) ->
     valid
 }
 
+/// Validates `[[proxy.budgets]]`: one subject each, at least one positive cap, a known
+/// action.
+fn validate_budgets(
+    budgets: &[BudgetConfig],
+    clients: &[ClientConfig],
+    errors: &mut Vec<String>,
+) -> Vec<Budget> {
+    let mut valid = Vec::new();
+    for (index, budget) in budgets.iter().enumerate() {
+        let path = format!("proxy.budgets[{index}]");
+        let subject = match (&budget.client, &budget.team, &budget.department) {
+            (Some(client), None, None) => {
+                if !clients.iter().any(|c| c.name == *client) {
+                    errors.push(format!("{path}.client: no client is named {client:?}"));
+                }
+                BudgetSubject::Client(client.clone())
+            }
+            (None, Some(team), None) => BudgetSubject::Team(team.clone()),
+            (None, None, Some(department)) => BudgetSubject::Department(department.clone()),
+            _ => {
+                errors.push(format!(
+                    "{path}: name exactly one of client, team or department"
+                ));
+                continue;
+            }
+        };
+        let mut caps = Vec::new();
+        for (period, key, usd) in [
+            (BudgetPeriod::Hour, "usd_per_hour", budget.usd_per_hour),
+            (BudgetPeriod::Day, "usd_per_day", budget.usd_per_day),
+            (BudgetPeriod::Month, "usd_per_month", budget.usd_per_month),
+        ] {
+            match usd {
+                Some(usd) if usd.is_finite() && usd > 0.0 => caps.push((period, usd)),
+                Some(_) => errors.push(format!("{path}.{key}: must be a price above 0")),
+                None => {}
+            }
+        }
+        if caps.is_empty() {
+            errors.push(format!(
+                "{path}: set at least one of usd_per_hour, usd_per_day, usd_per_month"
+            ));
+            continue;
+        }
+        let action = match budget.action.as_str() {
+            "deny" => BudgetAction::Deny,
+            "alert_only" => BudgetAction::AlertOnly,
+            other => {
+                errors.push(format!(
+                    "{path}.action: {other:?} is not deny or alert_only"
+                ));
+                continue;
+            }
+        };
+        valid.push(Budget {
+            subject,
+            caps,
+            action,
+        });
+    }
+    valid
+}
+
 /// Validates `[proxy.policies].chain`: `auth` first, each member once, the router present,
 /// and the router before `rate_limit` when a limit is per target.
 fn validate_chain(
     chain: &[String],
     rate_limits: &[RateLimit],
+    budgets: &[Budget],
     errors: &mut Vec<String>,
 ) -> Vec<ChainMember> {
     const KEY: &str = "proxy.policies.chain";
@@ -1161,13 +1263,14 @@ fn validate_chain(
         let member = match name.as_str() {
             "rate_limit" => ChainMember::RateLimit,
             "router" => ChainMember::Router,
+            "budget" => ChainMember::Budget,
             "auth" => {
                 errors.push(format!("{KEY}[{position}]: \"auth\" comes once, first"));
                 continue;
             }
             other => {
                 errors.push(format!(
-                    "{KEY}[{position}]: unknown member {other:?} (known: auth, rate_limit, router)"
+                    "{KEY}[{position}]: unknown member {other:?} (known: auth, rate_limit, router, budget)"
                 ));
                 continue;
             }
@@ -1185,6 +1288,19 @@ fn validate_chain(
     }
     let limit_position = members.iter().position(|m| *m == ChainMember::RateLimit);
     let router_position = members.iter().position(|m| *m == ChainMember::Router);
+    let budget_position = members.iter().position(|m| *m == ChainMember::Budget);
+    if !budgets.is_empty() && budget_position.is_none() {
+        errors.push(format!(
+            "{KEY}: [[proxy.budgets]] are configured but \"budget\" is not in the chain"
+        ));
+    }
+    if let (Some(budget), Some(router)) = (budget_position, router_position)
+        && budget < router
+    {
+        errors.push(format!(
+            "{KEY}: \"budget\" comes after \"router\" (it prices the call on its target)"
+        ));
+    }
     if !rate_limits.is_empty() && limit_position.is_none() {
         errors.push(format!(
             "{KEY}: [[proxy.rate_limits]] are configured but \"rate_limit\" is not in the chain"

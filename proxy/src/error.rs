@@ -19,6 +19,8 @@ pub enum ProxyError {
     InvalidApiKey,
     #[error("This API key has expired: use the client's current key.")]
     ExpiredApiKey,
+    #[error("You exceeded your budget ({0}). Calls resume when the budget's window turns.")]
+    InsufficientQuota(String),
     #[error("Rate limit reached ({reason}).{}", retry_hint(.retry_after))]
     RateLimited {
         reason: String,
@@ -94,7 +96,7 @@ impl ProxyError {
 
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::RateLimited { .. } | Self::InsufficientQuota(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::MissingApiKey
             | Self::InvalidApiKey
             | Self::ExpiredApiKey
@@ -128,6 +130,7 @@ impl ProxyError {
                 "invalid_request_error"
             }
             Self::RateLimited { .. } => "rate_limit_error",
+            Self::InsufficientQuota(_) => "insufficient_quota",
             Self::TargetNotAllowed(_) => "permission_error",
             Self::Internal(_) | Self::AuditUnavailable | Self::Overloaded => "server_error",
             Self::Upstream { status, .. } if *status == StatusCode::TOO_MANY_REQUESTS => {
@@ -150,6 +153,7 @@ impl ProxyError {
             Self::InvalidApiKey => "invalid_api_key",
             Self::ExpiredApiKey => "expired_api_key",
             Self::RateLimited { .. } => "rate_limit_exceeded",
+            Self::InsufficientQuota(_) => "insufficient_quota",
             Self::MissingUpstreamToken => "missing_hf_token",
             Self::InvalidPath(_) => "invalid_path",
             Self::BodyTooLarge { .. } => "request_too_large",

@@ -672,3 +672,77 @@ async fn the_breaker_opens_after_its_failures_and_shows_in_metrics() {
     // Other targets are unaffected.
     assert_eq!(chat_as(&harness, &key, "small", None).await, StatusCode::OK);
 }
+
+#[tokio::test]
+async fn a_team_over_its_budget_gets_insufficient_quota_and_alert_only_lets_through() {
+    let emulator = TgiEmulator::start(EmulatorOptions::default())
+        .await
+        .expect("emulator");
+    let team_key = client_key();
+    let mut harness = harness(&format!(
+        r#"
+        [[clients]]
+        name = "payments-api"
+        team = "payments"
+        key_sha256 = "{}"
+        [[budgets]]
+        team = "payments"
+        usd_per_day = 0.05
+        action = "deny"
+        [[budgets]]
+        client = "app"
+        usd_per_hour = 0.01
+        action = "alert_only"
+        [[targets]]
+        id = "priced"
+        kind = "tgi-messages"
+        base_url = "{}"
+        pricing = {{ input_per_1k_tokens = 1.0, output_per_1k_tokens = 2.0 }}
+        "#,
+        hex::encode(Sha256::digest(team_key.as_bytes())),
+        emulator.base_url(),
+    ))
+    .await;
+    // Each call costs 3 input and 12 output tokens: 0.027 USD.
+    for _ in 0..2 {
+        assert_eq!(
+            chat_as(&harness, &team_key, "priced", None).await,
+            StatusCode::OK
+        );
+    }
+    let response = harness
+        .send(
+            "/v1/chat/completions",
+            &team_key,
+            &json!({"model": "priced", "messages": [{"role": "user", "content": "hi"}]}),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+        .await
+        .expect("body");
+    let body: Value = serde_json::from_slice(&bytes).expect("json");
+    assert_eq!(body["error"]["code"], "insufficient_quota");
+    assert_eq!(body["error"]["type"], "insufficient_quota");
+    let events = harness.events();
+    assert_eq!(
+        decisions(&events, "budget"),
+        ["team payments: 0.05 USD per day reached"]
+    );
+    // `app` is over its alert-only budget after one call: the next goes through, recorded.
+    let key = harness.key.clone();
+    for _ in 0..2 {
+        assert_eq!(
+            chat_as(&harness, &key, "priced", None).await,
+            StatusCode::OK
+        );
+    }
+    let events = harness.events();
+    let alerts: Vec<&str> = events
+        .iter()
+        .filter_map(|event| event.decision.as_ref())
+        .filter(|decision| decision.policy == "budget" && decision.outcome == "alert")
+        .filter_map(|decision| decision.reason.as_deref())
+        .collect();
+    assert_eq!(alerts, ["client app: 0.01 USD per hour reached"]);
+}

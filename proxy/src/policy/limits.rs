@@ -557,6 +557,10 @@ pub(crate) struct TokenEstimate {
     pub generates: bool,
 }
 
+/// The output reserved (and priced by budgets) for a call that names no `max_tokens`,
+/// unless a limit says otherwise.
+pub const DEFAULT_MAX_TOKENS: u64 = 1_024;
+
 /// Most tokens a single estimate may stand for (a hostile `max_tokens` cannot overflow).
 const MAX_ESTIMATE: u64 = 1 << 40;
 
@@ -592,6 +596,18 @@ impl TokenEstimate {
             prompt: chars.div_ceil(4).saturating_add(pieces.saturating_mul(4)),
             max_output,
             generates,
+        }
+    }
+
+    /// The output a call may generate, with the default reservation for one that names no
+    /// maximum.
+    pub(crate) fn output(&self) -> u64 {
+        if self.generates {
+            self.max_output
+                .unwrap_or(DEFAULT_MAX_TOKENS)
+                .min(MAX_ESTIMATE)
+        } else {
+            0
         }
     }
 

@@ -12,6 +12,8 @@
 //!    - `rate_limit` ([`limits`]): requests and tokens per subject; a refused call gets a
 //!      429 `rate_limit_exceeded` with `Retry-After`, and every call a limit applies to gets
 //!      OpenAI's `x-ratelimit-*` headers;
+//!    - `budget` ([`budgets`]): spend caps per client, team or department; a call over a
+//!      `deny` budget gets a 429 `insufficient_quota`;
 //!    - `router`: which target serves it — the target an OpenAI call's `model` names, or
 //!      the one a pass-through path names — then `target_access`: whether this client may
 //!      use that target.
@@ -21,6 +23,7 @@
 
 pub(crate) mod auth;
 pub(crate) mod breaker;
+pub(crate) mod budgets;
 pub(crate) mod limits;
 
 use axum::http::HeaderMap;
@@ -32,6 +35,7 @@ use crate::config::{ChainMember, ProxySettings, RouteRule, Target};
 use crate::error::ProxyError;
 use auth::{AuthOutcome, ClientRegistry, RejectReason};
 use breaker::Breakers;
+use budgets::{BudgetLabels, Budgets};
 use limits::{CallSubjects, Limiter, Quotas, TokenEstimate};
 
 /// What a call asks to be served by.
@@ -83,6 +87,7 @@ pub(crate) struct Policies {
     limiter: Arc<Limiter>,
     rules: Vec<RouteRule>,
     pub(crate) breakers: Breakers,
+    budgets: Arc<Budgets>,
 }
 
 /// An admitted call: the target that serves it, and what the limits granted.
@@ -102,6 +107,7 @@ impl Policies {
             limiter: Limiter::new(settings.rate_limits.clone()),
             rules: settings.router_rules.clone(),
             breakers: Breakers::new(&settings.targets),
+            budgets: Budgets::new(settings.budgets.clone()),
         }
     }
 
@@ -177,6 +183,35 @@ impl Policies {
                     }
                 }
                 ChainMember::RateLimit => {}
+                ChainMember::Budget if !self.budgets.is_empty() => {
+                    let client = caller.client();
+                    let labels = BudgetLabels {
+                        client: client.map(|c| c.name.as_str()),
+                        team: client.and_then(|c| c.team.as_deref()),
+                        department: client.and_then(|c| c.department.as_deref()),
+                    };
+                    let estimate_usd = target
+                        .and_then(|target: &Target| target.pricing)
+                        .map_or(0.0, |pricing| {
+                            pricing.cost_usd(estimate.prompt, estimate.output(), 0.0)
+                        });
+                    match self
+                        .budgets
+                        .admit(&labels, estimate_usd, chrono::Utc::now())
+                    {
+                        Ok(grant) => {
+                            for alert in &grant.alerts {
+                                call.decided("budget", "alert", Some(alert));
+                            }
+                            call.budget_hold = grant.hold;
+                        }
+                        Err(over) => {
+                            call.decided("budget", "deny", Some(&over.reason));
+                            return Err(ProxyError::InsufficientQuota(over.reason));
+                        }
+                    }
+                }
+                ChainMember::Budget => {}
             }
         }
         let target = target
