@@ -3,6 +3,7 @@
 //! workspace crates.
 
 mod config;
+mod control;
 mod keys;
 mod replay;
 mod report;
@@ -104,6 +105,12 @@ enum Command {
         #[command(subcommand)]
         action: KeysAction,
     },
+    /// Operator actions every proxy replica applies live (through warden.control), and
+    /// `control list`, what is in force.
+    Control {
+        #[command(subcommand)]
+        action: ControlCommand,
+    },
     /// Query the archive with SQL (tables: events, alerts, actions).
     Sql {
         #[command(flatten)]
@@ -114,6 +121,187 @@ enum Command {
         /// The query, e.g. "SELECT request_id, kind, response.status FROM events".
         query: String,
     },
+}
+
+/// Who an access action is about: a whole client, or one token (by its id in events).
+#[derive(Debug, clap::Args)]
+#[group(required = true, multiple = false)]
+struct AccessSubject {
+    /// Every key of this client.
+    #[arg(long)]
+    client: Option<String>,
+    /// One token, by its `token_id` (as events and alerts show it).
+    #[arg(long)]
+    token_id: Option<String>,
+}
+
+impl AccessSubject {
+    fn subject(&self) -> warden_ingest::alert::Subject {
+        use warden_ingest::alert::Subject;
+        match (&self.client, &self.token_id) {
+            (Some(client), _) => Subject::Client(client.clone()),
+            (None, Some(token)) => Subject::Token(token.clone()),
+            (None, None) => unreachable!("clap requires one"),
+        }
+    }
+}
+
+/// Why and who, required on every operator action.
+#[derive(Debug, clap::Args)]
+struct Attribution {
+    /// Why, in one line (kept in the actions table).
+    #[arg(long)]
+    reason: String,
+    /// Who decides (recorded as `operator:NAME`).
+    #[arg(long)]
+    by: String,
+}
+
+#[derive(Debug, Subcommand)]
+enum ControlCommand {
+    /// Refuse a client's keys, or one token, on every replica (401 revoked_api_key).
+    Revoke {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[command(flatten)]
+        who: AccessSubject,
+        #[command(flatten)]
+        attribution: Attribution,
+    },
+    /// Undo a revocation.
+    Restore {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[command(flatten)]
+        who: AccessSubject,
+        #[command(flatten)]
+        attribution: Attribution,
+    },
+    /// An emergency rate limit on a subject (global, target:ID, client:NAME, token:ID,
+    /// ip:ADDRESS, country:CC), for a while (429 emergency_rate_limit beyond it).
+    Limit {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// KIND:VALUE, or global.
+        #[arg(long, value_parser = parse_subject)]
+        subject: warden_ingest::alert::Subject,
+        #[arg(long)]
+        requests_per_minute: u64,
+        #[arg(long)]
+        tokens_per_minute: Option<u64>,
+        /// How long it holds: 30m, 2h, 1d.
+        #[arg(long = "for", value_parser = control::parse_duration)]
+        duration: chrono::TimeDelta,
+        #[command(flatten)]
+        attribution: Attribution,
+    },
+    /// Lift an emergency rate limit before it expires.
+    Lift {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[arg(long, value_parser = parse_subject)]
+        subject: warden_ingest::alert::Subject,
+        #[command(flatten)]
+        attribution: Attribution,
+    },
+    /// Stop sending calls to a target (its fallbacks serve them, else 503 target_disabled).
+    Disable {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[arg(long)]
+        target: String,
+        #[command(flatten)]
+        attribution: Attribution,
+    },
+    /// Send calls to a disabled target again.
+    Enable {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[arg(long)]
+        target: String,
+        #[command(flatten)]
+        attribution: Attribution,
+    },
+    /// One line per action in force.
+    List(ConfigArg),
+}
+
+impl ControlCommand {
+    fn config(&self) -> &ConfigArg {
+        match self {
+            Self::Revoke { config, .. }
+            | Self::Restore { config, .. }
+            | Self::Limit { config, .. }
+            | Self::Lift { config, .. }
+            | Self::Disable { config, .. }
+            | Self::Enable { config, .. }
+            | Self::List(config) => config,
+        }
+    }
+
+    /// The action to publish; `None` for `list`.
+    fn operator_action(self) -> Option<control::OperatorAction> {
+        use warden_ingest::action::ActionKind;
+        use warden_ingest::alert::Subject;
+        let plain = |action, subject, attribution: Attribution| control::OperatorAction {
+            action,
+            subject,
+            reason: attribution.reason,
+            by: attribution.by,
+            requests_per_minute: None,
+            tokens_per_minute: None,
+            duration: None,
+        };
+        Some(match self {
+            Self::Revoke {
+                who, attribution, ..
+            } => plain(ActionKind::RevokeToken, who.subject(), attribution),
+            Self::Restore {
+                who, attribution, ..
+            } => plain(ActionKind::RestoreToken, who.subject(), attribution),
+            Self::Limit {
+                subject,
+                requests_per_minute,
+                tokens_per_minute,
+                duration,
+                attribution,
+                ..
+            } => control::OperatorAction {
+                requests_per_minute: Some(requests_per_minute),
+                tokens_per_minute,
+                duration: Some(duration),
+                ..plain(ActionKind::EmergencyRateLimit, subject, attribution)
+            },
+            Self::Lift {
+                subject,
+                attribution,
+                ..
+            } => plain(ActionKind::LiftRateLimit, subject, attribution),
+            Self::Disable {
+                target,
+                attribution,
+                ..
+            } => plain(
+                ActionKind::DisableTarget,
+                Subject::Target(target),
+                attribution,
+            ),
+            Self::Enable {
+                target,
+                attribution,
+                ..
+            } => plain(
+                ActionKind::EnableTarget,
+                Subject::Target(target),
+                attribution,
+            ),
+            Self::List(_) => return None,
+        })
+    }
+}
+
+fn parse_subject(text: &str) -> Result<warden_ingest::alert::Subject, String> {
+    text.parse()
 }
 
 #[derive(Debug, Subcommand)]
@@ -232,6 +420,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         | Command::Sql { config, .. }
         | Command::Simulate { config, .. }
         | Command::Verify { config, .. } => config,
+        Command::Control { action } => action.config(),
     };
     let (config, path) = WardenConfig::load(config_arg.config.as_deref())?;
     match &path {
@@ -241,6 +430,10 @@ async fn run(command: Command) -> anyhow::Result<()> {
     let config = config.validate(&warden_proxy::ProcessEnvironment)?;
     match command {
         Command::Keys { .. } => unreachable!("answered before the config is loaded"),
+        Command::Control { action } => match action.operator_action() {
+            Some(request) => control::publish(&config, request).await,
+            None => control::list(&config).await,
+        },
         Command::Up(_) => roles::up(config).await,
         Command::Proxy(_) => roles::proxy(config).await,
         Command::Archive { action: None, .. } => roles::archive(config).await,

@@ -15,6 +15,7 @@ use warden_ingest::kafka::{EmbeddedBroker, KafkaCluster, KafkaEventPublisher};
 use warden_ingest::layout::{ARCHIVE_TABLES, ArchiveUrl};
 use warden_ingest::{AuditStats, event_channel_with};
 use warden_proxy::ProxyState;
+use warden_proxy::control::ControlPlane;
 use warden_sinks::archive::{Archiver, ParquetArchive, ShutdownMode, Table, retention};
 use warden_sql::{ArchiveSession, OutputFormat};
 
@@ -243,6 +244,8 @@ struct RunningProxy {
     server: JoinHandle<std::io::Result<()>>,
     /// `/metrics` on `[proxy].admin_listen`; holds the state (and so the emitter) too.
     admin: JoinHandle<std::io::Result<()>>,
+    /// Follows warden.control for as long as the proxy runs.
+    follower: JoinHandle<()>,
     publisher: JoinHandle<()>,
     audit_stats: Arc<AuditStats>,
     shutdown: CancellationToken,
@@ -258,7 +261,10 @@ impl RunningProxy {
         settings.fingerprinter = crate::keys::deployment_fingerprinter(&settings)?;
         // The state owns the only emitter: when the server stops, the publisher's channel
         // closes and it flushes.
-        let state = ProxyState::new(settings, emitter)?;
+        // What warden.control put in force: from disk at once, then followed live.
+        let control = ControlPlane::load(&settings.control_state_file);
+        let follower = tokio::spawn(control.clone().follow(cluster.clone()));
+        let state = ProxyState::with_control(settings, emitter, control)?;
         let listener = TcpListener::bind(config.proxy.listen)
             .await
             .with_context(|| format!("proxy.listen: cannot listen on {}", config.proxy.listen))?;
@@ -276,6 +282,7 @@ impl RunningProxy {
         Ok(Self {
             server,
             admin,
+            follower,
             publisher,
             audit_stats,
             shutdown,
@@ -295,6 +302,7 @@ impl RunningProxy {
         };
         // The admin listener holds the emitter too: stop it before waiting for the flush.
         self.shutdown.cancel();
+        self.follower.abort();
         self.admin
             .await
             .context("admin task")?

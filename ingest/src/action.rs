@@ -28,12 +28,47 @@ pub const ACTIONS_TABLE: &str = "actions";
 pub enum ActionKind {
     /// Refuse a client token from now on (subject: `token:…` or `client:…`).
     RevokeToken,
-    /// Cap a subject's request rate (`limit_per_minute`) until `expires_at`.
+    /// Undo a revocation (same subjects).
+    RestoreToken,
+    /// Cap a subject's request rate (`limit_per_minute`, and tokens with
+    /// `tokens_per_minute`) until `expires_at` (subject: global, target, client, token, IP,
+    /// country).
     EmergencyRateLimit,
     /// Remove an emergency rate limit before it expires.
     LiftRateLimit,
+    /// Stop sending calls to a target (subject: `target:…`): its fallbacks serve them, else
+    /// a 503 `target_disabled`.
+    DisableTarget,
+    /// Undo a `disable_target`.
+    EnableTarget,
     /// Scale an endpoint down (subject: `target:…`, `replicas`).
     ScaleDown,
+}
+
+impl ActionKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::RevokeToken => "revoke_token",
+            Self::RestoreToken => "restore_token",
+            Self::EmergencyRateLimit => "emergency_rate_limit",
+            Self::LiftRateLimit => "lift_rate_limit",
+            Self::DisableTarget => "disable_target",
+            Self::EnableTarget => "enable_target",
+            Self::ScaleDown => "scale_down",
+        }
+    }
+
+    /// The piece of live state an action sets: the later of two actions with the same slot
+    /// and subject replaces the earlier (`revoke_token` and `restore_token` share one), which
+    /// is what the compacted control topic keeps.
+    fn slot(self) -> &'static str {
+        match self {
+            Self::RevokeToken | Self::RestoreToken => "access",
+            Self::EmergencyRateLimit | Self::LiftRateLimit => "limit",
+            Self::DisableTarget | Self::EnableTarget => "target",
+            Self::ScaleDown => "scale",
+        }
+    }
 }
 
 /// One runbook action.
@@ -58,6 +93,9 @@ pub struct ControlAction {
     pub runbook: Option<String>,
     #[serde(default)]
     pub limit_per_minute: Option<u64>,
+    /// Emergency limits: tokens per minute, besides (or instead of) requests.
+    #[serde(default)]
+    pub tokens_per_minute: Option<u64>,
     #[serde(default)]
     pub replicas: Option<u32>,
     /// When the action stops applying by itself (emergency limits), if ever.
@@ -86,10 +124,22 @@ impl ControlAction {
             alert_dedup_key: None,
             runbook: None,
             limit_per_minute: None,
+            tokens_per_minute: None,
             replicas: None,
             expires_at: None,
             environment: None,
         }
+    }
+
+    /// The record key on `warden.control`: the slot the action sets and its subject
+    /// (`access/token:tok_…`), so compaction keeps the latest action per piece of state.
+    pub fn state_key(&self) -> String {
+        format!("{}/{}", self.action.slot(), self.subject)
+    }
+
+    /// Whether the action still applies at `now` (emergency limits expire).
+    pub fn is_in_force(&self, now: DateTime<Utc>) -> bool {
+        self.expires_at.is_none_or(|expires_at| now < expires_at)
     }
 }
 
@@ -111,6 +161,8 @@ static ACTION_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
         optional("replicas", DataType::Int32),
         optional("expires_at", utc_micros),
         optional("environment", DataType::Utf8),
+        // Added with the control plane: null in older files.
+        optional("tokens_per_minute", DataType::Int64),
     ]))
 });
 

@@ -20,6 +20,7 @@ pub mod alert;
 pub mod archive_store;
 pub mod audit_config;
 pub mod columnar;
+pub mod control;
 pub mod emitter;
 pub mod event;
 pub mod event_row;

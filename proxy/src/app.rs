@@ -200,6 +200,11 @@ async fn serve(
             let reason = format!("{}; trying {}", previous.code(), target.id);
             call.decided("fallback", "route", Some(&reason));
         }
+        if state.policies.control.disabled(&target.id) {
+            call.attempted(&target.id, "target_disabled");
+            failure = Some(ProxyError::TargetDisabled(target.public_name().to_owned()));
+            continue;
+        }
         if !breakers.allow(&target.id) {
             call.attempted(&target.id, "circuit_open");
             failure = Some(ProxyError::CircuitOpen(target.public_name().to_owned()));

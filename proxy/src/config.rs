@@ -49,6 +49,10 @@ pub struct ProxyConfig {
     /// Where the generated fingerprint secret is kept when `fingerprint_key` is unset.
     #[serde(default = "default_fingerprint_key_file")]
     pub fingerprint_key_file: PathBuf,
+    /// Where the proxy keeps what `warden.control` put in force (revocations, emergency
+    /// limits, disabled targets), so a restart while Kafka is down still applies it.
+    #[serde(default = "default_control_state_file")]
+    pub control_state_file: PathBuf,
     /// Names this replica in events; defaults to the host name.
     #[serde(default)]
     pub proxy_id: Option<String>,
@@ -112,6 +116,7 @@ impl Default for ProxyConfig {
             allow_open: false,
             fingerprint_key: None,
             fingerprint_key_file: default_fingerprint_key_file(),
+            control_state_file: default_control_state_file(),
             proxy_id: None,
             environment: None,
             max_body_bytes: default_max_body_bytes(),
@@ -178,6 +183,10 @@ pub struct PassthroughConfig {
 
 fn default_listen() -> String {
     "127.0.0.1:8080".to_owned()
+}
+
+fn default_control_state_file() -> PathBuf {
+    PathBuf::from("./warden-data/control-state.json")
 }
 
 fn default_fingerprint_key_file() -> PathBuf {
@@ -779,6 +788,7 @@ pub struct ProxySettings {
     /// Whether `fingerprinter` came from `fingerprint_key`.
     pub fingerprint_key_configured: bool,
     pub fingerprint_key_file: PathBuf,
+    pub control_state_file: PathBuf,
     pub server: ServerLimits,
     pub proxy_id: String,
     pub environment: Option<String>,
@@ -992,6 +1002,7 @@ impl ProxyConfig {
                 fingerprint_key_configured: fingerprinter.is_some(),
                 fingerprinter: fingerprinter.unwrap_or_else(Fingerprinter::ephemeral),
                 fingerprint_key_file: self.fingerprint_key_file.clone(),
+                control_state_file: self.control_state_file.clone(),
                 server: ServerLimits {
                     header_read_timeout: Duration::from_secs_f64(self.header_read_timeout_s),
                     keep_alive_timeout: Duration::from_secs_f64(self.keep_alive_timeout_s),

@@ -19,6 +19,10 @@ pub enum ProxyError {
     InvalidApiKey,
     #[error("This API key has expired: use the client's current key.")]
     ExpiredApiKey,
+    #[error("This API key has been revoked.")]
+    RevokedApiKey,
+    #[error("The model '{0}' is disabled by an operator for now. Retry later.")]
+    TargetDisabled(String),
     #[error("You exceeded your budget ({0}). Calls resume when the budget's window turns.")]
     InsufficientQuota(String),
     #[error("Rate limit reached ({reason}).{}", retry_hint(.retry_after))]
@@ -27,6 +31,8 @@ pub enum ProxyError {
         retry_after: Option<Duration>,
         /// For the `x-ratelimit-*` headers of the refusal.
         quotas: Quotas,
+        /// An emergency limit (set through `warden.control`), not a configured one.
+        emergency: bool,
     },
     #[error(
         "This pass-through forwards your own Hugging Face token: send it as 'Authorization: Bearer hf_...' (and your Warden key in 'X-Warden-Key')."
@@ -88,7 +94,8 @@ impl ProxyError {
             | Self::UpstreamTimeout(_)
             | Self::UpstreamInvalid(_)
             | Self::UpstreamLoading(_)
-            | Self::CircuitOpen(_) => true,
+            | Self::CircuitOpen(_)
+            | Self::TargetDisabled(_) => true,
             Self::Upstream { status, .. } => status.is_server_error(),
             _ => false,
         }
@@ -100,6 +107,7 @@ impl ProxyError {
             Self::MissingApiKey
             | Self::InvalidApiKey
             | Self::ExpiredApiKey
+            | Self::RevokedApiKey
             | Self::MissingUpstreamToken => StatusCode::UNAUTHORIZED,
             Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::BodyRead(_)
@@ -117,6 +125,7 @@ impl ProxyError {
             Self::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Self::UpstreamLoading(_)
             | Self::CircuitOpen(_)
+            | Self::TargetDisabled(_)
             | Self::AuditUnavailable
             | Self::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
             Self::Upstream { status, .. } => *status,
@@ -126,9 +135,10 @@ impl ProxyError {
     /// OpenAI's error `type`.
     fn openai_type(&self) -> &'static str {
         match self {
-            Self::MissingApiKey | Self::InvalidApiKey | Self::ExpiredApiKey => {
-                "invalid_request_error"
-            }
+            Self::MissingApiKey
+            | Self::InvalidApiKey
+            | Self::ExpiredApiKey
+            | Self::RevokedApiKey => "invalid_request_error",
             Self::RateLimited { .. } => "rate_limit_error",
             Self::InsufficientQuota(_) => "insufficient_quota",
             Self::TargetNotAllowed(_) => "permission_error",
@@ -152,6 +162,11 @@ impl ProxyError {
             Self::MissingApiKey => "missing_api_key",
             Self::InvalidApiKey => "invalid_api_key",
             Self::ExpiredApiKey => "expired_api_key",
+            Self::RevokedApiKey => "revoked_api_key",
+            Self::TargetDisabled(_) => "target_disabled",
+            Self::RateLimited {
+                emergency: true, ..
+            } => "emergency_rate_limit",
             Self::RateLimited { .. } => "rate_limit_exceeded",
             Self::InsufficientQuota(_) => "insufficient_quota",
             Self::MissingUpstreamToken => "missing_hf_token",

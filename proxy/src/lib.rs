@@ -20,6 +20,7 @@ mod audit;
 mod call;
 pub mod client_address;
 pub mod config;
+pub mod control;
 pub mod error;
 pub mod fingerprint;
 mod metrics;

@@ -195,6 +195,9 @@ async fn forward(
     let admission = state.admit(call, &caller, Requested::Target(target_id), &estimate)?;
     *quotas = admission.quotas;
     let target = admission.candidates[0];
+    if state.policies.control.disabled(&target.id) {
+        return Err(ProxyError::TargetDisabled(target.public_name().to_owned()));
+    }
     if !state.policies.breakers.allow(&target.id) {
         return Err(ProxyError::CircuitOpen(target.public_name().to_owned()));
     }

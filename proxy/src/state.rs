@@ -11,6 +11,7 @@ use warden_ingest::{AuditUnavailable, EventEmitter};
 
 use crate::audit::CallAudit;
 use crate::config::ProxySettings;
+use crate::control::ControlPlane;
 use crate::error::ProxyError;
 use crate::metrics::{ProxyMetrics, SharedMetrics};
 use crate::policy::auth::AuthOutcome;
@@ -38,11 +39,21 @@ pub enum ProxySetupError {
 }
 
 impl ProxyState {
+    /// A proxy with nothing put in force by the control topic (tests, benchmarks).
     pub fn new(
         settings: ProxySettings,
         emitter: EventEmitter,
     ) -> Result<Arc<Self>, ProxySetupError> {
-        let policies = Policies::new(&settings);
+        Self::with_control(settings, emitter, ControlPlane::in_memory())
+    }
+
+    /// A proxy applying what `control` (fed from `warden.control`) puts in force.
+    pub fn with_control(
+        settings: ProxySettings,
+        emitter: EventEmitter,
+        control: Arc<ControlPlane>,
+    ) -> Result<Arc<Self>, ProxySetupError> {
+        let policies = Policies::new(&settings, control);
         if policies.is_open() {
             warn!(
                 "OPEN MODE: no [[proxy.clients]] configured, every caller is let through; \

@@ -10,6 +10,7 @@ mod archive_integrity;
 mod archive_retention;
 mod archive_s3;
 mod archive_signatures;
+mod control_plane;
 mod crash_durability;
 mod dead_letters;
 mod deploy_files;

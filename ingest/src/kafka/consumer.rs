@@ -488,6 +488,104 @@ impl TopicConsumer {
     }
 }
 
+/// Reads every partition of one topic from its beginning, outside any consumer group: every
+/// reader sees every record. Each proxy replica reads the control topic this way, and
+/// `warden control list` reads it to its end.
+pub struct TopicReader {
+    consumer: Arc<StreamConsumer>,
+    topic: String,
+    partitions: Vec<i32>,
+}
+
+impl std::fmt::Debug for TopicReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TopicReader")
+            .field("topic", &self.topic)
+            .field("partitions", &self.partitions)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TopicReader {
+    /// Assigns every partition `topic` has now, from offset 0 (asks the cluster for them:
+    /// fails while it does not answer).
+    pub async fn from_beginning(cluster: &KafkaCluster, topic: &str) -> Result<Self, KafkaError> {
+        const TIMEOUT: Duration = Duration::from_secs(5);
+        let mut config = cluster.client_config();
+        // librdkafka wants a group id even for a consumer that never joins its group.
+        config
+            .set(
+                "group.id",
+                format!("warden-reader-{}", uuid::Uuid::now_v7()),
+            )
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("fetch.wait.max.ms", "100");
+        let consumer: Arc<StreamConsumer> = Arc::new(config.create()?);
+        let topic_name = topic.to_owned();
+        let probe = consumer.clone();
+        let partitions = tokio::task::spawn_blocking(move || {
+            let metadata = probe.fetch_metadata(Some(&topic_name), TIMEOUT)?;
+            let partitions: Vec<i32> = metadata
+                .topics()
+                .iter()
+                .filter(|found| found.name() == topic_name && found.error().is_none())
+                .flat_map(|found| found.partitions().iter().map(|p| p.id()))
+                .collect();
+            Ok::<_, KafkaError>(partitions)
+        })
+        .await
+        .map_err(|_| KafkaError::Canceled)??;
+        if partitions.is_empty() {
+            return Err(KafkaError::MetadataFetch(
+                rdkafka::types::RDKafkaErrorCode::UnknownTopicOrPartition,
+            ));
+        }
+        let mut assignment = TopicPartitionList::new();
+        for partition in &partitions {
+            assignment.add_partition_offset(topic, *partition, Offset::Beginning)?;
+        }
+        consumer.assign(&assignment)?;
+        Ok(Self {
+            consumer,
+            topic: topic.to_owned(),
+            partitions,
+        })
+    }
+
+    /// Waits for the next record.
+    pub async fn recv(&self) -> Result<ConsumedRecord, KafkaError> {
+        let message = self.consumer.recv().await?;
+        Ok(ConsumedRecord {
+            topic: message.topic().to_owned(),
+            partition: message.partition(),
+            offset: message.offset(),
+            key: message.key().map(<[u8]>::to_vec),
+            payload: message.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+            headers: Vec::new(),
+        })
+    }
+
+    /// The offset each partition ends at now: a reader that has read up to them has seen
+    /// every record written before the call.
+    pub async fn ends(&self) -> Result<Vec<(i32, i64)>, KafkaError> {
+        const TIMEOUT: Duration = Duration::from_secs(5);
+        let consumer = self.consumer.clone();
+        let (topic, partitions) = (self.topic.clone(), self.partitions.clone());
+        tokio::task::spawn_blocking(move || {
+            partitions
+                .iter()
+                .map(|partition| {
+                    let (_, high) = consumer.fetch_watermarks(&topic, *partition, TIMEOUT)?;
+                    Ok((*partition, high))
+                })
+                .collect()
+        })
+        .await
+        .map_err(|_| KafkaError::Canceled)?
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -23,7 +23,7 @@ use tracing::{error, info, warn};
 pub use config::{EMBEDDED_BROKERS, KafkaConfig, TopicNames};
 pub use consumer::{
     AssignmentWatch, BorrowedRecord, ConsumedRecord, PartitionOffsets, Received, Records,
-    RewoundPartition, TopicConsumer,
+    RewoundPartition, TopicConsumer, TopicReader,
 };
 pub use embedded::EmbeddedBroker;
 pub use producer::{DeliveringProducer, Delivery, DeliveryReports, Outgoing, PolledProducer};
@@ -188,7 +188,13 @@ impl KafkaCluster {
             .into_iter()
             .map(|(name, partitions)| {
                 let replication = TopicReplication::Fixed(self.config.replication_factor);
-                NewTopic::new(name, partitions, replication)
+                let topic = NewTopic::new(name, partitions, replication);
+                // The control topic is state (the latest action per piece of it): compacted.
+                if name == self.config.topics.control {
+                    topic.set("cleanup.policy", "compact")
+                } else {
+                    topic
+                }
             })
             .collect();
         let options = AdminOptions::new().request_timeout(Some(ADMIN_TIMEOUT));

@@ -45,6 +45,8 @@ pub enum RejectReason {
     Unknown,
     /// A client's key past its `not_after`.
     Expired,
+    /// Revoked through the control topic (the token, or its whole client).
+    Revoked,
 }
 
 impl RejectReason {
@@ -53,6 +55,7 @@ impl RejectReason {
             Self::Missing => "missing_api_key",
             Self::Unknown => "invalid_api_key",
             Self::Expired => "expired_api_key",
+            Self::Revoked => "revoked_api_key",
         }
     }
 }

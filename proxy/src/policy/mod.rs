@@ -32,6 +32,7 @@ use std::sync::Arc;
 
 use crate::audit::CallAudit;
 use crate::config::{ChainMember, ProxySettings, RouteRule, Target};
+use crate::control::ControlPlane;
 use crate::error::ProxyError;
 use auth::{AuthOutcome, ClientRegistry, RejectReason};
 use breaker::Breakers;
@@ -88,6 +89,8 @@ pub(crate) struct Policies {
     rules: Vec<RouteRule>,
     pub(crate) breakers: Breakers,
     budgets: Arc<Budgets>,
+    /// What `warden.control` put in force.
+    pub(crate) control: Arc<ControlPlane>,
 }
 
 /// An admitted call: the target that serves it, and what the limits granted.
@@ -100,8 +103,9 @@ pub(crate) struct Admission<'t> {
 }
 
 impl Policies {
-    pub(crate) fn new(settings: &ProxySettings) -> Self {
+    pub(crate) fn new(settings: &ProxySettings, control: Arc<ControlPlane>) -> Self {
         Self {
+            control,
             clients: ClientRegistry::new(settings.clients.clone(), settings.fingerprinter.clone()),
             chain: settings.chain.clone(),
             limiter: Limiter::new(settings.rate_limits.clone()),
@@ -123,13 +127,25 @@ impl Policies {
         call: &mut CallAudit,
         key: Option<&str>,
     ) -> Result<AuthOutcome, ProxyError> {
-        let outcome = self.clients.authenticate_key(key);
+        let mut outcome = self.clients.authenticate_key(key);
+        if let AuthOutcome::Authenticated { client, token_id } = &outcome
+            && self
+                .control
+                .revoked(Some(&token_id.0), Some(&client.name))
+                .is_some()
+        {
+            outcome = AuthOutcome::Rejected {
+                token_id: Some(token_id.clone()),
+                reason: RejectReason::Revoked,
+            };
+        }
         call.authenticated(&outcome);
         match outcome {
             AuthOutcome::Rejected { reason, .. } => Err(match reason {
                 RejectReason::Missing => ProxyError::MissingApiKey,
                 RejectReason::Unknown => ProxyError::InvalidApiKey,
                 RejectReason::Expired => ProxyError::ExpiredApiKey,
+                RejectReason::Revoked => ProxyError::RevokedApiKey,
             }),
             admitted => Ok(admitted),
         }
@@ -157,9 +173,10 @@ impl Policies {
                     call.routed(routed);
                     target = Some(routed);
                 }
-                ChainMember::RateLimit if !self.limiter.is_empty() => {
+                ChainMember::RateLimit => {
                     let token = call.client.token_id.as_ref().map(|id| id.0.clone());
                     let ip = call.client.ip.clone();
+                    let country = call.client.country.clone();
                     let subjects = CallSubjects {
                         client: caller.client_name(),
                         token: token.as_deref(),
@@ -167,6 +184,20 @@ impl Policies {
                         target: target.map(|target: &Target| target.id.as_str()),
                         environment: call.environment(),
                     };
+                    if let Err(throttled) =
+                        self.control.admit(&subjects, country.as_deref(), estimate)
+                    {
+                        call.decided("rate_limit", "throttle", Some(&throttled.reason));
+                        return Err(ProxyError::RateLimited {
+                            reason: throttled.reason,
+                            retry_after: throttled.retry_after,
+                            quotas: throttled.quotas,
+                            emergency: true,
+                        });
+                    }
+                    if self.limiter.is_empty() {
+                        continue;
+                    }
                     match self.limiter.admit(&subjects, estimate) {
                         Ok(grant) => {
                             quotas = grant.quotas;
@@ -178,11 +209,11 @@ impl Policies {
                                 reason: throttled.reason,
                                 retry_after: throttled.retry_after,
                                 quotas: throttled.quotas,
+                                emergency: false,
                             });
                         }
                     }
                 }
-                ChainMember::RateLimit => {}
                 ChainMember::Budget if !self.budgets.is_empty() => {
                     let client = caller.client();
                     let labels = BudgetLabels {

@@ -1,0 +1,147 @@
+//! The live state the control topic (`warden.control`) sets: revoked tokens and clients,
+//! emergency rate limits, disabled targets. Every proxy replica folds the topic's actions
+//! into one [`ControlState`] in order (the later action on a piece of state wins, as the
+//! compacted topic keeps it), and `warden control list` does the same to print what is in
+//! force.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+
+use crate::action::{ActionKind, ControlAction};
+use crate::alert::Subject;
+
+/// What the control actions seen so far put in force, by [`ControlAction::state_key`].
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ControlState {
+    /// The standing action of each piece of state (`revoke_token`, `emergency_rate_limit`,
+    /// `disable_target`); an undoing action removes the entry.
+    standing: BTreeMap<String, ControlAction>,
+}
+
+impl ControlState {
+    /// Folds `action` in. Returns whether anything changed.
+    pub fn apply(&mut self, action: &ControlAction) -> bool {
+        let key = action.state_key();
+        match action.action {
+            ActionKind::RevokeToken
+            | ActionKind::EmergencyRateLimit
+            | ActionKind::DisableTarget => {
+                let previous = self.standing.insert(key, action.clone());
+                previous.as_ref() != Some(action)
+            }
+            ActionKind::RestoreToken | ActionKind::LiftRateLimit | ActionKind::EnableTarget => {
+                self.standing.remove(&key).is_some()
+            }
+            // Carried out against the endpoint, not by the proxy.
+            ActionKind::ScaleDown => false,
+        }
+    }
+
+    /// Every standing action still in force at `now`, in key order.
+    pub fn in_force(&self, now: DateTime<Utc>) -> impl Iterator<Item = &ControlAction> {
+        self.standing
+            .values()
+            .filter(move |action| action.is_in_force(now))
+    }
+
+    /// Whether a token (by id) or its client is revoked.
+    pub fn is_revoked(
+        &self,
+        token_id: Option<&str>,
+        client: Option<&str>,
+    ) -> Option<&ControlAction> {
+        let revoked = |subject: Subject| {
+            self.standing
+                .get(&format!("access/{subject}"))
+                .filter(|action| action.action == ActionKind::RevokeToken)
+        };
+        token_id
+            .and_then(|token| revoked(Subject::Token(token.to_owned())))
+            .or_else(|| client.and_then(|client| revoked(Subject::Client(client.to_owned()))))
+    }
+
+    /// Whether `target` is disabled.
+    pub fn is_disabled(&self, target: &str) -> Option<&ControlAction> {
+        self.standing
+            .get(&format!("target/{}", Subject::Target(target.to_owned())))
+            .filter(|action| action.action == ActionKind::DisableTarget)
+    }
+
+    /// The emergency limits in force at `now`.
+    pub fn emergency_limits(&self, now: DateTime<Utc>) -> impl Iterator<Item = &ControlAction> {
+        self.in_force(now)
+            .filter(|action| action.action == ActionKind::EmergencyRateLimit)
+    }
+
+    /// The standing actions (in force or expired), to keep on disk.
+    pub fn standing(&self) -> impl Iterator<Item = &ControlAction> {
+        self.standing.values()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeDelta;
+
+    use super::*;
+
+    fn action(kind: ActionKind, subject: Subject) -> ControlAction {
+        ControlAction::new(kind, subject, "test", "operator:test")
+    }
+
+    #[test]
+    fn the_later_action_on_a_piece_of_state_wins() {
+        let mut state = ControlState::default();
+        let token = Subject::Token("tok_1".into());
+        assert!(state.apply(&action(ActionKind::RevokeToken, token.clone())));
+        assert!(state.is_revoked(Some("tok_1"), None).is_some());
+        assert!(state.is_revoked(Some("tok_2"), Some("app")).is_none());
+        assert!(state.apply(&action(ActionKind::RestoreToken, token)));
+        assert!(state.is_revoked(Some("tok_1"), None).is_none());
+        assert!(!state.apply(&action(
+            ActionKind::RestoreToken,
+            Subject::Client("x".into())
+        )));
+
+        state.apply(&action(
+            ActionKind::RevokeToken,
+            Subject::Client("app".into()),
+        ));
+        assert!(
+            state.is_revoked(Some("tok_9"), Some("app")).is_some(),
+            "every key of it"
+        );
+
+        state.apply(&action(
+            ActionKind::DisableTarget,
+            Subject::Target("llama".into()),
+        ));
+        assert!(state.is_disabled("llama").is_some());
+        state.apply(&action(
+            ActionKind::EnableTarget,
+            Subject::Target("llama".into()),
+        ));
+        assert!(state.is_disabled("llama").is_none());
+    }
+
+    #[test]
+    fn emergency_limits_apply_until_they_expire_or_are_lifted() {
+        let mut state = ControlState::default();
+        let mut limit = action(
+            ActionKind::EmergencyRateLimit,
+            Subject::Client("app".into()),
+        );
+        limit.limit_per_minute = Some(10);
+        limit.expires_at = Some(limit.ts + TimeDelta::minutes(30));
+        let now = limit.ts;
+        state.apply(&limit);
+        assert_eq!(state.emergency_limits(now).count(), 1);
+        assert_eq!(state.emergency_limits(now + TimeDelta::hours(1)).count(), 0);
+        state.apply(&action(
+            ActionKind::LiftRateLimit,
+            Subject::Client("app".into()),
+        ));
+        assert_eq!(state.emergency_limits(now).count(), 0);
+    }
+}

@@ -1,0 +1,195 @@
+//! `warden control`: operator actions published to `warden.control` — every proxy replica
+//! applies them within a second or two, and the archiver keeps them in the `actions` table —
+//! and `control list`, what is in force now.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use chrono::{TimeDelta, Utc};
+use warden_ingest::action::{ActionKind, ControlAction};
+use warden_ingest::alert::Subject;
+use warden_ingest::control::ControlState;
+use warden_ingest::kafka::{DeliveringProducer, KafkaCluster, Outgoing, TopicReader};
+use warden_ingest::table_record::TableRecord;
+
+use crate::config::ValidatedConfig;
+
+/// How long the command waits for the broker to take the action.
+const DELIVERY_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// An operator's action, as the command line gave it.
+#[derive(Debug, Clone)]
+pub struct OperatorAction {
+    pub action: ActionKind,
+    pub subject: Subject,
+    pub reason: String,
+    pub by: String,
+    pub requests_per_minute: Option<u64>,
+    pub tokens_per_minute: Option<u64>,
+    pub duration: Option<TimeDelta>,
+}
+
+fn cluster_of(config: &ValidatedConfig) -> anyhow::Result<KafkaCluster> {
+    anyhow::ensure!(
+        !config.kafka.is_embedded(),
+        "warden control publishes to the proxies' broker: set [kafka].brokers (the embedded \
+         broker lives inside one `warden up` process)"
+    );
+    Ok(KafkaCluster::new(&config.kafka, None))
+}
+
+/// Publishes `request` and returns once the broker has it.
+pub async fn publish(config: &ValidatedConfig, request: OperatorAction) -> anyhow::Result<()> {
+    anyhow::ensure!(!request.reason.trim().is_empty(), "--reason must say why");
+    anyhow::ensure!(!request.by.trim().is_empty(), "--by must name who decides");
+    let cluster = cluster_of(config)?;
+    tokio::time::timeout(DELIVERY_TIMEOUT, cluster.wait_until_ready())
+        .await
+        .context("the broker did not answer")?;
+    let mut action = ControlAction::new(
+        request.action,
+        request.subject,
+        request.reason,
+        format!("operator:{}", request.by.trim()),
+    );
+    action.limit_per_minute = request.requests_per_minute;
+    action.tokens_per_minute = request.tokens_per_minute;
+    action.expires_at = request.duration.map(|duration| action.ts + duration);
+    let producer = DeliveringProducer::from_config(&cluster.producer_config())
+        .context("creating the producer")?;
+    let key = action.state_key();
+    let payload = serde_json::to_vec(&action).context("encoding the action")?;
+    let topic = &cluster.topics().control;
+    tokio::time::timeout(
+        DELIVERY_TIMEOUT,
+        producer.deliver(
+            Outgoing::new(topic, key.as_bytes(), &payload),
+            DELIVERY_TIMEOUT,
+        ),
+    )
+    .await
+    .context("the broker did not take the action in time")?
+    .context("publishing the action")?;
+    println!(
+        "{} {} published ({}){}",
+        action.action.as_str(),
+        action.subject,
+        action.action_id.0,
+        action
+            .expires_at
+            .map(|until| format!(", until {}", until.to_rfc3339()))
+            .unwrap_or_default()
+    );
+    Ok(())
+}
+
+/// Prints one line per action in force: the control topic read to its end.
+pub async fn list(config: &ValidatedConfig) -> anyhow::Result<()> {
+    let cluster = cluster_of(config)?;
+    tokio::time::timeout(DELIVERY_TIMEOUT, cluster.wait_until_ready())
+        .await
+        .context("the broker did not answer")?;
+    let reader = TopicReader::from_beginning(&cluster, &cluster.topics().control)
+        .await
+        .context("reading the control topic")?;
+    let mut left: Vec<(i32, i64)> = reader
+        .ends()
+        .await
+        .context("asking where the control topic ends")?
+        .into_iter()
+        .filter(|(_, end)| *end > 0)
+        .collect();
+    let mut state = ControlState::default();
+    while !left.is_empty() {
+        let record = tokio::time::timeout(DELIVERY_TIMEOUT, reader.recv())
+            .await
+            .context("the control topic stopped answering")?
+            .context("reading the control topic")?;
+        match ControlAction::decode(&record.payload) {
+            Ok(action) => {
+                state.apply(&action);
+            }
+            Err(err) => eprintln!(
+                "skipping an unreadable action at {}:{}: {err}",
+                record.partition, record.offset
+            ),
+        }
+        left.retain(|(partition, end)| {
+            !(*partition == record.partition && record.offset + 1 >= *end)
+        });
+    }
+    let now = Utc::now();
+    let mut count = 0;
+    for action in state.in_force(now) {
+        count += 1;
+        let limits = [
+            action.limit_per_minute.map(|n| format!("{n} requests/min")),
+            action.tokens_per_minute.map(|n| format!("{n} tokens/min")),
+        ]
+        .into_iter()
+        .flatten()
+        .collect::<Vec<_>>()
+        .join(", ");
+        println!(
+            "{} {}{} by {} since {}{} — {}",
+            action.action.as_str(),
+            action.subject,
+            if limits.is_empty() {
+                String::new()
+            } else {
+                format!(" ({limits})")
+            },
+            action.actor,
+            action.ts.to_rfc3339(),
+            action
+                .expires_at
+                .map(|until| format!(" until {}", until.to_rfc3339()))
+                .unwrap_or_default(),
+            action.reason
+        );
+    }
+    if count == 0 {
+        println!("nothing in force");
+    }
+    Ok(())
+}
+
+/// A duration like `90s`, `30m`, `2h`, `7d`.
+pub fn parse_duration(text: &str) -> Result<TimeDelta, String> {
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .ok_or_else(|| format!("{text:?}: add a unit (s, m, h, d), e.g. 30m"))?;
+    let (number, unit) = text.split_at(split);
+    let number: i64 = number
+        .parse()
+        .map_err(|_| format!("{text:?}: expected a number and a unit, e.g. 30m"))?;
+    let seconds = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3_600,
+        "d" => 86_400,
+        _ => return Err(format!("{text:?}: the unit is one of s, m, h, d")),
+    };
+    let delta = number
+        .checked_mul(seconds)
+        .and_then(TimeDelta::try_seconds)
+        .filter(|delta| *delta > TimeDelta::zero() && *delta <= TimeDelta::days(366))
+        .ok_or_else(|| format!("{text:?}: between 1s and 366d"))?;
+    Ok(delta)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_as_operators_write_them() {
+        assert_eq!(parse_duration("30m"), Ok(TimeDelta::minutes(30)));
+        assert_eq!(parse_duration("2h"), Ok(TimeDelta::hours(2)));
+        assert_eq!(parse_duration("90s"), Ok(TimeDelta::seconds(90)));
+        assert!(parse_duration("30").is_err());
+        assert!(parse_duration("0m").is_err());
+        assert!(parse_duration("9999999999999d").is_err());
+        assert!(parse_duration("m").is_err());
+    }
+}

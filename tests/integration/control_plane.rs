@@ -1,0 +1,258 @@
+//! Live control of every replica, against a real broker (tansu): two `warden proxy`
+//! processes apply `warden control` actions within 2 s of the command returning, and a
+//! revocation holds across a restart while the broker is down.
+
+use crate::support;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use warden_testkit::{EmulatorOptions, TansuBroker, TgiEmulator};
+
+use support::{
+    WardenProcess, free_listen_address, fresh_client_key, http_client,
+    proxy_and_kafka_sections_with_admin, run_warden, write_config,
+};
+
+/// How soon every replica must apply an action, counted from the command's return.
+const WITHIN: Duration = Duration::from_secs(2);
+
+struct Replica {
+    listen: String,
+    config: PathBuf,
+    process: WardenProcess,
+}
+
+/// A proxy config of its own (listener, spool, control state file) on the shared broker.
+fn replica_config(dir: &Path, listen: &str, upstream: &str, brokers: &str, key: &str) -> PathBuf {
+    std::fs::create_dir_all(dir).expect("replica dir");
+    write_config(
+        dir,
+        &format!(
+            r#"
+            {sections}
+            [audit]
+            spool_dir = "{spool}"
+            "#,
+            sections = proxy_and_kafka_sections_with_admin(
+                listen,
+                &free_listen_address(),
+                upstream,
+                key,
+                brokers
+            )
+            .replace(
+                "[[proxy.targets]]",
+                &format!(
+                    "control_state_file = \"{}\"\n        [[proxy.targets]]",
+                    dir.join("control-state.json").display()
+                )
+            ),
+            spool = dir.join("spool").display(),
+        ),
+    )
+}
+
+/// A chat call's status and error code.
+async fn call(listen: &str, api_key: &str) -> (u16, Option<String>) {
+    let response = http_client()
+        .post(format!("http://{listen}/v1/chat/completions"))
+        .bearer_auth(api_key)
+        .json(&serde_json::json!({
+            "model": "llama",
+            "messages": [{"role": "user", "content": "hi"}],
+        }))
+        .send()
+        .await
+        .expect("call answered");
+    let status = response.status().as_u16();
+    let body: Value = response.json().await.unwrap_or(Value::Null);
+    let code = body["error"]["code"].as_str().map(str::to_owned);
+    (status, code)
+}
+
+/// Waits (at most `limit`) until a call to `listen` is refused with `code`; returns how long
+/// that took.
+async fn until_refused(listen: &str, api_key: &str, code: &str, limit: Duration) -> Duration {
+    let started = Instant::now();
+    loop {
+        let (status, got) = call(listen, api_key).await;
+        if got.as_deref() == Some(code) {
+            assert!(status == 401 || status == 429 || status == 503, "{status}");
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < limit,
+            "{listen} still answers {status} {got:?} after {:?}",
+            started.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn until_served(listen: &str, api_key: &str, limit: Duration) {
+    let started = Instant::now();
+    while call(listen, api_key).await.0 != 200 {
+        assert!(started.elapsed() < limit, "{listen} does not serve again");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn control(config: &Path, args: &[&str]) -> String {
+    let mut full = vec!["control"];
+    full.extend_from_slice(args);
+    let (succeeded, output) = run_warden(&full, config, &[]);
+    assert!(succeeded, "warden control {args:?}: {output}");
+    output
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn operator_actions_reach_every_replica_within_two_seconds_and_survive_a_restart() {
+    let mut broker = TansuBroker::start().expect("tansu starts");
+    let emulator = TgiEmulator::start(EmulatorOptions::default())
+        .await
+        .expect("emulator");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (api_key, key_sha256) = fresh_client_key();
+    let mut replicas = Vec::new();
+    for name in ["a", "b"] {
+        let listen = free_listen_address();
+        let config = replica_config(
+            &dir.path().join(name),
+            &listen,
+            &emulator.base_url(),
+            &broker.bootstrap_servers(),
+            &key_sha256,
+        );
+        let mut process = WardenProcess::start("proxy", &config);
+        process.wait_healthy(&listen).await;
+        replicas.push(Replica {
+            listen,
+            config,
+            process,
+        });
+    }
+    for replica in &replicas {
+        until_served(&replica.listen, &api_key, Duration::from_secs(20)).await;
+    }
+    let config = replicas[0].config.clone();
+
+    // Revocation of the client's keys: refused everywhere within 2 s.
+    control(
+        &config,
+        &[
+            "revoke",
+            "--client",
+            "archive-test-app",
+            "--reason",
+            "key leaked",
+            "--by",
+            "alice",
+        ],
+    );
+    for replica in &replicas {
+        let took = until_refused(&replica.listen, &api_key, "revoked_api_key", WITHIN * 5).await;
+        assert!(
+            took <= WITHIN,
+            "{} applied the revocation after {took:?}",
+            replica.listen
+        );
+    }
+    control(
+        &config,
+        &[
+            "restore",
+            "--client",
+            "archive-test-app",
+            "--reason",
+            "rotated",
+            "--by",
+            "alice",
+        ],
+    );
+    for replica in &replicas {
+        until_served(&replica.listen, &api_key, WITHIN).await;
+    }
+
+    // An emergency limit: 2 requests a minute on each replica.
+    control(
+        &config,
+        &[
+            "limit",
+            "--subject",
+            "client:archive-test-app",
+            "--requests-per-minute",
+            "2",
+            "--for",
+            "10m",
+            "--reason",
+            "runaway",
+            "--by",
+            "bob",
+        ],
+    );
+    for replica in &replicas {
+        let took = until_refused(
+            &replica.listen,
+            &api_key,
+            "emergency_rate_limit",
+            WITHIN * 5,
+        )
+        .await;
+        assert!(
+            took <= WITHIN,
+            "{} applied the limit after {took:?}",
+            replica.listen
+        );
+    }
+    let listed = control(&config, &["list"]);
+    assert!(
+        listed.contains(
+            "emergency_rate_limit client:archive-test-app (2 requests/min) by operator:bob"
+        ),
+        "{listed}"
+    );
+    control(
+        &config,
+        &[
+            "lift",
+            "--subject",
+            "client:archive-test-app",
+            "--reason",
+            "fixed",
+            "--by",
+            "bob",
+        ],
+    );
+    for replica in &replicas {
+        until_served(&replica.listen, &api_key, WITHIN).await;
+    }
+
+    // A revocation holds across a restart while the broker is down.
+    control(
+        &config,
+        &[
+            "revoke",
+            "--client",
+            "archive-test-app",
+            "--reason",
+            "again",
+            "--by",
+            "alice",
+        ],
+    );
+    until_refused(&replicas[0].listen, &api_key, "revoked_api_key", WITHIN * 5).await;
+    broker.stop();
+    let replica = &mut replicas[0];
+    replica.process.kill();
+    let mut restarted = WardenProcess::start("proxy", &replica.config);
+    restarted.wait_healthy(&replica.listen).await;
+    let (status, code) = call(&replica.listen, &api_key).await;
+    assert_eq!(
+        (status, code.as_deref()),
+        (401, Some("revoked_api_key")),
+        "{}",
+        restarted.log()
+    );
+}
