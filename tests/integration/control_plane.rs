@@ -153,6 +153,10 @@ async fn operator_actions_reach_every_replica_within_two_seconds_and_survive_a_r
     );
     for replica in &replicas {
         let took = until_refused(&replica.listen, &api_key, "revoked_api_key", WITHIN * 5).await;
+        eprintln!(
+            "{}: revocation applied {took:?} after the command",
+            replica.listen
+        );
         assert!(
             took <= WITHIN,
             "{} applied the revocation after {took:?}",
@@ -200,6 +204,10 @@ async fn operator_actions_reach_every_replica_within_two_seconds_and_survive_a_r
             WITHIN * 5,
         )
         .await;
+        eprintln!(
+            "{}: emergency limit applied {took:?} after the command",
+            replica.listen
+        );
         assert!(
             took <= WITHIN,
             "{} applied the limit after {took:?}",
