@@ -25,6 +25,8 @@ pub struct WardenConfig {
 /// The validated config: the proxy's settings resolved, the other sections checked.
 #[derive(Debug, Clone)]
 pub struct ValidatedConfig {
+    /// The file it was read from, if any (reloaded from there on SIGHUP).
+    pub source: Option<PathBuf>,
     pub proxy: ProxySettings,
     pub kafka: KafkaConfig,
     pub audit: AuditConfig,
@@ -70,6 +72,7 @@ impl WardenConfig {
         errors.extend(self.detect.validate());
         match proxy {
             Some(proxy) if errors.is_empty() => Ok(ValidatedConfig {
+                source: None,
                 proxy,
                 kafka: self.kafka,
                 audit: self.audit,

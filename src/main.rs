@@ -427,7 +427,8 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Some(path) => tracing::debug!(config = %path.display(), "config loaded"),
         None => tracing::info!("no config file; using built-in defaults"),
     }
-    let config = config.validate(&warden_proxy::ProcessEnvironment)?;
+    let mut config = config.validate(&warden_proxy::ProcessEnvironment)?;
+    config.source = path;
     match command {
         Command::Keys { .. } => unreachable!("answered before the config is loaded"),
         Command::Control { action } => match action.operator_action() {

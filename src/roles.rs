@@ -9,7 +9,7 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 use warden_detectors::run_detect_worker;
 use warden_ingest::kafka::{EmbeddedBroker, KafkaCluster, KafkaEventPublisher};
 use warden_ingest::layout::{ARCHIVE_TABLES, ArchiveUrl};
@@ -246,6 +246,8 @@ struct RunningProxy {
     admin: JoinHandle<std::io::Result<()>>,
     /// Follows warden.control for as long as the proxy runs.
     follower: JoinHandle<()>,
+    /// Reloads the clients from the config file on SIGHUP.
+    reloader: Option<JoinHandle<()>>,
     publisher: JoinHandle<()>,
     audit_stats: Arc<AuditStats>,
     shutdown: CancellationToken,
@@ -278,11 +280,16 @@ impl RunningProxy {
             state.clone(),
             shutdown.clone(),
         ));
+        let reloader = config
+            .source
+            .clone()
+            .map(|path| tokio::spawn(reload_clients_on_hangup(path, state.clone())));
         let server = tokio::spawn(warden_proxy::serve(listener, state, shutdown.clone()));
         Ok(Self {
             server,
             admin,
             follower,
+            reloader,
             publisher,
             audit_stats,
             shutdown,
@@ -303,6 +310,9 @@ impl RunningProxy {
         // The admin listener holds the emitter too: stop it before waiting for the flush.
         self.shutdown.cancel();
         self.follower.abort();
+        if let Some(reloader) = &self.reloader {
+            reloader.abort();
+        }
         self.admin
             .await
             .context("admin task")?
@@ -318,6 +328,38 @@ impl RunningProxy {
             "proxy stopped"
         );
         served.context("proxy task")?.context("proxy server")
+    }
+}
+
+/// On each SIGHUP, reads the config file again and replaces the proxy's clients with its
+/// `[[proxy.clients]]` (keys added, rotated out or expired, labels); a config that does not
+/// validate is reported and changes nothing.
+async fn reload_clients_on_hangup(path: std::path::PathBuf, state: Arc<ProxyState>) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+            warn!("cannot listen for SIGHUP: clients reload only on restart");
+            return;
+        };
+        while hangups.recv().await.is_some() {
+            let reloaded = crate::config::WardenConfig::load(Some(&path))
+                .and_then(|(config, _)| config.validate(&warden_proxy::ProcessEnvironment))
+                .map_err(|err| format!("{err:#}"))
+                .and_then(|config| state.reload_clients(&config.proxy));
+            match reloaded {
+                Ok(clients) => info!(config = %path.display(), clients, "clients reloaded"),
+                Err(err) => error!(
+                    config = %path.display(),
+                    error = %err,
+                    "reloading the clients failed; the ones in use stay"
+                ),
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (path, state);
     }
 }
 

@@ -70,6 +70,16 @@ impl ProxyState {
         }))
     }
 
+    /// Replaces the configured clients with those of `settings` (a reloaded config), for the
+    /// calls from now on: keys added or rotated out, labels, allowed targets. Returns how
+    /// many clients there are now. Limits, budgets and targets keep their start-up values.
+    pub fn reload_clients(&self, settings: &ProxySettings) -> Result<usize, String> {
+        self.policies.reload_clients(
+            settings.clients.clone(),
+            self.settings.fingerprinter.clone(),
+        )
+    }
+
     pub(crate) fn metrics(&self) -> &ProxyMetrics {
         &self.metrics
     }

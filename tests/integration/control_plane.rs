@@ -264,3 +264,88 @@ async fn operator_actions_reach_every_replica_within_two_seconds_and_survive_a_r
         restarted.log()
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rotated_key_is_taken_on_sighup_without_a_restart() {
+    let emulator = TgiEmulator::start(EmulatorOptions::default())
+        .await
+        .expect("emulator");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (old_key, old_sha256) = fresh_client_key();
+    let (new_key, new_sha256) = fresh_client_key();
+    let listen = free_listen_address();
+    let config_text = |keys: &str| {
+        format!(
+            r#"
+            [proxy]
+            listen = "{listen}"
+            admin_listen = "{admin}"
+            control_state_file = "{state}"
+            [[proxy.targets]]
+            id = "llama"
+            kind = "tgi-messages"
+            base_url = "{upstream}"
+            [[proxy.clients]]
+            name = "rotating-app"
+            keys = [{keys}]
+            [audit]
+            spool_dir = "{spool}"
+            "#,
+            admin = free_listen_address(),
+            state = dir.path().join("control-state.json").display(),
+            upstream = emulator.base_url(),
+            spool = dir.path().join("spool").display(),
+        )
+    };
+    let config = write_config(
+        dir.path(),
+        &config_text(&format!(r#"{{ key_sha256 = "{old_sha256}" }}"#)),
+    );
+    let mut proxy = WardenProcess::start("proxy", &config);
+    proxy.wait_healthy(&listen).await;
+    assert_eq!(call(&listen, &old_key).await.0, 200);
+    assert_eq!(call(&listen, &new_key).await.0, 401);
+
+    // Rotation with overlap: the new key added, the old one still valid until tomorrow.
+    let tomorrow = (chrono::Utc::now() + chrono::TimeDelta::days(1)).format("%Y-%m-%d");
+    write_config(
+        dir.path(),
+        &config_text(&format!(
+            r#"{{ key_sha256 = "{old_sha256}", not_after = "{tomorrow}" }}, {{ key_sha256 = "{new_sha256}" }}"#
+        )),
+    );
+    let pid = proxy.pid().to_string();
+    let sent = std::process::Command::new("kill")
+        .args(["-HUP", &pid])
+        .status()
+        .expect("kill runs");
+    assert!(sent.success());
+    let started = Instant::now();
+    while call(&listen, &new_key).await.0 != 200 {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "the new key is not taken:\n{}",
+            proxy.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        call(&listen, &old_key).await.0,
+        200,
+        "overlap: the old key still works"
+    );
+
+    // A config that does not validate changes nothing.
+    write_config(dir.path(), "[proxy]\nlisten = 12\n");
+    std::process::Command::new("kill")
+        .args(["-HUP", &pid])
+        .status()
+        .expect("kill runs");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(call(&listen, &new_key).await.0, 200);
+    assert!(
+        proxy.log().contains("reloading the clients failed"),
+        "{}",
+        proxy.log()
+    );
+}

@@ -82,7 +82,8 @@ impl KeyHeader {
 /// The configured policies. Immutable after startup.
 #[derive(Debug)]
 pub(crate) struct Policies {
-    clients: ClientRegistry,
+    /// Replaced whole when the clients are reloaded (SIGHUP).
+    clients: std::sync::RwLock<Arc<ClientRegistry>>,
     /// The members after `auth`, in order.
     chain: Vec<ChainMember>,
     limiter: Arc<Limiter>,
@@ -106,7 +107,10 @@ impl Policies {
     pub(crate) fn new(settings: &ProxySettings, control: Arc<ControlPlane>) -> Self {
         Self {
             control,
-            clients: ClientRegistry::new(settings.clients.clone(), settings.fingerprinter.clone()),
+            clients: std::sync::RwLock::new(Arc::new(ClientRegistry::new(
+                settings.clients.clone(),
+                settings.fingerprinter.clone(),
+            ))),
             chain: settings.chain.clone(),
             limiter: Limiter::new(settings.rate_limits.clone()),
             rules: settings.router_rules.clone(),
@@ -115,9 +119,33 @@ impl Policies {
         }
     }
 
+    fn clients(&self) -> Arc<ClientRegistry> {
+        Arc::clone(&self.clients.read().unwrap_or_else(|p| p.into_inner()))
+    }
+
     /// Whether every caller is let through (no clients configured).
     pub(crate) fn is_open(&self) -> bool {
-        self.clients.is_open()
+        self.clients().is_open()
+    }
+
+    /// Replaces the clients (their keys, labels and allowed targets) for the calls from now
+    /// on. Refused when it would turn a proxy with clients into an open one.
+    pub(crate) fn reload_clients(
+        &self,
+        clients: Vec<crate::config::ClientKey>,
+        fingerprinter: crate::fingerprint::Fingerprinter,
+    ) -> Result<usize, String> {
+        if clients.is_empty() && !self.is_open() {
+            return Err(
+                "the new config has no [[proxy.clients]]: reloading would open the proxy to \
+                 everyone; restart it to do that"
+                    .to_owned(),
+            );
+        }
+        let count = clients.len();
+        let registry = Arc::new(ClientRegistry::new(clients, fingerprinter));
+        *self.clients.write().unwrap_or_else(|p| p.into_inner()) = registry;
+        Ok(count)
     }
 
     /// Member `auth`: authenticates `key` and records the decision on the call; a rejected
@@ -127,7 +155,7 @@ impl Policies {
         call: &mut CallAudit,
         key: Option<&str>,
     ) -> Result<AuthOutcome, ProxyError> {
-        let mut outcome = self.clients.authenticate_key(key);
+        let mut outcome = self.clients().authenticate_key(key);
         if let AuthOutcome::Authenticated { client, token_id } = &outcome
             && self
                 .control
