@@ -10,16 +10,18 @@
 //!   not. Revoked keys are those listed in `revoked_tokens` — by token id (`tok_…`), or by
 //!   client name (`client:NAME`), which stays the same when the deployment's fingerprint
 //!   secret changes: a named client's key is watched from the first event that shows it (any
-//!   call it made) — and any key the proxy refuses with the reason `revoked_api_key`.
+//!   call it made) — any key revoked through `warden.control` (`warden control revoke`,
+//!   the responder), and any key the proxy refuses with the reason `revoked_api_key`.
 //!
 //! Failures are the proxy's `policy_decision` events for policy `auth` with outcome `deny`:
 //! one per refused call, carrying the caller's IP and the fingerprint of the key it tried.
 
-use hashbrown::{HashMap, HashSet};
+use hashbrown::HashMap;
 
-use chrono::TimeDelta;
+use chrono::{DateTime, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
 use warden_ingest::EventKind;
+use warden_ingest::action::{ActionKind, ControlAction};
 use warden_ingest::alert::{Alert, Severity, Subject};
 use warden_ingest::event_row::EventRow;
 
@@ -113,9 +115,12 @@ struct RevokedUse {
 pub struct AuthFailures {
     config: AuthFailuresConfig,
     /// Revoked token ids: listed, learnt from a revoked client's events, or refused as revoked.
-    revoked: HashSet<String>,
-    /// Clients listed by name in `revoked_tokens`.
-    revoked_clients: HashSet<String>,
+    revoked: HashMap<String, DateTime<Utc>>,
+    /// Clients listed by name in `revoked_tokens`, or revoked through `warden.control`.
+    revoked_clients: HashMap<String, DateTime<Utc>>,
+    /// Token ids learnt as revoked from a revoked client's events, by client: forgotten
+    /// when the client is restored.
+    learnt_from_client: HashMap<String, String>,
     by_ip: HashMap<String, Failures>,
     revoked_uses: HashMap<String, RevokedUse>,
     /// The subjects reported on: revoked keys' uses are followed only if tokens are among
@@ -131,13 +136,23 @@ impl AuthFailures {
             .iter()
             .partition(|entry| entry.starts_with(CLIENT_PREFIX));
         Self {
-            revoked: tokens.into_iter().cloned().collect(),
+            // Listed in the config: revoked for all time.
+            revoked: tokens
+                .into_iter()
+                .map(|token| (token.clone(), DateTime::<Utc>::MIN_UTC))
+                .collect(),
             revoked_clients: clients
                 .into_iter()
-                .map(|entry| entry[CLIENT_PREFIX.len()..].to_owned())
+                .map(|entry| {
+                    (
+                        entry[CLIENT_PREFIX.len()..].to_owned(),
+                        DateTime::<Utc>::MIN_UTC,
+                    )
+                })
                 .collect(),
             config,
             by_ip: HashMap::new(),
+            learnt_from_client: HashMap::new(),
             revoked_uses: HashMap::new(),
             subjects: Subjects::All,
             holding: Holding::default(),
@@ -242,6 +257,39 @@ impl AuthFailures {
 }
 
 impl Detector for AuthFailures {
+    fn control(&mut self, action: &ControlAction) {
+        match (action.action, &action.subject) {
+            // Uses from the revocation on: the key's earlier calls were its owner's.
+            (ActionKind::RevokeToken, Subject::Token(token)) => {
+                self.revoked.entry(token.clone()).or_insert(action.ts);
+            }
+            (ActionKind::RevokeToken, Subject::Client(client)) => {
+                self.revoked_clients
+                    .entry(client.clone())
+                    .or_insert(action.ts);
+            }
+            (ActionKind::RestoreToken, Subject::Token(token)) => {
+                self.revoked.remove(token);
+                self.revoked_uses.remove(token);
+            }
+            (ActionKind::RestoreToken, Subject::Client(client)) => {
+                self.revoked_clients.remove(client);
+                let learnt: Vec<String> = self
+                    .learnt_from_client
+                    .iter()
+                    .filter(|(_, of)| *of == client)
+                    .map(|(token, _)| token.clone())
+                    .collect();
+                for token in learnt {
+                    self.learnt_from_client.remove(&token);
+                    self.revoked.remove(&token);
+                    self.revoked_uses.remove(&token);
+                }
+            }
+            _ => {}
+        }
+    }
+
     fn observe(&mut self, event: &EventRow<'_>) {
         if event.kind != EventKind::PolicyDecision {
             return;
@@ -260,11 +308,20 @@ impl Detector for AuthFailures {
                 .client
                 .name
                 .as_deref()
-                .is_some_and(|name| self.revoked_clients.contains(name));
-            if (revoked_reason || revoked_client) && !self.revoked.contains(token) {
-                self.revoked.insert(token.to_owned());
+                .and_then(|name| self.revoked_clients.get(name))
+                .is_some_and(|since| event.ts >= *since);
+            if (revoked_reason || revoked_client) && !self.revoked.contains_key(token) {
+                self.revoked.insert(token.to_owned(), event.ts);
+                if let (false, Some(client)) = (revoked_reason, event.client.name.as_deref()) {
+                    self.learnt_from_client
+                        .insert(token.to_owned(), client.to_owned());
+                }
             }
-            if self.revoked.contains(token) {
+            if self
+                .revoked
+                .get(token)
+                .is_some_and(|since| event.ts >= *since)
+            {
                 let uses = entry(&mut self.revoked_uses, token, || RevokedUse {
                     counts: BucketCounts::new(history),
                     ips: HashMap::new(),
@@ -508,5 +565,57 @@ mod tests {
         assert_eq!(revoked.len(), 1, "{alerts:?}");
         assert_eq!(revoked[0].subject.to_string(), "token:tok_batch");
         assert_eq!(revoked[0].observed, 2.0);
+    }
+
+    #[test]
+    fn a_key_revoked_through_the_control_topic_is_watched_from_then_until_restored() {
+        let mut detector = AuthFailures::new(AuthFailuresConfig::default());
+        // Its owner's calls before the revocation are no concern.
+        feed(
+            &mut detector,
+            &auth(1, "10.0.0.1", "tok-stolen", "allow", None),
+        );
+        let mut revoke = ControlAction::new(
+            ActionKind::RevokeToken,
+            Subject::Token("tok-stolen".into()),
+            "leaked",
+            "operator:alice",
+        );
+        revoke.ts = crate::test_support::at(2);
+        detector.control(&revoke);
+        assert!(
+            detector
+                .evaluate(early_at(2))
+                .iter()
+                .all(|a| a.detector != "revoked_token"),
+            "no use since the revocation"
+        );
+        // A replica that has not applied the revocation yet lets a call through: caught.
+        feed(
+            &mut detector,
+            &auth(3, "198.51.100.4", "tok-stolen", "allow", None),
+        );
+        let alerts = detector.evaluate(early_at(3));
+        let revoked: Vec<_> = alerts
+            .iter()
+            .filter(|a| a.detector == "revoked_token")
+            .collect();
+        assert_eq!(revoked.len(), 1, "{alerts:?}");
+        assert_eq!(revoked[0].observed, 1.0);
+
+        let mut restore = revoke.clone();
+        restore.action = ActionKind::RestoreToken;
+        detector.control(&restore);
+        feed(
+            &mut detector,
+            &auth(4, "10.0.0.1", "tok-stolen", "allow", None),
+        );
+        assert!(
+            detector
+                .evaluate(early_at(4))
+                .iter()
+                .all(|a| a.detector != "revoked_token"),
+            "restored"
+        );
     }
 }

@@ -15,6 +15,7 @@ use hashbrown::HashMap;
 use std::fmt;
 
 use chrono::TimeDelta;
+use warden_ingest::action::ControlAction;
 use warden_ingest::alert::{Alert, SourceShare, Subject};
 use warden_ingest::event_row::EventRow;
 
@@ -128,6 +129,12 @@ pub trait Detector: FreshCopy + fmt::Debug + Send + Sync {
     /// detector may leave out what it keeps only for findings about other subjects.
     fn report_only_on(&mut self, subjects: Subjects) {
         let _ = subjects;
+    }
+
+    /// Told of an action on `warden.control` (a revocation, its undoing, ...), as it is
+    /// published: detectors that watch for what it forbids learn it here.
+    fn control(&mut self, action: &ControlAction) {
+        let _ = action;
     }
 }
 

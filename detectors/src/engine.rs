@@ -41,6 +41,7 @@ use std::collections::BTreeSet;
 use hashbrown::HashMap;
 
 use chrono::{DateTime, TimeDelta, Utc};
+use warden_ingest::action::ControlAction;
 use warden_ingest::alert::{Alert, Subject};
 use warden_ingest::event_row::EventRow;
 
@@ -209,6 +210,15 @@ impl DetectorSet {
         }
     }
 
+    /// Tells every detector of a control action.
+    fn control(&mut self, action: &ControlAction) {
+        for group in &mut self.groups {
+            for (detector, _) in group {
+                detector.control(action);
+            }
+        }
+    }
+
     /// The group that reports on `subject`: its scope's, else the main one.
     fn group_of(&self, subject: &Subject) -> usize {
         let client = match subject {
@@ -374,6 +384,14 @@ impl Engine {
     /// Counts one event without moving event time: for inputs read at different paces,
     /// whose progress is told separately ([`crate::frontier`]). An event ahead of the clock
     /// is judged once the clock reaches it; one behind the watermark is late.
+    /// Tells every detector of an action on `warden.control` (revocations and their
+    /// undoing), as it is published.
+    pub fn control(&mut self, action: &ControlAction) {
+        for set in &mut self.sets {
+            set.control(action);
+        }
+    }
+
     pub fn count(&mut self, event: &EventRow<'_>) {
         self.stats.events += 1;
         if self

@@ -60,11 +60,13 @@ use chrono::{TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
+use warden_ingest::action::ControlAction;
 use warden_ingest::alert::Alert;
 use warden_ingest::kafka::{
     AlertPublisher, BorrowedRecord, KafkaCluster, KafkaError, KafkaSetupError, PartitionOffsets,
-    Received, RecordForwarder, TopicConsumer,
+    Received, RecordForwarder, TopicConsumer, TopicReader,
 };
+use warden_ingest::table_record::TableRecord;
 
 use crate::auth_failures::{AuthFailures, AuthFailuresConfig};
 use crate::cost_burn::{CostBurn, CostBurnConfig};
@@ -304,6 +306,8 @@ pub async fn run_detect_worker(
 #[derive(Debug)]
 pub struct DetectLoop {
     consumer: TopicConsumer,
+    /// For the control topic's reader.
+    cluster: KafkaCluster,
     /// The topic this loop reads.
     topic: String,
     /// Shared stage: the topic whose partitions the keyed stages pass on (`warden.events`).
@@ -395,6 +399,7 @@ impl DetectLoop {
             .reporting_on(subjects);
         Ok(Self {
             consumer,
+            cluster: cluster.clone(),
             topic: topic.clone(),
             source_topic: (stage == DetectStage::Shared).then(|| topics.events.clone()),
             alerts: AlertPublisher::new(cluster)?,
@@ -405,6 +410,35 @@ impl DetectLoop {
             replay_until: HashMap::new(),
             forwarder,
         })
+    }
+
+    /// The actions on `warden.control`, from its beginning and then as they are published
+    /// (revocations teach `revoked_token` which keys to watch). Read by a task of its own,
+    /// reconnecting while the cluster does not answer.
+    fn follow_control(&self) -> tokio::sync::mpsc::UnboundedReceiver<ControlAction> {
+        let (sender, receiver) = tokio::sync::mpsc::unbounded_channel();
+        let cluster = self.cluster.clone();
+        tokio::spawn(async move {
+            let topic = cluster.topics().control.clone();
+            while !sender.is_closed() {
+                if let Ok(reader) = TopicReader::from_beginning(&cluster, &topic).await {
+                    while let Ok(record) = reader.recv().await {
+                        match ControlAction::decode(&record.payload) {
+                            Ok(action) => {
+                                if sender.send(action).is_err() {
+                                    return;
+                                }
+                            }
+                            Err(err) => {
+                                warn!(error = %err, "skipping an unreadable control action")
+                            }
+                        }
+                    }
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        });
+        receiver
     }
 
     /// Publishes an alert (retrying until the broker has it) and logs it.
@@ -438,10 +472,17 @@ impl DetectLoop {
         relay_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut received_since_tick = false;
         let mut records = consumer.records();
+        let mut control = self.follow_control();
         loop {
             let received = tokio::select! {
                 biased;
                 () = shutdown.cancelled() => break,
+                Some(action) = control.recv() => {
+                    // Kept in the configured engine too: a rebuild starts from it.
+                    self.configured.control(&action);
+                    self.core.control(&action);
+                    continue;
+                }
                 _ = commit_timer.tick() => {
                     self.commit(&mut processed).await;
                     continue;

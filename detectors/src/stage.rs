@@ -170,6 +170,11 @@ impl StageCore {
         }
     }
 
+    /// Tells the detectors of a control action (see [`Engine::control`]).
+    pub fn control(&mut self, action: &warden_ingest::action::ControlAction) {
+        self.paced.engine_mut().control(action);
+    }
+
     /// Starts again from `engine`, knowing nothing of any input (a new assignment). The
     /// batches being filled are kept: what is in them was read and is still to be passed on.
     pub fn restart(&mut self, engine: Engine) {
