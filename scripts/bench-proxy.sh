@@ -12,7 +12,10 @@
 # warden binary instead of this checkout's release build (e.g. an earlier commit's, to
 # compare builds side by side; with EMULATOR_BIN too, nothing is built). DURABILITY=acked sets `[audit].durability = "acked"` (each
 # answer waits for its events' acknowledgement). BROKER=tansu runs a tansu broker (memory
-# storage, `~/.cargo/bin/tansu` or $TANSU_BIN) instead of the embedded one.
+# storage, `~/.cargo/bin/tansu` or $TANSU_BIN) instead of the embedded one. POLICIES=1
+# configures every member of the policy chain without letting any refuse (rate limits on
+# client, IP and globally, requests and tokens; a budget; router rules) — a build from before
+# the chain existed does not know these keys, so leave it unset there.
 set -euo pipefail
 
 RATE=${1:-2000}
@@ -73,6 +76,30 @@ pricing = { input_per_1k_tokens = 0.0002, output_per_1k_tokens = 0.0006 }
 [[proxy.clients]]
 name = "bench"
 key_sha256 = "$KEY_SHA256"
+$( [ -z "${POLICIES:-}" ] || cat <<'POLICIES'
+role = "production"
+team = "benchmarks"
+[[proxy.rate_limits]]
+subject = "client"
+requests_per_second = 1000000
+tokens_per_minute = 1000000000000
+[[proxy.rate_limits]]
+subject = "ip"
+requests_per_minute = 1000000000
+[[proxy.rate_limits]]
+subject = "global"
+requests_per_second = 1000000
+[[proxy.budgets]]
+team = "benchmarks"
+usd_per_day = 1000000.0
+[proxy.router]
+rules = [
+  { when_role = "production", target = "llama" },
+  { when_header = { name = "x-tier", value = "batch" }, target = "llama" },
+  { default = true, target = "llama" },
+]
+POLICIES
+)
 [kafka]
 brokers = "$BROKERS"
 [audit]

@@ -17,6 +17,8 @@
 mod answer;
 pub mod app;
 mod audit;
+#[doc(hidden)]
+pub mod bench_support;
 mod call;
 pub mod client_address;
 pub mod config;

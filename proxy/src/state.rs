@@ -80,6 +80,14 @@ impl ProxyState {
         )
     }
 
+    pub(crate) fn emitter(&self) -> &EventEmitter {
+        &self.emitter
+    }
+
+    pub(crate) fn shared_metrics(&self) -> SharedMetrics {
+        self.metrics.clone()
+    }
+
     pub(crate) fn metrics(&self) -> &ProxyMetrics {
         &self.metrics
     }

@@ -349,3 +349,89 @@ async fn a_rotated_key_is_taken_on_sighup_without_a_restart() {
         proxy.log()
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_openai_sdk_meets_limits_headers_and_fallback_through_a_real_broker() {
+    let broker = TansuBroker::start().expect("tansu starts");
+    let emulator = TgiEmulator::start(EmulatorOptions::default())
+        .await
+        .expect("emulator");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let listen = free_listen_address();
+    let (api_key, key_sha256) = fresh_client_key();
+    let config = write_config(
+        dir.path(),
+        &format!(
+            r#"
+            [proxy]
+            listen = "{listen}"
+            admin_listen = "{admin}"
+            control_state_file = "{state}"
+            [[proxy.targets]]
+            id = "llama"
+            kind = "tgi-messages"
+            base_url = "{upstream}"
+            [[proxy.targets]]
+            id = "dead"
+            kind = "tgi-messages"
+            base_url = "http://127.0.0.1:9"
+            cold_start_timeout_s = 0
+            fallback = ["llama"]
+            [[proxy.clients]]
+            name = "sdk-app"
+            key_sha256 = "{key_sha256}"
+            [[proxy.rate_limits]]
+            subject = "client"
+            match = "sdk-app"
+            requests_per_minute = 4
+            tokens_per_minute = 100000
+            [kafka]
+            brokers = "{brokers}"
+            partitions = 2
+            replication_factor = 1
+            [audit]
+            spool_dir = "{spool}"
+            "#,
+            admin = free_listen_address(),
+            state = dir.path().join("control-state.json").display(),
+            upstream = emulator.base_url(),
+            brokers = broker.bootstrap_servers(),
+            spool = dir.path().join("spool").display(),
+        ),
+    );
+    let mut proxy = WardenProcess::start("proxy", &config);
+    proxy.wait_healthy(&listen).await;
+    let base_url = format!("http://{listen}/v1");
+    let outcome = support::run_python("openai_limits.py", &[&base_url, &api_key, "llama", "dead"]);
+    assert_eq!(
+        outcome["fallback"]["content"], "Hello from the TGI emulator. It answers every",
+        "{outcome}"
+    );
+    assert!(
+        outcome["fallback"]["id"]
+            .as_str()
+            .is_some_and(|id| id.starts_with("chatcmpl-")),
+        "{outcome}"
+    );
+    // The fallback call took one of the four; the plain and the streamed call two more.
+    assert_eq!(outcome["admitted"][0]["x-ratelimit-limit-requests"], "4");
+    assert_eq!(
+        outcome["admitted"][0]["x-ratelimit-remaining-requests"],
+        "2"
+    );
+    assert_eq!(
+        outcome["admitted"][1]["x-ratelimit-remaining-requests"],
+        "1"
+    );
+    assert_eq!(outcome["admitted"][0]["x-ratelimit-limit-tokens"], "100000");
+    let refused = &outcome["refused"];
+    assert_eq!(refused["status"], 429, "{outcome}");
+    assert_eq!(refused["code"], "rate_limit_exceeded");
+    assert_eq!(refused["type"], "rate_limit_error");
+    assert_eq!(refused["remaining"], "0");
+    let retry_after: u64 = refused["retry_after"]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .expect("Retry-After in whole seconds");
+    assert!((1..=15).contains(&retry_after), "{retry_after}");
+}
