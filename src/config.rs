@@ -71,14 +71,31 @@ impl WardenConfig {
         errors.extend(self.archive.validate());
         errors.extend(self.detect.validate());
         match proxy {
-            Some(proxy) if errors.is_empty() => Ok(ValidatedConfig {
-                source: None,
-                proxy,
-                kafka: self.kafka,
-                audit: self.audit,
-                archive: self.archive,
-                detect: self.detect,
-            }),
+            Some(proxy) if errors.is_empty() => {
+                // `key_expiry` watches the proxy's keys.
+                self.detect.expiring_keys = proxy
+                    .clients
+                    .iter()
+                    .flat_map(|client| {
+                        client.keys.iter().filter_map(|key| {
+                            key.not_after.map(|not_after| {
+                                warden_detectors::key_expiry::ExpiringKey {
+                                    client: client.name.clone(),
+                                    not_after,
+                                }
+                            })
+                        })
+                    })
+                    .collect();
+                Ok(ValidatedConfig {
+                    source: None,
+                    proxy,
+                    kafka: self.kafka,
+                    audit: self.audit,
+                    archive: self.archive,
+                    detect: self.detect,
+                })
+            }
             _ => bail!("invalid configuration:\n  {}", errors.join("\n  ")),
         }
     }

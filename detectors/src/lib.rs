@@ -39,6 +39,7 @@ pub mod detector;
 pub mod engine;
 pub mod frontier;
 pub mod geo;
+pub mod key_expiry;
 pub mod latency;
 pub mod lifecycle;
 pub mod overrides;
@@ -74,6 +75,7 @@ use crate::cost_per_request::{CostPerRequest, CostPerRequestConfig};
 use crate::detector::Detector;
 use crate::engine::{DetectorSet, Engine, Subjects};
 use crate::geo::{GeoAnomaly, GeoConfig};
+use crate::key_expiry::{ExpiringKey, KeyExpiry, KeyExpiryConfig};
 use crate::latency::{LatencyConfig, LatencySlo};
 use crate::overrides::DetectOverride;
 use crate::response_drift::{ResponseDrift, ResponseDriftConfig};
@@ -111,6 +113,11 @@ pub struct DetectConfig {
     pub geo: GeoConfig,
     pub latency: LatencyConfig,
     pub response_drift: ResponseDriftConfig,
+    pub key_expiry: KeyExpiryConfig,
+    /// The client keys with an expiry, from `[proxy.clients]` (set by the binary, which
+    /// reads both sections): what `key_expiry` watches.
+    #[serde(skip)]
+    pub expiring_keys: Vec<ExpiringKey>,
     /// Settings per environment, target and client ([`overrides`]).
     #[serde(skip_serializing)]
     pub overrides: Vec<DetectOverride>,
@@ -132,6 +139,8 @@ impl Default for DetectConfig {
             geo: GeoConfig::default(),
             latency: LatencyConfig::default(),
             response_drift: ResponseDriftConfig::default(),
+            key_expiry: KeyExpiryConfig::default(),
+            expiring_keys: Vec::new(),
             overrides: Vec::new(),
         }
     }
@@ -148,11 +157,15 @@ impl DetectConfig {
             for (scope, settings) in &set.scoped {
                 scoped.push((scope.clone(), settings.detectors()?));
             }
-            sets.push(DetectorSet::new(
-                set.environment,
-                set.main.detectors()?,
-                scoped,
-            ));
+            let mut main = set.main.detectors()?;
+            // Keys are no environment's: watched once, by the default set.
+            if sets.is_empty() && self.key_expiry.enabled && !self.expiring_keys.is_empty() {
+                main.push(Box::new(KeyExpiry::new(
+                    self.key_expiry.clone(),
+                    self.expiring_keys.clone(),
+                )));
+            }
+            sets.push(DetectorSet::new(set.environment, main, scoped));
         }
         let mut sets = sets.into_iter();
         let default = sets.next().ok_or("no default set of detectors")?;
@@ -223,6 +236,7 @@ impl DetectConfig {
         errors.extend(self.geo.validate());
         errors.extend(self.latency.validate());
         errors.extend(self.response_drift.validate());
+        errors.extend(self.key_expiry.validate());
         if errors.is_empty()
             && !self.overrides.is_empty()
             && let Err(problems) = overrides::plan(self)

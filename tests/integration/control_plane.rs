@@ -435,3 +435,62 @@ async fn the_openai_sdk_meets_limits_headers_and_fallback_through_a_real_broker(
         .expect("Retry-After in whole seconds");
     assert!((1..=15).contains(&retry_after), "{retry_after}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_key_near_its_not_after_raises_one_key_expiry_warning() {
+    let emulator = TgiEmulator::start(EmulatorOptions::default())
+        .await
+        .expect("emulator");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let listen = free_listen_address();
+    let (api_key, key_sha256) = fresh_client_key();
+    let soon = (chrono::Utc::now() + chrono::TimeDelta::days(10)).format("%Y-%m-%d");
+    let config = write_config(
+        dir.path(),
+        &format!(
+            r#"
+            [proxy]
+            listen = "{listen}"
+            admin_listen = "{admin}"
+            control_state_file = "{state}"
+            [[proxy.targets]]
+            id = "llama"
+            kind = "tgi-messages"
+            base_url = "{upstream}"
+            [[proxy.clients]]
+            name = "expiring-app"
+            keys = [{{ key_sha256 = "{key_sha256}", not_after = "{soon}" }}]
+            [audit]
+            spool_dir = "{spool}"
+            [archive]
+            url = "{archive}"
+            flush_interval_s = 1
+            "#,
+            admin = free_listen_address(),
+            state = dir.path().join("control-state.json").display(),
+            upstream = emulator.base_url(),
+            spool = dir.path().join("spool").display(),
+            archive = dir.path().join("archive").display(),
+        ),
+    );
+    let mut warden = WardenProcess::start("up", &config);
+    warden.wait_healthy(&listen).await;
+    assert_eq!(call(&listen, &api_key).await.0, 200);
+    let started = Instant::now();
+    while !warden.log().contains("detector=\"key_expiry\"") {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "no key_expiry alert:\n{}",
+            warden.log()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    // Once per key: further evaluations do not repeat it.
+    for _ in 0..3 {
+        call(&listen, &api_key).await;
+    }
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    let log = warden.log();
+    assert_eq!(log.matches("detector=\"key_expiry\"").count(), 1, "{log}");
+    assert!(log.contains("client:expiring-app"), "{log}");
+}
