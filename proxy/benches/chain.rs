@@ -75,7 +75,7 @@ fn chain_cost(c: &mut Criterion) {
             chain.call()
         };
         group.bench_function(format!("{name}/call"), |b| {
-            b.iter_batched(fresh_call, |call| black_box(call), BatchSize::SmallInput);
+            b.iter_batched(fresh_call, black_box, BatchSize::SmallInput);
         });
         group.bench_function(format!("{name}/call+chain"), |b| {
             b.iter_batched(
