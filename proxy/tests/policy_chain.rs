@@ -149,6 +149,20 @@ async fn chat_as(
     status
 }
 
+/// A chat call for `model` with `key`: its status and JSON body.
+async fn chat_answer(harness: &Harness, key: &str, model: &str) -> (StatusCode, Value) {
+    let body = json!({"model": model, "messages": [{"role": "user", "content": "hi"}]});
+    let response = harness.send("/v1/chat/completions", key, &body).await;
+    let status = response.status();
+    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+        .await
+        .expect("body");
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
+}
+
 /// A second target on the emulator, and one nobody listens at (connection refused).
 fn more_targets(emulator_url: &str, dead_extra: &str) -> String {
     format!(
@@ -651,18 +665,8 @@ async fn the_breaker_opens_after_its_failures_and_shows_in_metrics() {
             StatusCode::BAD_GATEWAY
         );
     }
-    let response = harness
-        .send(
-            "/v1/chat/completions",
-            &key,
-            &json!({"model": "dead", "messages": [{"role": "user", "content": "hi"}]}),
-        )
-        .await;
-    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
-    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
-        .await
-        .expect("body");
-    let body: Value = serde_json::from_slice(&bytes).expect("json");
+    let (status, body) = chat_answer(&harness, &key, "dead").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(body["error"]["code"], "circuit_open");
     let metrics = harness.metrics().await;
     assert!(
@@ -710,18 +714,8 @@ async fn a_team_over_its_budget_gets_insufficient_quota_and_alert_only_lets_thro
             StatusCode::OK
         );
     }
-    let response = harness
-        .send(
-            "/v1/chat/completions",
-            &team_key,
-            &json!({"model": "priced", "messages": [{"role": "user", "content": "hi"}]}),
-        )
-        .await;
-    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
-    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
-        .await
-        .expect("body");
-    let body: Value = serde_json::from_slice(&bytes).expect("json");
+    let (status, body) = chat_answer(&harness, &team_key, "priced").await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(body["error"]["code"], "insufficient_quota");
     assert_eq!(body["error"]["type"], "insufficient_quota");
     let events = harness.events();
