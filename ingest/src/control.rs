@@ -63,6 +63,9 @@ impl ControlState {
 
     /// Whether `target` is disabled.
     pub fn is_disabled(&self, target: &str) -> Option<&ControlAction> {
+        if self.standing.is_empty() {
+            return None;
+        }
         self.standing
             .get(&format!("target/{}", Subject::Target(target.to_owned())))
             .filter(|action| action.action == ActionKind::DisableTarget)

@@ -153,6 +153,15 @@ impl ControlPlane {
         state.is_disabled(target).is_some()
     }
 
+    /// Whether any emergency limit stands (else [`admit`](Self::admit) has nothing to do).
+    pub(crate) fn has_emergency_limits(&self) -> bool {
+        !self
+            .emergency
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_empty()
+    }
+
     /// Charges the call to every emergency limit in force that applies to it.
     pub(crate) fn admit(
         &self,

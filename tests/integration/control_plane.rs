@@ -176,7 +176,7 @@ async fn operator_actions_reach_every_replica_within_two_seconds_and_survive_a_r
         ],
     );
     for replica in &replicas {
-        until_served(&replica.listen, &api_key, WITHIN).await;
+        until_served(&replica.listen, &api_key, WITHIN * 5).await;
     }
 
     // An emergency limit: 2 requests a minute on each replica.
@@ -234,7 +234,7 @@ async fn operator_actions_reach_every_replica_within_two_seconds_and_survive_a_r
         ],
     );
     for replica in &replicas {
-        until_served(&replica.listen, &api_key, WITHIN).await;
+        until_served(&replica.listen, &api_key, WITHIN * 5).await;
     }
 
     // A revocation holds across a restart while the broker is down.

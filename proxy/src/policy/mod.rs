@@ -202,42 +202,47 @@ impl Policies {
                     target = Some(routed);
                 }
                 ChainMember::RateLimit => {
-                    let token = call.client.token_id.as_ref().map(|id| id.0.clone());
-                    let ip = call.client.ip.clone();
-                    let country = call.client.country.clone();
+                    let emergency = self.control.has_emergency_limits();
+                    if self.limiter.is_empty() && !emergency {
+                        continue;
+                    }
+                    let client = &call.client;
                     let subjects = CallSubjects {
                         client: caller.client_name(),
-                        token: token.as_deref(),
-                        ip: ip.as_deref(),
+                        token: client.token_id.as_ref().map(|id| id.0.as_str()),
+                        ip: client.ip.as_deref(),
                         target: target.map(|target: &Target| target.id.as_str()),
                         environment: call.environment(),
                     };
-                    if let Err(throttled) =
-                        self.control.admit(&subjects, country.as_deref(), estimate)
-                    {
-                        call.decided("rate_limit", "throttle", Some(&throttled.reason));
-                        return Err(ProxyError::RateLimited {
-                            reason: throttled.reason,
-                            retry_after: throttled.retry_after,
-                            quotas: throttled.quotas,
-                            emergency: true,
-                        });
-                    }
-                    if self.limiter.is_empty() {
-                        continue;
-                    }
-                    match self.limiter.admit(&subjects, estimate) {
-                        Ok(grant) => {
+                    let throttled = if emergency {
+                        self.control
+                            .admit(&subjects, client.country.as_deref(), estimate)
+                            .err()
+                            .map(|throttled| (throttled, true))
+                    } else {
+                        None
+                    };
+                    let outcome = match throttled {
+                        Some(throttled) => Err(throttled),
+                        None if self.limiter.is_empty() => Ok(None),
+                        None => match self.limiter.admit(&subjects, estimate) {
+                            Ok(grant) => Ok(Some(grant)),
+                            Err(throttled) => Err((throttled, false)),
+                        },
+                    };
+                    match outcome {
+                        Ok(Some(grant)) => {
                             quotas = grant.quotas;
                             call.token_hold = grant.tokens;
                         }
-                        Err(throttled) => {
+                        Ok(None) => {}
+                        Err((throttled, emergency)) => {
                             call.decided("rate_limit", "throttle", Some(&throttled.reason));
                             return Err(ProxyError::RateLimited {
                                 reason: throttled.reason,
                                 retry_after: throttled.retry_after,
                                 quotas: throttled.quotas,
-                                emergency: false,
+                                emergency,
                             });
                         }
                     }
