@@ -237,11 +237,15 @@ struct LimitCells {
     hasher: RandomState,
 }
 
-/// One subject's arrival times: one per request window, one per token window.
-#[derive(Debug, Clone)]
+/// Most windows of one kind a limit has: one per period (second, minute, hour, day).
+const MAX_WINDOWS: usize = 4;
+
+/// One subject's arrival times: one per request window, one per token window (in the
+/// order of the limit's windows; the rest unused). Copied, never allocated, per call.
+#[derive(Debug, Clone, Copy, Default)]
 struct Cells {
-    requests: Vec<u64>,
-    tokens: Vec<u64>,
+    requests: [u64; MAX_WINDOWS],
+    tokens: [u64; MAX_WINDOWS],
 }
 
 impl Cells {
@@ -310,17 +314,13 @@ impl LimitCells {
             .shard(subject)
             .lock()
             .unwrap_or_else(|p| p.into_inner());
-        let fresh = || Cells {
-            requests: vec![0; limit.requests.len()],
-            tokens: vec![0; limit.tokens.len()],
-        };
-        let current = cells_by_subject.get(subject).cloned().unwrap_or_else(fresh);
-        let mut next = current.clone();
+        let current = cells_by_subject.get(subject).copied().unwrap_or_default();
+        let mut next = current;
         let mut quotas = Quotas::default();
-        // Each refusing window: what it limits, and when it would allow the cost (`None`:
-        // never).
-        let mut refusals: Vec<(String, Option<u64>)> = Vec::new();
-        let windows = [
+        // The first refusing window (what it limits), and when every refusing window would
+        // allow its cost (`None`: one never will).
+        let mut refusal: Option<(&'static str, Duration, Option<u64>)> = None;
+        let kinds = [
             (
                 &limit.requests,
                 &current.requests,
@@ -336,7 +336,7 @@ impl LimitCells {
                 "tokens",
             ),
         ];
-        for (windows, tats, next_tats, cost, kind) in windows {
+        for (windows, tats, next_tats, cost, kind) in kinds {
             let mut tightest: Option<Quota> = None;
             for (index, window) in windows.iter().enumerate() {
                 let tat = match gcra(*window, tats[index], cost, now) {
@@ -345,7 +345,12 @@ impl LimitCells {
                         tat
                     }
                     Err(wait) => {
-                        refusals.push((format!("{kind} per {}", period_name(window.period)), wait));
+                        refusal = Some(match refusal {
+                            None => (kind, window.period, wait),
+                            Some((first, period, earlier)) => {
+                                (first, period, earlier.zip(wait).map(|(a, b)| a.max(b)))
+                            }
+                        });
                         tats[index]
                     }
                 };
@@ -356,28 +361,26 @@ impl LimitCells {
                 _ => quotas.tokens = tightest,
             }
         }
-        let refusal = refusals.first().map(|(what, _)| {
-            let waits: Option<Vec<u64>> = refusals.iter().map(|(_, wait)| *wait).collect();
-            (
-                what.clone(),
-                waits.and_then(|waits| waits.into_iter().max()),
-            )
-        });
-        if let Some((what, wait)) = refusal {
+        if let Some((kind, period, wait)) = refusal {
             let whom = match (&limit.subject, subject) {
                 (LimitSubject::Global, _) => "global".to_owned(),
-                (kind, value) => format!("{}:{value}", kind.as_str()),
+                (subject_kind, value) => format!("{}:{value}", subject_kind.as_str()),
             };
             return Err(Throttled {
-                reason: format!("{whom} {what}"),
+                reason: format!("{whom} {kind} per {}", period_name(period)),
                 retry_after: wait.map(Duration::from_nanos),
                 quotas,
             });
         }
-        if !cells_by_subject.contains_key(subject) && cells_by_subject.len() >= self.room() {
-            make_room(&mut cells_by_subject, now, self.room());
+        match cells_by_subject.get_mut(subject) {
+            Some(cells) => *cells = next,
+            None => {
+                if cells_by_subject.len() >= self.room() {
+                    make_room(&mut cells_by_subject, now, self.room());
+                }
+                cells_by_subject.insert(subject.to_owned(), next);
+            }
         }
-        cells_by_subject.insert(subject.to_owned(), next);
         Ok(quotas)
     }
 
@@ -477,7 +480,7 @@ impl Limiter {
     ) -> Result<Grant, Throttled> {
         let now = self.now_ns();
         let mut grant = Grant::default();
-        let mut charged: Vec<(usize, String, u64)> = Vec::new();
+        let mut charged: Vec<(usize, &str, u64)> = Vec::new();
         for (index, cells) in self.limits.iter().enumerate() {
             let limit = &cells.limit;
             let Some(value) = subjects.value(limit.subject) else {
@@ -499,11 +502,11 @@ impl Limiter {
                     if let Some(tokens) = quotas.tokens {
                         grant.quotas.tokens = Some(tokens.tighter(grant.quotas.tokens));
                     }
-                    charged.push((index, value.to_owned(), tokens));
+                    charged.push((index, value, tokens));
                 }
                 Err(throttled) => {
                     for (index, subject, tokens) in charged {
-                        self.limits[index].refund(&subject, tokens, now);
+                        self.limits[index].refund(subject, tokens, now);
                     }
                     return Err(throttled);
                 }
@@ -512,6 +515,7 @@ impl Limiter {
         let token_cells: Vec<(usize, String, u64)> = charged
             .into_iter()
             .filter(|(index, _, _)| !self.limits[*index].limit.tokens.is_empty())
+            .map(|(index, subject, tokens)| (index, subject.to_owned(), tokens))
             .collect();
         if !token_cells.is_empty() {
             grant.tokens = Some(TokenHold {
