@@ -2,7 +2,8 @@
 //! before this issue: a key check against the configured clients), then every member
 //! configured and none refusing — rate limits on the client (requests and tokens), its IP
 //! and globally, a team budget, and router rules — as `scripts/bench-proxy.sh` with
-//! `POLICIES=1` configures them. Each iteration is a fresh call (its setup and the events
+//! `POLICIES=1` configures them — and the same without router rules (a matching rule
+//! records a `route` decision: one more audit event per call). Each iteration is a fresh call (its setup and the events
 //! the chain emits included), so `call + chain` minus `call` is the chain.
 //!
 //! `cargo bench -p warden-proxy --bench chain`
@@ -44,6 +45,24 @@ fn bench(policies: &str) -> ChainBench {
     ChainBench::new(settings, KEY, "llama")
 }
 
+/// Limits and a budget, no router rule: the call is routed by its model, with no `route`
+/// decision event.
+const LIMITS_AND_BUDGET: &str = r#"
+    [[rate_limits]]
+    subject = "client"
+    requests_per_second = 1000000000
+    tokens_per_minute = 1000000000000000
+    [[rate_limits]]
+    subject = "ip"
+    requests_per_minute = 1000000000000
+    [[rate_limits]]
+    subject = "global"
+    requests_per_second = 1000000000
+    [[budgets]]
+    team = "benchmarks"
+    usd_per_day = 1000000000.0
+"#;
+
 const EVERY_MEMBER: &str = r#"
     [[rate_limits]]
     subject = "client"
@@ -68,7 +87,12 @@ const EVERY_MEMBER: &str = r#"
 
 fn chain_cost(c: &mut Criterion) {
     let mut group = c.benchmark_group("chain");
-    for (name, policies) in [("auth-only", ""), ("every-member", EVERY_MEMBER)] {
+    let configs = [
+        ("auth-only", ""),
+        ("limits-and-budget", LIMITS_AND_BUDGET),
+        ("every-member", EVERY_MEMBER),
+    ];
+    for (name, policies) in configs {
         let chain = bench(policies);
         let fresh_call = || {
             chain.drain();

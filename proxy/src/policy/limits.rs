@@ -570,13 +570,15 @@ const MAX_ESTIMATE: u64 = 1 << 40;
 
 impl TokenEstimate {
     /// The estimate of an OpenAI request body (chat, completions, embeddings) or a TGI one
-    /// (`inputs`, `parameters.max_new_tokens`): about four characters a token for the text,
-    /// plus a few tokens a message for the chat format.
+    /// (`inputs`, `parameters.max_new_tokens`): about four bytes a token for the text, plus a
+    /// few tokens a message for the chat format.
     pub(crate) fn of_request(request: &Map<String, Value>, generates: bool) -> Self {
         let mut chars: u64 = 0;
         let mut pieces: u64 = 0;
+        // Bytes, not characters: constant time per piece whatever the prompt's size, and an
+        // over-estimate for text outside ASCII (a reservation errs on the safe side).
         let mut count = |text: &str| {
-            chars = chars.saturating_add(text.chars().count() as u64);
+            chars = chars.saturating_add(text.len() as u64);
             pieces += 1;
         };
         for field in ["prompt", "input", "inputs"] {
