@@ -88,6 +88,8 @@ pub(crate) struct Policies {
     chain: Vec<ChainMember>,
     limiter: Arc<Limiter>,
     rules: Vec<RouteRule>,
+    /// Each rule's `route` decision reason, written once.
+    rule_reasons: Vec<String>,
     pub(crate) breakers: Breakers,
     budgets: Arc<Budgets>,
     /// What `warden.control` put in force.
@@ -114,6 +116,14 @@ impl Policies {
             chain: settings.chain.clone(),
             limiter: Limiter::new(settings.rate_limits.clone()),
             rules: settings.router_rules.clone(),
+            rule_reasons: settings
+                .router_rules
+                .iter()
+                .enumerate()
+                .map(|(index, rule)| {
+                    format!("rule {index} ({}): target {}", rule.describe(), rule.target)
+                })
+                .collect(),
             breakers: Breakers::new(&settings.targets),
             budgets: Budgets::new(settings.budgets.clone()),
         }
@@ -338,8 +348,7 @@ impl Policies {
             .iter()
             .find(|target| target.id == rule.target)
             .ok_or_else(|| ProxyError::Internal(format!("rule target {:?}", rule.target)))?;
-        let reason = format!("rule {index} ({}): target {}", rule.describe(), target.id);
-        call.decided("router", "route", Some(&reason));
+        call.decided("router", "route", Some(&self.rule_reasons[index]));
         Ok(target)
     }
 }
