@@ -221,7 +221,15 @@ async fn serve(
             target,
             stream,
         };
-        match targets::forward(&state.upstream, endpoint, attempt, &call.request_id).await {
+        // Boxed: the upstream call's future is large, and every handler future holding it
+        // inline is moved whole when axum boxes it.
+        let forwarded = Box::pin(targets::forward(
+            &state.upstream,
+            endpoint,
+            attempt,
+            &call.request_id,
+        ));
+        match forwarded.await {
             Ok(outcome) => {
                 breakers.succeeded(&target.id);
                 if failure.is_some() {

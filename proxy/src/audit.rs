@@ -65,6 +65,8 @@ pub(crate) struct CallAudit {
     pub(crate) budget_hold: Option<BudgetHold>,
     /// Each target tried, when the call went to a fallback: `target_id: outcome`.
     attempts: Vec<String>,
+    /// A router rule's decision, for the `request` event.
+    routing: Option<DecisionInfo>,
 }
 
 /// What is left to wait for before a finished call's answer may be released: nothing under
@@ -151,6 +153,7 @@ impl CallAudit {
             token_hold: None,
             budget_hold: None,
             attempts: Vec::new(),
+            routing: None,
         }
     }
 
@@ -279,7 +282,19 @@ impl CallAudit {
         self.request_emitted = true;
         let mut event = self.event(EventKind::Request);
         event.request = Some(self.request.clone());
+        event.decision = self.routing.take();
         self.emit(event);
+    }
+
+    /// Records the router's decision for a call a rule routed: it rides on the call's
+    /// `request` event (`decision.policy = "router"`) rather than an event of its own, so
+    /// routing by rule adds no event to every call.
+    pub(crate) fn routed_by_rule(&mut self, reason: &str) {
+        self.routing = Some(DecisionInfo {
+            policy: "router".to_owned(),
+            outcome: "route".to_owned(),
+            reason: Some(reason.to_owned()),
+        });
     }
 
     /// Emits the `response` event (and the `request` event first, if the call failed before

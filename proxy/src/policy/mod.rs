@@ -18,8 +18,11 @@
 //!      the one a pass-through path names — then `target_access`: whether this client may
 //!      use that target.
 //!
-//! Each member that decides records a `policy_decision` on the call (`auth` always does; the
-//! others when they refuse). A refusal is a [`ProxyError`] with OpenAI's error shape.
+//! Each member that decides records a decision on the call: a `policy_decision` event
+//! (`auth` always; the others when they refuse, a fallback when it switches targets), except
+//! the router's `route` for a call a rule routed, which rides on the call's `request` event
+//! (`decision.policy = "router"`) so that routing adds no event to every call. A refusal is
+//! a [`ProxyError`] with OpenAI's error shape.
 
 pub(crate) mod auth;
 pub(crate) mod breaker;
@@ -348,7 +351,7 @@ impl Policies {
             .iter()
             .find(|target| target.id == rule.target)
             .ok_or_else(|| ProxyError::Internal(format!("rule target {:?}", rule.target)))?;
-        call.decided("router", "route", Some(&self.rule_reasons[index]));
+        call.routed_by_rule(&self.rule_reasons[index]);
         Ok(target)
     }
 }
