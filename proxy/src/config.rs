@@ -1252,6 +1252,25 @@ fn validate_budgets(
             action,
         });
     }
+    for client in clients {
+        let over = valid
+            .iter()
+            .filter(|budget| match &budget.subject {
+                BudgetSubject::Client(name) => *name == client.name,
+                BudgetSubject::Team(team) => client.team.as_ref() == Some(team),
+                BudgetSubject::Department(department) => {
+                    client.department.as_ref() == Some(department)
+                }
+            })
+            .count();
+        if over > crate::policy::budgets::MAX_BUDGETS_PER_CALL {
+            errors.push(format!(
+                "proxy.budgets: {over} budgets apply to client {:?}; at most {} may",
+                client.name,
+                crate::policy::budgets::MAX_BUDGETS_PER_CALL
+            ));
+        }
+    }
     valid
 }
 

@@ -550,6 +550,25 @@ async fn router_rules_send_calls_by_role_header_and_default_whatever_model_they_
         decisions(&events, "router"),
         ["rule 0 (when_role = \"production\"): target llama"]
     );
+    let carrier = events
+        .iter()
+        .find(|event| {
+            event
+                .decision
+                .as_ref()
+                .is_some_and(|d| d.policy == "router")
+        })
+        .expect("the route decision");
+    assert_eq!(
+        carrier.kind,
+        EventKind::Request,
+        "a rule's decision rides on the request event: no extra event per call"
+    );
+    assert_eq!(
+        events.len(),
+        3,
+        "auth decision, request, response: routing adds no event"
+    );
     let key = harness.key.clone();
     assert_eq!(
         chat_as(

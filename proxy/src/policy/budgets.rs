@@ -98,6 +98,10 @@ impl Budget {
 
 const MICROS_PER_USD: f64 = 1_000_000.0;
 
+/// Most budgets that may apply to one client (its own, its team's, its department's):
+/// checked at start, so a call's list needs no allocation.
+pub(crate) const MAX_BUDGETS_PER_CALL: usize = 8;
+
 fn micros(usd: f64) -> u64 {
     if usd.is_finite() && usd > 0.0 {
         (usd * MICROS_PER_USD).round() as u64
@@ -211,18 +215,21 @@ impl Budgets {
         estimate_usd: f64,
         now: DateTime<Utc>,
     ) -> Result<BudgetGrant, OverBudget> {
-        let applicable: Vec<usize> = self
-            .budgets
-            .iter()
-            .enumerate()
-            .filter(|(_, state)| state.budget.applies_to(labels))
-            .map(|(index, _)| index)
-            .collect();
+        // Most calls fall under one budget or two: no allocation for the list.
+        let mut applicable = [0usize; MAX_BUDGETS_PER_CALL];
+        let mut count = 0;
+        for (index, state) in self.budgets.iter().enumerate() {
+            if state.budget.applies_to(labels) && count < MAX_BUDGETS_PER_CALL {
+                applicable[count] = index;
+                count += 1;
+            }
+        }
+        let applicable = &applicable[..count];
         if applicable.is_empty() {
             return Ok(BudgetGrant::default());
         }
         let mut alerts = Vec::new();
-        for index in &applicable {
+        for index in applicable {
             let state = &self.budgets[*index];
             let mut spend = state.spend.lock().unwrap_or_else(|p| p.into_inner());
             for ((period, cap), window_spend) in state.budget.caps.iter().zip(spend.iter_mut()) {
@@ -254,10 +261,10 @@ impl Budgets {
         }
         let estimate = micros(estimate_usd);
         let mut reservations = Vec::new();
-        for index in applicable {
+        for &index in applicable {
             let state = &self.budgets[index];
             let mut spend = state.spend.lock().unwrap_or_else(|p| p.into_inner());
-            let mut windows = Vec::new();
+            let mut windows = Vec::with_capacity(spend.len());
             for window_spend in spend.iter_mut() {
                 window_spend.reserved = window_spend.reserved.saturating_add(estimate);
                 windows.push(window_spend.window);

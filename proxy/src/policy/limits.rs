@@ -158,22 +158,32 @@ impl Quotas {
     /// limit applied to.
     pub(crate) fn write_headers(&self, headers: &mut axum::http::HeaderMap) {
         use axum::http::{HeaderName, HeaderValue};
-        for (kind, quota) in [("requests", self.requests), ("tokens", self.tokens)] {
+        const NAMES: [[&str; 3]; 2] = [
+            [
+                "x-ratelimit-limit-requests",
+                "x-ratelimit-remaining-requests",
+                "x-ratelimit-reset-requests",
+            ],
+            [
+                "x-ratelimit-limit-tokens",
+                "x-ratelimit-remaining-tokens",
+                "x-ratelimit-reset-tokens",
+            ],
+        ];
+        for (names, quota) in NAMES.iter().zip([self.requests, self.tokens]) {
             let Some(quota) = quota else {
                 continue;
             };
-            let values = [
-                ("limit", quota.limit.to_string()),
-                ("remaining", quota.remaining.to_string()),
-                ("reset", go_duration(quota.reset)),
-            ];
-            for (what, value) in values {
-                let name = format!("x-ratelimit-{what}-{kind}");
-                if let (Ok(name), Ok(value)) =
-                    (HeaderName::try_from(name), HeaderValue::try_from(value))
-                {
-                    headers.insert(name, value);
-                }
+            headers.insert(
+                HeaderName::from_static(names[0]),
+                HeaderValue::from(quota.limit),
+            );
+            headers.insert(
+                HeaderName::from_static(names[1]),
+                HeaderValue::from(quota.remaining),
+            );
+            if let Ok(reset) = HeaderValue::try_from(go_duration(quota.reset)) {
+                headers.insert(HeaderName::from_static(names[2]), reset);
             }
         }
     }
