@@ -63,20 +63,8 @@ const LIMITS_AND_BUDGET: &str = r#"
     usd_per_day = 1000000000.0
 "#;
 
-const EVERY_MEMBER: &str = r#"
-    [[rate_limits]]
-    subject = "client"
-    requests_per_second = 1000000000
-    tokens_per_minute = 1000000000000000
-    [[rate_limits]]
-    subject = "ip"
-    requests_per_minute = 1000000000000
-    [[rate_limits]]
-    subject = "global"
-    requests_per_second = 1000000000
-    [[budgets]]
-    team = "benchmarks"
-    usd_per_day = 1000000000.0
+/// Router rules, one of which routes every call (its decision rides on the request event).
+const ROUTER_RULES: &str = r#"
     [router]
     rules = [
       { when_header = { name = "x-tier", value = "batch" }, target = "llama" },
@@ -87,10 +75,11 @@ const EVERY_MEMBER: &str = r#"
 
 fn chain_cost(c: &mut Criterion) {
     let mut group = c.benchmark_group("chain");
+    let every_member = format!("{LIMITS_AND_BUDGET}{ROUTER_RULES}");
     let configs = [
         ("auth-only", ""),
         ("limits-and-budget", LIMITS_AND_BUDGET),
-        ("every-member", EVERY_MEMBER),
+        ("every-member", every_member.as_str()),
     ];
     for (name, policies) in configs {
         let chain = bench(policies);
