@@ -19,12 +19,28 @@ use tracing::{debug, info, warn};
 use warden_ingest::action::{ActionKind, ControlAction};
 use warden_ingest::alert::Subject;
 use warden_ingest::control::ControlState;
-use warden_ingest::kafka::{KafkaCluster, TopicReader};
+use warden_ingest::kafka::{ConsumedRecord, KafkaCluster, KafkaError, TopicReader};
 use warden_ingest::table_record::TableRecord;
 
 use crate::policy::limits::{
     CallSubjects, LimitSubject, Limiter, RateLimit, Throttled, TokenEstimate, Window,
 };
+
+/// A control record's action; an unreadable one is reported and skipped.
+fn decode(record: &ConsumedRecord) -> Option<ControlAction> {
+    match ControlAction::decode(&record.payload) {
+        Ok(action) => Some(action),
+        Err(err) => {
+            warn!(
+                partition = record.partition,
+                offset = record.offset,
+                error = %err,
+                "skipping an unreadable control action"
+            );
+            None
+        }
+    }
+}
 
 /// The control state this replica applies, and the emergency limits' cells.
 #[derive(Debug)]
@@ -103,8 +119,11 @@ impl ControlPlane {
         changed
     }
 
-    /// Follows the control topic until the process ends: from its beginning, reconnecting
-    /// (and reading from the beginning again) whenever the cluster stops answering.
+    /// Follows the control topic until the process ends. Each time it connects (at start,
+    /// and after the cluster stopped answering) it reads the topic from its beginning into
+    /// a fresh state, which replaces the one in use only once it has caught up — so an
+    /// action long undone (a revocation since restored) never applies again for a moment —
+    /// then applies each new action as it comes.
     pub async fn follow(self: Arc<Self>, cluster: KafkaCluster) {
         let topic = cluster.topics().control.clone();
         let mut backoff = Duration::from_millis(250);
@@ -112,24 +131,8 @@ impl ControlPlane {
             match TopicReader::from_beginning(&cluster, &topic).await {
                 Ok(reader) => {
                     backoff = Duration::from_millis(250);
-                    loop {
-                        match reader.recv().await {
-                            Ok(record) => match ControlAction::decode(&record.payload) {
-                                Ok(action) => {
-                                    self.apply(&action);
-                                }
-                                Err(err) => warn!(
-                                    partition = record.partition,
-                                    offset = record.offset,
-                                    error = %err,
-                                    "skipping an unreadable control action"
-                                ),
-                            },
-                            Err(err) => {
-                                warn!(error = %err, "reading the control topic failed; reconnecting");
-                                break;
-                            }
-                        }
+                    if let Err(err) = self.follow_reader(&reader).await {
+                        warn!(error = %err, "reading the control topic failed; reconnecting");
                     }
                 }
                 Err(err) => debug!(error = %err, "the control topic is not readable yet"),
@@ -139,6 +142,58 @@ impl ControlPlane {
         }
     }
 
+    /// Catches up on the whole topic, swaps the state in, then applies as actions come.
+    async fn follow_reader(&self, reader: &TopicReader) -> Result<(), KafkaError> {
+        let mut behind: Vec<(i32, i64)> = reader
+            .ends()
+            .await?
+            .into_iter()
+            .filter(|(_, end)| *end > 0)
+            .collect();
+        if behind.is_empty() {
+            let kept = self.in_force().len();
+            if kept > 0 {
+                // A topic with nothing in it next to a state that had actions: the broker
+                // lost its data, or this is another cluster. Keeping what was decided is
+                // the safe side (a revoked key stays refused).
+                warn!(
+                    kept,
+                    "the control topic is empty but actions are kept on disk: they stay in force"
+                );
+            }
+        }
+        let mut caught_up = if behind.is_empty() {
+            self.state.read().unwrap_or_else(|p| p.into_inner()).clone()
+        } else {
+            ControlState::default()
+        };
+        while !behind.is_empty() {
+            let record = reader.recv().await?;
+            if let Some(action) = decode(&record) {
+                caught_up.apply(&action);
+            }
+            behind.retain(|(partition, end)| {
+                !(*partition == record.partition && record.offset + 1 >= *end)
+            });
+        }
+        let changed = {
+            let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
+            let changed = *state != caught_up;
+            *state = caught_up;
+            changed
+        };
+        if changed {
+            info!("control state caught up with the control topic");
+            self.sync_emergency_limits();
+            self.persist();
+        }
+        loop {
+            let record = reader.recv().await?;
+            if let Some(action) = decode(&record) {
+                self.apply(&action);
+            }
+        }
+    }
     /// The revocation standing against a token (by id) or its client, if any.
     pub(crate) fn revoked(&self, token_id: Option<&str>, client: Option<&str>) -> Option<String> {
         let state = self.state.read().unwrap_or_else(|p| p.into_inner());
