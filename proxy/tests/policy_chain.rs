@@ -113,6 +113,14 @@ fn last_response(events: &[AuditEvent]) -> &AuditEvent {
         .expect("a response event")
 }
 
+/// The target that served the last call in `events`.
+fn served_by(events: &[AuditEvent]) -> Option<&str> {
+    last_response(events)
+        .route
+        .as_ref()
+        .and_then(|route| route.target_id.as_deref())
+}
+
 fn decisions<'e>(events: &'e [AuditEvent], policy: &str) -> Vec<&'e str> {
     events
         .iter()
@@ -565,13 +573,7 @@ async fn router_rules_send_calls_by_role_header_and_default_whatever_model_they_
         StatusCode::OK
     );
     let events = harness.events();
-    assert_eq!(
-        last_response(&events)
-            .route
-            .as_ref()
-            .and_then(|r| r.target_id.as_deref()),
-        Some("small")
-    );
+    assert_eq!(served_by(&events), Some("small"));
     assert_eq!(
         decisions(&events, "router"),
         ["rule 1 (when_header x-tier: \"batch\"): target small"]
@@ -582,13 +584,7 @@ async fn router_rules_send_calls_by_role_header_and_default_whatever_model_they_
         StatusCode::OK
     );
     let events = harness.events();
-    assert_eq!(
-        last_response(&events)
-            .route
-            .as_ref()
-            .and_then(|r| r.target_id.as_deref()),
-        Some("small")
-    );
+    assert_eq!(served_by(&events), Some("small"));
     assert_eq!(
         decisions(&events, "router"),
         ["rule 2 (default): target small"]

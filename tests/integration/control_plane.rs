@@ -12,7 +12,7 @@ use warden_testkit::{EmulatorOptions, TansuBroker, TgiEmulator};
 
 use support::{
     WardenProcess, free_listen_address, fresh_client_key, http_client,
-    proxy_and_kafka_sections_with_admin, run_warden, write_config,
+    proxy_and_kafka_sections_with, run_warden, write_config,
 };
 
 /// How soon every replica must apply an action, counted from the command's return.
@@ -35,19 +35,16 @@ fn replica_config(dir: &Path, listen: &str, upstream: &str, brokers: &str, key: 
             [audit]
             spool_dir = "{spool}"
             "#,
-            sections = proxy_and_kafka_sections_with_admin(
+            sections = proxy_and_kafka_sections_with(
                 listen,
                 &free_listen_address(),
                 upstream,
                 key,
-                brokers
-            )
-            .replace(
-                "[[proxy.targets]]",
+                brokers,
                 &format!(
-                    "control_state_file = \"{}\"\n        [[proxy.targets]]",
+                    "control_state_file = \"{}\"",
                     dir.join("control-state.json").display()
-                )
+                ),
             ),
             spool = dir.join("spool").display(),
         ),

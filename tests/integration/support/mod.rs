@@ -330,11 +330,25 @@ pub fn proxy_and_kafka_sections_with_admin(
     key_sha256: &str,
     brokers: &str,
 ) -> String {
+    proxy_and_kafka_sections_with(listen, admin_listen, upstream, key_sha256, brokers, "")
+}
+
+/// [`proxy_and_kafka_sections_with_admin`] with more `[proxy]` keys (`proxy_keys`, TOML
+/// lines).
+pub fn proxy_and_kafka_sections_with(
+    listen: &str,
+    admin_listen: &str,
+    upstream: &str,
+    key_sha256: &str,
+    brokers: &str,
+    proxy_keys: &str,
+) -> String {
     format!(
         r#"
         [proxy]
         listen = "{listen}"
         admin_listen = "{admin_listen}"
+        {proxy_keys}
         [[proxy.targets]]
         id = "llama"
         kind = "tgi-messages"
