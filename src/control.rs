@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use anyhow::Context;
-use chrono::{TimeDelta, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 use warden_ingest::action::{ActionKind, ControlAction};
 use warden_ingest::alert::Subject;
 use warden_ingest::control::ControlState;
@@ -27,6 +27,19 @@ pub struct OperatorAction {
     pub requests_per_minute: Option<u64>,
     pub tokens_per_minute: Option<u64>,
     pub duration: Option<TimeDelta>,
+    /// When it stops applying, given as an instant (a key's `not_after`).
+    pub expires_at: Option<DateTime<Utc>>,
+    /// `add_key` / `remove_key`: which key.
+    pub key: Option<KeyToAdd>,
+}
+
+/// The key of an `add-key` or `remove-key`.
+#[derive(Debug, Clone)]
+pub enum KeyToAdd {
+    /// Make one now (printed once, after the action is published).
+    New,
+    /// A key's SHA-256, in hex.
+    Given(String),
 }
 
 fn cluster_of(config: &ValidatedConfig) -> anyhow::Result<KafkaCluster> {
@@ -42,6 +55,34 @@ fn cluster_of(config: &ValidatedConfig) -> anyhow::Result<KafkaCluster> {
 pub async fn publish(config: &ValidatedConfig, request: OperatorAction) -> anyhow::Result<()> {
     anyhow::ensure!(!request.reason.trim().is_empty(), "--reason must say why");
     anyhow::ensure!(!request.by.trim().is_empty(), "--by must name who decides");
+    if let Subject::Client(name) = &request.subject {
+        let clients = &config.proxy.clients;
+        anyhow::ensure!(
+            clients.is_empty() || clients.iter().any(|client| client.name == *name),
+            "no client {name:?} in [[proxy.clients]]: the proxies would not know it"
+        );
+    }
+    let mut new_key = None;
+    let key_sha256 = match request.key.clone() {
+        None => None,
+        Some(KeyToAdd::Given(digest)) => {
+            let digest = digest.trim().to_ascii_lowercase();
+            anyhow::ensure!(
+                digest.len() == 64 && digest.bytes().all(|b| b.is_ascii_hexdigit()),
+                "--key-sha256 must be 64 hex digits (a key's SHA-256, never the key)"
+            );
+            Some(digest)
+        }
+        Some(KeyToAdd::New) => {
+            let Subject::Client(name) = &request.subject else {
+                anyhow::bail!("keys belong to clients");
+            };
+            let made = crate::keys::new_key(name)?;
+            let digest = made.key_sha256.clone();
+            new_key = Some(made);
+            Some(digest)
+        }
+    };
     let cluster = cluster_of(config)?;
     tokio::time::timeout(DELIVERY_TIMEOUT, cluster.wait_until_ready())
         .await
@@ -54,7 +95,11 @@ pub async fn publish(config: &ValidatedConfig, request: OperatorAction) -> anyho
     );
     action.limit_per_minute = request.requests_per_minute;
     action.tokens_per_minute = request.tokens_per_minute;
-    action.expires_at = request.duration.map(|duration| action.ts + duration);
+    action.expires_at = request
+        .duration
+        .map(|duration| action.ts + duration)
+        .or(request.expires_at);
+    action.key_sha256 = key_sha256;
     let producer = DeliveringProducer::from_config(&cluster.producer_config())
         .context("creating the producer")?;
     let key = action.state_key();
@@ -80,6 +125,12 @@ pub async fn publish(config: &ValidatedConfig, request: OperatorAction) -> anyho
             .map(|until| format!(", until {}", until.to_rfc3339()))
             .unwrap_or_default()
     );
+    if let Some(made) = new_key {
+        println!(
+            "\nClient key (shown only now; give it to the client, every proxy admits it):\n\n    {}\n",
+            made.key
+        );
+    }
     Ok(())
 }
 
@@ -131,9 +182,14 @@ pub async fn list(config: &ValidatedConfig) -> anyhow::Result<()> {
         .collect::<Vec<_>>()
         .join(", ");
         println!(
-            "{} {}{} by {} since {}{} — {}",
+            "{} {}{}{} by {} since {}{} — {}",
             action.action.as_str(),
             action.subject,
+            action
+                .key_sha256
+                .as_deref()
+                .map(|digest| format!(" key {digest}"))
+                .unwrap_or_default(),
             if limits.is_empty() {
                 String::new()
             } else {

@@ -20,6 +20,8 @@ const KEY_PREFIX: &str = "wk_";
 /// A new client key and the config entry that admits it.
 pub struct NewKey {
     pub key: String,
+    /// Its SHA-256, in hex: what configs and `add_key` actions hold.
+    pub key_sha256: String,
     pub config_entry: String,
 }
 
@@ -34,12 +36,18 @@ pub fn new_key(name: &str) -> anyhow::Result<NewKey> {
     let key_sha256 = hex::encode(Sha256::digest(key.as_bytes()));
     let config_entry =
         format!("[[proxy.clients]]\nname = \"{name}\"\nkey_sha256 = \"{key_sha256}\"\n");
-    Ok(NewKey { key, config_entry })
+    Ok(NewKey {
+        key,
+        key_sha256,
+        config_entry,
+    })
 }
 
 /// Prints a new key for `name` and its config entry to stdout.
 pub fn print_new_key(name: &str) -> anyhow::Result<()> {
-    let NewKey { key, config_entry } = new_key(name)?;
+    let NewKey {
+        key, config_entry, ..
+    } = new_key(name)?;
     println!("Client key for {name:?} (shown only now; give it to the client):\n\n    {key}\n");
     println!("Add this to warden.toml (Warden keeps only the key's SHA-256):\n\n{config_entry}");
     Ok(())

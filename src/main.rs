@@ -222,6 +222,34 @@ enum ControlCommand {
         #[command(flatten)]
         attribution: Attribution,
     },
+    /// Give a configured client one more key on every replica (rotation without editing
+    /// configs): a new key is made and printed once, unless --key-sha256 names one.
+    AddKey {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The client, as `[[proxy.clients]]` names it.
+        #[arg(long)]
+        client: String,
+        /// The SHA-256 (hex) of a key made elsewhere.
+        #[arg(long)]
+        key_sha256: Option<String>,
+        /// Its last day (2027-03-01) or instant (RFC 3339); afterwards 401 expired_api_key.
+        #[arg(long, value_parser = parse_not_after)]
+        not_after: Option<chrono::DateTime<chrono::Utc>>,
+        #[command(flatten)]
+        attribution: Attribution,
+    },
+    /// Take back a key `add-key` gave.
+    RemoveKey {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[arg(long)]
+        client: String,
+        #[arg(long)]
+        key_sha256: String,
+        #[command(flatten)]
+        attribution: Attribution,
+    },
     /// One line per action in force.
     List(ConfigArg),
 }
@@ -235,6 +263,8 @@ impl ControlCommand {
             | Self::Lift { config, .. }
             | Self::Disable { config, .. }
             | Self::Enable { config, .. }
+            | Self::AddKey { config, .. }
+            | Self::RemoveKey { config, .. }
             | Self::List(config) => config,
         }
     }
@@ -251,6 +281,8 @@ impl ControlCommand {
             requests_per_minute: None,
             tokens_per_minute: None,
             duration: None,
+            expires_at: None,
+            key: None,
         };
         Some(match self {
             Self::Revoke {
@@ -295,9 +327,37 @@ impl ControlCommand {
                 Subject::Target(target),
                 attribution,
             ),
+            Self::AddKey {
+                client,
+                key_sha256,
+                not_after,
+                attribution,
+                ..
+            } => control::OperatorAction {
+                key: Some(match key_sha256 {
+                    Some(digest) => control::KeyToAdd::Given(digest),
+                    None => control::KeyToAdd::New,
+                }),
+                expires_at: not_after,
+                ..plain(ActionKind::AddKey, Subject::Client(client), attribution)
+            },
+            Self::RemoveKey {
+                client,
+                key_sha256,
+                attribution,
+                ..
+            } => control::OperatorAction {
+                key: Some(control::KeyToAdd::Given(key_sha256)),
+                ..plain(ActionKind::RemoveKey, Subject::Client(client), attribution)
+            },
             Self::List(_) => return None,
         })
     }
+}
+
+fn parse_not_after(text: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
+    use chrono::SubsecRound;
+    warden_proxy::config::parse_not_after(text).map(|instant| instant.trunc_subsecs(6))
 }
 
 fn parse_subject(text: &str) -> Result<warden_ingest::alert::Subject, String> {

@@ -1,6 +1,8 @@
 //! `key_expiry` (warning, seed 000: "90-day keys, 30-day warnings"): a client key within
 //! `warn_days` of its `not_after` (`[[proxy.clients]] keys = [{ key_sha256, not_after }]`),
-//! one alert per key, resolved once the key has expired or is gone from the config.
+//! one alert per key, resolved once the key has expired or is gone from the config. Keys
+//! given through the control topic (`add_key` with an `expires_at`) are watched as well,
+//! from the action on, until a `remove_key` takes them back.
 //!
 //! A key's expiry is a fact of the calendar, not of traffic: it is judged at closed
 //! evaluations that are live (within [`LIVE`] of the wall clock), never while a worker
@@ -8,8 +10,11 @@
 //! rebuild is not held back as if it had been published. The alert's cooldown outlasts the
 //! warning period: published once per key and run (a restarted worker tells it again).
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
+use warden_ingest::action::{ActionKind, ControlAction};
 use warden_ingest::alert::{Alert, Severity, Subject};
 use warden_ingest::event_row::EventRow;
 
@@ -60,12 +65,19 @@ pub struct ExpiringKey {
 #[derive(Debug, Clone)]
 pub struct KeyExpiry {
     config: KeyExpiryConfig,
+    /// The configured keys.
     keys: Vec<ExpiringKey>,
+    /// The keys `add_key` gave, by their SHA-256.
+    added: BTreeMap<String, ExpiringKey>,
 }
 
 impl KeyExpiry {
     pub fn new(config: KeyExpiryConfig, keys: Vec<ExpiringKey>) -> Self {
-        Self { config, keys }
+        Self {
+            config,
+            keys,
+            added: BTreeMap::new(),
+        }
     }
 
     /// The warnings due at `at`.
@@ -73,6 +85,7 @@ impl KeyExpiry {
         let warn = TimeDelta::days(self.config.warn_days);
         self.keys
             .iter()
+            .chain(self.added.values())
             .filter(|key| at <= key.not_after && key.not_after - at <= warn)
             .map(|key| {
                 let subject = Subject::Client(key.client.clone());
@@ -104,6 +117,25 @@ impl Detector for KeyExpiry {
             return Vec::new();
         }
         self.judge(evaluation.at)
+    }
+
+    fn control(&mut self, action: &ControlAction) {
+        let (Subject::Client(client), Some(digest)) = (&action.subject, &action.key_sha256) else {
+            return;
+        };
+        match (action.action, action.expires_at) {
+            (ActionKind::AddKey, Some(not_after)) => {
+                let key = ExpiringKey {
+                    client: client.clone(),
+                    not_after,
+                };
+                self.added.insert(digest.clone(), key);
+            }
+            (ActionKind::AddKey | ActionKind::RemoveKey, _) => {
+                self.added.remove(digest);
+            }
+            _ => {}
+        }
     }
 
     /// Longer than any warning period: once per key.
@@ -152,6 +184,29 @@ mod tests {
         assert!(alerts[0].dedup_key.starts_with("key_expiry/client:app@"));
         assert!(alerts[0].summary.contains("warden keys new app"));
         assert!((9.0..=10.0).contains(&alerts[0].observed));
+    }
+
+    #[test]
+    fn a_key_given_through_the_control_topic_is_watched_until_taken_back() {
+        let now = Utc::now();
+        let mut detector = KeyExpiry::new(KeyExpiryConfig::default(), Vec::new());
+        let mut add = ControlAction::new(
+            ActionKind::AddKey,
+            Subject::Client("app".into()),
+            "rotation",
+            "operator:test",
+        );
+        add.key_sha256 = Some("ab".repeat(32));
+        add.expires_at = Some(now + TimeDelta::days(5));
+        detector.control(&add);
+        let alerts = detector.evaluate(closed_now());
+        assert_eq!(alerts.len(), 1, "{alerts:?}");
+        assert!(alerts[0].dedup_key.starts_with("key_expiry/client:app@"));
+        let mut remove = add.clone();
+        remove.action = ActionKind::RemoveKey;
+        remove.expires_at = None;
+        detector.control(&remove);
+        assert!(detector.evaluate(closed_now()).is_empty());
     }
 
     #[test]

@@ -158,8 +158,9 @@ impl DetectConfig {
                 scoped.push((scope.clone(), settings.detectors()?));
             }
             let mut main = set.main.detectors()?;
-            // Keys are no environment's: watched once, by the default set.
-            if sets.is_empty() && self.key_expiry.enabled && !self.expiring_keys.is_empty() {
+            // Keys are no environment's: watched once, by the default set (also with none
+            // configured: the control topic may give some).
+            if sets.is_empty() && self.key_expiry.enabled {
                 main.push(Box::new(KeyExpiry::new(
                     self.key_expiry.clone(),
                     self.expiring_keys.clone(),

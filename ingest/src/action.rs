@@ -43,6 +43,11 @@ pub enum ActionKind {
     EnableTarget,
     /// Scale an endpoint down (subject: `target:…`, `replicas`).
     ScaleDown,
+    /// Give a configured client one more key (subject: `client:…`, `key_sha256`; valid
+    /// until `expires_at` if set): key rotation on every replica without editing configs.
+    AddKey,
+    /// Take back a key an `add_key` gave (same subject and `key_sha256`).
+    RemoveKey,
 }
 
 impl ActionKind {
@@ -55,6 +60,8 @@ impl ActionKind {
             Self::DisableTarget => "disable_target",
             Self::EnableTarget => "enable_target",
             Self::ScaleDown => "scale_down",
+            Self::AddKey => "add_key",
+            Self::RemoveKey => "remove_key",
         }
     }
 
@@ -67,6 +74,7 @@ impl ActionKind {
             Self::EmergencyRateLimit | Self::LiftRateLimit => "limit",
             Self::DisableTarget | Self::EnableTarget => "target",
             Self::ScaleDown => "scale",
+            Self::AddKey | Self::RemoveKey => "key",
         }
     }
 }
@@ -103,6 +111,9 @@ pub struct ControlAction {
     pub expires_at: Option<DateTime<Utc>>,
     #[serde(default)]
     pub environment: Option<String>,
+    /// `add_key` / `remove_key`: the key's SHA-256, in hex (never the key itself).
+    #[serde(default)]
+    pub key_sha256: Option<String>,
 }
 
 impl ControlAction {
@@ -128,13 +139,18 @@ impl ControlAction {
             replicas: None,
             expires_at: None,
             environment: None,
+            key_sha256: None,
         }
     }
 
     /// The record key on `warden.control`: the slot the action sets and its subject
-    /// (`access/token:tok_…`), so compaction keeps the latest action per piece of state.
+    /// (`access/token:tok_…`; a key's hash too, `key/client:app/9f86…`, as a client holds
+    /// several), so compaction keeps the latest action per piece of state.
     pub fn state_key(&self) -> String {
-        format!("{}/{}", self.action.slot(), self.subject)
+        match (self.action.slot(), &self.key_sha256) {
+            ("key", Some(digest)) => format!("key/{}/{digest}", self.subject),
+            (slot, _) => format!("{slot}/{}", self.subject),
+        }
     }
 
     /// Whether the action still applies at `now` (emergency limits expire).
@@ -163,6 +179,7 @@ static ACTION_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
         optional("environment", DataType::Utf8),
         // Added with the control plane: null in older files.
         optional("tokens_per_minute", DataType::Int64),
+        optional("key_sha256", DataType::Utf8),
     ]))
 });
 

@@ -24,15 +24,18 @@ impl ControlState {
     pub fn apply(&mut self, action: &ControlAction) -> bool {
         let key = action.state_key();
         match action.action {
+            ActionKind::AddKey if !is_key_digest(action) => false,
             ActionKind::RevokeToken
             | ActionKind::EmergencyRateLimit
-            | ActionKind::DisableTarget => {
+            | ActionKind::DisableTarget
+            | ActionKind::AddKey => {
                 let previous = self.standing.insert(key, action.clone());
                 previous.as_ref() != Some(action)
             }
-            ActionKind::RestoreToken | ActionKind::LiftRateLimit | ActionKind::EnableTarget => {
-                self.standing.remove(&key).is_some()
-            }
+            ActionKind::RestoreToken
+            | ActionKind::LiftRateLimit
+            | ActionKind::EnableTarget
+            | ActionKind::RemoveKey => self.standing.remove(&key).is_some(),
             // Carried out against the endpoint, not by the proxy.
             ActionKind::ScaleDown => false,
         }
@@ -77,10 +80,46 @@ impl ControlState {
             .filter(|action| action.action == ActionKind::EmergencyRateLimit)
     }
 
+    /// The keys `add_key` gave, expired ones included (a key past its `expires_at` is
+    /// refused as expired, not as unknown): (client, SHA-256, valid until).
+    pub fn added_keys(&self) -> impl Iterator<Item = AddedKey<'_>> {
+        self.standing.values().filter_map(|action| {
+            let (ActionKind::AddKey, Subject::Client(client), Some(digest)) =
+                (action.action, &action.subject, &action.key_sha256)
+            else {
+                return None;
+            };
+            let mut sha256 = [0u8; 32];
+            hex::decode_to_slice(digest, &mut sha256).ok()?;
+            Some(AddedKey {
+                client,
+                sha256,
+                not_after: action.expires_at,
+            })
+        })
+    }
+
     /// The standing actions (in force or expired), to keep on disk.
     pub fn standing(&self) -> impl Iterator<Item = &ControlAction> {
         self.standing.values()
     }
+}
+
+/// A key given to a client through the control topic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AddedKey<'a> {
+    pub client: &'a str,
+    pub sha256: [u8; 32],
+    pub not_after: Option<DateTime<Utc>>,
+}
+
+/// Whether an `add_key` names its client and a SHA-256 (64 hex digits); any other is
+/// ignored, as no proxy could use it.
+fn is_key_digest(action: &ControlAction) -> bool {
+    matches!(action.subject, Subject::Client(_))
+        && action.key_sha256.as_deref().is_some_and(|digest| {
+            digest.len() == 64 && digest.bytes().all(|b| b.is_ascii_hexdigit())
+        })
 }
 
 #[cfg(test)]
@@ -126,6 +165,33 @@ mod tests {
             Subject::Target("llama".into()),
         ));
         assert!(state.is_disabled("llama").is_none());
+    }
+
+    #[test]
+    fn added_keys_stand_per_digest_until_removed() {
+        let mut state = ControlState::default();
+        let give = |digest: &str| {
+            let mut add = action(ActionKind::AddKey, Subject::Client("app".into()));
+            add.key_sha256 = Some(digest.to_owned());
+            add
+        };
+        let (first, second) = ("ab".repeat(32), "cd".repeat(32));
+        assert!(state.apply(&give(&first)));
+        assert!(state.apply(&give(&second)), "a second key beside the first");
+        assert!(
+            !state.apply(&give("not-hex")),
+            "a malformed digest is ignored"
+        );
+        let mut for_a_token = give(&first);
+        for_a_token.subject = Subject::Token("tok_1".into());
+        assert!(!state.apply(&for_a_token), "keys belong to clients");
+        assert_eq!(state.added_keys().count(), 2);
+        let mut remove = give(&first);
+        remove.action = ActionKind::RemoveKey;
+        assert!(state.apply(&remove));
+        let left: Vec<_> = state.added_keys().collect();
+        assert_eq!(left.len(), 1);
+        assert_eq!((left[0].client, left[0].sha256), ("app", [0xcd; 32]));
     }
 
     #[test]

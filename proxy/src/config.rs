@@ -1029,7 +1029,7 @@ impl ProxyConfig {
 }
 
 /// A key's `not_after`: a day (`2027-03-01`, valid to its end, UTC) or an RFC 3339 instant.
-fn parse_not_after(value: &str) -> Result<DateTime<Utc>, String> {
+pub fn parse_not_after(value: &str) -> Result<DateTime<Utc>, String> {
     if let Ok(day) = chrono::NaiveDate::parse_from_str(value, "%Y-%m-%d") {
         let end = day
             .succ_opt()

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use tracing::{debug, info, warn};
 use warden_ingest::action::{ActionKind, ControlAction};
 use warden_ingest::alert::Subject;
@@ -49,7 +49,16 @@ pub struct ControlPlane {
     /// One limiter per emergency limit in force, by its state key (kept while the limit
     /// stands, so a repeated action does not reset its cells).
     emergency: Mutex<HashMap<String, (ControlAction, Arc<Limiter>)>>,
+    /// The keys `add_key` gave, by SHA-256: looked up when a key is no configured one's.
+    added_keys: RwLock<HashMap<[u8; 32], AddedKey>>,
     state_file: Option<PathBuf>,
+}
+
+/// A key given through the control topic: whose, and until when.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct AddedKey {
+    pub(crate) client: String,
+    pub(crate) not_after: Option<DateTime<Utc>>,
 }
 
 impl ControlPlane {
@@ -58,6 +67,7 @@ impl ControlPlane {
         Arc::new(Self {
             state: RwLock::new(ControlState::default()),
             emergency: Mutex::new(HashMap::new()),
+            added_keys: RwLock::new(HashMap::new()),
             state_file: None,
         })
     }
@@ -68,6 +78,7 @@ impl ControlPlane {
         let plane = Self {
             state: RwLock::new(ControlState::default()),
             emergency: Mutex::new(HashMap::new()),
+            added_keys: RwLock::new(HashMap::new()),
             state_file: Some(state_file.to_owned()),
         };
         match std::fs::read(state_file) {
@@ -95,7 +106,7 @@ impl ControlPlane {
             }
         }
         let plane = Arc::new(plane);
-        plane.sync_emergency_limits();
+        plane.sync_derived_state();
         plane
     }
 
@@ -113,7 +124,7 @@ impl ControlPlane {
                 reason = %action.reason,
                 "control action applied"
             );
-            self.sync_emergency_limits();
+            self.sync_derived_state();
             self.persist();
         }
         changed
@@ -184,7 +195,7 @@ impl ControlPlane {
         };
         if changed {
             info!("control state caught up with the control topic");
-            self.sync_emergency_limits();
+            self.sync_derived_state();
             self.persist();
         }
         loop {
@@ -267,6 +278,34 @@ impl ControlPlane {
     pub fn in_force(&self) -> Vec<ControlAction> {
         let state = self.state.read().unwrap_or_else(|p| p.into_inner());
         state.in_force(Utc::now()).cloned().collect()
+    }
+
+    /// The client a key given through the control topic belongs to, by its SHA-256.
+    pub(crate) fn added_key(&self, sha256: &[u8; 32]) -> Option<AddedKey> {
+        let keys = self.added_keys.read().unwrap_or_else(|p| p.into_inner());
+        if keys.is_empty() {
+            return None;
+        }
+        keys.get(sha256).cloned()
+    }
+
+    /// Rebuilds what is derived from the state: the emergency limiters, the added keys.
+    fn sync_derived_state(&self) {
+        self.sync_emergency_limits();
+        let keys: HashMap<[u8; 32], AddedKey> = {
+            let state = self.state.read().unwrap_or_else(|p| p.into_inner());
+            state
+                .added_keys()
+                .map(|key| {
+                    let added = AddedKey {
+                        client: key.client.to_owned(),
+                        not_after: key.not_after,
+                    };
+                    (key.sha256, added)
+                })
+                .collect()
+        };
+        *self.added_keys.write().unwrap_or_else(|p| p.into_inner()) = keys;
     }
 
     /// Makes the emergency limiters match the standing emergency limits.

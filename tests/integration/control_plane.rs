@@ -1,6 +1,7 @@
 //! Live control of every replica, against a real broker (tansu): two `warden proxy`
 //! processes apply `warden control` actions within 2 s of the command returning, and a
-//! revocation holds across a restart while the broker is down.
+//! revocation holds across a restart while the broker is down; a key given through the control
+//! topic is admitted everywhere, then refused once taken back.
 
 use crate::support;
 
@@ -8,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use sha2::Digest;
 use warden_testkit::{EmulatorOptions, TansuBroker, TgiEmulator};
 
 use support::{
@@ -233,6 +235,68 @@ async fn operator_actions_reach_every_replica_within_two_seconds_and_survive_a_r
     for replica in &replicas {
         until_served(&replica.listen, &api_key, WITHIN * 5).await;
     }
+
+    // A key given through the control topic: admitted everywhere within 2 s, refused again
+    // once taken back.
+    let added = control(
+        &config,
+        &[
+            "add-key",
+            "--client",
+            "archive-test-app",
+            "--not-after",
+            "2099-01-01",
+            "--reason",
+            "rotation",
+            "--by",
+            "carol",
+        ],
+    );
+    let new_key = added
+        .split_whitespace()
+        .find(|word| word.starts_with("wk_"))
+        .unwrap_or_else(|| panic!("no key printed: {added}"))
+        .to_owned();
+    for replica in &replicas {
+        let started = Instant::now();
+        until_served(&replica.listen, &new_key, WITHIN * 5).await;
+        let took = started.elapsed();
+        eprintln!(
+            "{}: added key admitted {took:?} after the command",
+            replica.listen
+        );
+        assert!(
+            took <= WITHIN,
+            "{} took the key after {took:?}",
+            replica.listen
+        );
+    }
+    let new_key_sha256 = hex::encode(sha2::Sha256::digest(new_key.as_bytes()));
+    let listed = control(&config, &["list"]);
+    assert!(
+        listed.contains(&format!(
+            "add_key client:archive-test-app key {new_key_sha256}"
+        )),
+        "{listed}"
+    );
+    control(
+        &config,
+        &[
+            "remove-key",
+            "--client",
+            "archive-test-app",
+            "--key-sha256",
+            &new_key_sha256,
+            "--reason",
+            "rotation done",
+            "--by",
+            "carol",
+        ],
+    );
+    for replica in &replicas {
+        until_refused(&replica.listen, &new_key, "invalid_api_key", WITHIN * 5).await;
+    }
+    until_served(&replicas[0].listen, &api_key, WITHIN).await;
 
     // A revocation holds across a restart while the broker is down.
     control(

@@ -18,7 +18,9 @@ use warden_ingest::TokenId;
 
 use chrono::{DateTime, Utc};
 
-use crate::config::{ClientKey, KeyDigest};
+use crate::config::ClientKey;
+#[cfg(test)]
+use crate::config::KeyDigest;
 use crate::fingerprint::Fingerprinter;
 
 /// The outcome of authenticating one request.
@@ -106,13 +108,23 @@ impl ClientRegistry {
         self.authenticate_key(bearer_key(headers))
     }
 
-    /// Authenticates a key presented some other way (pass-through's `X-Warden-Key`), now.
+    /// Authenticates a key presented some other way (pass-through's `X-Warden-Key`), now,
+    /// against the configured keys only.
+    #[cfg(test)]
     pub fn authenticate_key(&self, key: Option<&str>) -> AuthOutcome {
-        self.authenticate_key_at(key, Utc::now())
+        self.authenticate_key_at(key, Utc::now(), |_| None)
     }
 
-    /// Authenticates `key` as of `now` (keys past their `not_after` are refused).
-    pub fn authenticate_key_at(&self, key: Option<&str>, now: DateTime<Utc>) -> AuthOutcome {
+    /// Authenticates `key` as of `now` (keys past their `not_after` are refused). A key no
+    /// configured client holds is looked up in `added` (keys given through the control
+    /// topic: the client's name and the key's `not_after`); it authenticates as that
+    /// configured client.
+    pub fn authenticate_key_at(
+        &self,
+        key: Option<&str>,
+        now: DateTime<Utc>,
+        added: impl FnOnce(&[u8; 32]) -> Option<(String, Option<DateTime<Utc>>)>,
+    ) -> AuthOutcome {
         let token_id = key.map(|key| self.fingerprinter.token_id(key));
         if self.is_open() {
             return AuthOutcome::Open { token_id };
@@ -123,19 +135,29 @@ impl ClientRegistry {
                 reason: RejectReason::Missing,
             };
         };
-        let digest = Sha256::digest(key.as_bytes());
+        let digest: [u8; 32] = Sha256::digest(key.as_bytes()).into();
         // Compare against every key of every client, without early exit, in constant time
         // per compare.
-        let mut matched: Option<(&Arc<ClientKey>, &KeyDigest)> = None;
+        let mut matched: Option<(&Arc<ClientKey>, Option<DateTime<Utc>>)> = None;
         for client in &self.clients {
             for key in &client.keys {
                 if bool::from(key.sha256.ct_eq(digest.as_slice())) {
-                    matched = Some((client, key));
+                    matched = Some((client, key.not_after));
                 }
             }
         }
+        if matched.is_none()
+            && let Some((name, not_after)) = added(&digest)
+        {
+            // The key is already known valid for someone: only which client is left to find.
+            matched = self
+                .clients
+                .iter()
+                .find(|client| client.name == name)
+                .map(|client| (client, not_after));
+        }
         match matched {
-            Some((_, key)) if key.not_after.is_some_and(|last| now > last) => {
+            Some((_, not_after)) if not_after.is_some_and(|last| now > last) => {
                 AuthOutcome::Rejected {
                     token_id: Some(token_id),
                     reason: RejectReason::Expired,
@@ -199,9 +221,9 @@ mod tests {
         let registry = registry();
         let before = expiry() - chrono::TimeDelta::seconds(1);
         let after = expiry() + chrono::TimeDelta::seconds(1);
-        let old = registry.authenticate_key_at(Some("sk-old"), before);
+        let old = registry.authenticate_key_at(Some("sk-old"), before, |_| None);
         assert_eq!(old.client_name(), Some("app"));
-        let expired = registry.authenticate_key_at(Some("sk-old"), after);
+        let expired = registry.authenticate_key_at(Some("sk-old"), after, |_| None);
         assert!(matches!(
             expired,
             AuthOutcome::Rejected {
@@ -214,7 +236,7 @@ mod tests {
             old.token_id(),
             "the same key, the same id"
         );
-        let current = registry.authenticate_key_at(Some("sk-right"), after);
+        let current = registry.authenticate_key_at(Some("sk-right"), after, |_| None);
         assert_eq!(current.client_name(), Some("app"));
         assert_ne!(current.token_id(), old.token_id());
     }
@@ -264,6 +286,42 @@ mod tests {
                 "{value:?}: {outcome:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_key_given_through_the_control_topic_authenticates_as_its_configured_client() {
+        let registry = registry();
+        let given: [u8; 32] = Sha256::digest(b"sk-given").into();
+        let lookup = |expiry: Option<DateTime<Utc>>, client: &'static str| {
+            move |digest: &[u8; 32]| (*digest == given).then(|| (client.to_owned(), expiry))
+        };
+        let before = expiry() - chrono::TimeDelta::seconds(1);
+        let now = registry.authenticate_key_at(Some("sk-given"), before, lookup(None, "app"));
+        assert_eq!(now.client_name(), Some("app"));
+        let expired = registry.authenticate_key_at(
+            Some("sk-given"),
+            expiry() + chrono::TimeDelta::seconds(1),
+            lookup(Some(expiry()), "app"),
+        );
+        assert!(matches!(
+            expired,
+            AuthOutcome::Rejected {
+                reason: RejectReason::Expired,
+                ..
+            }
+        ));
+        let unconfigured =
+            registry.authenticate_key_at(Some("sk-given"), before, lookup(None, "nobody"));
+        assert!(
+            matches!(
+                unconfigured,
+                AuthOutcome::Rejected {
+                    reason: RejectReason::Unknown,
+                    ..
+                }
+            ),
+            "a key for a client this proxy does not know is no key"
+        );
     }
 
     #[test]

@@ -30,6 +30,7 @@ pub(crate) mod budgets;
 pub(crate) mod limits;
 
 use axum::http::HeaderMap;
+use chrono::Utc;
 
 use std::sync::Arc;
 
@@ -168,7 +169,12 @@ impl Policies {
         call: &mut CallAudit,
         key: Option<&str>,
     ) -> Result<AuthOutcome, ProxyError> {
-        let mut outcome = self.clients().authenticate_key(key);
+        let mut outcome = self
+            .clients()
+            .authenticate_key_at(key, Utc::now(), |digest| {
+                let added = self.control.added_key(digest)?;
+                Some((added.client, added.not_after))
+            });
         if let AuthOutcome::Authenticated { client, token_id } = &outcome
             && self
                 .control
