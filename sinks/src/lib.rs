@@ -1,8 +1,8 @@
 //! `warden-sinks`: where events and alerts end up.
 //!
 //! - [`archive`]: the Parquet archive in object storage, fed by the `archive` consumer group.
-//!
-//! Alert channels (Slack, email, SIEM) and runbook actions will live here too, one module
-//! folder each.
+//! - [`respond`]: the responder: alerts routed, grouped and delivered to Slack, email, SIEMs
+//!   and webhooks.
 
 pub mod archive;
+pub mod respond;
