@@ -143,19 +143,12 @@ pub async fn list(config: &ValidatedConfig) -> anyhow::Result<()> {
     let reader = TopicReader::from_beginning(&cluster, &cluster.topics().control)
         .await
         .context("reading the control topic")?;
-    let mut left: Vec<(i32, i64)> = reader
-        .ends()
+    let records = reader
+        .read_to_end(DELIVERY_TIMEOUT)
         .await
-        .context("asking where the control topic ends")?
-        .into_iter()
-        .filter(|(_, end)| *end > 0)
-        .collect();
+        .context("reading the control topic")?;
     let mut state = ControlState::default();
-    while !left.is_empty() {
-        let record = tokio::time::timeout(DELIVERY_TIMEOUT, reader.recv())
-            .await
-            .context("the control topic stopped answering")?
-            .context("reading the control topic")?;
+    for record in records {
         match ControlAction::decode(&record.payload) {
             Ok(action) => {
                 state.apply(&action);
@@ -165,9 +158,6 @@ pub async fn list(config: &ValidatedConfig) -> anyhow::Result<()> {
                 record.partition, record.offset
             ),
         }
-        left.retain(|(partition, end)| {
-            !(*partition == record.partition && record.offset + 1 >= *end)
-        });
     }
     let now = Utc::now();
     let mut count = 0;

@@ -27,6 +27,7 @@ pub mod event_row;
 pub mod geo;
 pub mod kafka;
 pub mod layout;
+pub mod notification;
 pub mod spool;
 pub mod table_record;
 #[cfg(test)]

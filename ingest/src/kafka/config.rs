@@ -80,6 +80,13 @@ pub struct TopicNames {
     /// subjects are not the partition key (global, per target, client, IP, country): one
     /// partition, so the consumer group gives it to exactly one member.
     pub detect_shared: String,
+    /// Silences (compacted, by id), shared by every responder.
+    pub silences: String,
+    /// The responder's state (compacted): the alerts its groups hold and its notification
+    /// log, so a restarted or new responder neither loses nor repeats a notification.
+    pub respond_state: String,
+    /// One audit record per notification (archived as the `notifications` table).
+    pub notifications: String,
 }
 
 impl Default for TopicNames {
@@ -90,20 +97,33 @@ impl Default for TopicNames {
             control: "warden.control".to_owned(),
             dlq: "warden.dlq".to_owned(),
             detect_shared: "warden.detect.shared".to_owned(),
+            silences: "warden.silences".to_owned(),
+            respond_state: "warden.respond.state".to_owned(),
+            notifications: "warden.notifications".to_owned(),
         }
     }
 }
 
 impl TopicNames {
     /// Every topic with its partition count, given the configured count for the others.
-    pub fn with_partitions(&self, partitions: i32) -> [(&str, i32); 5] {
+    /// Alerts are few and one responder dispatches them all (grouping spans conditions):
+    /// one partition, which the responders' group gives to one member at a time.
+    pub fn with_partitions(&self, partitions: i32) -> [(&str, i32); 8] {
         [
             (&self.events, partitions),
-            (&self.alerts, partitions),
+            (&self.alerts, 1),
             (&self.control, partitions),
             (&self.dlq, partitions),
             (&self.detect_shared, 1),
+            (&self.silences, 1),
+            (&self.respond_state, 1),
+            (&self.notifications, partitions),
         ]
+    }
+
+    /// Whether `topic` holds state (the latest record per key), not a log: compacted.
+    pub fn is_compacted(&self, topic: &str) -> bool {
+        topic == self.control || topic == self.silences || topic == self.respond_state
     }
 }
 

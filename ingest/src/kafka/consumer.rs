@@ -566,6 +566,29 @@ impl TopicReader {
         })
     }
 
+    /// Every record the topic holds now (read up to where [`ends`](Self::ends) said it
+    /// ended when the call began), in each partition's order; fails when a record takes
+    /// longer than `patience` to arrive.
+    pub async fn read_to_end(&self, patience: Duration) -> Result<Vec<ConsumedRecord>, KafkaError> {
+        let mut left: Vec<(i32, i64)> = self
+            .ends()
+            .await?
+            .into_iter()
+            .filter(|(_, end)| *end > 0)
+            .collect();
+        let mut records = Vec::new();
+        while !left.is_empty() {
+            let record = tokio::time::timeout(patience, self.recv())
+                .await
+                .map_err(|_| KafkaError::Canceled)??;
+            left.retain(|(partition, end)| {
+                !(*partition == record.partition && record.offset + 1 >= *end)
+            });
+            records.push(record);
+        }
+        Ok(records)
+    }
+
     /// The offset each partition ends at now: a reader that has read up to them has seen
     /// every record written before the call.
     pub async fn ends(&self) -> Result<Vec<(i32, i64)>, KafkaError> {

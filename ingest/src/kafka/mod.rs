@@ -189,8 +189,7 @@ impl KafkaCluster {
             .map(|(name, partitions)| {
                 let replication = TopicReplication::Fixed(self.config.replication_factor);
                 let topic = NewTopic::new(name, partitions, replication);
-                // The control topic is state (the latest action per piece of it): compacted.
-                if name == self.config.topics.control {
+                if self.config.topics.is_compacted(name) {
                     topic.set("cleanup.policy", "compact")
                 } else {
                     topic

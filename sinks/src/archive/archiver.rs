@@ -172,6 +172,7 @@ impl Archiver {
             (&names.events, Table::Events),
             (&names.alerts, Table::Alerts),
             (&names.control, Table::Actions),
+            (&names.notifications, Table::Notifications),
         ]
         .into_iter()
         .map(|(name, table)| ArchivedTopic {

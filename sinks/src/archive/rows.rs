@@ -1,8 +1,9 @@
 //! The archive's tables, and the rows the archiver gathers for one object of one of them.
 //!
 //! Each archived topic feeds one table: `warden.events` → `events`, `warden.alerts` →
-//! `alerts`, `warden.control` → `actions`. Events take the fast path (decoded as borrowed
-//! [`EventRow`]s, appended straight to Arrow columns); alerts and actions, a few a minute,
+//! `alerts`, `warden.control` → `actions`, `warden.notifications` → `notifications`. Events take the fast path (decoded as borrowed
+//! [`EventRow`]s, appended straight to Arrow columns); alerts, actions and notifications, a
+//! few a minute,
 //! are decoded into their structs and converted through serde.
 
 use arrow::array::RecordBatch;
@@ -15,6 +16,7 @@ use warden_ingest::columnar::EventBatchBuilder;
 use warden_ingest::event::DecodeError;
 use warden_ingest::event_row::EventRow;
 use warden_ingest::layout::EVENTS_TABLE;
+use warden_ingest::notification::NotificationRecord;
 use warden_ingest::table_record::{TableRecord, records_to_batch};
 
 /// An archive table fed by a topic.
@@ -23,6 +25,7 @@ pub enum Table {
     Events,
     Alerts,
     Actions,
+    Notifications,
 }
 
 impl Table {
@@ -32,6 +35,7 @@ impl Table {
             Self::Events => EVENTS_TABLE,
             Self::Alerts => Alert::TABLE,
             Self::Actions => ControlAction::TABLE,
+            Self::Notifications => NotificationRecord::TABLE,
         }
     }
 }
@@ -46,6 +50,7 @@ pub enum ArchiveRecord<'a> {
     Event(EventRow<'a>),
     Alert(Alert),
     Action(ControlAction),
+    Notification(NotificationRecord),
 }
 
 impl<'a> ArchiveRecord<'a> {
@@ -55,6 +60,7 @@ impl<'a> ArchiveRecord<'a> {
             Table::Events => Self::Event(EventRow::from_json(payload)?),
             Table::Alerts => Self::Alert(Alert::decode(payload)?),
             Table::Actions => Self::Action(ControlAction::decode(payload)?),
+            Table::Notifications => Self::Notification(NotificationRecord::decode(payload)?),
         })
     }
 
@@ -64,6 +70,7 @@ impl<'a> ArchiveRecord<'a> {
             Self::Event(event) => event.event_id,
             Self::Alert(alert) => alert.record_id(),
             Self::Action(action) => action.record_id(),
+            Self::Notification(notification) => notification.record_id(),
         }
     }
 
@@ -72,6 +79,7 @@ impl<'a> ArchiveRecord<'a> {
             Self::Event(_) => "event",
             Self::Alert(_) => "alert",
             Self::Action(_) => "action",
+            Self::Notification(_) => "notification",
         }
     }
 
@@ -81,6 +89,7 @@ impl<'a> ArchiveRecord<'a> {
             Self::Event(event) => event.ts,
             Self::Alert(alert) => TableRecord::ts(alert),
             Self::Action(action) => TableRecord::ts(action),
+            Self::Notification(notification) => TableRecord::ts(notification),
         }
     }
 }
@@ -97,6 +106,7 @@ pub enum ObjectRows {
     Events(EventBatchBuilder),
     Alerts(Vec<Alert>),
     Actions(Vec<ControlAction>),
+    Notifications(Vec<NotificationRecord>),
 }
 
 impl ObjectRows {
@@ -105,6 +115,7 @@ impl ObjectRows {
             Table::Events => Self::Events(EventBatchBuilder::default()),
             Table::Alerts => Self::Alerts(Vec::new()),
             Table::Actions => Self::Actions(Vec::new()),
+            Table::Notifications => Self::Notifications(Vec::new()),
         }
     }
 
@@ -115,6 +126,7 @@ impl ObjectRows {
             (Self::Events(columns), ArchiveRecord::Event(event)) => columns.append(&event),
             (Self::Alerts(alerts), ArchiveRecord::Alert(alert)) => alerts.push(alert),
             (Self::Actions(actions), ArchiveRecord::Action(action)) => actions.push(action),
+            (Self::Notifications(rows), ArchiveRecord::Notification(row)) => rows.push(row),
             (rows, record) => unreachable!(
                 "a {} record among {} rows: records are decoded for their topic's table",
                 record.kind(),
@@ -129,6 +141,7 @@ impl ObjectRows {
             Self::Events(columns) => columns.finish(),
             Self::Alerts(alerts) => records_to_batch(&std::mem::take(alerts)),
             Self::Actions(actions) => records_to_batch(&std::mem::take(actions)),
+            Self::Notifications(rows) => records_to_batch(&std::mem::take(rows)),
         }
     }
 
@@ -137,6 +150,7 @@ impl ObjectRows {
             Self::Events(_) => "events",
             Self::Alerts(_) => "alerts",
             Self::Actions(_) => "actions",
+            Self::Notifications(_) => "notifications",
         }
     }
 }
