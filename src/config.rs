@@ -10,6 +10,7 @@ use warden_ingest::AuditConfig;
 use warden_ingest::kafka::KafkaConfig;
 use warden_proxy::config::{Environment, ProxyConfig, ProxySettings};
 use warden_sinks::archive::ArchiveConfig;
+use warden_sinks::respond::{RespondConfig, RespondSettings};
 
 /// The config file as written. Unknown keys are errors, so typos don't pass silently.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -20,6 +21,7 @@ pub struct WardenConfig {
     pub audit: AuditConfig,
     pub archive: ArchiveConfig,
     pub detect: DetectConfig,
+    pub respond: RespondConfig,
 }
 
 /// The validated config: the proxy's settings resolved, the other sections checked.
@@ -32,6 +34,7 @@ pub struct ValidatedConfig {
     pub audit: AuditConfig,
     pub archive: ArchiveConfig,
     pub detect: DetectConfig,
+    pub respond: RespondSettings,
 }
 
 /// The default file looked for when neither `--config` nor `$WARDEN_CONFIG` is given.
@@ -70,8 +73,13 @@ impl WardenConfig {
         errors.extend(self.audit.validate());
         errors.extend(self.archive.validate());
         errors.extend(self.detect.validate());
-        match proxy {
-            Some(proxy) if errors.is_empty() => {
+        let respond = self
+            .respond
+            .validate(&|name| env.var(name))
+            .map_err(|respond_errors| errors.extend(respond_errors))
+            .ok();
+        match (proxy, respond) {
+            (Some(proxy), Some(respond)) if errors.is_empty() => {
                 // `key_expiry` watches the proxy's keys.
                 self.detect.expiring_keys = proxy
                     .clients
@@ -94,6 +102,7 @@ impl WardenConfig {
                     audit: self.audit,
                     archive: self.archive,
                     detect: self.detect,
+                    respond,
                 })
             }
             _ => bail!("invalid configuration:\n  {}", errors.join("\n  ")),

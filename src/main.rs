@@ -52,6 +52,9 @@ enum Command {
         #[command(subcommand)]
         action: Option<ArchiveAction>,
     },
+    /// The responder only: alerts routed, grouped and delivered to the configured receivers
+    /// (Slack, email, SIEMs, webhooks).
+    Respond(ConfigArg),
     /// The detectors only; with --replay, a backtest over the archive instead.
     Detect {
         #[command(flatten)]
@@ -470,7 +473,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Keys {
             action: KeysAction::Signing,
         } => return keys::print_signing_key_pair(),
-        Command::Up(arg) | Command::Proxy(arg) => arg,
+        Command::Up(arg) | Command::Proxy(arg) | Command::Respond(arg) => arg,
         Command::Archive {
             action: Some(ArchiveAction::Prune { config, .. }),
             ..
@@ -497,6 +500,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         },
         Command::Up(_) => roles::up(config).await,
         Command::Proxy(_) => roles::proxy(config).await,
+        Command::Respond(_) => roles::respond(config).await,
         Command::Archive { action: None, .. } => roles::archive(config).await,
         Command::Archive {
             action: Some(ArchiveAction::Prune { apply, .. }),

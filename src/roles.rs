@@ -17,6 +17,7 @@ use warden_ingest::{AuditStats, event_channel_with};
 use warden_proxy::ProxyState;
 use warden_proxy::control::ControlPlane;
 use warden_sinks::archive::{Archiver, ParquetArchive, ShutdownMode, Table, retention};
+use warden_sinks::respond::Responder;
 use warden_sql::{ArchiveSession, OutputFormat};
 
 use crate::config::ValidatedConfig;
@@ -54,11 +55,13 @@ async fn run_workers(
         () = shutdown.cancelled() => return Ok(0),
     }
     let archiver = Archiver::new(&cluster, &config.archive).context("starting the archiver")?;
-    let (archived, detected) = tokio::join!(
+    let (archived, detected, responded) = tokio::join!(
         archiver.run(shutdown.clone(), ShutdownMode::DrainTopic),
         run_detect_worker(&cluster, &config.detect, shutdown.clone()),
+        run_responder(&cluster, &config, shutdown.clone()),
     );
     detected.context("starting detect")?;
+    responded.context("starting respond")?;
     Ok(archived.rows(Table::Events))
 }
 
@@ -157,6 +160,56 @@ pub async fn detect(config: ValidatedConfig) -> anyhow::Result<()> {
         .await
         .context("detect task")?
         .context("starting detect")?;
+    Ok(())
+}
+
+/// The responder, inside `warden up` unless `[respond].enabled = false`; with no receivers
+/// configured there is nobody to tell, and it does not start.
+async fn run_responder(
+    cluster: &KafkaCluster,
+    config: &ValidatedConfig,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    if !config.respond.enabled {
+        return Ok(());
+    }
+    if config.respond.receivers.is_empty() {
+        info!("no [[respond.receivers]]: alerts are archived, nobody is notified");
+        return Ok(());
+    }
+    Responder::new(cluster, config.respond.clone())
+        .run(shutdown)
+        .await
+        .map_err(anyhow::Error::from)
+}
+
+/// `warden respond`: alerts to the configured receivers.
+pub async fn respond(config: ValidatedConfig) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        !config.respond.receivers.is_empty(),
+        "respond.receivers: configure at least one receiver to deliver alerts to"
+    );
+    let Some(cluster) = connect_external(&config).await? else {
+        return Ok(());
+    };
+    cluster
+        .ensure_topics()
+        .await
+        .context("creating the responder's topics")?;
+    let shutdown = CancellationToken::new();
+    let mut worker = {
+        let responder = Responder::new(&cluster, config.respond.clone());
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move { responder.run(shutdown).await })
+    };
+    tokio::select! {
+        () = shutdown_signal() => shutdown.cancel(),
+        finished = &mut worker => {
+            finished.context("respond task")??;
+            return Ok(());
+        }
+    }
+    worker.await.context("respond task")??;
     Ok(())
 }
 

@@ -21,5 +21,6 @@ mod durability;
 mod end_to_end;
 mod graceful_shutdown;
 mod hostile_upstream;
+mod respond;
 mod sdk_clients;
 mod simulate;

@@ -225,6 +225,16 @@ impl Dispatcher {
     /// Takes one publication. Returns whether it changed anything (a copy of the current
     /// publication, or one older than it, does not).
     pub fn ingest(&mut self, alert: Alert, now: DateTime<Utc>) -> bool {
+        self.take(alert, now, false)
+    }
+
+    /// Puts back a publication the durable state kept (after a restart): a resolve is kept
+    /// too, as its groups may still owe receivers that resolve.
+    pub fn restore_alert(&mut self, alert: Alert, now: DateTime<Utc>) {
+        self.take(alert, now, true);
+    }
+
+    fn take(&mut self, alert: Alert, now: DateTime<Utc>, restoring: bool) -> bool {
         if let Some(current) = self.alerts.get(&alert.dedup_key)
             && (current.alert_id == alert.alert_id || current.ts > alert.ts)
         {
@@ -240,7 +250,7 @@ impl Dispatcher {
             // Already a member of its groups: the next flush sees the new publication.
             return true;
         }
-        if alert.status == AlertStatus::Resolved {
+        if alert.status == AlertStatus::Resolved && !restoring {
             // A resolve of a condition no group holds: no receiver was told it fired.
             self.alerts.remove(&dedup_key);
             return false;

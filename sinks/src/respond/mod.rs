@@ -9,13 +9,18 @@
 //!   state on the caller's clock.
 //! - [`silence`]: silences, shared through a compacted topic.
 //! - [`notify`]: one folder per receiver, behind the `Notifier` trait.
+//! - [`retry`]: the deliveries' retry policy.
+//! - [`worker`]: the role's loop: consumer group, durable state, delivery tasks.
 
 pub mod config;
 pub mod dispatch;
 pub mod labels;
 pub mod notify;
+pub mod retry;
 pub mod route;
 pub mod silence;
+pub mod worker;
 
 pub use config::{RespondConfig, RespondSettings};
 pub use dispatch::{Dispatcher, Notification};
+pub use worker::Responder;

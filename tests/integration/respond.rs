@@ -1,0 +1,259 @@
+//! `warden respond` on a real broker (tansu), delivering to HTTP receivers that answer as
+//! Slack and an Alertmanager webhook bridge do: alerts of one group make one notification
+//! after `group_wait`, Slack's 429 is waited out per its `Retry-After`, a SIGKILLed and
+//! restarted responder repeats nothing, a resolve reaches the receivers that want it, and
+//! every delivery is an audit record on `warden.notifications`.
+
+use crate::support;
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use chrono::{TimeDelta, Utc};
+use serde_json::Value;
+use warden_ingest::alert::{Alert, AlertStatus, Severity, Subject};
+use warden_ingest::kafka::{AlertPublisher, TopicReader};
+use warden_ingest::notification::{NotificationOutcome, NotificationRecord};
+use warden_ingest::table_record::TableRecord;
+
+use support::{SHORT_KAFKA_SESSIONS, WardenProcess, archive_setup};
+
+/// One request a fake service received.
+struct Request {
+    path: String,
+    idempotency_key: Option<String>,
+    body: Value,
+}
+
+/// What the fake services received.
+#[derive(Clone, Default)]
+struct Received(Arc<Mutex<Vec<Request>>>);
+
+impl Received {
+    fn at(&self, path: &str) -> Vec<Value> {
+        let all = self.0.lock().expect("lock");
+        all.iter()
+            .filter(|request| request.path == path)
+            .map(|request| request.body.clone())
+            .collect()
+    }
+
+    fn idempotency_keys(&self, path: &str) -> Vec<Option<String>> {
+        let all = self.0.lock().expect("lock");
+        all.iter()
+            .filter(|request| request.path == path)
+            .map(|request| request.idempotency_key.clone())
+            .collect()
+    }
+
+    async fn until(&self, path: &str, count: usize, limit: Duration) -> Vec<Value> {
+        let started = Instant::now();
+        loop {
+            let got = self.at(path);
+            if got.len() >= count {
+                return got;
+            }
+            assert!(
+                started.elapsed() < limit,
+                "{path}: {} of {count} requests after {limit:?}",
+                got.len()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+async fn record(received: &Received, path: &str, headers: &HeaderMap, body: &str) -> usize {
+    let idempotency = headers
+        .get("idempotency-key")
+        .and_then(|value| value.to_str().ok())
+        .map(str::to_owned);
+    let body = serde_json::from_str(body).unwrap_or(Value::Null);
+    let mut all = received.0.lock().expect("lock");
+    all.push(Request {
+        path: path.to_owned(),
+        idempotency_key: idempotency,
+        body,
+    });
+    all.iter().filter(|request| request.path == path).count()
+}
+
+/// Slack's incoming webhook: the first message is rate-limited (429, Retry-After: 1).
+async fn slack(
+    State(received): State<Received>,
+    headers: HeaderMap,
+    body: String,
+) -> (StatusCode, HeaderMap, &'static str) {
+    let seen = record(&received, "/slack", &headers, &body).await;
+    let mut answer = HeaderMap::new();
+    if seen == 1 {
+        answer.insert("retry-after", "1".parse().expect("header"));
+        return (StatusCode::TOO_MANY_REQUESTS, answer, "rate_limited");
+    }
+    (StatusCode::OK, answer, "ok")
+}
+
+async fn hook(State(received): State<Received>, headers: HeaderMap, body: String) -> StatusCode {
+    record(&received, "/hook", &headers, &body).await;
+    StatusCode::OK
+}
+
+fn alert(suffix: &str) -> Alert {
+    let end = Utc::now();
+    let mut alert = Alert::firing(
+        "cost_burn",
+        Severity::Critical,
+        Subject::Client("app-prod".into()),
+        (end - TimeDelta::hours(1), end),
+    );
+    alert.dedup_key = format!("{}/{suffix}", alert.dedup_key);
+    alert.observed = 412.5;
+    alert.threshold = 50.0;
+    alert.unit = "usd_per_hour".into();
+    alert.summary = format!("hourly burn {suffix} over budget");
+    alert.runbook = Some("runaway_cost".into());
+    alert.with_derived_id()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn alerts_reach_slack_and_a_webhook_once_across_a_crash_and_resolves_follow() {
+    let received = Received::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let address = listener.local_addr().expect("address");
+    let app = axum::Router::new()
+        .route("/slack", post(slack))
+        .route("/hook", post(hook))
+        .with_state(received.clone());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let setup = archive_setup(
+        1,
+        &format!(
+            r#"
+            [respond]
+            group_wait_s = 1
+            group_interval_s = 2
+            repeat_interval_s = 3600
+            default_receivers = ["bridge"]
+            [[respond.receivers]]
+            name = "sec-slack"
+            kind = "slack"
+            url = "env:SLACK_WEBHOOK_URL"
+            [[respond.receivers]]
+            name = "bridge"
+            kind = "webhook"
+            url = "http://{address}/hook"
+            [[respond.routes]]
+            match = {{ severity = "critical" }}
+            receivers = ["sec-slack", "bridge"]
+            group_by = ["detector", "subject"]
+            {SHORT_KAFKA_SESSIONS}
+            "#
+        ),
+    )
+    .await;
+    let slack_url = format!("http://{address}/slack");
+    let env = [("SLACK_WEBHOOK_URL", slack_url.as_str())];
+    let mut responder = WardenProcess::start_with_env("respond", &setup.config, &env);
+
+    let publisher = AlertPublisher::new(&setup.cluster).expect("publisher");
+    let (actual, projected) = (alert("actual"), alert("projected"));
+    publisher.publish(&actual).await.expect("published");
+    publisher.publish(&projected).await.expect("published");
+
+    let limit = Duration::from_secs(30);
+    let hook = received.until("/hook", 1, limit).await;
+    assert_eq!(hook[0]["version"], "4", "{}", responder.log());
+    assert_eq!(hook[0]["status"], "firing");
+    assert_eq!(
+        hook[0]["alerts"].as_array().map(Vec::len),
+        Some(2),
+        "one notification, the whole group"
+    );
+    assert_eq!(hook[0]["commonLabels"]["detector"], "cost_burn");
+    assert!(
+        received.idempotency_keys("/hook")[0].is_some(),
+        "webhooks carry an idempotency key"
+    );
+    let slack = received.until("/slack", 2, limit).await;
+    assert_eq!(
+        slack[0], slack[1],
+        "the rate-limited message is sent again as it was"
+    );
+    let text = slack[1].to_string();
+    assert!(
+        text.contains("[FIRING:2] cost_burn client:app-prod (critical)"),
+        "{text}"
+    );
+    assert!(text.contains("warden sql"), "{text}");
+
+    // Nothing changes: no more notifications over a few group intervals, nor after a crash
+    // and a restart (the notification log is kept on the broker).
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    responder.kill();
+    let mut responder = WardenProcess::start_with_env("respond", &setup.config, &env);
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    assert_eq!(received.at("/hook").len(), 1, "{}", responder.log());
+    assert_eq!(received.at("/slack").len(), 2, "{}", responder.log());
+
+    // A resolve: the webhook (send_resolved by default) hears of it, Slack (false by
+    // default, as in Alertmanager) does not.
+    let mut resolved = actual.clone();
+    resolved.status = AlertStatus::Resolved;
+    resolved.ts = Utc::now();
+    publisher
+        .publish(&resolved.with_derived_id())
+        .await
+        .expect("published");
+    let hook = received.until("/hook", 2, limit).await;
+    assert_eq!(
+        hook[1]["notification_reason"],
+        "resolved",
+        "{}",
+        responder.log()
+    );
+    let statuses: Vec<&str> = hook[1]["alerts"]
+        .as_array()
+        .expect("alerts")
+        .iter()
+        .filter_map(|alert| alert["status"].as_str())
+        .collect();
+    assert_eq!(statuses, ["firing", "resolved"]);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(received.at("/slack").len(), 2);
+
+    // Every delivery is an audit record.
+    let reader = TopicReader::from_beginning(&setup.cluster, "warden.notifications")
+        .await
+        .expect("reader");
+    let records: Vec<NotificationRecord> = reader
+        .read_to_end(Duration::from_secs(10))
+        .await
+        .expect("read")
+        .iter()
+        .map(|record| NotificationRecord::decode(&record.payload).expect("decodes"))
+        .collect();
+    let delivered = |receiver: &str| {
+        records
+            .iter()
+            .filter(|r| r.receiver == receiver && r.outcome == NotificationOutcome::Delivered)
+            .count()
+    };
+    assert_eq!(delivered("bridge"), 2, "{records:#?}");
+    assert_eq!(delivered("sec-slack"), 1, "{records:#?}");
+    let slack_record = records
+        .iter()
+        .find(|r| r.receiver == "sec-slack")
+        .expect("slack");
+    assert_eq!(slack_record.attempts, 2, "the 429 and the retry");
+    assert!(
+        !format!("{records:?}").contains("/slack"),
+        "the webhook URL is a secret"
+    );
+    responder.interrupt().await;
+}
