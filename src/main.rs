@@ -8,6 +8,7 @@ mod keys;
 mod replay;
 mod report;
 mod roles;
+mod silence;
 mod simulate;
 
 use std::path::PathBuf;
@@ -114,6 +115,11 @@ enum Command {
         #[command(subcommand)]
         action: ControlCommand,
     },
+    /// Silences: alerts matching every --match are recorded, not delivered, for a while.
+    Silence {
+        #[command(subcommand)]
+        action: SilenceCommand,
+    },
     /// Query the archive with SQL (tables: events, alerts, actions).
     Sql {
         #[command(flatten)]
@@ -158,6 +164,33 @@ struct Attribution {
     /// Who decides (recorded as `operator:NAME`).
     #[arg(long)]
     by: String,
+}
+
+#[derive(Debug, Subcommand)]
+enum SilenceCommand {
+    /// Silence the alerts that match every --match (detector=, severity=, subject=,
+    /// subject_kind=, environment=, runbook=, dedup_key=; also !=, =~ regex, !~).
+    Add {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[arg(long = "match", required = true)]
+        matchers: Vec<String>,
+        /// How long: 30m, 2h, 1d.
+        #[arg(long = "for", value_parser = control::parse_duration)]
+        duration: chrono::TimeDelta,
+        #[arg(long)]
+        comment: String,
+        #[arg(long)]
+        by: String,
+    },
+    /// The silences that have not ended.
+    List(ConfigArg),
+    /// End a silence now.
+    Expire {
+        #[command(flatten)]
+        config: ConfigArg,
+        id: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -484,6 +517,11 @@ async fn run(command: Command) -> anyhow::Result<()> {
         | Command::Simulate { config, .. }
         | Command::Verify { config, .. } => config,
         Command::Control { action } => action.config(),
+        Command::Silence { action } => match action {
+            SilenceCommand::Add { config, .. }
+            | SilenceCommand::List(config)
+            | SilenceCommand::Expire { config, .. } => config,
+        },
     };
     let (config, path) = WardenConfig::load(config_arg.config.as_deref())?;
     match &path {
@@ -497,6 +535,17 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Control { action } => match action.operator_action() {
             Some(request) => control::publish(&config, request).await,
             None => control::list(&config).await,
+        },
+        Command::Silence { action } => match action {
+            SilenceCommand::Add {
+                matchers,
+                duration,
+                comment,
+                by,
+                ..
+            } => silence::add(&config, matchers, duration, comment, by).await,
+            SilenceCommand::List(_) => silence::list(&config).await,
+            SilenceCommand::Expire { id, .. } => silence::expire(&config, &id).await,
         },
         Command::Up(_) => roles::up(config).await,
         Command::Proxy(_) => roles::proxy(config).await,

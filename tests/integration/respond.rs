@@ -2,7 +2,8 @@
 //! Slack and an Alertmanager webhook bridge do: alerts of one group make one notification
 //! after `group_wait`, Slack's 429 is waited out per its `Retry-After`, a SIGKILLed and
 //! restarted responder repeats nothing, a resolve reaches the receivers that want it, and
-//! every delivery is an audit record on `warden.notifications`.
+//! every delivery is an audit record on `warden.notifications`; a silence made with
+//! `warden silence add` holds an alert back (recorded) until `warden silence expire`.
 
 use crate::support;
 
@@ -19,7 +20,7 @@ use warden_ingest::kafka::{AlertPublisher, TopicReader};
 use warden_ingest::notification::{NotificationOutcome, NotificationRecord};
 use warden_ingest::table_record::TableRecord;
 
-use support::{SHORT_KAFKA_SESSIONS, WardenProcess, archive_setup};
+use support::{SHORT_KAFKA_SESSIONS, WardenProcess, archive_setup, run_warden};
 
 /// One request a fake service received.
 struct Request {
@@ -118,48 +119,82 @@ fn alert(suffix: &str) -> Alert {
     alert.with_derived_id()
 }
 
+/// The fake services on loopback, and a tansu broker with a responder config for them.
+struct Fixture {
+    received: Received,
+    setup: support::ArchiveSetup,
+    slack_url: String,
+}
+
+impl Fixture {
+    async fn start() -> Self {
+        let received = Received::default();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let address = listener.local_addr().expect("address");
+        let app = axum::Router::new()
+            .route("/slack", post(slack))
+            .route("/hook", post(hook))
+            .with_state(received.clone());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let setup = archive_setup(
+            1,
+            &format!(
+                r#"
+                [respond]
+                group_wait_s = 1
+                group_interval_s = 2
+                repeat_interval_s = 3600
+                default_receivers = ["bridge"]
+                [[respond.receivers]]
+                name = "sec-slack"
+                kind = "slack"
+                url = "env:SLACK_WEBHOOK_URL"
+                [[respond.receivers]]
+                name = "bridge"
+                kind = "webhook"
+                url = "http://{address}/hook"
+                [[respond.routes]]
+                match = {{ severity = "critical" }}
+                receivers = ["sec-slack", "bridge"]
+                group_by = ["detector", "subject"]
+                {SHORT_KAFKA_SESSIONS}
+                "#
+            ),
+        )
+        .await;
+        Self {
+            received,
+            setup,
+            slack_url: format!("http://{address}/slack"),
+        }
+    }
+
+    fn responder(&self) -> WardenProcess {
+        let env = [("SLACK_WEBHOOK_URL", self.slack_url.as_str())];
+        WardenProcess::start_with_env("respond", &self.setup.config, &env)
+    }
+
+    async fn notifications(&self) -> Vec<NotificationRecord> {
+        let reader = TopicReader::from_beginning(&self.setup.cluster, "warden.notifications")
+            .await
+            .expect("reader");
+        reader
+            .read_to_end(Duration::from_secs(10))
+            .await
+            .expect("read")
+            .iter()
+            .map(|record| NotificationRecord::decode(&record.payload).expect("decodes"))
+            .collect()
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn alerts_reach_slack_and_a_webhook_once_across_a_crash_and_resolves_follow() {
-    let received = Received::default();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let address = listener.local_addr().expect("address");
-    let app = axum::Router::new()
-        .route("/slack", post(slack))
-        .route("/hook", post(hook))
-        .with_state(received.clone());
-    tokio::spawn(async move { axum::serve(listener, app).await });
-
-    let setup = archive_setup(
-        1,
-        &format!(
-            r#"
-            [respond]
-            group_wait_s = 1
-            group_interval_s = 2
-            repeat_interval_s = 3600
-            default_receivers = ["bridge"]
-            [[respond.receivers]]
-            name = "sec-slack"
-            kind = "slack"
-            url = "env:SLACK_WEBHOOK_URL"
-            [[respond.receivers]]
-            name = "bridge"
-            kind = "webhook"
-            url = "http://{address}/hook"
-            [[respond.routes]]
-            match = {{ severity = "critical" }}
-            receivers = ["sec-slack", "bridge"]
-            group_by = ["detector", "subject"]
-            {SHORT_KAFKA_SESSIONS}
-            "#
-        ),
-    )
-    .await;
-    let slack_url = format!("http://{address}/slack");
-    let env = [("SLACK_WEBHOOK_URL", slack_url.as_str())];
-    let mut responder = WardenProcess::start_with_env("respond", &setup.config, &env);
+    let fixture = Fixture::start().await;
+    let (received, setup) = (&fixture.received, &fixture.setup);
+    let mut responder = fixture.responder();
 
     let publisher = AlertPublisher::new(&setup.cluster).expect("publisher");
     let (actual, projected) = (alert("actual"), alert("projected"));
@@ -196,7 +231,7 @@ async fn alerts_reach_slack_and_a_webhook_once_across_a_crash_and_resolves_follo
     // and a restart (the notification log is kept on the broker).
     tokio::time::sleep(Duration::from_secs(5)).await;
     responder.kill();
-    let mut responder = WardenProcess::start_with_env("respond", &setup.config, &env);
+    let mut responder = fixture.responder();
     tokio::time::sleep(Duration::from_secs(12)).await;
     assert_eq!(received.at("/hook").len(), 1, "{}", responder.log());
     assert_eq!(received.at("/slack").len(), 2, "{}", responder.log());
@@ -228,16 +263,7 @@ async fn alerts_reach_slack_and_a_webhook_once_across_a_crash_and_resolves_follo
     assert_eq!(received.at("/slack").len(), 2);
 
     // Every delivery is an audit record.
-    let reader = TopicReader::from_beginning(&setup.cluster, "warden.notifications")
-        .await
-        .expect("reader");
-    let records: Vec<NotificationRecord> = reader
-        .read_to_end(Duration::from_secs(10))
-        .await
-        .expect("read")
-        .iter()
-        .map(|record| NotificationRecord::decode(&record.payload).expect("decodes"))
-        .collect();
+    let records = fixture.notifications().await;
     let delivered = |receiver: &str| {
         records
             .iter()
@@ -255,5 +281,76 @@ async fn alerts_reach_slack_and_a_webhook_once_across_a_crash_and_resolves_follo
         !format!("{records:?}").contains("/slack"),
         "the webhook URL is a secret"
     );
+    responder.interrupt().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_silence_holds_an_alert_back_until_it_is_expired() {
+    let fixture = Fixture::start().await;
+    let mut responder = fixture.responder();
+    let config = &fixture.setup.config;
+    // Every subcommand validates the whole config, the receivers' secrets included.
+    let env = [("SLACK_WEBHOOK_URL", fixture.slack_url.as_str())];
+    let (added, output) = run_warden(
+        &[
+            "silence",
+            "add",
+            "--match",
+            "detector=traffic_spike",
+            "--match",
+            "subject=client:batch",
+            "--for",
+            "2h",
+            "--comment",
+            "nightly backfill",
+            "--by",
+            "alice",
+        ],
+        config,
+        &env,
+    );
+    assert!(added, "{output}");
+    let id = output
+        .split_whitespace()
+        .nth(1)
+        .expect("the silence's id")
+        .to_owned();
+    let (_, listed) = run_warden(&["silence", "list"], config, &env);
+    assert!(
+        listed.contains(&id) && listed.contains("nightly backfill"),
+        "{listed}"
+    );
+
+    let end = Utc::now();
+    let spike = Alert::firing(
+        "traffic_spike",
+        Severity::Warning,
+        Subject::Client("batch".into()),
+        (end - TimeDelta::minutes(5), end),
+    )
+    .with_derived_id();
+    let publisher = AlertPublisher::new(&fixture.setup.cluster).expect("publisher");
+    publisher.publish(&spike).await.expect("published");
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert!(
+        fixture.received.at("/hook").is_empty(),
+        "{}",
+        responder.log()
+    );
+    let records = fixture.notifications().await;
+    let silenced: Vec<_> = records
+        .iter()
+        .filter(|r| r.outcome == NotificationOutcome::Silenced)
+        .collect();
+    assert_eq!(silenced.len(), 1, "recorded once: {records:#?}");
+    assert_eq!(silenced[0].held_by.as_deref(), Some(id.as_str()));
+
+    let (expired, output) = run_warden(&["silence", "expire", &id], config, &env);
+    assert!(expired, "{output}");
+    let hook = fixture
+        .received
+        .until("/hook", 1, Duration::from_secs(20))
+        .await;
+    assert_eq!(hook[0]["alerts"][0]["labels"]["subject"], "client:batch");
     responder.interrupt().await;
 }

@@ -120,6 +120,12 @@ impl Responder {
         let topics = self.cluster.topics().clone();
         let consumer =
             TopicConsumer::subscribe(&self.cluster, &self.settings.group_id, &[&topics.alerts])?;
+        let (silences_tx, silences) = watch::channel(None);
+        tokio::spawn(follow_silences(
+            self.cluster.clone(),
+            silences_tx,
+            shutdown.clone(),
+        ));
         let mut loop_state = Loop {
             settings: Arc::clone(&self.settings),
             cluster: self.cluster.clone(),
@@ -131,13 +137,8 @@ impl Responder {
             offsets: PartitionOffsets::default(),
             failing: HashSet::new(),
             unread: None,
+            silences,
         };
-        let (silences_tx, mut silences) = watch::channel(Vec::new());
-        tokio::spawn(follow_silences(
-            self.cluster.clone(),
-            silences_tx,
-            shutdown.clone(),
-        ));
         info!(
             receivers = self.settings.receivers.len(),
             group = %self.settings.group_id,
@@ -186,12 +187,7 @@ impl Responder {
                     }
                     loop_state.writes.flush().await;
                 }
-                Ok(()) = silences.changed() => {
-                    let current = silences.borrow_and_update().clone();
-                    if let Some(dispatcher) = &mut loop_state.dispatcher {
-                        dispatcher.set_silences(current);
-                    }
-                }
+                Ok(()) = loop_state.silences.changed() => loop_state.apply_silences(),
             }
         }
         loop_state.writes.flush().await;
@@ -218,9 +214,19 @@ struct Loop {
     failing: HashSet<String>,
     /// The first record taken while no dispatcher could hold it: read again from there.
     unread: Option<(String, i32, i64)>,
+    /// The silences, once the topic has been read to its end (`None` before: nothing is
+    /// flushed until then, or a silenced alert could go out).
+    silences: watch::Receiver<Option<Vec<Silence>>>,
 }
 
 impl Loop {
+    fn apply_silences(&mut self) {
+        let current = self.silences.borrow_and_update().clone();
+        if let (Some(dispatcher), Some(silences)) = (&mut self.dispatcher, current) {
+            dispatcher.set_silences(silences);
+        }
+    }
+
     /// How long until the next group is due (at most a second: assignments are checked).
     fn next_wake(&self) -> Duration {
         let now = Utc::now();
@@ -253,6 +259,7 @@ impl Loop {
                     info!(groups, conditions, "responder state rebuilt");
                     self.dispatcher = Some(dispatcher);
                     self.seen_assignments = assignments;
+                    self.apply_silences();
                     return;
                 }
                 Err(err) => {
@@ -375,6 +382,10 @@ impl Loop {
         {
             self.dispatcher = None;
             info!("the alerts partition went to another responder: standing by");
+        }
+        if self.silences.borrow().is_none() {
+            debug!("the silences are not read yet: nothing is flushed");
+            return;
         }
         let Some(dispatcher) = &mut self.dispatcher else {
             return;
@@ -644,15 +655,20 @@ async fn deliver_each(
     }
 }
 
-/// Follows `warden.silences` for as long as the responder runs: the silences in force
-/// (and not yet ended) after each change.
+/// Follows `warden.silences` for as long as the responder runs: after the topic has been
+/// read to its end, and after each change, the silences that have not ended.
 async fn follow_silences(
     cluster: KafkaCluster,
-    current: watch::Sender<Vec<Silence>>,
+    current: watch::Sender<Option<Vec<Silence>>>,
     shutdown: CancellationToken,
 ) {
     let topic = cluster.topics().silences.clone();
     let mut known: BTreeMap<String, Silence> = BTreeMap::new();
+    let publish = |known: &mut BTreeMap<String, Silence>| {
+        let now = Utc::now();
+        known.retain(|_, silence| silence.record.ends_at > now);
+        current.send_replace(Some(known.values().cloned().collect()));
+    };
     while !shutdown.is_cancelled() {
         let reader = match TopicReader::from_beginning(&cluster, &topic).await {
             Ok(reader) => reader,
@@ -664,32 +680,50 @@ async fn follow_silences(
                 }
             }
         };
+        let caught_up = tokio::select! {
+            records = reader.read_to_end(READ_PATIENCE) => records,
+            () = shutdown.cancelled() => return,
+        };
+        match caught_up {
+            Ok(records) => {
+                known.clear();
+                for record in &records {
+                    apply_silence_record(&mut known, record);
+                }
+                publish(&mut known);
+            }
+            Err(err) => {
+                warn!(error = %err, "reading the silences failed; reconnecting");
+                continue;
+            }
+        }
         loop {
             let record = tokio::select! {
                 record = reader.recv() => record,
                 () = shutdown.cancelled() => return,
             };
             let Ok(record) = record else { break };
-            let Some(key) = record.key.as_deref().map(String::from_utf8_lossy) else {
-                continue;
-            };
-            if record.payload.is_empty() {
-                known.remove(key.as_ref());
-            } else {
-                match serde_json::from_slice::<SilenceRecord>(&record.payload)
-                    .map_err(|err| err.to_string())
-                    .and_then(Silence::new)
-                {
-                    Ok(silence) => {
-                        known.insert(silence.record.id.clone(), silence);
-                    }
-                    Err(err) => warn!(error = %err, "skipping an unreadable silence"),
-                }
-            }
-            let now = Utc::now();
-            known.retain(|_, silence| silence.record.ends_at > now);
-            current.send_replace(known.values().cloned().collect());
+            apply_silence_record(&mut known, &record);
+            publish(&mut known);
         }
+    }
+}
+
+fn apply_silence_record(known: &mut BTreeMap<String, Silence>, record: &ConsumedRecord) {
+    if record.payload.is_empty() {
+        if let Some(key) = &record.key {
+            known.remove(String::from_utf8_lossy(key).as_ref());
+        }
+        return;
+    }
+    match serde_json::from_slice::<SilenceRecord>(&record.payload)
+        .map_err(|err| err.to_string())
+        .and_then(Silence::new)
+    {
+        Ok(silence) => {
+            known.insert(silence.record.id.clone(), silence);
+        }
+        Err(err) => warn!(error = %err, "skipping an unreadable silence"),
     }
 }
 
