@@ -354,3 +354,124 @@ async fn a_silence_holds_an_alert_back_until_it_is_expired() {
     assert_eq!(hook[0]["alerts"][0]["labels"]["subject"], "client:batch");
     responder.interrupt().await;
 }
+
+/// A real SMTP server (aiosmtpd, `tests/python/smtp_server.py`): STARTTLS required, then
+/// AUTH; killed on drop.
+struct SmtpServer {
+    child: std::process::Child,
+    port: u16,
+    out: std::path::PathBuf,
+}
+
+impl SmtpServer {
+    fn start(dir: &std::path::Path, user: &str, password: &str) -> Self {
+        use std::io::BufRead as _;
+        let port: u16 = support::free_listen_address()
+            .rsplit_once(':')
+            .and_then(|(_, port)| port.parse().ok())
+            .expect("a port");
+        let out = dir.join("mail.jsonl");
+        let script =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/smtp_server.py");
+        let mut child = std::process::Command::new(support::python())
+            .arg(script)
+            .args([
+                &port.to_string(),
+                &dir.display().to_string(),
+                &out.display().to_string(),
+                user,
+            ])
+            .env("SMTP_TEST_PASSWORD", password)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("smtp server starts");
+        let mut ready = String::new();
+        std::io::BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut ready)
+            .expect("ready line");
+        assert_eq!(ready.trim(), "ready");
+        Self { child, port, out }
+    }
+
+    fn messages(&self) -> Vec<Value> {
+        std::fs::read_to_string(&self.out)
+            .unwrap_or_default()
+            .lines()
+            .map(|line| serde_json::from_str(line).expect("json"))
+            .collect()
+    }
+}
+
+impl Drop for SmtpServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn email_goes_out_over_starttls_with_auth_in_plain_text_and_html() {
+    let certificates = tempfile::tempdir().expect("tempdir");
+    let password = format!("pw-{}", uuid::Uuid::new_v4());
+    let smtp = SmtpServer::start(certificates.path(), "warden", &password);
+    let setup = archive_setup(
+        1,
+        &format!(
+            r#"
+            [respond]
+            group_wait_s = 1
+            group_interval_s = 2
+            default_receivers = ["oncall-mail"]
+            [[respond.receivers]]
+            name = "oncall-mail"
+            kind = "email"
+            smtp = "smtp://127.0.0.1:{port}?starttls=required"
+            ca_file = "{ca}"
+            from = "warden@example.com"
+            to = ["oncall@example.com", "sec@example.com"]
+            username = "warden"
+            password = "env:SMTP_PASSWORD"
+            "#,
+            port = smtp.port,
+            ca = certificates.path().join("ca.pem").display(),
+        ),
+    )
+    .await;
+    let mut responder =
+        WardenProcess::start_with_env("respond", &setup.config, &[("SMTP_PASSWORD", &password)]);
+    let publisher = AlertPublisher::new(&setup.cluster).expect("publisher");
+    publisher
+        .publish(&alert("actual"))
+        .await
+        .expect("published");
+
+    let started = Instant::now();
+    while smtp.messages().is_empty() {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "no mail: {}",
+            responder.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mail = &smtp.messages()[0];
+    assert_eq!(mail["tls"], true, "STARTTLS before anything else");
+    assert_eq!(mail["authenticated_as"], "warden");
+    assert_eq!(mail["mail_from"], "warden@example.com");
+    assert_eq!(mail["rcpt_tos"].as_array().map(Vec::len), Some(2));
+    let data = mail["data"].as_str().expect("data");
+    assert!(
+        data.contains("Subject: [warden] CRITICAL FIRING cost_burn client:app-prod (1 alert)"),
+        "{data}"
+    );
+    assert!(data.contains("multipart/alternative"), "{data}");
+    assert!(data.contains("text/html"), "{data}");
+    assert!(data.contains("Message-ID: <"), "{data}");
+    assert!(
+        !responder.log().contains(&password),
+        "no secret in a log line"
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(smtp.messages().len(), 1, "once");
+    responder.interrupt().await;
+}

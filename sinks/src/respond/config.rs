@@ -176,6 +176,9 @@ pub struct EmailConfig {
     /// `env:NAME`.
     #[serde(default)]
     pub password: Option<String>,
+    /// A PEM file of the CA that signed the server's certificate, besides the system's.
+    #[serde(default)]
+    pub ca_file: Option<std::path::PathBuf>,
     #[serde(default)]
     pub send_resolved: Option<bool>,
 }

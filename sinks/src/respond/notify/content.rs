@@ -183,6 +183,14 @@ pub fn plain_text(notification: &Notification) -> String {
     text
 }
 
+/// `FIRING` when anything in the notification fires, else `RESOLVED`.
+pub fn alert_status_of(notification: &Notification) -> &'static str {
+    match notification.status() {
+        AlertStatus::Firing => "FIRING",
+        AlertStatus::Resolved => "RESOLVED",
+    }
+}
+
 pub fn alert_status(alert: &Alert) -> &'static str {
     match alert.status {
         AlertStatus::Firing => "FIRING",

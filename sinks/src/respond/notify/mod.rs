@@ -3,6 +3,7 @@
 //! do about a failure (retry after a pause, give up) is the caller's, from the error's class.
 
 pub mod content;
+pub mod email;
 pub mod slack;
 pub mod webhook;
 
@@ -171,6 +172,9 @@ pub fn build(
             bearer_token.clone(),
             *max_alerts,
         ))),
+        ReceiverKind::Email(config, password) => {
+            Ok(Box::new(email::Email::new(config, password.as_ref())?))
+        }
         other => Err(format!(
             "respond.receivers: {:?} is a {} receiver, which this build cannot deliver to yet",
             receiver.name,
