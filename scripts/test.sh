@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs the whole Warden test suite on a fresh machine, installing what the tests need first:
-#   - Debian packages to build librdkafka from source (rdkafka-sys) and to run Python clients;
+#   - Debian packages to build librdkafka from source (rdkafka-sys), to run Python clients, and
+#     rsyslog (the real syslog server the responder's SIEM receiver is tested against);
 #   - the tansu Kafka-protocol broker (cargo install, once);
 #   - the Python test clients (OpenAI SDK, pyarrow, DuckDB) and moto's S3 server in ./.venv;
 # then checks formatting and lints, and runs every test of the workspace.
@@ -11,7 +12,7 @@ step() { printf '\n==> %s\n' "$*"; }
 
 step "system packages"
 missing=()
-for package in build-essential pkg-config zlib1g-dev; do
+for package in build-essential pkg-config zlib1g-dev rsyslog; do
     dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")
 done
 python3 -m venv --help >/dev/null 2>&1 || missing+=(python3-venv)

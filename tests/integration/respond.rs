@@ -475,3 +475,154 @@ async fn email_goes_out_over_starttls_with_auth_in_plain_text_and_html() {
     assert_eq!(smtp.messages().len(), 1, "once");
     responder.interrupt().await;
 }
+
+/// A real rsyslog (Debian's), listening on UDP and TCP on loopback, writing what each input
+/// parsed to a file of its own; stopped on drop.
+struct Rsyslog {
+    child: std::process::Child,
+    udp: u16,
+    tcp: u16,
+    dir: tempfile::TempDir,
+}
+
+impl Rsyslog {
+    fn start() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = || -> u16 {
+            support::free_listen_address()
+                .rsplit_once(':')
+                .and_then(|(_, port)| port.parse().ok())
+                .expect("a port")
+        };
+        let (udp, tcp) = (port(), port());
+        let path = dir.path();
+        let config = format!(
+            r#"
+global(workDirectory="{dir}")
+module(load="imudp")
+module(load="imtcp")
+template(name="parsed" type="string" string="%pri%|%app-name%|%procid%|%msgid%|%msg%\n")
+ruleset(name="udp") {{ action(type="omfile" file="{dir}/udp.log" template="parsed") }}
+ruleset(name="tcp") {{ action(type="omfile" file="{dir}/tcp.log" template="parsed") }}
+input(type="imudp" address="127.0.0.1" port="{udp}" ruleset="udp")
+input(type="imtcp" address="127.0.0.1" port="{tcp}" ruleset="tcp")
+"#,
+            dir = path.display()
+        );
+        let config_path = path.join("rsyslog.conf");
+        std::fs::write(&config_path, config).expect("rsyslog config");
+        let binary = ["/usr/sbin/rsyslogd", "/sbin/rsyslogd"]
+            .into_iter()
+            .find(|path| std::path::Path::new(path).exists())
+            .unwrap_or("rsyslogd");
+        let child = std::process::Command::new(binary)
+            .arg("-n")
+            .arg("-f")
+            .arg(&config_path)
+            .arg("-i")
+            .arg(path.join("rsyslog.pid"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("rsyslogd starts (scripts/test.sh installs Debian's rsyslog)");
+        let started = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", tcp)).is_err() {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "rsyslogd does not listen"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Self {
+            child,
+            udp,
+            tcp,
+            dir,
+        }
+    }
+
+    fn lines(&self, input: &str) -> Vec<String> {
+        std::fs::read_to_string(self.dir.path().join(format!("{input}.log")))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+impl Drop for Rsyslog {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_siem_gets_one_cef_event_per_alert_over_syslog_udp_and_tcp() {
+    let rsyslog = Rsyslog::start();
+    let setup = archive_setup(
+        1,
+        &format!(
+            r#"
+            [respond]
+            group_wait_s = 1
+            group_interval_s = 2
+            default_receivers = ["siem-udp", "siem-tcp"]
+            [[respond.receivers]]
+            name = "siem-udp"
+            kind = "syslog"
+            address = "udp://127.0.0.1:{udp}"
+            format = "cef"
+            [[respond.receivers]]
+            name = "siem-tcp"
+            kind = "syslog"
+            address = "tcp://127.0.0.1:{tcp}"
+            "#,
+            udp = rsyslog.udp,
+            tcp = rsyslog.tcp,
+        ),
+    )
+    .await;
+    let mut responder = WardenProcess::start("respond", &setup.config);
+    let publisher = AlertPublisher::new(&setup.cluster).expect("publisher");
+    let mut tricky = alert("actual");
+    tricky.summary = "burn | 10x = over\nbudget".into();
+    publisher
+        .publish(&tricky.with_derived_id())
+        .await
+        .expect("published");
+    publisher
+        .publish(&alert("projected"))
+        .await
+        .expect("published");
+
+    for input in ["udp", "tcp"] {
+        let started = Instant::now();
+        while rsyslog.lines(input).len() < 2 {
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "{input}: {:?}\n{}",
+                rsyslog.lines(input),
+                responder.log()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let lines = rsyslog.lines(input);
+        for line in &lines {
+            // Facility auth (4) × 8 + severity crit (2); app-name, msgid parsed as RFC 5424.
+            assert!(line.starts_with("34|warden|"), "{input}: {line}");
+            assert!(
+                line.contains("|alert|CEF:0|Warden|Warden|"),
+                "{input}: {line}"
+            );
+            assert!(line.contains("cs1=client:app-prod"), "{input}: {line}");
+        }
+        assert!(
+            lines
+                .iter()
+                .any(|line| line.contains(r"msg=burn | 10x \= over\nbudget")),
+            "{input}: escaped per CEF, one line: {lines:?}"
+        );
+    }
+    responder.interrupt().await;
+}

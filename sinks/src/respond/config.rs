@@ -193,6 +193,10 @@ pub struct SyslogConfig {
     /// `cef` | `rfc5424-json`.
     #[serde(default = "cef")]
     pub format: String,
+    /// tls://: a PEM file of the CA that signed the server's certificate, besides the
+    /// system's.
+    #[serde(default)]
+    pub ca_file: Option<std::path::PathBuf>,
     #[serde(default)]
     pub send_resolved: Option<bool>,
 }

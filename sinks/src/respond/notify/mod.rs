@@ -5,6 +5,7 @@
 pub mod content;
 pub mod email;
 pub mod slack;
+pub mod syslog;
 pub mod webhook;
 
 use std::fmt;
@@ -175,6 +176,7 @@ pub fn build(
         ReceiverKind::Email(config, password) => {
             Ok(Box::new(email::Email::new(config, password.as_ref())?))
         }
+        ReceiverKind::Syslog(config) => Ok(Box::new(syslog::Syslog::new(config)?)),
         other => Err(format!(
             "respond.receivers: {:?} is a {} receiver, which this build cannot deliver to yet",
             receiver.name,
