@@ -626,3 +626,160 @@ async fn a_siem_gets_one_cef_event_per_alert_over_syslog_udp_and_tcp() {
     }
     responder.interrupt().await;
 }
+
+/// Splunk's HEC as documented: the first event POST is refused busy (503, code 9), the
+/// next accepted with an ackId, which the first ack poll reports not yet indexed.
+#[derive(Clone, Default)]
+struct Hec {
+    events: Arc<Mutex<Vec<(HeaderMap, String)>>>,
+    ack_polls: Arc<Mutex<u32>>,
+}
+
+async fn hec_event(
+    State(hec): State<Hec>,
+    headers: HeaderMap,
+    body: String,
+) -> (StatusCode, String) {
+    let mut events = hec.events.lock().expect("lock");
+    events.push((headers, body));
+    if events.len() == 1 {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            r#"{"text":"Server is busy","code":9}"#.into(),
+        );
+    }
+    (
+        StatusCode::OK,
+        r#"{"text":"Success","code":0,"ackId":0}"#.into(),
+    )
+}
+
+async fn hec_ack(State(hec): State<Hec>) -> String {
+    let mut polls = hec.ack_polls.lock().expect("lock");
+    *polls += 1;
+    format!(r#"{{"acks":{{"0":{}}}}}"#, *polls > 1)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn splunk_hec_gets_concatenated_events_acknowledged_and_ocsf_findings_land_in_a_file() {
+    let hec = Hec::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let address = listener.local_addr().expect("address");
+    let app = axum::Router::new()
+        .route("/services/collector/event", post(hec_event))
+        .route("/services/collector/ack", post(hec_ack))
+        .with_state(hec.clone());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let findings_dir = tempfile::tempdir().expect("tempdir");
+    let findings = findings_dir.path().join("findings.jsonl");
+    let token = format!("hec-{}", uuid::Uuid::new_v4());
+    let setup = archive_setup(
+        1,
+        &format!(
+            r#"
+            [respond]
+            group_wait_s = 1
+            group_interval_s = 2
+            max_backoff_s = 1
+            default_receivers = ["splunk", "findings"]
+            [[respond.receivers]]
+            name = "splunk"
+            kind = "splunk_hec"
+            url = "http://{address}"
+            token = "env:HEC_TOKEN"
+            index = "security"
+            ack = true
+            format = "ocsf"
+            [[respond.receivers]]
+            name = "findings"
+            kind = "ocsf"
+            url = "file://{findings}"
+            "#,
+            findings = findings.display(),
+        ),
+    )
+    .await;
+    let mut responder =
+        WardenProcess::start_with_env("respond", &setup.config, &[("HEC_TOKEN", &token)]);
+    let publisher = AlertPublisher::new(&setup.cluster).expect("publisher");
+    publisher
+        .publish(&alert("actual"))
+        .await
+        .expect("published");
+    publisher
+        .publish(&alert("projected"))
+        .await
+        .expect("published");
+
+    let started = Instant::now();
+    loop {
+        let polls = *hec.ack_polls.lock().expect("lock");
+        let lines = std::fs::read_to_string(&findings)
+            .unwrap_or_default()
+            .lines()
+            .count();
+        if polls >= 2 && lines >= 2 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(40),
+            "{}",
+            responder.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let events = hec.events.lock().expect("lock").clone();
+    assert_eq!(events.len(), 2, "refused busy once, then accepted");
+    let (headers, body) = &events[1];
+    assert_eq!(headers["authorization"], format!("Splunk {token}").as_str());
+    assert!(headers.contains_key("x-splunk-request-channel"));
+    let objects: Vec<Value> = serde_json::Deserializer::from_str(body)
+        .into_iter::<Value>()
+        .collect::<Result<_, _>>()
+        .expect("concatenated JSON objects");
+    assert_eq!(objects.len(), 2, "{body}");
+    assert!(!body.trim_start().starts_with('['), "no array");
+    assert_eq!(objects[0]["index"], "security");
+    assert_eq!(objects[0]["event"]["class_uid"], 2004);
+    assert_eq!(objects[0]["event"]["type_uid"], 200401);
+
+    let lines: Vec<Value> = std::fs::read_to_string(&findings)
+        .expect("findings")
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("json"))
+        .collect();
+    assert_eq!(lines.len(), 2);
+    assert!(
+        lines
+            .iter()
+            .all(|finding| finding["type_uid"] == 200401 && finding["severity_id"] == 5)
+    );
+
+    // The HEC delivery is recorded once, after its acknowledgement, with both attempts.
+    let started = Instant::now();
+    let record = loop {
+        let reader = TopicReader::from_beginning(&setup.cluster, "warden.notifications")
+            .await
+            .expect("reader");
+        let records: Vec<NotificationRecord> = reader
+            .read_to_end(Duration::from_secs(10))
+            .await
+            .expect("read")
+            .iter()
+            .map(|record| NotificationRecord::decode(&record.payload).expect("decodes"))
+            .collect();
+        if let Some(record) = records.into_iter().find(|r| r.receiver == "splunk") {
+            break record;
+        }
+        assert!(started.elapsed() < Duration::from_secs(20), "no record");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(
+        (record.outcome, record.attempts),
+        (NotificationOutcome::Delivered, 2)
+    );
+    assert!(!responder.log().contains(&token), "no secret in a log line");
+    responder.interrupt().await;
+}

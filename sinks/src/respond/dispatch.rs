@@ -91,6 +91,9 @@ pub struct Notification {
     pub alerts: Vec<Arc<Alert>>,
     /// What the receiver will have been told: persist it once delivered.
     pub entry: LogEntry,
+    /// The fingerprints of the alerts it had been told were firing before this one (an
+    /// alert among them is an update, not news: OCSF's activity Update, not Create).
+    pub told_before: BTreeSet<String>,
     /// A hash of the content (the alerts' fingerprints and statuses): equal for a repeat of
     /// the same content, so receivers that take an idempotency key can drop a copy.
     pub content_sha256: String,
@@ -376,8 +379,12 @@ impl Dispatcher {
         for receiver in &group.receivers {
             let key = log_key(receiver, group_key);
             let send_resolved = self.send_resolved.get(receiver).copied().unwrap_or(true);
+            let previous = self.log.get(&key);
+            let told_before = previous
+                .map(|entry| entry.firing.clone())
+                .unwrap_or_default();
             let Some(reason) = needs_update(
-                self.log.get(&key),
+                previous,
                 &firing_set,
                 &resolved_set,
                 send_resolved,
@@ -411,6 +418,7 @@ impl Dispatcher {
                 reason,
                 alerts,
                 entry,
+                told_before,
                 content_sha256: content_sha256.clone(),
             });
         }

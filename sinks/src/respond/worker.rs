@@ -818,6 +818,7 @@ mod tests {
                 resolved: Default::default(),
                 sent_at: now,
             },
+            told_before: Default::default(),
             content_sha256: String::new(),
         };
         assert!(without_alerts_about_itself(notification(vec![failure.clone()])).is_none());

@@ -4,7 +4,9 @@
 
 pub mod content;
 pub mod email;
+pub mod ocsf;
 pub mod slack;
+pub mod splunk_hec;
 pub mod syslog;
 pub mod webhook;
 
@@ -177,10 +179,11 @@ pub fn build(
             Ok(Box::new(email::Email::new(config, password.as_ref())?))
         }
         ReceiverKind::Syslog(config) => Ok(Box::new(syslog::Syslog::new(config)?)),
-        other => Err(format!(
-            "respond.receivers: {:?} is a {} receiver, which this build cannot deliver to yet",
-            receiver.name,
-            other.as_str()
-        )),
+        ReceiverKind::SplunkHec(config, token) => Ok(Box::new(splunk_hec::SplunkHec::new(
+            config,
+            token.clone(),
+            client,
+        ))),
+        ReceiverKind::Ocsf { url } => Ok(Box::new(ocsf::Ocsf::new(url, client)?)),
     }
 }

@@ -216,6 +216,7 @@ mod tests {
                 resolved: Default::default(),
                 sent_at: chrono::Utc::now(),
             },
+            told_before: Default::default(),
             content_sha256: String::new(),
         }
     }
