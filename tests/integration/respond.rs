@@ -783,3 +783,105 @@ async fn splunk_hec_gets_concatenated_events_acknowledged_and_ocsf_findings_land
     assert!(!responder.log().contains(&token), "no secret in a log line");
     responder.interrupt().await;
 }
+
+async fn slow_hook(
+    State(received): State<Received>,
+    headers: HeaderMap,
+    body: String,
+) -> StatusCode {
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    record(&received, "/slow-hook", &headers, &body).await;
+    StatusCode::OK
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_responder_killed_mid_burst_loses_nothing_and_its_repeats_carry_the_same_idempotency_key()
+{
+    let received = Received::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let address = listener.local_addr().expect("address");
+    let app = axum::Router::new()
+        .route("/slow-hook", post(slow_hook))
+        .with_state(received.clone());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let setup = archive_setup(
+        1,
+        &format!(
+            r#"
+            [respond]
+            group_wait_s = 1
+            group_interval_s = 2
+            group_by = ["..."]
+            default_receivers = ["bridge"]
+            [[respond.receivers]]
+            name = "bridge"
+            kind = "webhook"
+            url = "http://{address}/slow-hook"
+            {SHORT_KAFKA_SESSIONS}
+            "#
+        ),
+    )
+    .await;
+    let mut responder = WardenProcess::start("respond", &setup.config);
+    let publisher = AlertPublisher::new(&setup.cluster).expect("publisher");
+    const ALERTS: usize = 40;
+    for index in 0..ALERTS {
+        publisher
+            .publish(&alert(&format!("burst-{index}")))
+            .await
+            .expect("published");
+    }
+    received
+        .until("/slow-hook", 8, Duration::from_secs(30))
+        .await;
+    responder.kill();
+    let mut responder = WardenProcess::start("respond", &setup.config);
+
+    // Every condition is told, each under one idempotency key however often it was sent.
+    let started = Instant::now();
+    let keys_by_alert = loop {
+        let mut keys: std::collections::BTreeMap<String, std::collections::BTreeSet<String>> =
+            Default::default();
+        for (body, key) in received
+            .at("/slow-hook")
+            .iter()
+            .zip(received.idempotency_keys("/slow-hook"))
+        {
+            let dedup_key = body["alerts"][0]["labels"]["dedup_key"]
+                .as_str()
+                .expect("dedup key");
+            keys.entry(dedup_key.to_owned())
+                .or_default()
+                .insert(key.expect("idempotency key"));
+        }
+        if keys.len() == ALERTS {
+            break keys;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "{} of {ALERTS} told:\n{}",
+            keys.len(),
+            responder.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    for (dedup_key, keys) in &keys_by_alert {
+        assert_eq!(
+            keys.len(),
+            1,
+            "{dedup_key}: a receiver could not drop the copy: {keys:?}"
+        );
+    }
+    let sent = received.at("/slow-hook").len();
+    eprintln!(
+        "{ALERTS} conditions, {sent} webhook posts ({} sent again after the kill)",
+        sent - ALERTS
+    );
+    assert!(
+        sent <= ALERTS + 2,
+        "at most what was in flight is sent again: {sent}"
+    );
+    responder.interrupt().await;
+}

@@ -94,6 +94,8 @@ pub struct Notification {
     /// The fingerprints of the alerts it had been told were firing before this one (an
     /// alert among them is an update, not news: OCSF's activity Update, not Create).
     pub told_before: BTreeSet<String>,
+    /// When the receiver was last told of the group (its log entry before this one).
+    pub previous_sent_at: Option<DateTime<Utc>>,
     /// A hash of the content (the alerts' fingerprints and statuses): equal for a repeat of
     /// the same content, so receivers that take an idempotency key can drop a copy.
     pub content_sha256: String,
@@ -123,14 +125,18 @@ impl Notification {
         }
     }
 
-    /// A key a receiver may use to drop a repeated delivery of this very notification.
+    /// A key a receiver may use to drop a repeated delivery of this very notification: the
+    /// same for the copy a restarted responder sends again (same receiver, group, content,
+    /// and the same last notification before it), different for a deliberate repeat (its
+    /// last notification is the one it repeats).
     pub fn idempotency_key(&self) -> String {
         let mut hasher = Sha256::new();
         for part in [&self.receiver, &self.group_key, &self.content_sha256] {
             hasher.update(part.as_bytes());
             hasher.update([0]);
         }
-        hasher.update(self.entry.sent_at.timestamp_micros().to_be_bytes());
+        let previous = self.previous_sent_at.map_or(0, |at| at.timestamp_micros());
+        hasher.update(previous.to_be_bytes());
         hex::encode(&hasher.finalize()[..16])
     }
 }
@@ -383,6 +389,7 @@ impl Dispatcher {
             let told_before = previous
                 .map(|entry| entry.firing.clone())
                 .unwrap_or_default();
+            let previous_sent_at = previous.map(|entry| entry.sent_at);
             let Some(reason) = needs_update(
                 previous,
                 &firing_set,
@@ -419,6 +426,7 @@ impl Dispatcher {
                 alerts,
                 entry,
                 told_before,
+                previous_sent_at,
                 content_sha256: content_sha256.clone(),
             });
         }
@@ -661,6 +669,23 @@ mod tests {
             "slack does not hear resolves"
         );
         assert_eq!(flushed.forgotten, vec![first.dedup_key.clone()]);
+    }
+
+    #[test]
+    fn a_copy_sent_again_after_a_restart_has_the_same_idempotency_key_and_a_repeat_does_not() {
+        let settings = settings("");
+        let spike = published(alert("traffic_spike", Severity::Warning, "client:a"), 0);
+        let mut before = Dispatcher::new(Arc::clone(&settings));
+        before.ingest(spike.clone(), at(0));
+        let first = before.flush(at(30)).notifications;
+        // The responder dies before the log entry is kept: a new one sends the group again.
+        let mut after = Dispatcher::new(Arc::clone(&settings));
+        after.ingest(spike.clone(), at(40));
+        let again = after.flush(at(70)).notifications;
+        assert_eq!(first[0].idempotency_key(), again[0].idempotency_key());
+        let repeat = before.flush(at(3630)).notifications;
+        assert_eq!(repeat[0].reason, NotifyReason::Repeat);
+        assert_ne!(repeat[0].idempotency_key(), first[0].idempotency_key());
     }
 
     #[test]

@@ -819,6 +819,7 @@ mod tests {
                 sent_at: now,
             },
             told_before: Default::default(),
+            previous_sent_at: None,
             content_sha256: String::new(),
         };
         assert!(without_alerts_about_itself(notification(vec![failure.clone()])).is_none());

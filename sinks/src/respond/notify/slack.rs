@@ -217,6 +217,7 @@ mod tests {
                 sent_at: chrono::Utc::now(),
             },
             told_before: Default::default(),
+            previous_sent_at: None,
             content_sha256: String::new(),
         }
     }
