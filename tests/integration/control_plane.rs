@@ -1,7 +1,9 @@
 //! Live control of every replica, against a real broker (tansu): two `warden proxy`
 //! processes apply `warden control` actions within 2 s of the command returning, and a
 //! revocation holds across a restart while the broker is down; a key given through the control
-//! topic is admitted everywhere, then refused once taken back.
+//! topic is admitted everywhere, then refused once taken back. Under `warden up`, a key
+//! near its `not_after` raises one `key_expiry` warning, which the in-process responder
+//! delivers.
 
 use crate::support;
 
@@ -526,7 +528,15 @@ async fn a_key_near_its_not_after_raises_one_key_expiry_warning() {
             [archive]
             url = "{archive}"
             flush_interval_s = 1
+            [respond]
+            group_wait_s = 1
+            default_receivers = ["findings"]
+            [[respond.receivers]]
+            name = "findings"
+            kind = "ocsf"
+            url = "file://{findings}"
             "#,
+            findings = dir.path().join("findings.jsonl").display(),
             admin = free_listen_address(),
             state = dir.path().join("control-state.json").display(),
             upstream = emulator.base_url(),
@@ -554,4 +564,15 @@ async fn a_key_near_its_not_after_raises_one_key_expiry_warning() {
     let log = warden.log();
     assert_eq!(log.matches("detector=\"key_expiry\"").count(), 1, "{log}");
     assert!(log.contains("client:expiring-app"), "{log}");
+    // The responder inside `warden up` told the configured receiver, once.
+    let findings = std::fs::read_to_string(dir.path().join("findings.jsonl")).unwrap_or_default();
+    let findings: Vec<Value> = findings
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("a finding"))
+        .collect();
+    assert_eq!(findings.len(), 1, "{findings:?}\n{log}");
+    assert_eq!(
+        findings[0]["finding_info"]["analytic"]["name"],
+        "key_expiry"
+    );
 }
