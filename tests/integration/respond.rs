@@ -885,3 +885,87 @@ async fn a_responder_killed_mid_burst_loses_nothing_and_its_repeats_carry_the_sa
     );
     responder.interrupt().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_simulated_runaway_reaches_slack_and_email_once() {
+    let received = Received::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let address = listener.local_addr().expect("address");
+    let app = axum::Router::new()
+        .route("/hook", post(hook))
+        .with_state(received.clone());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let certificates = tempfile::tempdir().expect("tempdir");
+    let password = format!("pw-{}", uuid::Uuid::new_v4());
+    let smtp = SmtpServer::start(certificates.path(), "warden", &password);
+    let setup = archive_setup(
+        2,
+        &format!(
+            r#"
+            flush_interval_s = 1
+            [respond]
+            group_wait_s = 5
+            group_interval_s = 600
+            [[respond.receivers]]
+            name = "sec-slack"
+            kind = "slack"
+            url = "env:SLACK_WEBHOOK_URL"
+            [[respond.receivers]]
+            name = "oncall-mail"
+            kind = "email"
+            smtp = "smtp://127.0.0.1:{port}?starttls=required"
+            ca_file = "{ca}"
+            from = "warden@example.com"
+            to = ["oncall@example.com"]
+            username = "warden"
+            password = "env:SMTP_PASSWORD"
+            [[respond.routes]]
+            match = {{ runbook = "runaway_cost" }}
+            receivers = ["sec-slack", "oncall-mail"]
+            group_by = ["runbook"]
+            "#,
+            port = smtp.port,
+            ca = certificates.path().join("ca.pem").display(),
+        ),
+    )
+    .await;
+    let slack_url = format!("http://{address}/hook");
+    let env = [
+        ("SLACK_WEBHOOK_URL", slack_url.as_str()),
+        ("SMTP_PASSWORD", password.as_str()),
+    ];
+    let (ok, output) = run_warden(
+        &["simulate", "runaway-cost", "--produce"],
+        &setup.config,
+        &env,
+    );
+    assert!(ok, "{output}");
+    let mut detector = WardenProcess::start_with_env("detect", &setup.config, &env);
+    let mut responder = WardenProcess::start_with_env("respond", &setup.config, &env);
+    let slack = received.until("/hook", 1, Duration::from_secs(120)).await;
+    let started = Instant::now();
+    while smtp.messages().is_empty() {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "no mail: {}",
+            responder.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // The incident's later alerts join its group: told at the next group interval, not now.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert_eq!(received.at("/hook").len(), 1, "{}", responder.log());
+    assert_eq!(smtp.messages().len(), 1, "{}", responder.log());
+    let text = slack[0].to_string();
+    assert!(text.contains("runaway_cost"), "{text}");
+    let mail = smtp.messages()[0]["data"]
+        .as_str()
+        .expect("data")
+        .to_owned();
+    assert!(mail.contains("Subject: [warden]"), "{mail}");
+    assert!(mail.contains("FIRING runaway_cost"), "{mail}");
+    detector.interrupt().await;
+    responder.interrupt().await;
+}

@@ -164,6 +164,9 @@ pub struct Flushed {
     /// Conditions gone for good (resolved and flushed from every group): forget them in the
     /// durable state.
     pub forgotten: Vec<String>,
+    /// Log entries of groups that closed with nothing firing: forget them too (a later alert
+    /// of the group is news either way), so the log does not grow with every group ever.
+    pub forgotten_entries: Vec<String>,
 }
 
 #[derive(Debug)]
@@ -292,6 +295,11 @@ impl Dispatcher {
             return false;
         }
         true
+    }
+
+    /// Whether the group is open.
+    pub fn has_group(&self, group_key: &str) -> bool {
+        self.groups.contains_key(group_key)
     }
 
     /// When the next group is due, if any.
@@ -443,6 +451,17 @@ impl Dispatcher {
             }
         }
         if group.members.is_empty() {
+            for receiver in &group.receivers {
+                let key = log_key(receiver, group_key);
+                if self
+                    .log
+                    .get(&key)
+                    .is_some_and(|entry| entry.firing.is_empty())
+                {
+                    self.log.remove(&key);
+                    flushed.forgotten_entries.push(key);
+                }
+            }
             self.groups.remove(group_key);
             return;
         }

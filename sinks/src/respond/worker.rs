@@ -120,6 +120,15 @@ impl Responder {
         let topics = self.cluster.topics().clone();
         let consumer =
             TopicConsumer::subscribe(&self.cluster, &self.settings.group_id, &[&topics.alerts])?;
+        if let Ok(partitions) = consumer.partitions_of(&topics.alerts).await
+            && partitions.len() > 1
+        {
+            warn!(
+                topic = %topics.alerts,
+                partitions = partitions.len(),
+                "the alerts topic has more than one partition: with several responders, a                  group's alerts may be split between them; run one responder, or recreate                  the topic with one partition"
+            );
+        }
         let (silences_tx, silences) = watch::channel(None);
         tokio::spawn(follow_silences(
             self.cluster.clone(),
@@ -397,6 +406,9 @@ impl Loop {
         for entry in &flushed.quiet_entries {
             self.writes.put_log(entry);
         }
+        for key in &flushed.forgotten_entries {
+            self.writes.delete_state(&format!("log/{key}"));
+        }
         for muted in &flushed.muted {
             for receiver in &muted.receivers {
                 let kind = self.receivers.get(receiver).map_or("unknown", |r| r.kind);
@@ -437,7 +449,17 @@ impl Loop {
             .receivers
             .get(&notification.receiver)
             .map_or("unknown", |receiver| receiver.kind);
-        self.writes.put_log(&notification.entry);
+        let group_closed = self
+            .dispatcher
+            .as_ref()
+            .is_some_and(|dispatcher| !dispatcher.has_group(&notification.group_key));
+        if group_closed && notification.entry.firing.is_empty() {
+            // The last word on a group that closed: nothing to keep.
+            self.writes
+                .delete_state(&format!("log/{}", notification.entry.key()));
+        } else {
+            self.writes.put_log(&notification.entry);
+        }
         let record = delivery_record(&notification, kind, &result, attempts);
         self.writes.audit(&record);
         match result {
