@@ -3,7 +3,10 @@
 //! after `group_wait`, Slack's 429 is waited out per its `Retry-After`, a SIGKILLed and
 //! restarted responder repeats nothing, a resolve reaches the receivers that want it, and
 //! every delivery is an audit record on `warden.notifications`; a silence made with
-//! `warden silence add` holds an alert back (recorded) until `warden silence expire`.
+//! `warden silence add` holds an alert back (recorded) until `warden silence expire`. Email
+//! (aiosmtpd with STARTTLS and AUTH), syslog (Debian's rsyslog over UDP and TCP; a TLS
+//! server over RFC 5425), Splunk HEC (busy, then acknowledged late) and OCSF files each get
+//! what their services document.
 
 use crate::support;
 
@@ -355,42 +358,70 @@ async fn a_silence_holds_an_alert_back_until_it_is_expired() {
     responder.interrupt().await;
 }
 
-/// A real SMTP server (aiosmtpd, `tests/python/smtp_server.py`): STARTTLS required, then
-/// AUTH; killed on drop.
-struct SmtpServer {
+/// A server of `tests/python/` on a free loopback port, started with `args` after the port,
+/// ready once it prints "ready"; killed on drop.
+struct PythonServer {
     child: std::process::Child,
+    port: u16,
+}
+
+impl PythonServer {
+    fn start(script: &str, args: &[&str], env: &[(&str, &str)]) -> Self {
+        use std::io::BufRead as _;
+        let port: u16 = support::free_listen_address()
+            .rsplit_once(':')
+            .and_then(|(_, port)| port.parse().ok())
+            .expect("a port");
+        let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/python")
+            .join(script);
+        let mut child = std::process::Command::new(support::python())
+            .arg(script)
+            .arg(port.to_string())
+            .args(args)
+            .envs(env.iter().copied())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("the server starts");
+        let mut ready = String::new();
+        std::io::BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut ready)
+            .expect("ready line");
+        assert_eq!(ready.trim(), "ready");
+        Self { child, port }
+    }
+}
+
+impl Drop for PythonServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A real SMTP server (aiosmtpd, `tests/python/smtp_server.py`): STARTTLS required, then
+/// AUTH.
+struct SmtpServer {
+    /// Runs for as long as this is held.
+    _server: PythonServer,
     port: u16,
     out: std::path::PathBuf,
 }
 
 impl SmtpServer {
     fn start(dir: &std::path::Path, user: &str, password: &str) -> Self {
-        use std::io::BufRead as _;
-        let port: u16 = support::free_listen_address()
-            .rsplit_once(':')
-            .and_then(|(_, port)| port.parse().ok())
-            .expect("a port");
         let out = dir.join("mail.jsonl");
-        let script =
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/smtp_server.py");
-        let mut child = std::process::Command::new(support::python())
-            .arg(script)
-            .args([
-                &port.to_string(),
-                &dir.display().to_string(),
-                &out.display().to_string(),
-                user,
-            ])
-            .env("SMTP_TEST_PASSWORD", password)
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .expect("smtp server starts");
-        let mut ready = String::new();
-        std::io::BufReader::new(child.stdout.take().expect("stdout"))
-            .read_line(&mut ready)
-            .expect("ready line");
-        assert_eq!(ready.trim(), "ready");
-        Self { child, port, out }
+        let server = PythonServer::start(
+            "smtp_server.py",
+            &[&dir.display().to_string(), &out.display().to_string(), user],
+            &[("SMTP_TEST_PASSWORD", password)],
+        );
+        let port = server.port;
+        Self {
+            _server: server,
+            port,
+            out,
+        }
     }
 
     fn messages(&self) -> Vec<Value> {
@@ -399,13 +430,6 @@ impl SmtpServer {
             .lines()
             .map(|line| serde_json::from_str(line).expect("json"))
             .collect()
-    }
-}
-
-impl Drop for SmtpServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -967,5 +991,72 @@ async fn a_simulated_runaway_reaches_slack_and_email_once() {
     assert!(mail.contains("Subject: [warden]"), "{mail}");
     assert!(mail.contains("FIRING runaway_cost"), "{mail}");
     detector.interrupt().await;
+    responder.interrupt().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn syslog_over_tls_sends_octet_counted_frames_to_a_server_it_trusts() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("frames.log");
+    let server = PythonServer::start(
+        "syslog_tls_server.py",
+        &[
+            &dir.path().display().to_string(),
+            &out.display().to_string(),
+        ],
+        &[],
+    );
+    let setup = archive_setup(
+        1,
+        &format!(
+            r#"
+            [respond]
+            group_wait_s = 1
+            default_receivers = ["siem-tls"]
+            [[respond.receivers]]
+            name = "siem-tls"
+            kind = "syslog"
+            address = "tls://127.0.0.1:{port}"
+            ca_file = "{ca}"
+            "#,
+            port = server.port,
+            ca = dir.path().join("ca.pem").display(),
+        ),
+    )
+    .await;
+    let mut responder = WardenProcess::start("respond", &setup.config);
+    let publisher = AlertPublisher::new(&setup.cluster).expect("publisher");
+    publisher
+        .publish(&alert("actual"))
+        .await
+        .expect("published");
+    publisher
+        .publish(&alert("projected"))
+        .await
+        .expect("published");
+    let started = Instant::now();
+    let frames = loop {
+        let frames: Vec<String> = std::fs::read_to_string(&out)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect();
+        if frames.len() >= 2 {
+            break frames;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "{}",
+            responder.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    for frame in &frames {
+        assert!(frame.starts_with("<34>1 "), "{frame}");
+        assert!(
+            frame.contains(" warden ") && frame.contains(" alert - CEF:0|Warden|"),
+            "{frame}"
+        );
+    }
     responder.interrupt().await;
 }
