@@ -10,15 +10,10 @@ use std::sync::Arc;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
-use serde::Deserialize;
 use warden_ingest::alert::{Alert, Severity, Subject};
 use warden_sinks::respond::{Dispatcher, RespondConfig, RespondSettings};
 
 fn settings() -> Arc<RespondSettings> {
-    #[derive(Deserialize)]
-    struct File {
-        respond: RespondConfig,
-    }
     let text = r#"
         [respond]
         group_wait_s = 30
@@ -48,7 +43,7 @@ fn settings() -> Arc<RespondSettings> {
         target_match = { severity = "warning" }
         equal = ["detector", "subject"]
     "#;
-    let config = toml::from_str::<File>(text).expect("parses").respond;
+    let config = RespondConfig::from_toml(text).expect("parses");
     Arc::new(config.validate(&|_| None).expect("valid"))
 }
 

@@ -11,7 +11,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use serde::Deserialize;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio_util::sync::CancellationToken;
 use warden_ingest::alert::{Alert, Severity, Subject};
@@ -112,10 +111,6 @@ async fn main() {
     cluster.wait_until_ready().await;
     cluster.ensure_topics().await.expect("topics");
 
-    #[derive(Deserialize)]
-    struct File {
-        respond: RespondConfig,
-    }
     let text = format!(
         r#"
         [respond]
@@ -129,9 +124,8 @@ async fn main() {
         url = "http://{address}/hook"
         "#
     );
-    let settings = toml::from_str::<File>(&text)
+    let settings = RespondConfig::from_toml(&text)
         .expect("parses")
-        .respond
         .validate(&|_| None)
         .expect("valid");
     let shutdown = CancellationToken::new();

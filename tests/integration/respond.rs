@@ -25,6 +25,32 @@ use warden_ingest::table_record::TableRecord;
 
 use support::{SHORT_KAFKA_SESSIONS, WardenProcess, archive_setup, run_warden};
 
+/// Serves `app` on a free loopback port; returns its address.
+async fn serve(app: axum::Router) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let address = listener.local_addr().expect("address");
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    address
+}
+
+/// Every record on `warden.notifications` now.
+async fn notification_records(
+    cluster: &warden_ingest::kafka::KafkaCluster,
+) -> Vec<NotificationRecord> {
+    let reader = TopicReader::from_beginning(cluster, "warden.notifications")
+        .await
+        .expect("reader");
+    reader
+        .read_to_end(Duration::from_secs(10))
+        .await
+        .expect("read")
+        .iter()
+        .map(|record| NotificationRecord::decode(&record.payload).expect("decodes"))
+        .collect()
+}
+
 /// One request a fake service received.
 struct Request {
     path: String,
@@ -132,15 +158,13 @@ struct Fixture {
 impl Fixture {
     async fn start() -> Self {
         let received = Received::default();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let address = listener.local_addr().expect("address");
-        let app = axum::Router::new()
-            .route("/slack", post(slack))
-            .route("/hook", post(hook))
-            .with_state(received.clone());
-        tokio::spawn(async move { axum::serve(listener, app).await });
+        let address = serve(
+            axum::Router::new()
+                .route("/slack", post(slack))
+                .route("/hook", post(hook))
+                .with_state(received.clone()),
+        )
+        .await;
         let setup = archive_setup(
             1,
             &format!(
@@ -180,16 +204,7 @@ impl Fixture {
     }
 
     async fn notifications(&self) -> Vec<NotificationRecord> {
-        let reader = TopicReader::from_beginning(&self.setup.cluster, "warden.notifications")
-            .await
-            .expect("reader");
-        reader
-            .read_to_end(Duration::from_secs(10))
-            .await
-            .expect("read")
-            .iter()
-            .map(|record| NotificationRecord::decode(&record.payload).expect("decodes"))
-            .collect()
+        notification_records(&self.setup.cluster).await
     }
 }
 
@@ -687,15 +702,13 @@ async fn hec_ack(State(hec): State<Hec>) -> String {
 #[tokio::test(flavor = "multi_thread")]
 async fn splunk_hec_gets_concatenated_events_acknowledged_and_ocsf_findings_land_in_a_file() {
     let hec = Hec::default();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let address = listener.local_addr().expect("address");
-    let app = axum::Router::new()
-        .route("/services/collector/event", post(hec_event))
-        .route("/services/collector/ack", post(hec_ack))
-        .with_state(hec.clone());
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let address = serve(
+        axum::Router::new()
+            .route("/services/collector/event", post(hec_event))
+            .route("/services/collector/ack", post(hec_ack))
+            .with_state(hec.clone()),
+    )
+    .await;
     let findings_dir = tempfile::tempdir().expect("tempdir");
     let findings = findings_dir.path().join("findings.jsonl");
     let token = format!("hec-{}", uuid::Uuid::new_v4());
@@ -784,16 +797,7 @@ async fn splunk_hec_gets_concatenated_events_acknowledged_and_ocsf_findings_land
     // The HEC delivery is recorded once, after its acknowledgement, with both attempts.
     let started = Instant::now();
     let record = loop {
-        let reader = TopicReader::from_beginning(&setup.cluster, "warden.notifications")
-            .await
-            .expect("reader");
-        let records: Vec<NotificationRecord> = reader
-            .read_to_end(Duration::from_secs(10))
-            .await
-            .expect("read")
-            .iter()
-            .map(|record| NotificationRecord::decode(&record.payload).expect("decodes"))
-            .collect();
+        let records = notification_records(&setup.cluster).await;
         if let Some(record) = records.into_iter().find(|r| r.receiver == "splunk") {
             break record;
         }
@@ -822,14 +826,12 @@ async fn slow_hook(
 async fn a_responder_killed_mid_burst_loses_nothing_and_its_repeats_carry_the_same_idempotency_key()
 {
     let received = Received::default();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let address = listener.local_addr().expect("address");
-    let app = axum::Router::new()
-        .route("/slow-hook", post(slow_hook))
-        .with_state(received.clone());
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let address = serve(
+        axum::Router::new()
+            .route("/slow-hook", post(slow_hook))
+            .with_state(received.clone()),
+    )
+    .await;
     let setup = archive_setup(
         1,
         &format!(
@@ -913,14 +915,12 @@ async fn a_responder_killed_mid_burst_loses_nothing_and_its_repeats_carry_the_sa
 #[tokio::test(flavor = "multi_thread")]
 async fn a_simulated_runaway_reaches_slack_and_email_once() {
     let received = Received::default();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let address = listener.local_addr().expect("address");
-    let app = axum::Router::new()
-        .route("/hook", post(hook))
-        .with_state(received.clone());
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let address = serve(
+        axum::Router::new()
+            .route("/hook", post(hook))
+            .with_state(received.clone()),
+    )
+    .await;
     let certificates = tempfile::tempdir().expect("tempdir");
     let password = format!("pw-{}", uuid::Uuid::new_v4());
     let smtp = SmtpServer::start(certificates.path(), "warden", &password);

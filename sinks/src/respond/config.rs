@@ -360,6 +360,19 @@ const MAX_GROUP_INTERVAL_S: u64 = 86_400;
 const MAX_REPEAT_INTERVAL_S: u64 = 30 * 86_400;
 
 impl RespondConfig {
+    /// The `[respond]` table of a TOML document (other tables ignored), for tools, tests
+    /// and benches that hold only this section.
+    pub fn from_toml(text: &str) -> Result<Self, String> {
+        #[derive(Deserialize)]
+        struct Document {
+            #[serde(default)]
+            respond: RespondConfig,
+        }
+        toml::from_str::<Document>(text)
+            .map(|document| document.respond)
+            .map_err(|err| err.to_string())
+    }
+
     /// Validates the section; `env` resolves `env:NAME` references.
     pub fn validate(
         &self,
@@ -787,11 +800,7 @@ mod tests {
     use super::*;
 
     fn parse(text: &str) -> RespondConfig {
-        #[derive(Deserialize)]
-        struct File {
-            respond: RespondConfig,
-        }
-        toml::from_str::<File>(text).expect("parses").respond
+        RespondConfig::from_toml(text).expect("parses")
     }
 
     fn env(name: &str) -> Option<String> {
@@ -888,12 +897,7 @@ mod tests {
 
     #[test]
     fn an_unknown_key_in_a_receiver_is_refused() {
-        #[derive(Debug, Deserialize)]
-        #[expect(dead_code, reason = "only parsed")]
-        struct File {
-            respond: RespondConfig,
-        }
-        let err = toml::from_str::<File>(
+        let err = RespondConfig::from_toml(
             r##"
             [[respond.receivers]]
             name = "s"
@@ -903,6 +907,6 @@ mod tests {
             "##,
         )
         .expect_err("refused");
-        assert!(err.to_string().contains("chanel"), "{err}");
+        assert!(err.contains("chanel"), "{err}");
     }
 }

@@ -576,10 +576,6 @@ mod tests {
     use super::*;
 
     fn settings(extra: &str) -> Arc<RespondSettings> {
-        #[derive(serde::Deserialize)]
-        struct File {
-            respond: RespondConfig,
-        }
         let text = format!(
             r#"
             [respond]
@@ -600,9 +596,8 @@ mod tests {
             "#
         );
         Arc::new(
-            toml::from_str::<File>(&text)
+            RespondConfig::from_toml(&text)
                 .expect("parses")
-                .respond
                 .validate(&|_| None)
                 .expect("valid"),
         )

@@ -132,10 +132,6 @@ mod tests {
     use super::*;
 
     fn tree(routes: &str) -> RouteTree {
-        #[derive(serde::Deserialize)]
-        struct File {
-            respond: RespondConfig,
-        }
         let text = format!(
             r#"
             [respond]
@@ -155,9 +151,8 @@ mod tests {
             {routes}
             "#
         );
-        toml::from_str::<File>(&text)
+        RespondConfig::from_toml(&text)
             .expect("parses")
-            .respond
             .validate(&|_| None)
             .expect("valid")
             .routes

@@ -153,6 +153,30 @@ pub async fn read_body_capped(response: reqwest::Response, limit: usize) -> Stri
     String::from_utf8_lossy(&body).into_owned()
 }
 
+/// POSTs `body` as JSON with the notification's `Idempotency-Key`: a 2xx answer delivers
+/// it, any other is the error its status says.
+pub async fn post_json(
+    request: reqwest::RequestBuilder,
+    notification: &Notification,
+    body: &impl serde::Serialize,
+) -> Result<Delivered, NotifyError> {
+    let response = request
+        .header("idempotency-key", notification.idempotency_key())
+        .json(body)
+        .send()
+        .await
+        .map_err(|err| NotifyError::from_transport(&err))?;
+    let status = response.status().as_u16();
+    if response.status().is_success() {
+        return Ok(Delivered {
+            status: Some(status),
+        });
+    }
+    let retry_after = retry_after(response.headers());
+    let body = read_body_capped(response, 4_096).await;
+    Err(NotifyError::from_status(status, &body, retry_after))
+}
+
 /// The notifier of a configured receiver.
 pub fn build(
     receiver: &ReceiverSettings,

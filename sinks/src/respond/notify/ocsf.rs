@@ -171,22 +171,7 @@ impl Notifier for Ocsf {
                     Ok(Delivered::default())
                 }
                 Destination::Http(client, url) => {
-                    let response = client
-                        .post(url.expose())
-                        .header("idempotency-key", notification.idempotency_key())
-                        .json(&findings)
-                        .send()
-                        .await
-                        .map_err(|err| NotifyError::from_transport(&err))?;
-                    let status = response.status().as_u16();
-                    if response.status().is_success() {
-                        return Ok(Delivered {
-                            status: Some(status),
-                        });
-                    }
-                    let retry_after = super::retry_after(response.headers());
-                    let body = super::read_body_capped(response, 4_096).await;
-                    Err(NotifyError::from_status(status, &body, retry_after))
+                    super::post_json(client.post(url.expose()), notification, &findings).await
                 }
             }
         })

@@ -158,27 +158,11 @@ impl Notifier for Webhook {
     ) -> BoxFuture<'a, Result<Delivered, NotifyError>> {
         Box::pin(async move {
             let body = payload(notification, &self.receiver, self.max_alerts);
-            let mut request = self
-                .client
-                .post(self.url.expose())
-                .header("idempotency-key", notification.idempotency_key())
-                .json(&body);
+            let mut request = self.client.post(self.url.expose());
             if let Some(token) = &self.bearer_token {
                 request = request.bearer_auth(token.expose());
             }
-            let response = request
-                .send()
-                .await
-                .map_err(|err| NotifyError::from_transport(&err))?;
-            let status = response.status().as_u16();
-            if response.status().is_success() {
-                return Ok(Delivered {
-                    status: Some(status),
-                });
-            }
-            let retry_after = super::retry_after(response.headers());
-            let body = super::read_body_capped(response, 4_096).await;
-            Err(NotifyError::from_status(status, &body, retry_after))
+            super::post_json(request, notification, &body).await
         })
     }
 }
