@@ -120,7 +120,7 @@ enum Command {
         #[command(subcommand)]
         action: SilenceCommand,
     },
-    /// Query the archive with SQL (tables: events, alerts, actions).
+    /// Query the archive with SQL (tables: events, alerts, actions, notifications).
     Sql {
         #[command(flatten)]
         config: ConfigArg,

@@ -1,7 +1,7 @@
 //! `warden-sql`: audit history with plain SQL, no server needed.
 //!
-//! A DataFusion session over the Parquet archive. Each archive table (`events`, `alerts` and
-//! `actions`) is registered as a hive-partitioned listing table with the schema from
+//! A DataFusion session over the Parquet archive. Each archive table (`events`, `alerts`,
+//! `actions` and `notifications`) is registered as a hive-partitioned listing table with the schema from
 //! `warden-ingest`, so `dt` (`YYYY-MM-DD`) and `hour` (`HH`) prune partitions in `WHERE`, nested
 //! parts read as `response.status`, and an empty archive is an empty table rather than an
 //! error. The archive may be a local directory or an S3 bucket (`[archive.s3]`). Sessions are
@@ -30,6 +30,7 @@ use warden_ingest::alert::Alert;
 use warden_ingest::archive_store::{ArchiveStore, S3Options};
 use warden_ingest::columnar::event_schema;
 use warden_ingest::layout::{ArchiveUrl, EVENTS_TABLE};
+use warden_ingest::notification::NotificationRecord;
 use warden_ingest::table_record::TableRecord;
 
 /// Errors of a SQL session.
@@ -97,6 +98,7 @@ impl ArchiveSession {
             (EVENTS_TABLE, event_schema()),
             (Alert::TABLE, Alert::schema()),
             (ControlAction::TABLE, ControlAction::schema()),
+            (NotificationRecord::TABLE, NotificationRecord::schema()),
         ];
         for (table, schema) in tables {
             register_table(&context, &store, &archive, table, schema)?;

@@ -1,13 +1,15 @@
-//! Alerts (`warden.alerts`) and runbook actions (`warden.control`) are archived the way events
-//! are, as tables of their own: `warden archive` on a real broker (tansu) writes them, and
+//! Alerts (`warden.alerts`), runbook actions (`warden.control`) and the responder's
+//! notifications (`warden.notifications`) are archived the way events are, as tables of their
+//! own: `warden archive` on a real broker (tansu) writes them, and
 //! `warden sql`, DuckDB and `warden verify` read them back. A malformed alert is dead-lettered,
 //! and an alert read twice is archived once.
 
 use crate::support;
 
-use chrono::{TimeDelta, Utc};
+use chrono::{SubsecRound, TimeDelta, Utc};
 use warden_ingest::action::{ActionKind, ControlAction};
 use warden_ingest::alert::{Alert, Severity, SourceShare, Subject};
+use warden_ingest::notification::{NotificationOutcome, NotificationRecord};
 
 use support::{WardenProcess, archive_setup, produce, run_python, run_warden, sql_until};
 
@@ -59,6 +61,24 @@ async fn alerts_and_actions_are_archived_as_their_own_tables() {
         "operator:alice",
     );
 
+    let notification = NotificationRecord {
+        notification_id: warden_ingest::EventId::new(),
+        schema_version: 1,
+        ts: Utc::now().trunc_subsecs(6),
+        receiver: "sec-slack".into(),
+        receiver_kind: "slack".into(),
+        group_key: "respond{detector=\"cost_burn\"}".into(),
+        reason: Some("firing".into()),
+        status: "firing".into(),
+        outcome: NotificationOutcome::Delivered,
+        attempts: 2,
+        http_status: Some(200),
+        error: None,
+        alert_ids: vec![burn.alert_id.0.to_string()],
+        dedup_keys: vec![burn.dedup_key.clone()],
+        content_sha256: None,
+        held_by: None,
+    };
     let records: Vec<(&str, Vec<u8>)> = vec![
         ("warden.alerts", json(&burn)),
         (
@@ -70,6 +90,7 @@ async fn alerts_and_actions_are_archived_as_their_own_tables() {
         ("warden.alerts", json(&brute_force)),
         ("warden.control", json(&limit)),
         ("warden.control", json(&revoke)),
+        ("warden.notifications", json(&notification)),
     ];
     produce(&setup.cluster, &records).await;
 
@@ -88,9 +109,22 @@ async fn alerts_and_actions_are_archived_as_their_own_tables() {
         2,
     )
     .await;
+    let notifications = sql_until(
+        config,
+        "SELECT receiver, outcome, attempts, dedup_keys[1] AS first_alert FROM notifications",
+        1,
+    )
+    .await;
     let status = archiver.interrupt().await;
     assert!(status.success(), "exit {status}:\n{}", archiver.log());
     let log = archiver.log();
+    assert_eq!(
+        notifications[0]["receiver"], "sec-slack",
+        "{notifications:?}"
+    );
+    assert_eq!(notifications[0]["outcome"], "delivered");
+    assert_eq!(notifications[0]["attempts"], 2);
+    assert_eq!(notifications[0]["first_alert"], burn.dedup_key.as_str());
 
     assert_eq!(alerts.len(), 2, "{alerts:?}\n{log}");
     assert_eq!(alerts[0]["detector"], "auth_failures");
@@ -149,8 +183,8 @@ async fn alerts_and_actions_are_archived_as_their_own_tables() {
     // Their objects are in the manifest chains like the events'.
     let (verified, report) = run_warden(&["verify"], config, &[]);
     assert!(verified, "{report}");
-    assert!(report.contains("2 chains"), "{report}");
-    assert!(report.contains("(4 rows): OK"), "{report}");
+    assert!(report.contains("3 chains"), "{report}");
+    assert!(report.contains("(5 rows): OK"), "{report}");
 }
 
 fn json(record: &impl serde::Serialize) -> Vec<u8> {

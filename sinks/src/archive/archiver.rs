@@ -63,7 +63,7 @@ pub enum ShutdownMode {
 /// What an archiver did before it stopped.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct ArchiverReport {
-    /// Rows written to each table (`events`, `alerts`, `actions`).
+    /// Rows written to each table (`events`, `alerts`, `actions`, `notifications`).
     pub rows_archived: BTreeMap<&'static str, u64>,
     pub num_dead_letters: u64,
     pub num_objects_written: u64,
@@ -230,6 +230,7 @@ impl Archiver {
             events = self.report.rows(Table::Events),
             alerts = self.report.rows(Table::Alerts),
             actions = self.report.rows(Table::Actions),
+            notifications = self.report.rows(Table::Notifications),
             objects = self.report.num_objects_written,
             dead_letters = self.report.num_dead_letters,
             duplicates_skipped = self.report.num_duplicates_skipped,
