@@ -258,15 +258,18 @@ impl Dispatcher {
             .alerts
             .insert(dedup_key.clone(), Arc::clone(&alert))
             .is_none();
-        if !is_new {
-            // Already a member of its groups: the next flush sees the new publication.
+        if alert.status == AlertStatus::Resolved && !restoring {
+            if is_new {
+                // A resolve of a condition no group holds: no receiver was told it fired.
+                self.alerts.remove(&dedup_key);
+                return false;
+            }
+            // Its groups see the resolve at their next flush.
             return true;
         }
-        if alert.status == AlertStatus::Resolved && !restoring {
-            // A resolve of a condition no group holds: no receiver was told it fired.
-            self.alerts.remove(&dedup_key);
-            return false;
-        }
+        // A firing publication joins the groups of every route it matches now: one whose
+        // labels changed (an escalation to critical) also reaches the routes of its new
+        // labels, and stays in the groups it was in (their receivers hear of the change).
         let settings = Arc::clone(&self.settings);
         let routes = settings.routes.matching(&alert);
         for route in routes {
@@ -700,6 +703,43 @@ mod tests {
         let repeat = before.flush(at(3630)).notifications;
         assert_eq!(repeat[0].reason, NotifyReason::Repeat);
         assert_ne!(repeat[0].idempotency_key(), first[0].idempotency_key());
+    }
+
+    #[test]
+    fn an_escalation_reaches_the_routes_of_its_new_severity() {
+        let mut dispatcher = Dispatcher::new(settings(
+            r#"
+            [[respond.routes]]
+            match = { severity = "critical" }
+            receivers = ["slack"]
+            continue = true
+            [[respond.routes]]
+            receivers = ["hook"]
+            "#,
+        ));
+        let warning = published(alert("cost_burn", Severity::Warning, "client:a"), 0);
+        dispatcher.ingest(warning.clone(), at(0));
+        let first = dispatcher.flush(at(30));
+        assert!(
+            sent_to(&first, "slack").is_empty(),
+            "a warning is not critical"
+        );
+        assert_eq!(sent_to(&first, "hook").len(), 1);
+        let mut critical = warning;
+        critical.severity = Severity::Critical;
+        dispatcher.ingest(published(critical, 60), at(60));
+        let escalated = dispatcher.flush(at(90));
+        assert_eq!(
+            sent_to(&escalated, "slack").len(),
+            1,
+            "the critical route hears of it"
+        );
+        let later = dispatcher.flush(at(330));
+        assert_eq!(
+            sent_to(&later, "hook").len(),
+            1,
+            "its first group hears of the change"
+        );
     }
 
     #[test]

@@ -27,8 +27,9 @@ use tracing::{debug, info, warn};
 use warden_ingest::EventId;
 use warden_ingest::alert::{Alert, AlertStatus, Severity, Subject};
 use warden_ingest::kafka::{
-    ConsumedRecord, DeadLetterPublisher, DeliveringProducer, Delivery, KafkaCluster, KafkaError,
-    KafkaSetupError, Outgoing, PartitionOffsets, Received, TopicConsumer, TopicReader,
+    AlertPublisher, ConsumedRecord, DeadLetterPublisher, DeliveringProducer, Delivery,
+    KafkaCluster, KafkaError, KafkaSetupError, Outgoing, PartitionOffsets, Received, TopicConsumer,
+    TopicReader,
 };
 use warden_ingest::notification::{
     NOTIFICATION_SCHEMA_VERSION, NotificationOutcome, NotificationRecord,
@@ -147,6 +148,7 @@ impl Responder {
             failing: HashSet::new(),
             unread: None,
             silences,
+            alerts: AlertPublisher::new(&self.cluster)?,
         };
         info!(
             receivers = self.settings.receivers.len(),
@@ -226,6 +228,8 @@ struct Loop {
     /// The silences, once the topic has been read to its end (`None` before: nothing is
     /// flushed until then, or a silenced alert could go out).
     silences: watch::Receiver<Option<Vec<Silence>>>,
+    /// Publishes the `notification_failure` alerts.
+    alerts: AlertPublisher,
 }
 
 impl Loop {
@@ -261,21 +265,18 @@ impl Loop {
             }
             return;
         }
-        loop {
-            match self.load_state().await {
-                Ok(dispatcher) => {
-                    let (groups, conditions) = dispatcher.len();
-                    info!(groups, conditions, "responder state rebuilt");
-                    self.dispatcher = Some(dispatcher);
-                    self.seen_assignments = assignments;
-                    self.apply_silences();
-                    return;
-                }
-                Err(err) => {
-                    warn!(error = %err, "cannot read the responder state yet; retrying");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                }
+        // What this member wrote must be on the broker before it is read back.
+        self.writes.flush().await;
+        match self.load_state().await {
+            Ok(dispatcher) => {
+                let (groups, conditions) = dispatcher.len();
+                info!(groups, conditions, "responder state rebuilt");
+                self.dispatcher = Some(dispatcher);
+                self.seen_assignments = assignments;
+                self.apply_silences();
             }
+            // Tried again at the next tick; records taken meanwhile are read again.
+            Err(err) => warn!(error = %err, "cannot read the responder state yet"),
         }
     }
 
@@ -523,13 +524,8 @@ impl Loop {
             }
         }
         let alert = alert.with_derived_id();
-        match warden_ingest::kafka::AlertPublisher::new(&self.cluster) {
-            Ok(publisher) => {
-                if let Err(err) = publisher.publish(&alert).await {
-                    warn!(error = %err, "cannot publish the notification failure alert");
-                }
-            }
-            Err(err) => warn!(error = %err, "cannot publish the notification failure alert"),
+        if let Err(err) = self.alerts.publish(&alert).await {
+            warn!(error = %err, "cannot publish the notification failure alert");
         }
     }
 }
