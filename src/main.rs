@@ -127,8 +127,24 @@ enum Command {
         /// Output format.
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
-        /// The query, e.g. "SELECT request_id, kind, response.status FROM events".
-        query: String,
+        /// The query, e.g. "SELECT request_id, kind, response.status FROM events" (or
+        /// --saved NAME). The `calls` view holds one row per call.
+        #[arg(required_unless_present = "saved", conflicts_with = "saved")]
+        query: Option<String>,
+        /// A saved investigation: top-sources, token-activity, burn-by-hour,
+        /// auth-failures-by-ip, retry-loops.
+        #[arg(long)]
+        saved: Option<String>,
+        /// With --saved: from when (1h, 30m, 7d ago; or YYYY-MM-DD, YYYY-MM-DDTHH, RFC 3339)
+        /// [default: 24h].
+        #[arg(long, value_parser = parse_when, requires = "saved")]
+        since: Option<chrono::DateTime<chrono::Utc>>,
+        /// With --saved: until when (exclusive) [default: now].
+        #[arg(long, value_parser = parse_when, requires = "saved")]
+        until: Option<chrono::DateTime<chrono::Utc>>,
+        /// With --saved: a parameter, KEY=VALUE (e.g. token=tok_…, limit=50).
+        #[arg(long = "param", value_parser = parse_param, requires = "saved")]
+        params: Vec<(String, String)>,
     },
 }
 
@@ -451,6 +467,24 @@ fn parse_scenario(name: &str) -> Result<Scenario, String> {
     })
 }
 
+/// A saved query's `--since` / `--until`: a duration ago (`1h`, `30m`, `7d`), or an instant
+/// as `--since` takes it.
+fn parse_when(value: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
+    if value.ends_with(['s', 'm', 'h', 'd']) && value.starts_with(|c: char| c.is_ascii_digit()) {
+        return control::parse_duration(value).map(|ago| chrono::Utc::now() - ago);
+    }
+    parse_since(value)
+}
+
+/// `KEY=VALUE`.
+fn parse_param(value: &str) -> Result<(String, String), String> {
+    value
+        .split_once('=')
+        .filter(|(key, _)| !key.trim().is_empty())
+        .map(|(key, value)| (key.trim().to_owned(), value.to_owned()))
+        .ok_or_else(|| format!("{value:?} is not KEY=VALUE"))
+}
+
 /// `--since`: a day, an hour, or an RFC 3339 instant, in UTC.
 fn parse_since(value: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
     use chrono::{NaiveDate, NaiveDateTime, TimeZone, Utc};
@@ -570,7 +604,32 @@ async fn run(command: Command) -> anyhow::Result<()> {
             replay::replay(&config, &request).await
         }
         Command::Detect { .. } => roles::detect(config).await,
-        Command::Sql { format, query, .. } => roles::sql(&config, &query, format.into()).await,
+        Command::Sql {
+            format,
+            query,
+            saved,
+            since,
+            until,
+            params,
+            ..
+        } => {
+            let query = match (query, saved) {
+                (Some(query), _) => query,
+                (None, Some(name)) => {
+                    let saved = warden_sql::saved::find(&name).map_err(anyhow::Error::msg)?;
+                    let range = warden_sql::saved::TimeRange {
+                        since: since
+                            .unwrap_or_else(|| chrono::Utc::now() - chrono::TimeDelta::hours(24)),
+                        until,
+                    };
+                    saved
+                        .render(&range, &params.into_iter().collect())
+                        .map_err(anyhow::Error::msg)?
+                }
+                (None, None) => anyhow::bail!("give a query or --saved NAME"),
+            };
+            roles::sql(&config, &query, format.into()).await
+        }
         Command::Verify { since, .. } => roles::verify(&config, since).await,
         Command::Simulate {
             scenario,

@@ -219,7 +219,9 @@ pub async fn sql(
     query: &str,
     format: OutputFormat,
 ) -> anyhow::Result<()> {
-    let session = ArchiveSession::open(&config.archive.url, &config.archive.s3)?;
+    let session = ArchiveSession::open(&config.archive.url, &config.archive.s3)?
+        .with_views()
+        .await?;
     let result = session.query(query).await?;
     let mut stdout = std::io::stdout().lock();
     warden_sql::write_result(&result, format, &mut stdout)?;

@@ -12,6 +12,8 @@
 //! path prefix `hour=9/`, which misses the zero-padded `hour=09/`. As a string column,
 //! `hour = 9`, `hour = '09'` and ranges all select the right hour (tested).
 
+pub mod saved;
+
 use std::io::Write;
 use std::sync::Arc;
 
@@ -106,6 +108,12 @@ impl ArchiveSession {
         Ok(Self { context })
     }
 
+    /// Registers the `calls` view (a call per row; see [`saved`]).
+    pub async fn with_views(self) -> Result<Self, SqlError> {
+        self.context.sql(saved::CALLS_VIEW).await?;
+        Ok(self)
+    }
+
     /// Runs one read-only query.
     pub async fn query(&self, sql: &str) -> Result<QueryResult, SqlError> {
         let frame = self.plan(sql).await?;
@@ -164,8 +172,8 @@ pub fn write_result(
     use datafusion::arrow::{csv, json, util::pretty};
     match format {
         OutputFormat::Table => {
-            let table =
-                pretty::pretty_format_batches_with_schema(result.schema.clone(), &result.batches)?;
+            let (schema, batches) = readable_floats(result)?;
+            let table = pretty::pretty_format_batches_with_schema(schema, &batches)?;
             writeln!(out, "{table}")?;
         }
         OutputFormat::Csv => {
@@ -194,4 +202,64 @@ pub fn write_result(
         }
     }
     Ok(())
+}
+
+/// The result with its float columns as readable text (`0.0000074`, not
+/// `7.3999999999999995e-6`), for the table format; other columns as they are.
+fn readable_floats(
+    result: &QueryResult,
+) -> Result<(SchemaRef, Vec<RecordBatch>), datafusion::arrow::error::ArrowError> {
+    use datafusion::arrow::array::{Array, ArrayRef, Float64Array, StringArray};
+    use datafusion::arrow::compute::cast;
+    use datafusion::arrow::datatypes::{Field, Schema};
+    let is_float =
+        |data_type: &DataType| matches!(data_type, DataType::Float64 | DataType::Float32);
+    if !result
+        .schema
+        .fields()
+        .iter()
+        .any(|field| is_float(field.data_type()))
+    {
+        return Ok((result.schema.clone(), result.batches.clone()));
+    }
+    let schema: SchemaRef = Arc::new(Schema::new(
+        result
+            .schema
+            .fields()
+            .iter()
+            .map(|field| {
+                if is_float(field.data_type()) {
+                    Arc::new(Field::new(field.name(), DataType::Utf8, true))
+                } else {
+                    Arc::clone(field)
+                }
+            })
+            .collect::<Vec<_>>(),
+    ));
+    let mut batches = Vec::new();
+    for batch in &result.batches {
+        let columns: Vec<ArrayRef> = batch
+            .columns()
+            .iter()
+            .map(|column| {
+                if !is_float(column.data_type()) {
+                    return Ok(Arc::clone(column));
+                }
+                let floats = cast(column, &DataType::Float64)?;
+                let floats = floats
+                    .as_any()
+                    .downcast_ref::<Float64Array>()
+                    .map(|floats| {
+                        floats
+                            .iter()
+                            .map(|value| value.map(saved::readable_number))
+                            .collect::<StringArray>()
+                    })
+                    .unwrap_or_else(|| StringArray::from(vec![None::<String>; column.len()]));
+                Ok(Arc::new(floats) as ArrayRef)
+            })
+            .collect::<Result<_, datafusion::arrow::error::ArrowError>>()?;
+        batches.push(RecordBatch::try_new(Arc::clone(&schema), columns)?);
+    }
+    Ok((schema, batches))
 }
