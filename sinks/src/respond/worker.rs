@@ -127,7 +127,9 @@ impl Responder {
             warn!(
                 topic = %topics.alerts,
                 partitions = partitions.len(),
-                "the alerts topic has more than one partition: with several responders, a                  group's alerts may be split between them; run one responder, or recreate                  the topic with one partition"
+                "the alerts topic has more than one partition: with several responders, a \
+                 group's alerts may be split between them; run one responder, or recreate \
+                 the topic with one partition"
             );
         }
         let (silences_tx, silences) = watch::channel(None);
