@@ -101,6 +101,11 @@ impl Secret {
         &self.0
     }
 
+    /// A secret already resolved from its reference (by another section's validation).
+    pub fn from_resolved(value: String) -> Self {
+        Self(value)
+    }
+
     #[cfg(test)]
     pub fn for_test(value: &str) -> Self {
         Self(value.to_owned())
