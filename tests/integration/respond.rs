@@ -1060,3 +1060,69 @@ async fn syslog_over_tls_sends_octet_counted_frames_to_a_server_it_trusts() {
     }
     responder.interrupt().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_firing_critical_inhibits_the_warning_about_the_same_thing() {
+    let received = Received::default();
+    let address = serve(
+        axum::Router::new()
+            .route("/hook", post(hook))
+            .with_state(received.clone()),
+    )
+    .await;
+    let setup = archive_setup(
+        1,
+        &format!(
+            r#"
+            [respond]
+            group_wait_s = 1
+            group_interval_s = 2
+            group_by = ["..."]
+            default_receivers = ["bridge"]
+            [[respond.receivers]]
+            name = "bridge"
+            kind = "webhook"
+            url = "http://{address}/hook"
+            [[respond.inhibit_rules]]
+            source_match = {{ severity = "critical" }}
+            target_match = {{ severity = "warning" }}
+            equal = ["detector", "subject"]
+            "#
+        ),
+    )
+    .await;
+    let mut responder = WardenProcess::start("respond", &setup.config);
+    let publisher = AlertPublisher::new(&setup.cluster).expect("publisher");
+    let actual = alert("actual");
+    let mut projected = alert("projected");
+    projected.severity = Severity::Warning;
+    let projected = projected.with_derived_id();
+    publisher.publish(&actual).await.expect("published");
+    publisher.publish(&projected).await.expect("published");
+
+    received.until("/hook", 1, Duration::from_secs(30)).await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let told: Vec<String> = received
+        .at("/hook")
+        .iter()
+        .map(|body| {
+            body["alerts"][0]["labels"]["dedup_key"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(told, [actual.dedup_key.clone()], "{}", responder.log());
+    let records = notification_records(&setup.cluster).await;
+    let inhibited: Vec<_> = records
+        .iter()
+        .filter(|r| r.outcome == NotificationOutcome::Inhibited)
+        .collect();
+    assert_eq!(inhibited.len(), 1, "{records:#?}");
+    assert_eq!(inhibited[0].dedup_keys, [projected.dedup_key.clone()]);
+    assert_eq!(
+        inhibited[0].held_by.as_deref(),
+        Some(actual.dedup_key.as_str())
+    );
+    responder.interrupt().await;
+}
