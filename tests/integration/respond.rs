@@ -1112,14 +1112,14 @@ async fn a_firing_critical_inhibits_the_warning_about_the_same_thing() {
                 .to_owned()
         })
         .collect();
-    assert_eq!(told, [actual.dedup_key.clone()], "{}", responder.log());
+    assert_eq!(told, [actual.dedup_key.as_str()], "{}", responder.log());
     let records = notification_records(&setup.cluster).await;
     let inhibited: Vec<_> = records
         .iter()
         .filter(|r| r.outcome == NotificationOutcome::Inhibited)
         .collect();
     assert_eq!(inhibited.len(), 1, "{records:#?}");
-    assert_eq!(inhibited[0].dedup_keys, [projected.dedup_key.clone()]);
+    assert_eq!(inhibited[0].dedup_keys, [projected.dedup_key.as_str()]);
     assert_eq!(
         inhibited[0].held_by.as_deref(),
         Some(actual.dedup_key.as_str())
