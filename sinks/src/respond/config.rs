@@ -106,10 +106,6 @@ impl Secret {
         Self(value)
     }
 
-    #[cfg(test)]
-    pub fn for_test(value: &str) -> Self {
-        Self(value.to_owned())
-    }
 }
 
 impl fmt::Debug for Secret {
@@ -349,14 +345,6 @@ pub struct RespondSettings {
     pub group_id: String,
     pub max_attempts: u32,
     pub max_backoff: Duration,
-}
-
-impl Default for RespondSettings {
-    fn default() -> Self {
-        RespondConfig::default()
-            .validate(&|_| None)
-            .unwrap_or_else(|errors| unreachable!("the defaults validate: {errors:?}"))
-    }
 }
 
 /// The bounds of the timers, in seconds.
