@@ -105,7 +105,6 @@ impl Secret {
     pub fn from_resolved(value: String) -> Self {
         Self(value)
     }
-
 }
 
 impl fmt::Debug for Secret {
