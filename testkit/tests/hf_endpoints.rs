@@ -11,6 +11,18 @@ fn client() -> reqwest::Client {
     reqwest::Client::new()
 }
 
+/// The JSON answer of an authorised request.
+async fn answer(request: reqwest::RequestBuilder) -> Value {
+    request
+        .bearer_auth("hf_test_token")
+        .send()
+        .await
+        .expect("answer")
+        .json()
+        .await
+        .expect("json")
+}
+
 #[tokio::test]
 async fn scaling_updates_pass_through_updating_and_pause_resume_behave() {
     let emulator = HfEndpointsEmulator::start(
@@ -33,30 +45,13 @@ async fn scaling_updates_pass_through_updating_and_pause_resume_behave() {
         .expect("answer");
     assert_eq!(missing.status(), 404);
 
-    let running: Value = client
-        .get(&url)
-        .bearer_auth("hf_test_token")
-        .send()
-        .await
-        .expect("answer")
-        .json()
-        .await
-        .expect("json");
+    let running: Value = answer(client.get(&url)).await;
     assert_eq!(running["status"]["state"], "running");
     assert_eq!(running["compute"]["scaling"]["maxReplica"], 4);
     assert_eq!(running["status"]["readyReplica"], 4);
 
     let pin = json!({"compute": {"scaling": {"minReplica": 1, "maxReplica": 1}}});
-    let updated: Value = client
-        .put(&url)
-        .bearer_auth("hf_test_token")
-        .json(&pin)
-        .send()
-        .await
-        .expect("answer")
-        .json()
-        .await
-        .expect("json");
+    let updated: Value = answer(client.put(&url).json(&pin)).await;
     assert_eq!(updated["status"]["state"], "updating");
     assert_eq!(updated["compute"]["scaling"]["minReplica"], 1);
     tokio::time::sleep(Duration::from_millis(250)).await;
@@ -88,26 +83,10 @@ async fn scaling_updates_pass_through_updating_and_pause_resume_behave() {
             .expect("body")
             .contains("already running")
     );
-    let paused: Value = client
-        .post(format!("{url}/pause"))
-        .bearer_auth("hf_test_token")
-        .send()
-        .await
-        .expect("answer")
-        .json()
-        .await
-        .expect("json");
+    let paused: Value = answer(client.post(format!("{url}/pause"))).await;
     assert_eq!(paused["status"]["state"], "paused");
     assert_eq!(paused["status"]["readyReplica"], 0);
-    let resumed: Value = client
-        .post(format!("{url}/resume"))
-        .bearer_auth("hf_test_token")
-        .send()
-        .await
-        .expect("answer")
-        .json()
-        .await
-        .expect("json");
+    let resumed: Value = answer(client.post(format!("{url}/resume"))).await;
     assert_eq!(resumed["status"]["state"], "initializing");
     let requests = emulator.requests();
     assert!(

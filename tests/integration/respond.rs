@@ -812,23 +812,17 @@ async fn splunk_hec_gets_concatenated_events_acknowledged_and_ocsf_findings_land
     responder.interrupt().await;
 }
 
-async fn slow_hook(
-    State(received): State<Received>,
-    headers: HeaderMap,
-    body: String,
-) -> StatusCode {
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    record(&received, "/slow-hook", &headers, &body).await;
-    StatusCode::OK
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn a_responder_killed_mid_burst_loses_nothing_and_its_repeats_carry_the_same_idempotency_key()
-{
+/// One webhook receiver, `bridge`, served by `handler` at `path`, on a tansu broker: every
+/// alert its own group (`group_by = ["..."]`), short timers; `extra` adds config lines.
+async fn bridge_setup(
+    path: &str,
+    handler: axum::routing::MethodRouter<Received>,
+    extra: &str,
+) -> (Received, support::ArchiveSetup) {
     let received = Received::default();
     let address = serve(
         axum::Router::new()
-            .route("/slow-hook", post(slow_hook))
+            .route(path, handler)
             .with_state(received.clone()),
     )
     .await;
@@ -844,12 +838,29 @@ async fn a_responder_killed_mid_burst_loses_nothing_and_its_repeats_carry_the_sa
             [[respond.receivers]]
             name = "bridge"
             kind = "webhook"
-            url = "http://{address}/slow-hook"
-            {SHORT_KAFKA_SESSIONS}
+            url = "http://{address}{path}"
+            {extra}
             "#
         ),
     )
     .await;
+    (received, setup)
+}
+
+async fn slow_hook(
+    State(received): State<Received>,
+    headers: HeaderMap,
+    body: String,
+) -> StatusCode {
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    record(&received, "/slow-hook", &headers, &body).await;
+    StatusCode::OK
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_responder_killed_mid_burst_loses_nothing_and_its_repeats_carry_the_same_idempotency_key()
+{
+    let (received, setup) = bridge_setup("/slow-hook", post(slow_hook), SHORT_KAFKA_SESSIONS).await;
     let mut responder = WardenProcess::start("respond", &setup.config);
     let publisher = AlertPublisher::new(&setup.cluster).expect("publisher");
     const ALERTS: usize = 40;
@@ -1063,32 +1074,15 @@ async fn syslog_over_tls_sends_octet_counted_frames_to_a_server_it_trusts() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_firing_critical_inhibits_the_warning_about_the_same_thing() {
-    let received = Received::default();
-    let address = serve(
-        axum::Router::new()
-            .route("/hook", post(hook))
-            .with_state(received.clone()),
-    )
-    .await;
-    let setup = archive_setup(
-        1,
-        &format!(
-            r#"
-            [respond]
-            group_wait_s = 1
-            group_interval_s = 2
-            group_by = ["..."]
-            default_receivers = ["bridge"]
-            [[respond.receivers]]
-            name = "bridge"
-            kind = "webhook"
-            url = "http://{address}/hook"
-            [[respond.inhibit_rules]]
-            source_match = {{ severity = "critical" }}
-            target_match = {{ severity = "warning" }}
-            equal = ["detector", "subject"]
-            "#
-        ),
+    let (received, setup) = bridge_setup(
+        "/hook",
+        post(hook),
+        r#"
+        [[respond.inhibit_rules]]
+        source_match = { severity = "critical" }
+        target_match = { severity = "warning" }
+        equal = ["detector", "subject"]
+        "#,
     )
     .await;
     let mut responder = WardenProcess::start("respond", &setup.config);
