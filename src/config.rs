@@ -11,6 +11,8 @@ use warden_ingest::kafka::KafkaConfig;
 use warden_proxy::config::{Environment, ProxyConfig, ProxySettings};
 use warden_sinks::archive::ArchiveConfig;
 use warden_sinks::respond::{RespondConfig, RespondSettings};
+use warden_sinks::runbooks::hf_api::{HfApiConfig, HfApiSettings};
+use warden_sinks::runbooks::{RunbooksConfig, RunbooksSettings};
 
 /// The config file as written. Unknown keys are errors, so typos don't pass silently.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -22,6 +24,8 @@ pub struct WardenConfig {
     pub archive: ArchiveConfig,
     pub detect: DetectConfig,
     pub respond: RespondConfig,
+    pub hf_api: HfApiConfig,
+    pub runbooks: RunbooksConfig,
 }
 
 /// The validated config: the proxy's settings resolved, the other sections checked.
@@ -35,6 +39,9 @@ pub struct ValidatedConfig {
     pub archive: ArchiveConfig,
     pub detect: DetectConfig,
     pub respond: RespondSettings,
+    /// `None` without a token: no runbook may touch an endpoint.
+    pub hf_api: Option<HfApiSettings>,
+    pub runbooks: RunbooksSettings,
 }
 
 /// The default file looked for when neither `--config` nor `$WARDEN_CONFIG` is given.
@@ -78,8 +85,34 @@ impl WardenConfig {
             .validate(&|name| env.var(name))
             .map_err(|respond_errors| errors.extend(respond_errors))
             .ok();
-        match (proxy, respond) {
-            (Some(proxy), Some(respond)) if errors.is_empty() => {
+        let hf_api = self
+            .hf_api
+            .validate(&|name| env.var(name))
+            .map_err(|hf_errors| errors.extend(hf_errors))
+            .ok()
+            .flatten();
+        let runbooks = self
+            .runbooks
+            .validate()
+            .map_err(|runbook_errors| errors.extend(runbook_errors))
+            .ok();
+        if let (Some(proxy), Some(respond)) = (&proxy, &respond) {
+            for (index, client) in proxy.clients.iter().enumerate() {
+                if let Some(owner) = &client.owner_receiver
+                    && !respond
+                        .receivers
+                        .iter()
+                        .any(|receiver| receiver.name == *owner)
+                {
+                    errors.push(format!(
+                        "proxy.clients[{index}].owner_receiver: no [[respond.receivers]] named \
+                         {owner:?}"
+                    ));
+                }
+            }
+        }
+        match (proxy, respond, runbooks) {
+            (Some(proxy), Some(respond), Some(runbooks)) if errors.is_empty() => {
                 // `key_expiry` watches the proxy's keys.
                 self.detect.expiring_keys = proxy
                     .clients
@@ -103,6 +136,8 @@ impl WardenConfig {
                     archive: self.archive,
                     detect: self.detect,
                     respond,
+                    hf_api,
+                    runbooks,
                 })
             }
             _ => bail!("invalid configuration:\n  {}", errors.join("\n  ")),

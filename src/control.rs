@@ -12,6 +12,8 @@ use warden_ingest::control::ControlState;
 use warden_ingest::kafka::{DeliveringProducer, KafkaCluster, Outgoing, TopicReader};
 use warden_ingest::table_record::TableRecord;
 
+pub use warden_sinks::runbooks::config::parse_duration;
+
 use crate::config::ValidatedConfig;
 
 /// How long the command waits for the broker to take the action.
@@ -198,44 +200,4 @@ pub async fn list(config: &ValidatedConfig) -> anyhow::Result<()> {
         println!("nothing in force");
     }
     Ok(())
-}
-
-/// A duration like `90s`, `30m`, `2h`, `7d`.
-pub fn parse_duration(text: &str) -> Result<TimeDelta, String> {
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .ok_or_else(|| format!("{text:?}: add a unit (s, m, h, d), e.g. 30m"))?;
-    let (number, unit) = text.split_at(split);
-    let number: i64 = number
-        .parse()
-        .map_err(|_| format!("{text:?}: expected a number and a unit, e.g. 30m"))?;
-    let seconds = match unit {
-        "s" => 1,
-        "m" => 60,
-        "h" => 3_600,
-        "d" => 86_400,
-        _ => return Err(format!("{text:?}: the unit is one of s, m, h, d")),
-    };
-    let delta = number
-        .checked_mul(seconds)
-        .and_then(TimeDelta::try_seconds)
-        .filter(|delta| *delta > TimeDelta::zero() && *delta <= TimeDelta::days(366))
-        .ok_or_else(|| format!("{text:?}: between 1s and 366d"))?;
-    Ok(delta)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn durations_read_as_operators_write_them() {
-        assert_eq!(parse_duration("30m"), Ok(TimeDelta::minutes(30)));
-        assert_eq!(parse_duration("2h"), Ok(TimeDelta::hours(2)));
-        assert_eq!(parse_duration("90s"), Ok(TimeDelta::seconds(90)));
-        assert!(parse_duration("30").is_err());
-        assert!(parse_duration("0m").is_err());
-        assert!(parse_duration("9999999999999d").is_err());
-        assert!(parse_duration("m").is_err());
-    }
 }

@@ -4,6 +4,7 @@
 
 mod config;
 mod control;
+mod incident;
 mod keys;
 mod replay;
 mod report;
@@ -54,7 +55,7 @@ enum Command {
         action: Option<ArchiveAction>,
     },
     /// The responder only: alerts routed, grouped and delivered to the configured receivers
-    /// (Slack, email, SIEMs, webhooks).
+    /// (Slack, email, SIEMs, webhooks), and the runbooks carried out.
     Respond(ConfigArg),
     /// The detectors only; with --replay, a backtest over the archive instead.
     Detect {
@@ -120,7 +121,12 @@ enum Command {
         #[command(subcommand)]
         action: SilenceCommand,
     },
-    /// Query the archive with SQL (tables: events, alerts, actions, notifications).
+    /// Incidents the runbooks opened: their timelines, approvals and undo.
+    Incident {
+        #[command(subcommand)]
+        action: IncidentCommand,
+    },
+    /// Query the archive with SQL (tables: events, alerts, actions, notifications, incidents).
     Sql {
         #[command(flatten)]
         config: ConfigArg,
@@ -180,6 +186,38 @@ struct Attribution {
     /// Who decides (recorded as `operator:NAME`).
     #[arg(long)]
     by: String,
+}
+
+#[derive(Debug, Subcommand)]
+enum IncidentCommand {
+    /// One line per incident, its id first, newest first.
+    List(ConfigArg),
+    /// An incident's timeline: alerts, reports, each step and its outcome, notifications,
+    /// approvals, undo.
+    Show {
+        #[command(flatten)]
+        config: ConfigArg,
+        id: String,
+    },
+    /// Let the steps that wait for approval (infrastructure changes, a critical client's
+    /// revocation) run.
+    Approve {
+        #[command(flatten)]
+        config: ConfigArg,
+        id: String,
+        /// Who approves (recorded as `operator:NAME`).
+        #[arg(long)]
+        by: String,
+    },
+    /// Restore the scaling the incident changed and lift the limits it set.
+    Undo {
+        #[command(flatten)]
+        config: ConfigArg,
+        id: String,
+        /// Who asks (recorded as `operator:NAME`).
+        #[arg(long)]
+        by: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -556,6 +594,12 @@ async fn run(command: Command) -> anyhow::Result<()> {
             | SilenceCommand::List(config)
             | SilenceCommand::Expire { config, .. } => config,
         },
+        Command::Incident { action } => match action {
+            IncidentCommand::List(config)
+            | IncidentCommand::Show { config, .. }
+            | IncidentCommand::Approve { config, .. }
+            | IncidentCommand::Undo { config, .. } => config,
+        },
     };
     let (config, path) = WardenConfig::load(config_arg.config.as_deref())?;
     match &path {
@@ -580,6 +624,28 @@ async fn run(command: Command) -> anyhow::Result<()> {
             } => silence::add(&config, matchers, duration, comment, by).await,
             SilenceCommand::List(_) => silence::list(&config).await,
             SilenceCommand::Expire { id, .. } => silence::expire(&config, &id).await,
+        },
+        Command::Incident { action } => match action {
+            IncidentCommand::List(_) => incident::list(&config).await,
+            IncidentCommand::Show { id, .. } => incident::show(&config, &id).await,
+            IncidentCommand::Approve { id, by, .. } => {
+                incident::request(
+                    &config,
+                    &id,
+                    &by,
+                    warden_ingest::incident::EntryKind::Approved,
+                )
+                .await
+            }
+            IncidentCommand::Undo { id, by, .. } => {
+                incident::request(
+                    &config,
+                    &id,
+                    &by,
+                    warden_ingest::incident::EntryKind::UndoRequested,
+                )
+                .await
+            }
         },
         Command::Up(_) => roles::up(config).await,
         Command::Proxy(_) => roles::proxy(config).await,

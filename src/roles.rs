@@ -18,6 +18,7 @@ use warden_proxy::ProxyState;
 use warden_proxy::control::ControlPlane;
 use warden_sinks::archive::{Archiver, ParquetArchive, ShutdownMode, Table, retention};
 use warden_sinks::respond::Responder;
+use warden_sinks::runbooks::{RunbookClient, RunbookEngine, RunbookInputs, RunbookTarget};
 use warden_sql::{ArchiveSession, OutputFormat};
 
 use crate::config::ValidatedConfig;
@@ -163,31 +164,85 @@ pub async fn detect(config: ValidatedConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The responder, inside `warden up` unless `[respond].enabled = false`; with no receivers
-/// configured there is nobody to tell, and it does not start.
+/// The respond role: the responder (unless `[respond].enabled = false`, or no receiver is
+/// configured: nobody to tell) and the runbook engine (unless `[runbooks].enabled = false`),
+/// side by side.
 async fn run_responder(
     cluster: &KafkaCluster,
     config: &ValidatedConfig,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    if !config.respond.enabled {
-        return Ok(());
-    }
-    if config.respond.receivers.is_empty() {
-        info!("no [[respond.receivers]]: alerts are archived, nobody is notified");
-        return Ok(());
-    }
-    Responder::new(cluster, config.respond.clone())
-        .run(shutdown)
-        .await
-        .map_err(anyhow::Error::from)
+    let notify = async {
+        if !config.respond.enabled {
+            return Ok(());
+        }
+        if config.respond.receivers.is_empty() {
+            info!("no [[respond.receivers]]: alerts are archived, nobody is notified");
+            return Ok(());
+        }
+        Responder::new(cluster, config.respond.clone())
+            .run(shutdown.clone())
+            .await
+            .map_err(anyhow::Error::from)
+    };
+    let act = async {
+        if !config.runbooks.enabled {
+            return Ok(());
+        }
+        runbook_engine(cluster, config)
+            .run(shutdown.clone())
+            .await
+            .map_err(anyhow::Error::from)
+    };
+    let (notified, acted) = tokio::join!(notify, act);
+    notified.context("the responder")?;
+    acted.context("the runbook engine")
 }
 
-/// `warden respond`: alerts to the configured receivers.
+/// The runbook engine, given the proxy's targets and clients, `[hf_api]`, the responder's
+/// receivers and the archive's reports.
+fn runbook_engine(cluster: &KafkaCluster, config: &ValidatedConfig) -> RunbookEngine {
+    let targets: Vec<RunbookTarget> = config
+        .proxy
+        .targets
+        .iter()
+        .map(|target| RunbookTarget {
+            id: target.id.clone(),
+            endpoint: target.endpoint.clone(),
+            min_replicas: target.min_replicas,
+        })
+        .collect();
+    if config.hf_api.is_none() && targets.iter().any(|target| target.endpoint.is_some()) {
+        warn!(
+            "targets name Inference Endpoints but [hf_api] has no token: the runaway-cost \
+             runbook cannot scale them (its scaling steps are skipped)"
+        );
+    }
+    let inputs = RunbookInputs {
+        targets,
+        clients: config
+            .proxy
+            .clients
+            .iter()
+            .map(|client| RunbookClient {
+                name: client.name.clone(),
+                owner_receiver: client.owner_receiver.clone(),
+                critical: client.critical,
+            })
+            .collect(),
+        hf_api: config.hf_api.clone(),
+        receivers: config.respond.receivers.clone(),
+        reports: Some(Arc::new(crate::incident::SqlReports::new(config))),
+    };
+    RunbookEngine::new(cluster, config.runbooks.clone(), inputs)
+}
+
+/// `warden respond`: alerts to the configured receivers, and the runbooks.
 pub async fn respond(config: ValidatedConfig) -> anyhow::Result<()> {
     anyhow::ensure!(
-        !config.respond.receivers.is_empty(),
-        "respond.receivers: configure at least one receiver to deliver alerts to"
+        !config.respond.receivers.is_empty() || config.runbooks.enabled,
+        "respond.receivers: configure at least one receiver to deliver alerts to (or enable \
+         [runbooks])"
     );
     let Some(cluster) = connect_external(&config).await? else {
         return Ok(());
@@ -198,9 +253,8 @@ pub async fn respond(config: ValidatedConfig) -> anyhow::Result<()> {
         .context("creating the responder's topics")?;
     let shutdown = CancellationToken::new();
     let mut worker = {
-        let responder = Responder::new(&cluster, config.respond.clone());
         let shutdown = shutdown.clone();
-        tokio::spawn(async move { responder.run(shutdown).await })
+        tokio::spawn(async move { run_responder(&cluster, &config, shutdown).await })
     };
     tokio::select! {
         () = shutdown_signal() => shutdown.cancel(),

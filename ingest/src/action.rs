@@ -41,8 +41,16 @@ pub enum ActionKind {
     DisableTarget,
     /// Undo a `disable_target`.
     EnableTarget,
-    /// Scale an endpoint down (subject: `target:…`, `replicas`).
+    /// Pin an endpoint's replicas where they are, `minReplica = maxReplica = replicas`, so
+    /// autoscaling adds none (subject: `target:…`, `endpoint`; the bounds it had in
+    /// `min_replicas` / `max_replicas`).
+    FreezeAutoscaling,
+    /// Scale an endpoint down (subject: `target:…`, `replicas`; the bounds it had in
+    /// `min_replicas` / `max_replicas`).
     ScaleDown,
+    /// Give an endpoint back the replica bounds it had before (`min_replicas`,
+    /// `max_replicas`).
+    RestoreScaling,
     /// Give a configured client one more key (subject: `client:…`, `key_sha256`; valid
     /// until `expires_at` if set): key rotation on every replica without editing configs.
     AddKey,
@@ -59,7 +67,9 @@ impl ActionKind {
             Self::LiftRateLimit => "lift_rate_limit",
             Self::DisableTarget => "disable_target",
             Self::EnableTarget => "enable_target",
+            Self::FreezeAutoscaling => "freeze_autoscaling",
             Self::ScaleDown => "scale_down",
+            Self::RestoreScaling => "restore_scaling",
             Self::AddKey => "add_key",
             Self::RemoveKey => "remove_key",
         }
@@ -73,7 +83,7 @@ impl ActionKind {
             Self::RevokeToken | Self::RestoreToken => "access",
             Self::EmergencyRateLimit | Self::LiftRateLimit => "limit",
             Self::DisableTarget | Self::EnableTarget => "target",
-            Self::ScaleDown => "scale",
+            Self::FreezeAutoscaling | Self::ScaleDown | Self::RestoreScaling => "scale",
             Self::AddKey | Self::RemoveKey => "key",
         }
     }
@@ -91,7 +101,7 @@ pub struct ControlAction {
     pub subject: Subject,
     /// Why, in one line for a human.
     pub reason: String,
-    /// Who decided: `responder` (automated runbook) or `operator:<name>`.
+    /// Who decided: `runbook:<name>` (an automated runbook) or `operator:<name>`.
     pub actor: String,
     /// The `dedup_key` of the alert that led to it, if one did.
     #[serde(default)]
@@ -114,6 +124,18 @@ pub struct ControlAction {
     /// `add_key` / `remove_key`: the key's SHA-256, in hex (never the key itself).
     #[serde(default)]
     pub key_sha256: Option<String>,
+    /// The incident a runbook acted for.
+    #[serde(default)]
+    pub incident_id: Option<String>,
+    /// Scaling actions: the Inference Endpoint (`namespace/name`).
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    /// Scaling actions: the endpoint's bounds before the change (what undo restores), or
+    /// for `restore_scaling` the bounds restored.
+    #[serde(default)]
+    pub min_replicas: Option<u32>,
+    #[serde(default)]
+    pub max_replicas: Option<u32>,
 }
 
 impl ControlAction {
@@ -140,6 +162,10 @@ impl ControlAction {
             expires_at: None,
             environment: None,
             key_sha256: None,
+            incident_id: None,
+            endpoint: None,
+            min_replicas: None,
+            max_replicas: None,
         }
     }
 
@@ -180,6 +206,11 @@ static ACTION_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
         // Added with the control plane: null in older files.
         optional("tokens_per_minute", DataType::Int64),
         optional("key_sha256", DataType::Utf8),
+        // Added with the runbooks: null in older files.
+        optional("incident_id", DataType::Utf8),
+        optional("endpoint", DataType::Utf8),
+        optional("min_replicas", DataType::Int32),
+        optional("max_replicas", DataType::Int32),
     ]))
 });
 

@@ -37,7 +37,9 @@ impl ControlState {
             | ActionKind::EnableTarget
             | ActionKind::RemoveKey => self.standing.remove(&key).is_some(),
             // Carried out against the endpoint, not by the proxy.
-            ActionKind::ScaleDown => false,
+            ActionKind::FreezeAutoscaling | ActionKind::ScaleDown | ActionKind::RestoreScaling => {
+                false
+            }
         }
     }
 

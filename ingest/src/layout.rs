@@ -16,6 +16,8 @@ pub const ARCHIVE_TABLES: &[&str] = &[
     EVENTS_TABLE,
     crate::alert::ALERTS_TABLE,
     crate::action::ACTIONS_TABLE,
+    crate::notification::NOTIFICATIONS_TABLE,
+    crate::incident::INCIDENTS_TABLE,
 ];
 
 /// Where the archive is: a local directory or an object-store URL.

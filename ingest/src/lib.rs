@@ -25,6 +25,7 @@ pub mod emitter;
 pub mod event;
 pub mod event_row;
 pub mod geo;
+pub mod incident;
 pub mod kafka;
 pub mod layout;
 pub mod notification;

@@ -317,6 +317,17 @@ pub struct TargetConfig {
     /// The target's circuit breaker.
     #[serde(default)]
     pub breaker: BreakerConfig,
+    /// The Hugging Face Inference Endpoint behind this target (`namespace/name`): what the
+    /// runaway-cost runbook scales through `[hf_api]`.
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    /// The floor a runbook never scales the endpoint below (0 allows scale-to-zero).
+    #[serde(default = "default_min_replicas")]
+    pub min_replicas: u32,
+}
+
+fn default_min_replicas() -> u32 {
+    1
 }
 
 /// `[proxy.targets.breaker]`: opens after `failures` failed calls within `window_s`, stays
@@ -454,6 +465,13 @@ pub struct ClientConfig {
     /// Target ids the client may call; empty means every target. Others get a 403.
     #[serde(default)]
     pub allowed_targets: Vec<String>,
+    /// The `[[respond.receivers]]` entry that reaches the client's owner (the
+    /// token-compromise runbook tells them how to rotate the key).
+    #[serde(default)]
+    pub owner_receiver: Option<String>,
+    /// Never revoked by a runbook without `warden incident approve`.
+    #[serde(default)]
+    pub critical: bool,
 }
 
 /// One key of a client, as written.
@@ -694,6 +712,10 @@ pub struct Target {
     /// Target ids tried in order when this one fails.
     pub fallback: Vec<String>,
     pub breaker: BreakerSettings,
+    /// The Inference Endpoint behind it (`namespace/name`), for the runbooks.
+    pub endpoint: Option<String>,
+    /// The floor a runbook never scales the endpoint below.
+    pub min_replicas: u32,
 }
 
 /// A validated [`BreakerConfig`].
@@ -735,6 +757,8 @@ pub struct ClientKey {
     pub environment: Option<String>,
     /// Empty means every target.
     pub allowed_targets: Vec<String>,
+    pub owner_receiver: Option<String>,
+    pub critical: bool,
 }
 
 /// One key of a client: the SHA-256 of the key, and the instant after which it is refused.
@@ -961,6 +985,8 @@ impl ProxyConfig {
                 department: client.department.clone(),
                 environment: client.environment.clone(),
                 allowed_targets: client.allowed_targets.clone(),
+                owner_receiver: client.owner_receiver.clone(),
+                critical: client.critical,
             });
         }
         for (index, client) in self.clients.iter().enumerate() {
@@ -1421,6 +1447,25 @@ fn validate_target(
             errors.push(format!("{path}.breaker.{key}: must be in (0, 86400]"));
         }
     }
+    if let Some(endpoint) = &target.endpoint {
+        let is_part = |part: &str| {
+            !part.is_empty()
+                && part
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        };
+        if !endpoint
+            .split_once('/')
+            .is_some_and(|(namespace, name)| is_part(namespace) && is_part(name))
+        {
+            errors.push(format!(
+                "{path}.endpoint: {endpoint:?} is not an Inference Endpoint's namespace/name"
+            ));
+        }
+    }
+    if target.min_replicas > 1_000 {
+        errors.push(format!("{path}.min_replicas: at most 1000"));
+    }
     if let Some(pricing) = &target.pricing {
         for (key, price) in [
             ("input_per_1k_tokens", pricing.input_per_1k_tokens),
@@ -1460,6 +1505,8 @@ fn validate_target(
             window: Duration::from_secs_f64(target.breaker.window_s),
             open: Duration::from_secs_f64(target.breaker.open_s),
         },
+        endpoint: target.endpoint.clone(),
+        min_replicas: target.min_replicas,
     })
 }
 

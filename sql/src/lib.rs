@@ -31,6 +31,7 @@ use warden_ingest::action::ControlAction;
 use warden_ingest::alert::Alert;
 use warden_ingest::archive_store::{ArchiveStore, S3Options};
 use warden_ingest::columnar::event_schema;
+use warden_ingest::incident::IncidentEntry;
 use warden_ingest::layout::{ArchiveUrl, EVENTS_TABLE};
 use warden_ingest::notification::NotificationRecord;
 use warden_ingest::table_record::TableRecord;
@@ -101,6 +102,7 @@ impl ArchiveSession {
             (Alert::TABLE, Alert::schema()),
             (ControlAction::TABLE, ControlAction::schema()),
             (NotificationRecord::TABLE, NotificationRecord::schema()),
+            (IncidentEntry::TABLE, IncidentEntry::schema()),
         ];
         for (table, schema) in tables {
             register_table(&context, &store, &archive, table, schema)?;

@@ -87,6 +87,9 @@ pub struct TopicNames {
     pub respond_state: String,
     /// One audit record per notification (archived as the `notifications` table).
     pub notifications: String,
+    /// Incident timelines: every entry the runbooks (and operators approving or undoing)
+    /// write, keyed by incident (archived as the `incidents` table).
+    pub incidents: String,
 }
 
 impl Default for TopicNames {
@@ -100,6 +103,7 @@ impl Default for TopicNames {
             silences: "warden.silences".to_owned(),
             respond_state: "warden.respond.state".to_owned(),
             notifications: "warden.notifications".to_owned(),
+            incidents: "warden.incidents".to_owned(),
         }
     }
 }
@@ -108,7 +112,7 @@ impl TopicNames {
     /// Every topic with its partition count, given the configured count for the others.
     /// Alerts are few and one responder dispatches them all (grouping spans conditions):
     /// one partition, which the responders' group gives to one member at a time.
-    pub fn with_partitions(&self, partitions: i32) -> [(&str, i32); 8] {
+    pub fn with_partitions(&self, partitions: i32) -> [(&str, i32); 9] {
         [
             (&self.events, partitions),
             (&self.alerts, 1),
@@ -118,6 +122,7 @@ impl TopicNames {
             (&self.silences, 1),
             (&self.respond_state, 1),
             (&self.notifications, partitions),
+            (&self.incidents, partitions),
         ]
     }
 

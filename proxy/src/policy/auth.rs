@@ -205,6 +205,8 @@ mod tests {
                 department: None,
                 environment: None,
                 allowed_targets: Vec::new(),
+                owner_receiver: None,
+                critical: false,
             }],
             Fingerprinter::ephemeral(),
         )

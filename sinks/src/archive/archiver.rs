@@ -173,6 +173,7 @@ impl Archiver {
             (&names.alerts, Table::Alerts),
             (&names.control, Table::Actions),
             (&names.notifications, Table::Notifications),
+            (&names.incidents, Table::Incidents),
         ]
         .into_iter()
         .map(|(name, table)| ArchivedTopic {
@@ -231,6 +232,7 @@ impl Archiver {
             alerts = self.report.rows(Table::Alerts),
             actions = self.report.rows(Table::Actions),
             notifications = self.report.rows(Table::Notifications),
+            incidents = self.report.rows(Table::Incidents),
             objects = self.report.num_objects_written,
             dead_letters = self.report.num_dead_letters,
             duplicates_skipped = self.report.num_duplicates_skipped,

@@ -1,10 +1,9 @@
 //! The archive's tables, and the rows the archiver gathers for one object of one of them.
 //!
 //! Each archived topic feeds one table: `warden.events` → `events`, `warden.alerts` →
-//! `alerts`, `warden.control` → `actions`, `warden.notifications` → `notifications`. Events take the fast path (decoded as borrowed
-//! [`EventRow`]s, appended straight to Arrow columns); alerts, actions and notifications, a
-//! few a minute,
-//! are decoded into their structs and converted through serde.
+//! `alerts`, `warden.control` → `actions`, `warden.notifications` → `notifications`, `warden.incidents` → `incidents`. Events take the fast path (decoded as borrowed
+//! [`EventRow`]s, appended straight to Arrow columns); alerts, actions, notifications and incident
+//! entries, a few a minute, are decoded into their structs and converted through serde.
 
 use arrow::array::RecordBatch;
 use arrow::error::ArrowError;
@@ -15,6 +14,7 @@ use warden_ingest::alert::Alert;
 use warden_ingest::columnar::EventBatchBuilder;
 use warden_ingest::event::DecodeError;
 use warden_ingest::event_row::EventRow;
+use warden_ingest::incident::IncidentEntry;
 use warden_ingest::layout::EVENTS_TABLE;
 use warden_ingest::notification::NotificationRecord;
 use warden_ingest::table_record::{TableRecord, records_to_batch};
@@ -26,6 +26,7 @@ pub enum Table {
     Alerts,
     Actions,
     Notifications,
+    Incidents,
 }
 
 impl Table {
@@ -36,6 +37,7 @@ impl Table {
             Self::Alerts => Alert::TABLE,
             Self::Actions => ControlAction::TABLE,
             Self::Notifications => NotificationRecord::TABLE,
+            Self::Incidents => IncidentEntry::TABLE,
         }
     }
 }
@@ -51,6 +53,7 @@ pub enum ArchiveRecord<'a> {
     Alert(Alert),
     Action(ControlAction),
     Notification(NotificationRecord),
+    Incident(IncidentEntry),
 }
 
 impl<'a> ArchiveRecord<'a> {
@@ -61,6 +64,7 @@ impl<'a> ArchiveRecord<'a> {
             Table::Alerts => Self::Alert(Alert::decode(payload)?),
             Table::Actions => Self::Action(ControlAction::decode(payload)?),
             Table::Notifications => Self::Notification(NotificationRecord::decode(payload)?),
+            Table::Incidents => Self::Incident(IncidentEntry::decode(payload)?),
         })
     }
 
@@ -71,6 +75,7 @@ impl<'a> ArchiveRecord<'a> {
             Self::Alert(alert) => alert.record_id(),
             Self::Action(action) => action.record_id(),
             Self::Notification(notification) => notification.record_id(),
+            Self::Incident(entry) => entry.record_id(),
         }
     }
 
@@ -80,6 +85,7 @@ impl<'a> ArchiveRecord<'a> {
             Self::Alert(_) => "alert",
             Self::Action(_) => "action",
             Self::Notification(_) => "notification",
+            Self::Incident(_) => "incident entry",
         }
     }
 
@@ -90,6 +96,7 @@ impl<'a> ArchiveRecord<'a> {
             Self::Alert(alert) => TableRecord::ts(alert),
             Self::Action(action) => TableRecord::ts(action),
             Self::Notification(notification) => TableRecord::ts(notification),
+            Self::Incident(entry) => TableRecord::ts(entry),
         }
     }
 }
@@ -107,6 +114,7 @@ pub enum ObjectRows {
     Alerts(Vec<Alert>),
     Actions(Vec<ControlAction>),
     Notifications(Vec<NotificationRecord>),
+    Incidents(Vec<IncidentEntry>),
 }
 
 impl ObjectRows {
@@ -116,6 +124,7 @@ impl ObjectRows {
             Table::Alerts => Self::Alerts(Vec::new()),
             Table::Actions => Self::Actions(Vec::new()),
             Table::Notifications => Self::Notifications(Vec::new()),
+            Table::Incidents => Self::Incidents(Vec::new()),
         }
     }
 
@@ -127,6 +136,7 @@ impl ObjectRows {
             (Self::Alerts(alerts), ArchiveRecord::Alert(alert)) => alerts.push(alert),
             (Self::Actions(actions), ArchiveRecord::Action(action)) => actions.push(action),
             (Self::Notifications(rows), ArchiveRecord::Notification(row)) => rows.push(row),
+            (Self::Incidents(rows), ArchiveRecord::Incident(row)) => rows.push(row),
             (rows, record) => unreachable!(
                 "a {} record among {} rows: records are decoded for their topic's table",
                 record.kind(),
@@ -142,6 +152,7 @@ impl ObjectRows {
             Self::Alerts(alerts) => records_to_batch(&std::mem::take(alerts)),
             Self::Actions(actions) => records_to_batch(&std::mem::take(actions)),
             Self::Notifications(rows) => records_to_batch(&std::mem::take(rows)),
+            Self::Incidents(rows) => records_to_batch(&std::mem::take(rows)),
         }
     }
 
@@ -151,6 +162,7 @@ impl ObjectRows {
             Self::Alerts(_) => "alerts",
             Self::Actions(_) => "actions",
             Self::Notifications(_) => "notifications",
+            Self::Incidents(_) => "incidents",
         }
     }
 }
