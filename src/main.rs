@@ -138,7 +138,7 @@ enum Command {
         #[arg(required_unless_present = "saved", conflicts_with = "saved")]
         query: Option<String>,
         /// A saved investigation: top-sources, token-activity, burn-by-hour,
-        /// auth-failures-by-ip, retry-loops.
+        /// auth-failures-by-ip, retry-loops, incident-timeline.
         #[arg(long)]
         saved: Option<String>,
         /// With --saved: from when (1h, 30m, 7d ago; or YYYY-MM-DD, YYYY-MM-DDTHH, RFC 3339)

@@ -148,6 +148,29 @@ pub const SAVED_QUERIES: &[SavedQuery] = &[
                    GROUP BY client.name, client.token_id, request.prompt_hash \
                    HAVING count(*) >= {min_repeats} ORDER BY repeats DESC LIMIT {limit}",
     },
+    SavedQuery {
+        name: "incident-timeline",
+        about: "an incident's entries, the actions it took, its alerts and notifications, in order",
+        params: &[Param {
+            name: "incident",
+            kind: ParamKind::Text,
+            default: None,
+            about: "the incident id (inc-…) as `warden incident list` shows it",
+        }],
+        template: "SELECT ts, 'incident' AS source, kind AS what, coalesce(step, '') AS item, \
+                   coalesce(outcome, '') AS outcome, detail \
+                   FROM incidents WHERE incident_id = {incident} AND {range} \
+                   UNION ALL SELECT ts, 'action', action, subject, actor, reason \
+                   FROM actions WHERE incident_id = {incident} AND {range} \
+                   UNION ALL SELECT ts, 'alert', status, detector || ' ' || subject, severity, summary \
+                   FROM alerts WHERE (dedup_key = 'runbook/' || {incident} OR dedup_key IN \
+                   (SELECT alert_dedup_key FROM incidents WHERE incident_id = {incident} \
+                   AND {range})) AND {range} \
+                   UNION ALL SELECT ts, 'notification', outcome, receiver, status, \
+                   coalesce(error, '') FROM notifications \
+                   WHERE array_has(dedup_keys, 'runbook/' || {incident}) AND {range} \
+                   ORDER BY ts",
+    },
 ];
 
 /// The `calls` view: a call's request, response and decisions in one row.

@@ -169,6 +169,9 @@ impl Fixture {
             1,
             &format!(
                 r#"
+                # The responder alone: no runbook announcements among the notifications counted.
+                [runbooks]
+                enabled = false
                 [respond]
                 group_wait_s = 1
                 group_interval_s = 2
@@ -457,6 +460,9 @@ async fn email_goes_out_over_starttls_with_auth_in_plain_text_and_html() {
         1,
         &format!(
             r#"
+            # The responder alone: no runbook announcements among the notifications counted.
+            [runbooks]
+            enabled = false
             [respond]
             group_wait_s = 1
             group_interval_s = 2
@@ -603,6 +609,9 @@ async fn a_siem_gets_one_cef_event_per_alert_over_syslog_udp_and_tcp() {
         1,
         &format!(
             r#"
+            # The responder alone: no runbook announcements among the notifications counted.
+            [runbooks]
+            enabled = false
             [respond]
             group_wait_s = 1
             group_interval_s = 2
@@ -716,6 +725,9 @@ async fn splunk_hec_gets_concatenated_events_acknowledged_and_ocsf_findings_land
         1,
         &format!(
             r#"
+            # The responder alone: no runbook announcements among the notifications counted.
+            [runbooks]
+            enabled = false
             [respond]
             group_wait_s = 1
             group_interval_s = 2
@@ -830,6 +842,9 @@ async fn bridge_setup(
         1,
         &format!(
             r#"
+            # The responder alone: no runbook announcements among the notifications counted.
+            [runbooks]
+            enabled = false
             [respond]
             group_wait_s = 1
             group_interval_s = 2
@@ -940,6 +955,9 @@ async fn a_simulated_runaway_reaches_slack_and_email_once() {
         &format!(
             r#"
             flush_interval_s = 1
+            # The responder alone: no runbook announcements among the notifications counted.
+            [runbooks]
+            enabled = false
             [respond]
             group_wait_s = 5
             group_interval_s = 600
@@ -1021,6 +1039,9 @@ async fn syslog_over_tls_sends_octet_counted_frames_to_a_server_it_trusts() {
         1,
         &format!(
             r#"
+            # The responder alone: no runbook announcements among the notifications counted.
+            [runbooks]
+            enabled = false
             [respond]
             group_wait_s = 1
             default_receivers = ["siem-tls"]
