@@ -22,5 +22,6 @@ mod end_to_end;
 mod graceful_shutdown;
 mod hostile_upstream;
 mod respond;
+mod runbooks;
 mod sdk_clients;
 mod simulate;

@@ -257,17 +257,31 @@ impl Incident {
         true
     }
 
-    /// Whether an alert about the same condition (or, for a token, the same subject) joins
-    /// this incident instead of opening another.
+    /// Whether `alert` joins this incident instead of opening another: a runaway is one
+    /// incident per environment while it lasts (the detectors that see it — burn, spike, a
+    /// single source — are its alerts, and two plans must not scale the same endpoint); a
+    /// compromise is one per token (or client).
     pub fn takes(&self, alert: &Alert, now: DateTime<Utc>) -> bool {
         if self.undo_requested_by.is_some() {
             return false;
         }
+        let same_runbook = alert.runbook.as_deref() == Some(self.runbook.as_str());
         let same = alert.dedup_key == self.alert_dedup_key
             || self.firing.contains(&alert.dedup_key)
-            || (alert.subject.to_string() == self.subject
-                && alert.environment == self.environment
-                && alert.runbook.as_deref() == Some(self.runbook.as_str()));
+            || match self.runbook {
+                // An alert of no environment (a detector that sees them all) joins any.
+                RunbookKind::RunawayCost => {
+                    same_runbook
+                        && (alert.environment.is_none()
+                            || self.environment.is_none()
+                            || alert.environment == self.environment)
+                }
+                RunbookKind::TokenCompromise => {
+                    same_runbook
+                        && alert.subject.to_string() == self.subject
+                        && alert.environment == self.environment
+                }
+            };
         same && (!self.firing.is_empty() || now - self.last_alert_at < REJOIN_WINDOW)
     }
 
@@ -486,6 +500,26 @@ mod tests {
         assert_eq!(step.started_data.as_deref(), Some("{\"previous\":1}"));
         assert_eq!(incidents.actions_since(Utc::now() - TimeDelta::hours(1)), 1);
         assert!(incidents.taking(&alert, Utc::now()).is_some());
+    }
+
+    #[test]
+    fn the_detectors_that_see_one_runaway_make_one_incident() {
+        let cost = alert();
+        let mut incidents = Incidents::default();
+        incidents.apply(&opened(&cost));
+        let now = Utc::now();
+        let mut single = Alert::firing(
+            "single_source",
+            Severity::Warning,
+            Subject::Client("app-batch".into()),
+            (now, now),
+        )
+        .in_environment(Some("prod"));
+        single.runbook = Some("runaway_cost".into());
+        assert!(incidents.taking(&single, now).is_some());
+        let mut stolen = single.clone();
+        stolen.runbook = Some("token_compromise".into());
+        assert!(incidents.taking(&stolen, now).is_none(), "another runbook");
     }
 
     #[test]

@@ -234,37 +234,49 @@ fn affected_targets<'t>(alert: &Alert, targets: &'t [RunbookTarget]) -> Vec<&'t 
         .collect()
 }
 
-/// Whom the emergency limit applies to: the top sources (clients, tokens, IPs), else the
-/// alert's own subject, else the affected targets.
+/// Whom the emergency limit applies to: the alert's own client or token, then its top
+/// sources — clients and tokens before IPs (a client keeps its key when it changes address)
+/// — else the affected targets.
 fn limit_subjects(
     runbook: &RunbookSettings,
     alert: &Alert,
     targets: &[RunbookTarget],
 ) -> Vec<Subject> {
-    let mut subjects: Vec<Subject> = alert
+    let rank = |subject: &Subject| match subject {
+        Subject::Client(_) => Some(0),
+        Subject::Token(_) => Some(1),
+        Subject::Ip(_) => Some(2),
+        _ => None,
+    };
+    let mut candidates: Vec<Subject> = std::iter::once(alert.subject.clone())
+        .filter(|subject| matches!(subject, Subject::Client(_) | Subject::Token(_)))
+        .collect();
+    let mut sources: Vec<(usize, Subject)> = alert
         .evidence
         .top_sources
         .iter()
         .filter_map(|share| share.source.parse::<Subject>().ok())
-        .filter(|subject| {
-            matches!(
-                subject,
-                Subject::Client(_) | Subject::Token(_) | Subject::Ip(_)
-            )
-        })
-        .take(runbook.emergency_top_sources)
+        .enumerate()
+        .filter_map(|(order, subject)| rank(&subject).map(|rank| (rank * 1_000 + order, subject)))
         .collect();
-    if subjects.is_empty() && alert.subject != Subject::Global {
-        subjects.push(alert.subject.clone());
+    sources.sort_by_key(|(rank, _)| *rank);
+    for (_, subject) in sources {
+        if !candidates.contains(&subject) {
+            candidates.push(subject);
+        }
     }
-    if subjects.is_empty() {
-        subjects.extend(
+    candidates.truncate(runbook.emergency_top_sources);
+    if candidates.is_empty() && alert.subject != Subject::Global {
+        candidates.push(alert.subject.clone());
+    }
+    if candidates.is_empty() {
+        candidates.extend(
             affected_targets(alert, targets)
                 .into_iter()
                 .map(|target| Subject::Target(target.id.clone())),
         );
     }
-    subjects
+    candidates
 }
 
 #[cfg(test)]
@@ -334,6 +346,28 @@ mod tests {
         assert_eq!(scale.replicas, Some(1));
         assert!(scale.needs_approval, "infrastructure waits in approve mode");
         assert!(!plan.actions[4].needs_approval, "the limit does not");
+    }
+
+    #[test]
+    fn the_emergency_limit_goes_to_the_client_before_its_address() {
+        let settings = RunbooksSettings::default();
+        let runbook = settings.runbook(RunbookKind::RunawayCost).expect("runbook");
+        let now = Utc::now();
+        let mut alert = Alert::firing(
+            "single_source",
+            Severity::Warning,
+            Subject::Client("app-batch".into()),
+            (now, now),
+        );
+        alert.evidence.top_sources = vec![SourceShare {
+            source: "ip:198.18.0.5".into(),
+            value: 800.0,
+        }];
+        let subjects = limit_subjects(runbook, &alert, &targets());
+        assert_eq!(subjects, [Subject::Client("app-batch".into())]);
+        alert.subject = Subject::Global;
+        let subjects = limit_subjects(runbook, &alert, &targets());
+        assert_eq!(subjects, [Subject::Ip("198.18.0.5".into())]);
     }
 
     #[test]
