@@ -406,6 +406,7 @@ impl Loop {
         let run = Run {
             shared: Arc::clone(&self.shared),
             incident: incident.clone(),
+            settling: Vec::new(),
         };
         let done = self.done.clone();
         let id = id.to_owned();
@@ -507,6 +508,8 @@ struct ScalingChange {
 struct Run {
     shared: Arc<Shared>,
     incident: Incident,
+    /// Endpoints this run changed, to check once the steps are done.
+    settling: Vec<String>,
 }
 
 impl Run {
@@ -531,6 +534,10 @@ impl Run {
                 return;
             }
         } else if self.steps().await.is_err() {
+            return;
+        }
+        self.announce().await;
+        if self.check_settled().await.is_err() {
             return;
         }
         self.announce().await;
@@ -826,15 +833,13 @@ impl Run {
         } else {
             ActionKind::ScaleDown
         };
-        let result = api
+        let status = match api
             .set_scaling(&endpoint, change.set_min, change.set_max)
-            .await;
-        if let Err(err) = result {
-            return self.api_failed(action, &err).await;
-        }
-        let settled = api
-            .wait_settled(&endpoint, SETTLE_POLL, self.shared.settings.settle_timeout)
-            .await;
+            .await
+        {
+            Ok(status) => status,
+            Err(err) => return self.api_failed(action, &err).await,
+        };
         let mut control = self.control(
             kind,
             Subject::Target(target.clone()),
@@ -849,26 +854,47 @@ impl Run {
         control.max_replicas = Some(change.previous_max);
         let action_id = control.action_id.0.to_string();
         self.shared.writer.action(&control).await?;
-        let (outcome, detail) = match settled {
-            Ok(status) => (
-                StepOutcome::Ok,
-                format!(
-                    "{endpoint} pinned at {} replica(s) (was {}..{}), {}",
-                    change.set_min, change.previous_min, change.previous_max, status.state
-                ),
+        let mut entry = self.step_record(
+            action,
+            StepOutcome::Ok,
+            format!(
+                "{endpoint} pinned at {} replica(s) (was {}..{}); the API took it ({})",
+                change.set_min, change.previous_min, change.previous_max, status.state
             ),
-            Err(err) => (
-                StepOutcome::Failed,
-                format!(
-                    "{endpoint} was asked for {} replica(s) (was {}..{}) but: {err}",
-                    change.set_min, change.previous_min, change.previous_max
-                ),
-            ),
-        };
-        let mut entry = self.step_record(action, outcome, detail);
+        );
         entry.action_id = Some(action_id);
         entry.http_status = Some(200);
-        self.record(entry).await
+        self.record(entry).await?;
+        // The steps after it (the emergency limit) do not wait for the endpoint to settle.
+        if !self.settling.contains(&endpoint) {
+            self.settling.push(endpoint);
+        }
+        Ok(())
+    }
+
+    /// After the plan's steps: waits for each endpoint changed to settle, and records how it
+    /// ended (a change the API took but the endpoint failed is a failed incident, not a
+    /// quiet one).
+    async fn check_settled(&mut self) -> Result<(), KafkaError> {
+        let Some(api) = self.shared.hf_api.clone() else {
+            return Ok(());
+        };
+        for endpoint in std::mem::take(&mut self.settling) {
+            let settled = api
+                .wait_settled(&endpoint, SETTLE_POLL, self.shared.settings.settle_timeout)
+                .await;
+            let detail = match settled {
+                Ok(status) => format!(
+                    "{endpoint} settled: {} at {}..{} replicas ({} ready)",
+                    status.state, status.min_replica, status.max_replica, status.ready_replica
+                ),
+                Err(err) => format!("{endpoint} did not settle: {err}"),
+            };
+            let mut entry = self.entry(EntryKind::Report, detail);
+            entry.step = Some(format!("settled/{endpoint}"));
+            self.record(entry).await?;
+        }
+        Ok(())
     }
 
     /// The scaling an endpoint had before this incident first changed it.
