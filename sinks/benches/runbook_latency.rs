@@ -185,11 +185,13 @@ async fn main() {
         }
         let deadline = Instant::now() + Duration::from_secs(60);
         while Instant::now() < deadline {
-            let arrived = arrivals.lock().expect("lock");
-            if sent.keys().all(|key| arrived.contains_key(key)) {
+            let all_in = {
+                let arrived = arrivals.lock().expect("lock");
+                sent.keys().all(|key| arrived.contains_key(key))
+            };
+            if all_in {
                 break;
             }
-            drop(arrived);
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         let arrived = arrivals.lock().expect("lock").clone();
