@@ -2,9 +2,11 @@
 //! real proxies: `warden simulate runaway-cost --produce` → `cost_burn` → the runaway-cost
 //! runbook. In dry run it changes nothing and the plan is notified; in auto mode the endpoint
 //! is pinned and scaled to its floor, the top source is refused with 429 at the proxy, and
-//! `warden incident undo` restores both. A stolen token's alert gets the token refused on
-//! every replica within 2 s, its owner told how to rotate, and its later retries join the
-//! incident as `revoked_token` alerts.
+//! `warden incident undo` restores both. In approve mode the scaling waits for
+//! `warden incident approve` (the limit does not), and engines that stop, crash and restart
+//! around it act on nothing twice. A stolen token's alert gets the token refused on every
+//! replica within 2 s, its owner told how to rotate, and its later retries join the incident
+//! as `revoked_token` alerts.
 
 use crate::support;
 
@@ -24,8 +26,8 @@ use warden_testkit::hf_endpoints::{EmulatedEndpoint, HfEndpointsEmulator};
 use warden_testkit::{EmulatorOptions, TgiEmulator};
 
 use support::{
-    ArchiveSetup, WardenProcess, archive_setup, free_listen_address, fresh_client_key, http_client,
-    run_warden,
+    ArchiveSetup, SHORT_KAFKA_SESSIONS, WardenProcess, archive_setup, free_listen_address,
+    fresh_client_key, http_client, run_warden,
 };
 
 const HF_TOKEN: &str = "hf_made_up_management_token_for_tests";
@@ -230,6 +232,7 @@ impl RunawayRig {
                 name = "ops"
                 kind = "webhook"
                 url = "{hook_url}"
+                {SHORT_KAFKA_SESSIONS}
                 "#,
                 admin = free_listen_address(),
                 tgi = tgi.base_url(),
@@ -411,6 +414,129 @@ async fn an_enabled_runbook_scales_limits_and_undo_restores_both() {
     proxy.interrupt().await;
     detector.interrupt().await;
     responder.interrupt().await;
+}
+
+/// How many of each action the runbook took for incident `id`.
+async fn runbook_actions(cluster: &KafkaCluster, id: &str) -> Vec<&'static str> {
+    control_actions(cluster)
+        .await
+        .iter()
+        .filter(|action| action.incident_id.as_deref() == Some(id))
+        .map(|action| action.action.as_str())
+        .collect()
+}
+
+fn puts(hf: &HfEndpointsEmulator) -> usize {
+    hf.requests()
+        .iter()
+        .filter(|request| request.method == "PUT")
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn approval_gates_the_scaling_and_engines_that_stop_or_crash_never_act_twice() {
+    let rig = RunawayRig::start("approve").await;
+    warden(
+        &["simulate", "runaway-cost", "--produce"],
+        &rig.setup,
+        HF_ENV,
+    );
+    let mut detector = rig.start_role("detect");
+    let mut first = rig.start_role("respond");
+    let mut second = rig.start_role("respond");
+    let cluster = &rig.setup.cluster;
+    let entries = until_entry(
+        cluster,
+        "awaiting approval",
+        Duration::from_secs(120),
+        |entry| {
+            is_step(
+                entry,
+                "scale_down/target:llama-70b",
+                StepOutcome::AwaitingApproval,
+            )
+        },
+    )
+    .await;
+    let id = entries[0].incident_id.clone();
+    // The emergency limit needs no approval; the endpoint is not touched before it.
+    until_entry(cluster, "limit ok", Duration::from_secs(30), |entry| {
+        is_step(
+            entry,
+            "emergency_rate_limit/client:app-batch",
+            StepOutcome::Ok,
+        )
+    })
+    .await;
+    assert_eq!(puts(&rig.hf), 0, "{:?}", rig.hf.requests());
+    let body = rig
+        .hook
+        .until("waits for approval", Duration::from_secs(30))
+        .await;
+    assert!(
+        body.contains(&format!("warden incident approve {id}")),
+        "{body}"
+    );
+
+    let approved = warden(
+        &["incident", "approve", &id, "--by", "alice"],
+        &rig.setup,
+        HF_ENV,
+    );
+    assert!(approved.contains("pinned at 1 replica"), "{approved}");
+    assert_eq!(rig.scaling(), (1, 1));
+    assert_eq!(puts(&rig.hf), 2);
+    let refused = run_warden(
+        &["incident", "approve", &id, "--by", "bob"],
+        &rig.setup.config,
+        HF_ENV,
+    );
+    assert!(
+        !refused.0 && refused.1.contains("approved already"),
+        "{}",
+        refused.1
+    );
+
+    // The engines hand over: one stops (whichever acted, the other goes on or takes over),
+    // then the other is SIGKILLed and a fresh one starts; it reads the incident and carries
+    // out the undo from the recorded scaling, acting on nothing twice.
+    first.interrupt().await;
+    second.kill();
+    let mut third = rig.start_role("respond");
+    let undone = warden(
+        &["incident", "undo", &id, "--by", "alice"],
+        &rig.setup,
+        HF_ENV,
+    );
+    assert!(
+        undone.contains("undo finished"),
+        "{undone}\n{}",
+        third.log()
+    );
+    assert_eq!(rig.scaling(), (1, 4));
+    assert_eq!(puts(&rig.hf), 3, "{:?}", rig.hf.requests());
+    let mut actions = runbook_actions(cluster, &id).await;
+    actions.sort_unstable();
+    assert_eq!(
+        actions,
+        [
+            "emergency_rate_limit",
+            "freeze_autoscaling",
+            "lift_rate_limit",
+            "restore_scaling",
+            "scale_down"
+        ]
+    );
+    let opened = incident_entries(cluster)
+        .await
+        .iter()
+        .filter(|entry| entry.kind == EntryKind::Opened)
+        .count();
+    assert_eq!(opened, 1);
+    let shown = warden(&["incident", "show", &id], &rig.setup, HF_ENV);
+    assert!(shown.contains("approved by: operator:alice"), "{shown}");
+    detector.interrupt().await;
+    third.interrupt().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
