@@ -133,6 +133,7 @@ impl RunbookEngine {
             writer: Writer::new(&self.cluster)?,
             alerts: AlertPublisher::new(&self.cluster)?,
             budget: Mutex::new(ActionBudget::default()),
+            claims: Mutex::new(HashMap::new()),
             applied: entries_tx.clone(),
         });
         let topics = self.cluster.topics().clone();
@@ -216,6 +217,10 @@ struct Shared {
     writer: Writer,
     alerts: AlertPublisher,
     budget: Mutex<ActionBudget>,
+    /// Endpoints whose scaling an open incident changed, and which incident: another
+    /// incident leaves them alone (two plans scaling one endpoint would record each other's
+    /// pins as "before" and undo would restore the wrong bounds).
+    claims: Mutex<HashMap<String, String>>,
     /// Entries written, for the loop's fold.
     applied: mpsc::UnboundedSender<IncidentEntry>,
 }
@@ -261,6 +266,7 @@ impl Loop {
                 }
                 budget.taken.make_contiguous().sort();
                 *lock(&self.shared.budget) = budget;
+                *lock(&self.shared.claims) = claims_of(&incidents);
                 info!(incidents = incidents.by_id.len(), "incidents read");
                 self.incidents = Some(incidents);
                 self.seen_assignments = assignments;
@@ -435,6 +441,24 @@ impl Loop {
             self.start(&id);
         }
     }
+}
+
+/// The endpoints each open incident holds: an infrastructure step started or done, not undone.
+fn claims_of(incidents: &Incidents) -> HashMap<String, String> {
+    let mut claims = HashMap::new();
+    for incident in incidents.by_id.values().filter(|i| !i.is_closed()) {
+        for action in &incident.plan.actions {
+            let holds = action.step().is_some_and(Step::changes_infrastructure)
+                && !incident.undone.contains(&action.key)
+                && incident.steps.get(&action.key).is_some_and(|step| {
+                    matches!(step.outcome, StepOutcome::Ok | StepOutcome::Started)
+                });
+            if let (true, Some(endpoint)) = (holds, &action.endpoint) {
+                claims.insert(endpoint.clone(), incident.id.clone());
+            }
+        }
+    }
+    claims
 }
 
 /// Whether incident has anything for the engine to do now.
@@ -786,6 +810,22 @@ impl Run {
                 )
                 .await;
         };
+        let holder = lock(&self.shared.claims)
+            .entry(endpoint.clone())
+            .or_insert_with(|| self.incident.id.clone())
+            .clone();
+        if holder != self.incident.id {
+            return self
+                .step_entry(
+                    action,
+                    StepOutcome::Skipped,
+                    format!(
+                        "{endpoint} is held by incident {holder}: its scaling stays as that \
+                         incident set it (undo that one first)"
+                    ),
+                )
+                .await;
+        }
         let floor = action.floor.unwrap_or(1);
         // Resumed after a stop mid-step: the change it recorded, not what is there now.
         let recorded: Option<ScalingChange> = self
@@ -1219,6 +1259,12 @@ impl Run {
                 control.min_replicas = Some(min);
                 control.max_replicas = Some(max);
                 self.shared.writer.action(&control).await?;
+                {
+                    let mut claims = lock(&self.shared.claims);
+                    if claims.get(&endpoint) == Some(&self.incident.id) {
+                        claims.remove(&endpoint);
+                    }
+                }
                 for key in same_endpoint {
                     let mut entry = self.entry(
                         EntryKind::Undone,
@@ -1572,6 +1618,46 @@ mod tests {
         assert!(budget.try_take(2, start));
         assert!(!budget.try_take(2, start + TimeDelta::minutes(59)));
         assert!(budget.try_take(2, start + TimeDelta::minutes(61)));
+    }
+
+    /// An incident whose plan scales `endpoint`, its freeze step at `outcome`.
+    fn scaling_incident(incidents: &mut Incidents, endpoint: &str, outcome: StepOutcome) -> String {
+        use super::super::incident::Plan;
+        let mut freeze = PlannedAction::new(Step::DisableAutoscaling, "target:llama", "pin");
+        freeze.endpoint = Some(endpoint.to_owned());
+        freeze.target = Some("llama".to_owned());
+        let id = format!("inc-{}", uuid::Uuid::new_v4().simple());
+        let mut opened = IncidentEntry::new(&id, "runaway_cost", EntryKind::Opened, "o", "r");
+        opened.data = serde_json::to_string(&OpenedData {
+            plan: Plan {
+                actions: vec![freeze.clone()],
+            },
+            alert: None,
+        })
+        .ok();
+        incidents.apply(&opened);
+        let mut step = IncidentEntry::new(&id, "runaway_cost", EntryKind::Step, "s", "r");
+        step.step = Some(freeze.key.clone());
+        step.outcome = Some(outcome);
+        incidents.apply(&step);
+        id
+    }
+
+    #[test]
+    fn an_endpoint_is_held_by_the_open_incident_that_scaled_it() {
+        let mut incidents = Incidents::default();
+        let holder = scaling_incident(&mut incidents, "org/a", StepOutcome::Ok);
+        scaling_incident(&mut incidents, "org/b", StepOutcome::Planned);
+        let claims = claims_of(&incidents);
+        assert_eq!(claims.get("org/a"), Some(&holder));
+        assert!(!claims.contains_key("org/b"), "a plan holds nothing");
+        let mut undone = IncidentEntry::new(&holder, "runaway_cost", EntryKind::Undone, "u", "r");
+        undone.step = None;
+        incidents.apply(&undone);
+        assert!(
+            claims_of(&incidents).is_empty(),
+            "an undone incident lets go"
+        );
     }
 
     #[test]

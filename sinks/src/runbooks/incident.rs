@@ -266,22 +266,18 @@ impl Incident {
             return false;
         }
         let same_runbook = alert.runbook.as_deref() == Some(self.runbook.as_str());
+        // An alert of no environment (a detector that sees them all) goes with any.
+        let same_environment = alert.environment.is_none()
+            || self.environment.is_none()
+            || alert.environment == self.environment;
         let same = alert.dedup_key == self.alert_dedup_key
             || self.firing.contains(&alert.dedup_key)
-            || match self.runbook {
-                // An alert of no environment (a detector that sees them all) joins any.
-                RunbookKind::RunawayCost => {
-                    same_runbook
-                        && (alert.environment.is_none()
-                            || self.environment.is_none()
-                            || alert.environment == self.environment)
-                }
-                RunbookKind::TokenCompromise => {
-                    same_runbook
-                        && alert.subject.to_string() == self.subject
-                        && alert.environment == self.environment
-                }
-            };
+            || (same_runbook
+                && same_environment
+                && match self.runbook {
+                    RunbookKind::RunawayCost => true,
+                    RunbookKind::TokenCompromise => alert.subject.to_string() == self.subject,
+                });
         same && (!self.firing.is_empty() || now - self.last_alert_at < REJOIN_WINDOW)
     }
 
@@ -520,6 +516,22 @@ mod tests {
         let mut stolen = single.clone();
         stolen.runbook = Some("token_compromise".into());
         assert!(incidents.taking(&stolen, now).is_none(), "another runbook");
+    }
+
+    #[test]
+    fn a_plan_waiting_for_approval_lapses_after_its_window() {
+        let alert = alert();
+        let mut incidents = Incidents::default();
+        let id = incidents.apply(&opened(&alert)).expect("opened");
+        let mut waiting = IncidentEntry::new(&id, "runaway_cost", EntryKind::Step, "w", "r");
+        waiting.step = Some("emergency_rate_limit/client:batch".into());
+        waiting.outcome = Some(StepOutcome::AwaitingApproval);
+        incidents.apply(&waiting);
+        let incident = &incidents.by_id[&id];
+        let window = TimeDelta::hours(1);
+        assert!(!incident.approval_lapsed(Utc::now(), window));
+        assert!(incident.approval_lapsed(Utc::now() + TimeDelta::minutes(61), window));
+        assert_eq!(incident.status(), "awaiting approval");
     }
 
     #[test]
