@@ -15,8 +15,8 @@ use sha2::Digest;
 use warden_testkit::{EmulatorOptions, TansuBroker, TgiEmulator};
 
 use support::{
-    WardenProcess, free_listen_address, fresh_client_key, http_client,
-    proxy_and_kafka_sections_with, run_warden, write_config,
+    WardenProcess, free_listen_address, fresh_client_key, proxy_and_kafka_sections_with,
+    run_warden, write_config,
 };
 
 /// How soon every replica must apply an action, counted from the command's return.
@@ -57,20 +57,7 @@ fn replica_config(dir: &Path, listen: &str, upstream: &str, brokers: &str, key: 
 
 /// A chat call's status and error code.
 async fn call(listen: &str, api_key: &str) -> (u16, Option<String>) {
-    let response = http_client()
-        .post(format!("http://{listen}/v1/chat/completions"))
-        .bearer_auth(api_key)
-        .json(&serde_json::json!({
-            "model": "llama",
-            "messages": [{"role": "user", "content": "hi"}],
-        }))
-        .send()
-        .await
-        .expect("call answered");
-    let status = response.status().as_u16();
-    let body: Value = response.json().await.unwrap_or(Value::Null);
-    let code = body["error"]["code"].as_str().map(str::to_owned);
-    (status, code)
+    support::chat_call(listen, api_key, "llama").await
 }
 
 /// Waits (at most `limit`) until a call to `listen` is refused with `code`; returns how long

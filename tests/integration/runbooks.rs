@@ -26,8 +26,8 @@ use warden_testkit::hf_endpoints::{EmulatedEndpoint, HfEndpointsEmulator};
 use warden_testkit::{EmulatorOptions, TgiEmulator};
 
 use support::{
-    ArchiveSetup, SHORT_KAFKA_SESSIONS, WardenProcess, archive_setup, free_listen_address,
-    fresh_client_key, http_client, run_warden,
+    ArchiveSetup, SHORT_KAFKA_SESSIONS, WardenProcess, archive_setup, chat_call,
+    free_listen_address, fresh_client_key, run_warden,
 };
 
 const HF_TOKEN: &str = "hf_made_up_management_token_for_tests";
@@ -133,28 +133,11 @@ fn is_step(entry: &IncidentEntry, key: &str, outcome: StepOutcome) -> bool {
         && entry.outcome == Some(outcome)
 }
 
-/// A chat call's status and error code.
-async fn call(listen: &str, api_key: &str, model: &str) -> (u16, Option<String>) {
-    let response = http_client()
-        .post(format!("http://{listen}/v1/chat/completions"))
-        .bearer_auth(api_key)
-        .json(&serde_json::json!({
-            "model": model,
-            "messages": [{"role": "user", "content": "hi"}],
-        }))
-        .send()
-        .await
-        .expect("call answered");
-    let status = response.status().as_u16();
-    let body: Value = response.json().await.unwrap_or(Value::Null);
-    (status, body["error"]["code"].as_str().map(str::to_owned))
-}
-
 /// Calls until one is refused with `code`; returns how long that took.
 async fn until_refused(listen: &str, api_key: &str, model: &str, code: &str) -> Duration {
     let started = Instant::now();
     loop {
-        let (status, got) = call(listen, api_key, model).await;
+        let (status, got) = chat_call(listen, api_key, model).await;
         if got.as_deref() == Some(code) {
             return started.elapsed();
         }
@@ -345,7 +328,10 @@ async fn an_enabled_runbook_scales_limits_and_undo_restores_both() {
     let rig = RunawayRig::start("auto").await;
     let mut proxy = rig.start_role("proxy");
     proxy.wait_healthy(&rig.listen).await;
-    assert_eq!(call(&rig.listen, &rig.api_key, "llama-70b").await.0, 200);
+    assert_eq!(
+        chat_call(&rig.listen, &rig.api_key, "llama-70b").await.0,
+        200
+    );
     warden(
         &["simulate", "runaway-cost", "--produce"],
         &rig.setup,
@@ -429,7 +415,7 @@ async fn an_enabled_runbook_scales_limits_and_undo_restores_both() {
     assert!(undone.contains("undo finished"), "{undone}");
     assert_eq!(rig.scaling(), (1, 4), "the bounds before the incident");
     let started = Instant::now();
-    while call(&rig.listen, &rig.api_key, "llama-70b").await.0 != 200 {
+    while chat_call(&rig.listen, &rig.api_key, "llama-70b").await.0 != 200 {
         assert!(started.elapsed() < Duration::from_secs(10), "still limited");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -642,7 +628,7 @@ async fn a_stolen_token_is_refused_everywhere_within_two_seconds_and_its_retries
     ];
     for (replica, listen) in replicas.iter_mut().zip(&listens) {
         replica.wait_healthy(listen).await;
-        assert_eq!(call(listen, &api_key, "llama").await.0, 200);
+        assert_eq!(chat_call(listen, &api_key, "llama").await.0, 200);
     }
     let mut archiver = WardenProcess::start_with_env("archive", &setup.config, &env);
     let mut detector = WardenProcess::start_with_env("detect", &setup.config, &env);

@@ -544,7 +544,8 @@ fn without_alerts_about_itself(mut notification: Notification) -> Option<Notific
     (!notification.alerts.is_empty()).then_some(notification)
 }
 
-fn delivery_record(
+/// The audit record of a notification's delivery (or dead letter).
+pub(crate) fn delivery_record(
     notification: &Notification,
     receiver_kind: &str,
     result: &Result<Delivered, NotifyError>,

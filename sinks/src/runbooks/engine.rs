@@ -32,7 +32,6 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
-use warden_ingest::EventId;
 use warden_ingest::action::{ActionKind, ControlAction};
 use warden_ingest::alert::{Alert, AlertStatus, Severity, Subject};
 use warden_ingest::incident::{EntryKind, IncidentEntry, StepOutcome};
@@ -40,9 +39,7 @@ use warden_ingest::kafka::{
     AlertPublisher, DeliveringProducer, KafkaCluster, KafkaError, KafkaSetupError, Outgoing,
     PartitionOffsets, Received, TopicConsumer, TopicReader,
 };
-use warden_ingest::notification::{
-    NOTIFICATION_SCHEMA_VERSION, NotificationOutcome, NotificationRecord,
-};
+use warden_ingest::notification::NotificationRecord;
 use warden_ingest::table_record::TableRecord;
 
 use super::config::{Mode, RunbookKind, RunbooksSettings, Step};
@@ -55,6 +52,7 @@ use super::reports::{ArchiveReports, Report};
 use crate::respond::config::ReceiverSettings;
 use crate::respond::dispatch::{LogEntry, Notification, NotifyReason};
 use crate::respond::notify::{self, Notifier};
+use crate::respond::worker::delivery_record;
 
 /// The detector name of the alerts that announce what a runbook did (never acted on).
 pub const RUNBOOK_DETECTOR: &str = "runbook";
@@ -1104,39 +1102,7 @@ impl Run {
                 Err(err) => break Err(err),
             }
         };
-        let record = NotificationRecord {
-            notification_id: EventId::new(),
-            schema_version: NOTIFICATION_SCHEMA_VERSION,
-            ts: Utc::now(),
-            receiver: receiver.clone(),
-            receiver_kind: kind.to_owned(),
-            group_key: notification.group_key.clone(),
-            reason: Some("firing".to_owned()),
-            status: "firing".to_owned(),
-            outcome: if result.is_ok() {
-                NotificationOutcome::Delivered
-            } else {
-                NotificationOutcome::DeadLettered
-            },
-            attempts,
-            http_status: match &result {
-                Ok(delivered) => delivered.status,
-                Err(err) => err.status,
-            },
-            error: result.as_ref().err().map(|err| err.message.clone()),
-            alert_ids: notification
-                .alerts
-                .iter()
-                .map(|alert| alert.alert_id.0.to_string())
-                .collect(),
-            dedup_keys: notification
-                .alerts
-                .iter()
-                .map(|alert| alert.dedup_key.clone())
-                .collect(),
-            content_sha256: Some(notification.content_sha256.clone()),
-            held_by: None,
-        };
+        let record = delivery_record(&notification, kind, &result, attempts);
         if let Err(err) = self.shared.writer.notification(&record).await {
             warn!(error = %err, "cannot record the owner notification");
         }

@@ -377,6 +377,23 @@ pub fn assert_readers_count(count_archive_args: &[&str], env: &[(&str, &str)], e
     }
 }
 
+/// One chat call to `model`: its status and, when refused, OpenAI's error `code`.
+pub async fn chat_call(listen: &str, api_key: &str, model: &str) -> (u16, Option<String>) {
+    let response = http_client()
+        .post(format!("http://{listen}/v1/chat/completions"))
+        .bearer_auth(api_key)
+        .json(&serde_json::json!({
+            "model": model,
+            "messages": [{"role": "user", "content": "hi"}],
+        }))
+        .send()
+        .await
+        .expect("call answered");
+    let status = response.status().as_u16();
+    let body: Value = response.json().await.unwrap_or(Value::Null);
+    (status, body["error"]["code"].as_str().map(str::to_owned))
+}
+
 /// Makes `count` chat calls with `api_key`; each must succeed.
 pub async fn chat_calls(listen: &str, api_key: &str, count: u64) {
     let client = http_client();
