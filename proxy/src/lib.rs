@@ -25,6 +25,7 @@ pub mod config;
 pub mod control;
 pub mod error;
 pub mod fingerprint;
+pub mod guard;
 mod metrics;
 mod openai;
 mod passthrough;
