@@ -286,7 +286,8 @@ impl PiiDetector {
             let mut any = false;
             for address in IPV4.find_iter(value) {
                 let (from, to) = (start + address.start(), start + address.end());
-                if !is_version_like(text, from, to) {
+                let unspecified = matches!(address.as_str(), "0.0.0.0" | "255.255.255.255");
+                if !unspecified && !is_version_like(text, from, to) {
                     found.push(finding(Entity::IpAddress, from, to));
                     any = true;
                 }
@@ -333,10 +334,11 @@ fn resolve_overlaps(mut found: Vec<Finding>) -> Vec<Finding> {
 }
 
 fn boundary_before(text: &str, start: usize) -> bool {
+    // `#123-4567-89` and `/v1/123` are ids and paths, not values.
     text[..start]
         .chars()
         .next_back()
-        .is_none_or(|c| !c.is_alphanumeric() && c != '_' && c != '.' && c != '-' && c != '/')
+        .is_none_or(|c| !c.is_alphanumeric() && !matches!(c, '_' | '.' | '-' | '/' | '#'))
 }
 
 fn boundary_after(text: &str, end: usize) -> bool {
@@ -443,21 +445,28 @@ fn is_card(value: &str, digits: &[u8]) -> bool {
             .iter()
             .fold(0u32, |acc, d| acc * 10 + u32::from(*d))
     };
+    let length = digits.len();
     let issuer = match digits[0] {
-        4 => true,                               // Visa
-        5 => (51..=55).contains(&prefix(2)),     // Mastercard
-        2 => (2221..=2720).contains(&prefix(4)), // Mastercard 2-series
+        // Visa.
+        4 => matches!(length, 13 | 16 | 19),
+        // Mastercard, its 2-series.
+        5 => length == 16 && (51..=55).contains(&prefix(2)),
+        2 => length == 16 && (2221..=2720).contains(&prefix(4)),
+        // Amex, Diners, JCB.
         3 => {
-            matches!(prefix(2), 34 | 37 | 36 | 38 | 39)
-                || (300..=305).contains(&prefix(3))
-                || (3528..=3589).contains(&prefix(4))
-        } // Amex, Diners, JCB
+            (length == 15 && matches!(prefix(2), 34 | 37))
+                || (length == 14
+                    && (matches!(prefix(2), 36 | 38 | 39) || (300..=305).contains(&prefix(3))))
+                || ((16..=19).contains(&length) && (3528..=3589).contains(&prefix(4)))
+        }
+        // Discover, UnionPay.
         6 => {
-            prefix(4) == 6011
-                || prefix(2) == 65
-                || (644..=649).contains(&prefix(3))
-                || prefix(2) == 62
-        } // Discover, UnionPay
+            (16..=19).contains(&length)
+                && (prefix(4) == 6011
+                    || prefix(2) == 65
+                    || (644..=649).contains(&prefix(3))
+                    || prefix(2) == 62)
+        }
         _ => false,
     };
     issuer && luhn_valid(digits)
