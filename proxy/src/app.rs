@@ -263,7 +263,7 @@ async fn admit<'a>(
         .await?;
     let body = read_body(body, &state.settings).await?;
     call.request.bytes = body.len() as u64;
-    let request: Map<String, Value> =
+    let mut request: Map<String, Value> =
         serde_json::from_slice(&body).map_err(|err| ProxyError::InvalidJson(err.to_string()))?;
     call.request.prompt_hash = Some(prompt_hash(&state.settings.fingerprinter, &request));
     let stream = request.get("stream").and_then(Value::as_bool) == Some(true);
@@ -281,9 +281,15 @@ async fn admit<'a>(
         model: &model,
         headers,
     };
-    let admission = state.admit(call, &caller, requested, &estimate)?;
+    let admission = state.admit(call, &caller, requested, &estimate, Some(&mut request))?;
     if call.captures_content() {
-        call.request.content = call.captured(&String::from_utf8_lossy(&body));
+        // What a guardrail redacted is not kept: the request as it goes upstream.
+        let content = if admission.redacted {
+            serde_json::to_string(&request).unwrap_or_default()
+        } else {
+            String::from_utf8_lossy(&body).into_owned()
+        };
+        call.request.content = call.captured(&content);
     }
     call.request_received();
     call.durable().await?;

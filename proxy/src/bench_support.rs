@@ -77,7 +77,7 @@ impl ChainBench {
             headers: &self.headers,
         };
         self.state
-            .admit(call, &caller, requested, &estimate)
+            .admit(call, &caller, requested, &estimate, None)
             .is_ok()
     }
 

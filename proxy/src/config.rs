@@ -492,13 +492,110 @@ pub struct PoliciesConfig {
     /// per-target limit needs the router before `rate_limit`).
     #[serde(default = "default_chain")]
     pub chain: Vec<String>,
+    /// `[proxy.policies.pii]`: used when `pii` is in the chain (its defaults otherwise).
+    #[serde(default)]
+    pub pii: Option<PiiPolicyConfig>,
 }
 
 impl Default for PoliciesConfig {
     fn default() -> Self {
         Self {
             chain: default_chain(),
+            pii: None,
         }
+    }
+}
+
+/// `[proxy.policies.pii]` as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PiiPolicyConfig {
+    /// `redact` (typed placeholders), `block` (400 `pii_detected`) or `log` (the decision
+    /// only).
+    pub action: String,
+    /// The entities looked for (every one when empty).
+    pub entities: Vec<String>,
+    /// Streamed and whole answers too (not yet applied: requests only).
+    pub responses: bool,
+    /// `block` or `allow`: what a guardrail failure does to the call.
+    pub on_error: String,
+}
+
+impl Default for PiiPolicyConfig {
+    fn default() -> Self {
+        Self {
+            action: "redact".to_owned(),
+            entities: Vec::new(),
+            responses: true,
+            on_error: "block".to_owned(),
+        }
+    }
+}
+
+/// What the `pii` member does with what it finds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PiiAction {
+    Redact,
+    Block,
+    Log,
+}
+
+/// `[proxy.policies.pii]`, validated.
+#[derive(Debug, Clone)]
+pub struct PiiSettings {
+    pub action: PiiAction,
+    pub entities: Vec<crate::guard::pii::Entity>,
+    pub responses: bool,
+    /// `on_error = "block"`.
+    pub fail_closed: bool,
+}
+
+impl PiiPolicyConfig {
+    fn validate(&self, errors: &mut Vec<String>) -> Option<PiiSettings> {
+        const KEY: &str = "proxy.policies.pii";
+        let before = errors.len();
+        let action = match self.action.as_str() {
+            "redact" => PiiAction::Redact,
+            "block" => PiiAction::Block,
+            "log" => PiiAction::Log,
+            other => {
+                errors.push(format!(
+                    "{KEY}.action: {other:?} is not one of redact, block, log"
+                ));
+                PiiAction::Block
+            }
+        };
+        let mut entities = Vec::new();
+        for (index, name) in self.entities.iter().enumerate() {
+            match crate::guard::pii::Entity::parse(name) {
+                Some(entity) => entities.push(entity),
+                None => errors.push(format!(
+                    "{KEY}.entities[{index}]: unknown entity {name:?} (known: {})",
+                    crate::guard::pii::Entity::ALL
+                        .iter()
+                        .map(|entity| entity.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )),
+            }
+        }
+        if entities.is_empty() {
+            entities = crate::guard::pii::Entity::ALL.to_vec();
+        }
+        let fail_closed = match self.on_error.as_str() {
+            "block" => true,
+            "allow" => false,
+            other => {
+                errors.push(format!("{KEY}.on_error: {other:?} is not block or allow"));
+                true
+            }
+        };
+        (errors.len() == before).then_some(PiiSettings {
+            action,
+            entities,
+            responses: self.responses,
+            fail_closed,
+        })
     }
 }
 
@@ -780,6 +877,8 @@ pub enum ChainMember {
     RateLimit,
     Router,
     Budget,
+    /// The PII guardrail on what the caller sends.
+    Pii,
 }
 
 /// Validated pass-through settings.
@@ -822,6 +921,8 @@ pub struct ProxySettings {
     pub clients: Vec<ClientKey>,
     /// The chain's members after `auth` (always first), in order.
     pub chain: Vec<ChainMember>,
+    /// The `pii` member's settings, when it is in the chain.
+    pub pii: Option<PiiSettings>,
     pub rate_limits: Vec<RateLimit>,
     pub router_rules: Vec<RouteRule>,
     pub budgets: Vec<Budget>,
@@ -1006,6 +1107,15 @@ impl ProxyConfig {
         validate_fallbacks(&self.targets, &mut errors);
         let budgets = validate_budgets(&self.budgets, &self.clients, &mut errors);
         let chain = validate_chain(&self.policies.chain, &rate_limits, &budgets, &mut errors);
+        let pii = if chain.contains(&ChainMember::Pii) {
+            self.policies
+                .pii
+                .clone()
+                .unwrap_or_default()
+                .validate(&mut errors)
+        } else {
+            None
+        };
 
         let passthrough = self
             .passthrough
@@ -1043,6 +1153,7 @@ impl ProxyConfig {
                 targets,
                 clients,
                 chain,
+                pii,
                 rate_limits,
                 router_rules,
                 budgets,
@@ -1320,13 +1431,14 @@ fn validate_chain(
             "rate_limit" => ChainMember::RateLimit,
             "router" => ChainMember::Router,
             "budget" => ChainMember::Budget,
+            "pii" => ChainMember::Pii,
             "auth" => {
                 errors.push(format!("{KEY}[{position}]: \"auth\" comes once, first"));
                 continue;
             }
             other => {
                 errors.push(format!(
-                    "{KEY}[{position}]: unknown member {other:?} (known: auth, rate_limit, router, budget)"
+                    "{KEY}[{position}]: unknown member {other:?} (known: auth, rate_limit, router, budget, pii)"
                 ));
                 continue;
             }

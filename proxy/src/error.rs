@@ -52,6 +52,8 @@ pub enum ProxyError {
     InvalidJson(String),
     #[error("Invalid request: {0}")]
     InvalidRequest(String),
+    #[error("The request holds personal or secret data this proxy does not forward ({0}).")]
+    PiiDetected(String),
     #[error("The model '{0}' does not exist or you do not have access to it.")]
     UnknownModel(String),
     #[error("This API key may not use the model '{0}'.")]
@@ -113,6 +115,7 @@ impl ProxyError {
             Self::BodyRead(_)
             | Self::InvalidJson(_)
             | Self::InvalidRequest(_)
+            | Self::PiiDetected(_)
             | Self::InvalidPath(_) => StatusCode::BAD_REQUEST,
             Self::UnknownModel(_) | Self::UnknownEndpoint(_) => StatusCode::NOT_FOUND,
             Self::TargetNotAllowed(_) => StatusCode::FORBIDDEN,
@@ -177,6 +180,7 @@ impl ProxyError {
             Self::Overloaded => "overloaded",
             Self::InvalidJson(_) => "invalid_json",
             Self::InvalidRequest(_) => "invalid_request",
+            Self::PiiDetected(_) => "pii_detected",
             Self::UnknownModel(_) => "model_not_found",
             Self::TargetNotAllowed(_) => "target_not_allowed",
             Self::Internal(_) => "internal_error",

@@ -192,7 +192,7 @@ async fn forward(
         .as_ref()
         .map(|request| TokenEstimate::of_request(request, generates))
         .unwrap_or_default();
-    let admission = state.admit(call, &caller, Requested::Target(target_id), &estimate)?;
+    let admission = state.admit(call, &caller, Requested::Target(target_id), &estimate, None)?;
     *quotas = admission.quotas;
     let target = admission.candidates[0];
     if state.policies.control.disabled(&target.id) {

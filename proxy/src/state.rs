@@ -120,9 +120,16 @@ impl ProxyState {
         caller: &AuthOutcome,
         requested: Requested<'_>,
         estimate: &TokenEstimate,
+        content: Option<&mut serde_json::Map<String, serde_json::Value>>,
     ) -> Result<Admission<'_>, ProxyError> {
-        self.policies
-            .admit(call, caller, requested, estimate, &self.settings.targets)
+        self.policies.admit(
+            call,
+            caller,
+            requested,
+            estimate,
+            &self.settings.targets,
+            content,
+        )
     }
 
     pub(crate) fn start_call(&self, endpoint: &str, request: &Request) -> CallAudit {

@@ -28,6 +28,7 @@ pub(crate) mod auth;
 pub(crate) mod breaker;
 pub(crate) mod budgets;
 pub(crate) mod limits;
+pub(crate) mod pii;
 
 use axum::http::HeaderMap;
 use chrono::Utc;
@@ -98,6 +99,8 @@ pub(crate) struct Policies {
     budgets: Arc<Budgets>,
     /// What `warden.control` put in force.
     pub(crate) control: Arc<ControlPlane>,
+    /// Member `pii`, when it is in the chain.
+    pii: Option<pii::PiiPolicy>,
 }
 
 /// An admitted call: the target that serves it, and what the limits granted.
@@ -107,6 +110,8 @@ pub(crate) struct Admission<'t> {
     pub(crate) candidates: Vec<&'t Target>,
     /// For the `x-ratelimit-*` headers of its answer.
     pub(crate) quotas: Quotas,
+    /// A guardrail changed the request (its captured content is the changed one).
+    pub(crate) redacted: bool,
 }
 
 impl Policies {
@@ -130,6 +135,7 @@ impl Policies {
                 .collect(),
             breakers: Breakers::new(&settings.targets),
             budgets: Budgets::new(settings.budgets.clone()),
+            pii: settings.pii.as_ref().map(pii::PiiPolicy::new),
         }
     }
 
@@ -209,11 +215,18 @@ impl Policies {
         requested: Requested<'_>,
         estimate: &TokenEstimate,
         targets: &'t [Target],
+        mut content: Option<&mut serde_json::Map<String, serde_json::Value>>,
     ) -> Result<Admission<'t>, ProxyError> {
         let mut target = None;
         let mut quotas = Quotas::default();
+        let mut redacted = false;
         for member in &self.chain {
             match member {
+                ChainMember::Pii => {
+                    if let (Some(policy), Some(request)) = (&self.pii, content.as_deref_mut()) {
+                        redacted |= policy.guard_request(call, request)?;
+                    }
+                }
                 ChainMember::Router => {
                     let routed = self.route(call, caller, requested, targets)?;
                     check_access(call, caller, routed)?;
@@ -309,7 +322,11 @@ impl Policies {
                 .filter(|fallback| caller.client().is_none_or(|c| c.may_call(&fallback.id)));
             candidates.extend(fallbacks);
         }
-        Ok(Admission { candidates, quotas })
+        Ok(Admission {
+            candidates,
+            quotas,
+            redacted,
+        })
     }
 
     /// Member `router`: the target serving `requested`. An OpenAI call goes to the target

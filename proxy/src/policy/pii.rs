@@ -1,0 +1,161 @@
+//! Member `pii`: the PII guardrail on what a caller sends. Every text a request carries —
+//! each message's content (a string, or its text parts), the arguments of tool calls fed
+//! back, a completions `prompt`, an embeddings `input` — is searched; what is found is
+//! replaced with typed placeholders (`redact`), refuses the call with a 400 `pii_detected`
+//! naming the entity types and counts (`block`), or is only recorded (`log`). The decision
+//! (`policy = "pii"`) records entity types and counts, never a value; and the captured
+//! request content is the redacted one.
+
+use serde_json::{Map, Value};
+
+use crate::audit::CallAudit;
+use crate::config::{PiiAction, PiiSettings};
+use crate::error::ProxyError;
+use crate::guard::pii::PiiDetector;
+use crate::guard::redact::Placeholders;
+
+/// The configured `pii` member.
+#[derive(Debug)]
+pub(crate) struct PiiPolicy {
+    action: PiiAction,
+    detector: PiiDetector,
+}
+
+impl PiiPolicy {
+    pub(crate) fn new(settings: &PiiSettings) -> Self {
+        Self {
+            action: settings.action,
+            detector: PiiDetector::new(&settings.entities),
+        }
+    }
+
+    /// Applies the member to `request`; `Ok(true)` when it redacted something.
+    pub(crate) fn guard_request(
+        &self,
+        call: &mut CallAudit,
+        request: &mut Map<String, Value>,
+    ) -> Result<bool, ProxyError> {
+        let mut placeholders = Placeholders::default();
+        let redact = self.action == PiiAction::Redact;
+        visit_texts(request, &mut |text| {
+            let findings = self.detector.find(text);
+            if findings.is_empty() {
+                return;
+            }
+            let redacted = placeholders.replace(text, &findings);
+            if redact {
+                *text = redacted;
+            }
+        });
+        if placeholders.is_empty() {
+            return Ok(false);
+        }
+        let summary = placeholders.summary();
+        match self.action {
+            PiiAction::Redact => {
+                call.decided("pii", "redact", Some(&summary));
+                Ok(true)
+            }
+            PiiAction::Log => {
+                call.decided("pii", "log", Some(&summary));
+                Ok(false)
+            }
+            PiiAction::Block => {
+                call.decided("pii", "deny", Some(&summary));
+                Err(ProxyError::PiiDetected(summary))
+            }
+        }
+    }
+}
+
+/// Calls `each` on every text of an OpenAI request a model reads.
+fn visit_texts(request: &mut Map<String, Value>, each: &mut dyn FnMut(&mut String)) {
+    if let Some(Value::Array(messages)) = request.get_mut("messages") {
+        for message in messages.iter_mut() {
+            let Value::Object(message) = message else {
+                continue;
+            };
+            match message.get_mut("content") {
+                Some(Value::String(text)) => each(text),
+                Some(Value::Array(parts)) => {
+                    for part in parts.iter_mut() {
+                        if let Some(Value::String(text)) = part.get_mut("text") {
+                            each(text);
+                        }
+                    }
+                }
+                _ => {}
+            }
+            if let Some(Value::Array(calls)) = message.get_mut("tool_calls") {
+                for tool_call in calls.iter_mut() {
+                    if let Some(Value::String(arguments)) = tool_call
+                        .get_mut("function")
+                        .and_then(|function| function.get_mut("arguments"))
+                    {
+                        each(arguments);
+                    }
+                }
+            }
+        }
+    }
+    for key in ["prompt", "input"] {
+        match request.get_mut(key) {
+            Some(Value::String(text)) => each(text),
+            Some(Value::Array(items)) => {
+                for item in items.iter_mut() {
+                    if let Value::String(text) = item {
+                        each(text);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn texts(request: &mut Map<String, Value>) -> Vec<String> {
+        let mut seen = Vec::new();
+        visit_texts(request, &mut |text| seen.push(text.clone()));
+        seen
+    }
+
+    #[test]
+    fn every_text_a_model_reads_is_visited() {
+        let Value::Object(mut request) = json!({
+            "model": "m",
+            "messages": [
+                {"role": "system", "content": "be brief"},
+                {"role": "user", "content": [
+                    {"type": "text", "text": "mail a@example.com"},
+                    {"type": "image_url", "image_url": {"url": "https://example.com/x.png"}}
+                ]},
+                {"role": "assistant", "tool_calls": [
+                    {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{\"to\":\"b@example.com\"}"}}
+                ]},
+                {"role": "tool", "tool_call_id": "c1", "content": "sent"}
+            ],
+            "prompt": ["p1", "p2"],
+            "input": "embed me"
+        }) else {
+            unreachable!("an object")
+        };
+        assert_eq!(
+            texts(&mut request),
+            [
+                "be brief",
+                "mail a@example.com",
+                "{\"to\":\"b@example.com\"}",
+                "sent",
+                "p1",
+                "p2",
+                "embed me"
+            ]
+        );
+    }
+}

@@ -1,0 +1,221 @@
+//! The `pii` member of the policy chain in-process, against the TGI emulator: a redacted
+//! request reaches the upstream with typed placeholders (and is captured so), a blocked one
+//! never reaches it and gets OpenAI's error with the entity counts, and no value appears in
+//! any audit event.
+
+use std::collections::HashMap;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use tower::ServiceExt;
+use warden_ingest::{AuditEvent, EventKind, EventReceiver, OnSpoolFull, event_channel};
+use warden_proxy::{ProxyConfig, ProxyState, router};
+use warden_testkit::trail::{client_key, drain};
+use warden_testkit::{EmulatorOptions, TgiEmulator};
+
+const EMAIL: &str = "jane.doe@example.com";
+const CARD: &str = "4111 1111 1111 1111";
+
+struct Harness {
+    app: axum::Router,
+    events: EventReceiver,
+    emulator: TgiEmulator,
+    key: String,
+}
+
+async fn harness(policies: &str) -> Harness {
+    let emulator = TgiEmulator::start(EmulatorOptions::default())
+        .await
+        .expect("emulator");
+    let key = client_key();
+    let config: ProxyConfig = toml::from_str(&format!(
+        r#"
+        listen = "127.0.0.1:0"
+        [[targets]]
+        id = "llama"
+        kind = "tgi-messages"
+        base_url = "{}"
+        capture = "full"
+        [[clients]]
+        name = "app"
+        key_sha256 = "{}"
+        {policies}
+        "#,
+        emulator.base_url(),
+        hex::encode(Sha256::digest(key.as_bytes()))
+    ))
+    .expect("config");
+    let settings = config.validate(&HashMap::new()).expect("valid");
+    let (emitter, events) = event_channel(65_536, OnSpoolFull::Block);
+    let state = ProxyState::new(settings, emitter).expect("state");
+    Harness {
+        app: router(state),
+        events,
+        emulator,
+        key,
+    }
+}
+
+impl Harness {
+    async fn chat(&self, content: &str) -> (StatusCode, Value) {
+        let body = json!({
+            "model": "llama",
+            "messages": [
+                {"role": "system", "content": "You are terse."},
+                {"role": "user", "content": content},
+            ],
+        });
+        let request = Request::post("/v1/chat/completions")
+            .header("content-type", "application/json")
+            .header("authorization", format!("Bearer {}", self.key))
+            .body(Body::from(body.to_string()))
+            .expect("request");
+        let response = self.app.clone().oneshot(request).await.expect("response");
+        let status = response.status();
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .expect("body");
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        )
+    }
+
+    fn events(&mut self) -> Vec<AuditEvent> {
+        drain(&mut self.events)
+    }
+}
+
+fn pii_decision(events: &[AuditEvent]) -> Option<(String, Option<String>)> {
+    events
+        .iter()
+        .filter(|event| event.kind == EventKind::PolicyDecision)
+        .filter_map(|event| event.decision.as_ref())
+        .find(|decision| decision.policy == "pii")
+        .map(|decision| (decision.outcome.clone(), decision.reason.clone()))
+}
+
+fn assert_no_value_in(events: &[AuditEvent]) {
+    for event in events {
+        let text = serde_json::to_string(event).expect("json");
+        assert!(!text.contains(EMAIL) && !text.contains(CARD), "{text}");
+    }
+}
+
+#[tokio::test]
+async fn a_redacted_request_reaches_the_upstream_with_placeholders_and_is_captured_so() {
+    let mut harness = harness(
+        r#"
+        [policies]
+        chain = ["auth", "rate_limit", "pii", "router", "budget"]
+        "#,
+    )
+    .await;
+    let (status, _) = harness
+        .chat(&format!(
+            "Refund {CARD} and mail {EMAIL}, then {EMAIL} again."
+        ))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let upstream = harness.emulator.requests();
+    let sent = upstream[0].body["messages"][1]["content"]
+        .as_str()
+        .expect("content")
+        .to_owned();
+    assert_eq!(
+        sent,
+        "Refund [CREDIT_CARD_1] and mail [EMAIL_ADDRESS_1], then [EMAIL_ADDRESS_1] again."
+    );
+    let events = harness.events();
+    assert_eq!(
+        pii_decision(&events),
+        Some((
+            "redact".to_owned(),
+            Some("EMAIL_ADDRESS:2,CREDIT_CARD:1".to_owned())
+        ))
+    );
+    let request = events
+        .iter()
+        .find(|event| event.kind == EventKind::Request)
+        .expect("request event");
+    let captured = request
+        .request
+        .as_ref()
+        .and_then(|info| info.content.as_deref())
+        .expect("captured");
+    assert!(captured.contains("[EMAIL_ADDRESS_1]"), "{captured}");
+    assert_no_value_in(&events);
+}
+
+#[tokio::test]
+async fn a_blocked_request_never_reaches_the_upstream() {
+    let mut harness = harness(
+        r#"
+        [policies]
+        chain = ["auth", "pii", "router"]
+        [policies.pii]
+        action = "block"
+        entities = ["EMAIL_ADDRESS", "CREDIT_CARD"]
+        "#,
+    )
+    .await;
+    let (status, body) = harness.chat(&format!("my card is {CARD}")).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(body["error"]["code"], "pii_detected");
+    assert_eq!(body["error"]["type"], "invalid_request_error");
+    let message = body["error"]["message"].as_str().expect("message");
+    assert!(message.contains("CREDIT_CARD:1"), "{message}");
+    assert!(!message.contains("4111"), "{message}");
+    assert!(harness.emulator.requests().is_empty());
+    let events = harness.events();
+    assert_eq!(
+        pii_decision(&events),
+        Some(("deny".to_owned(), Some("CREDIT_CARD:1".to_owned())))
+    );
+    assert_no_value_in(&events);
+    // Text without any passes untouched.
+    let (status, _) = harness.chat("hello there").await;
+    assert_eq!(status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn without_pii_in_the_chain_requests_go_as_sent() {
+    let harness = harness("").await;
+    let (status, _) = harness.chat(&format!("mail {EMAIL}")).await;
+    assert_eq!(status, StatusCode::OK);
+    let sent = harness.emulator.requests()[0].body["messages"][1]["content"].clone();
+    assert_eq!(sent, json!(format!("mail {EMAIL}")));
+}
+
+#[test]
+fn a_pii_section_is_validated() {
+    let config: ProxyConfig = toml::from_str(
+        r#"
+        listen = "127.0.0.1:0"
+        [[targets]]
+        id = "llama"
+        kind = "tgi-messages"
+        base_url = "http://127.0.0.1:9"
+        [policies]
+        chain = ["auth", "pii", "router"]
+        [policies.pii]
+        action = "scramble"
+        entities = ["EMAIL", "IBAN"]
+        on_error = "maybe"
+        "#,
+    )
+    .expect("parses");
+    let errors = config
+        .validate(&HashMap::new())
+        .expect_err("invalid")
+        .join("\n");
+    for needle in [
+        "proxy.policies.pii.action",
+        "proxy.policies.pii.entities[0]",
+        "proxy.policies.pii.on_error",
+    ] {
+        assert!(errors.contains(needle), "{needle}: {errors}");
+    }
+}
