@@ -318,6 +318,19 @@ async fn a_dry_run_plans_and_notifies_and_changes_nothing() {
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+    // With the embedded broker (nothing to read incidents from) the CLI reads the archive.
+    std::fs::create_dir_all(rig.setup.dir.path().join("offline")).expect("dir");
+    let offline = support::write_config(
+        &rig.setup.dir.path().join("offline"),
+        &format!("[archive]\nurl = \"{}\"\n", rig.setup.archive.display()),
+    );
+    let (ok, listed) = run_warden(&["incident", "list"], &offline, &[]);
+    assert!(
+        ok && listed.lines().any(|line| line.starts_with(&id)),
+        "{listed}"
+    );
+    let (ok, shown) = run_warden(&["incident", "show", &id], &offline, &[]);
+    assert!(ok && shown.contains("dry run"), "{shown}");
     archiver.interrupt().await;
     detector.interrupt().await;
     responder.interrupt().await;

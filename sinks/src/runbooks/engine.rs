@@ -64,6 +64,11 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(15);
 const REPORT_TIMEOUT: Duration = Duration::from_secs(20);
 /// How often an endpoint being changed is polled.
 const SETTLE_POLL: Duration = Duration::from_secs(2);
+/// How long a failed undo waits before it is tried again.
+const UNDO_RETRY: Duration = Duration::from_secs(30);
+/// Incidents with no alert for this long (or for the approval window, if longer) are
+/// history: the engine looks at them again only when an operator approves or undoes them.
+const HISTORY: TimeDelta = TimeDelta::days(1);
 /// How far back the archive is asked about a token.
 const TOKEN_HISTORY: TimeDelta = TimeDelta::days(7);
 
@@ -429,10 +434,17 @@ impl Loop {
         let Some(incidents) = &self.incidents else {
             return;
         };
+        let now = Utc::now();
+        let history = HISTORY.max(self.shared.settings.approval_expires);
         let ids: Vec<String> = incidents
             .by_id
             .values()
             .filter(|incident| !incident.is_closed())
+            .filter(|incident| {
+                incident.undo_requested_by.is_some()
+                    || incident.approved_by.is_some()
+                    || now - incident.last_alert_at < history
+            })
             .map(|incident| incident.id.clone())
             .collect();
         for id in ids {
@@ -1250,6 +1262,8 @@ impl Run {
                 );
                 entry.step = Some(format!("undo/{}", action.key));
                 self.record(entry).await?;
+                // Tried again by the next run; not sooner (each try is an entry).
+                tokio::time::sleep(UNDO_RETRY).await;
                 Err(KafkaError::Canceled)
             }
         }
