@@ -40,7 +40,17 @@ impl Answer {
 
     /// Emits the call's response event and returns the client's response, with what it must
     /// wait for (see [`crate::call::released`]).
-    pub(crate) fn deliver(self, mut call: CallAudit) -> (Response, AuditTrail) {
+    pub(crate) fn deliver(mut self, mut call: CallAudit) -> (Response, AuditTrail) {
+        if let Some(mut guard) = call.output_guard.take()
+            && self.status.is_success()
+            && let Some((body, texts)) = guard.redact_answer(&self.body)
+        {
+            self.body = body;
+            self.content = self.content.map(|_| texts);
+            if let Some(summary) = guard.answer_summary() {
+                call.decided("pii", "redact", Some(&format!("answer: {summary}")));
+            }
+        }
         call.request.input_tokens = self.input_tokens;
         call.upstream_seconds = Some(self.upstream_seconds);
         let mut response = self.response;

@@ -67,6 +67,9 @@ pub(crate) struct CallAudit {
     attempts: Vec<String>,
     /// A router rule's decision, for the `request` event.
     routing: Option<DecisionInfo>,
+    /// The `pii` guardrail on the answer (with the request's placeholders), when the chain
+    /// applies it to responses.
+    pub(crate) output_guard: Option<crate::stream::OutputGuard>,
 }
 
 /// What is left to wait for before a finished call's answer may be released: nothing under
@@ -154,6 +157,7 @@ impl CallAudit {
             budget_hold: None,
             attempts: Vec::new(),
             routing: None,
+            output_guard: None,
         }
     }
 

@@ -26,9 +26,16 @@ struct Harness {
 }
 
 async fn harness(policies: &str) -> Harness {
-    let emulator = TgiEmulator::start(EmulatorOptions::default())
-        .await
-        .expect("emulator");
+    harness_replying(policies, EmulatorOptions::default().reply).await
+}
+
+async fn harness_replying(policies: &str, reply: String) -> Harness {
+    let emulator = TgiEmulator::start(EmulatorOptions {
+        reply,
+        ..EmulatorOptions::default()
+    })
+    .await
+    .expect("emulator");
     let key = client_key();
     let config: ProxyConfig = toml::from_str(&format!(
         r#"
@@ -60,8 +67,38 @@ async fn harness(policies: &str) -> Harness {
 
 impl Harness {
     async fn chat(&self, content: &str) -> (StatusCode, Value) {
+        let (status, bytes) = self.send(content, false).await;
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        )
+    }
+
+    /// A streamed call: the status and the text of every content delta, concatenated.
+    async fn streamed(&self, content: &str) -> (StatusCode, String, Vec<Value>) {
+        let (status, bytes) = self.send(content, true).await;
+        let mut text = String::new();
+        let mut chunks = Vec::new();
+        for line in String::from_utf8_lossy(&bytes).lines() {
+            let Some(data) = line.strip_prefix("data: ") else {
+                continue;
+            };
+            if data == "[DONE]" {
+                continue;
+            }
+            let chunk: Value = serde_json::from_str(data).expect("a JSON chunk");
+            if let Some(piece) = chunk["choices"][0]["delta"]["content"].as_str() {
+                text.push_str(piece);
+            }
+            chunks.push(chunk);
+        }
+        (status, text, chunks)
+    }
+
+    async fn send(&self, content: &str, stream: bool) -> (StatusCode, Vec<u8>) {
         let body = json!({
             "model": "llama",
+            "stream": stream,
             "messages": [
                 {"role": "system", "content": "You are terse."},
                 {"role": "user", "content": content},
@@ -77,10 +114,7 @@ impl Harness {
         let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
             .await
             .expect("body");
-        (
-            status,
-            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-        )
+        (status, bytes.to_vec())
     }
 
     fn events(&mut self) -> Vec<AuditEvent> {
@@ -187,6 +221,90 @@ async fn without_pii_in_the_chain_requests_go_as_sent() {
     assert_eq!(status, StatusCode::OK);
     let sent = harness.emulator.requests()[0].body["messages"][1]["content"].clone();
     assert_eq!(sent, json!(format!("mail {EMAIL}")));
+}
+
+#[tokio::test]
+async fn a_streamed_answer_is_redacted_before_any_of_a_value_is_sent() {
+    let mut harness = harness_replying(
+        r#"
+        [policies]
+        chain = ["auth", "pii", "router"]
+        "#,
+        format!("Sure. Write to {EMAIL} or pay with {CARD} today."),
+    )
+    .await;
+    // The caller's own address is in the request too: the answer keeps its placeholder.
+    let (status, text, chunks) = harness.streamed(&format!("I am {EMAIL}")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        text,
+        "Sure. Write to [EMAIL_ADDRESS_1] or pay with [CREDIT_CARD_1] today."
+    );
+    for chunk in &chunks {
+        let raw = chunk.to_string();
+        assert!(!raw.contains("jane") && !raw.contains("4111"), "{raw}");
+    }
+    assert!(
+        chunks
+            .iter()
+            .any(|chunk| !chunk["choices"][0]["finish_reason"].is_null()),
+        "the stream still ends with its finish reason"
+    );
+    let events = harness.events();
+    let decisions: Vec<(String, Option<String>)> = events
+        .iter()
+        .filter_map(|event| event.decision.as_ref())
+        .filter(|decision| decision.policy == "pii")
+        .map(|decision| (decision.outcome.clone(), decision.reason.clone()))
+        .collect();
+    assert_eq!(
+        decisions,
+        [
+            ("redact".to_owned(), Some("EMAIL_ADDRESS:1".to_owned())),
+            (
+                "redact".to_owned(),
+                Some("answer: EMAIL_ADDRESS:1,CREDIT_CARD:1".to_owned())
+            ),
+        ]
+    );
+    let response = events
+        .iter()
+        .find(|event| event.kind == EventKind::Response)
+        .expect("response event");
+    let captured = response
+        .response
+        .as_ref()
+        .and_then(|info| info.content.as_deref())
+        .expect("captured");
+    assert!(captured.contains("[CREDIT_CARD_1]"), "{captured}");
+    assert_no_value_in(&events);
+}
+
+#[tokio::test]
+async fn a_whole_answer_is_redacted_too() {
+    let mut harness = harness_replying(
+        r#"
+        [policies]
+        chain = ["auth", "pii", "router"]
+        "#,
+        format!("Your card {CARD} is on file."),
+    )
+    .await;
+    let (status, body) = harness.chat("what card is on file?").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        body["choices"][0]["message"]["content"],
+        "Your card [CREDIT_CARD_1] is on file."
+    );
+    let events = harness.events();
+    assert_eq!(
+        pii_decision(&events),
+        Some((
+            "redact".to_owned(),
+            Some("answer: CREDIT_CARD:1".to_owned())
+        ))
+    );
+    assert_no_value_in(&events);
 }
 
 #[test]

@@ -5,6 +5,13 @@
 //! naming the entity types and counts (`block`), or is only recorded (`log`). The decision
 //! (`policy = "pii"`) records entity types and counts, never a value; and the captured
 //! request content is the redacted one.
+//!
+//! With `responses = true` (the default) and `action = "redact"`, the answer is redacted too,
+//! with the request's placeholders (the same value keeps its number): a whole answer's
+//! choices before it is sent, a streamed one through the stream writer's
+//! [`OutputGuard`](crate::stream::OutputGuard), which sends no part of a value before the
+//! whole of it has been seen. The answer's redaction is its own decision
+//! (`answer: ENTITY:count`), and what the audit captures of the answer is what the client got.
 
 use serde_json::{Map, Value};
 
@@ -18,6 +25,8 @@ use crate::guard::redact::Placeholders;
 #[derive(Debug)]
 pub(crate) struct PiiPolicy {
     action: PiiAction,
+    /// Redact the answer too (`responses = true` with `action = "redact"`).
+    answers: bool,
     detector: PiiDetector,
 }
 
@@ -25,6 +34,7 @@ impl PiiPolicy {
     pub(crate) fn new(settings: &PiiSettings) -> Self {
         Self {
             action: settings.action,
+            answers: settings.responses && settings.action == PiiAction::Redact,
             detector: PiiDetector::new(&settings.entities),
         }
     }
@@ -47,10 +57,19 @@ impl PiiPolicy {
                 *text = redacted;
             }
         });
-        if placeholders.is_empty() {
+        let summary = placeholders.summary();
+        let found = !placeholders.is_empty();
+        if self.answers {
+            // The answer goes on with the request's numbering: `[EMAIL_ADDRESS_1]` is the same
+            // address in both.
+            call.output_guard = Some(crate::stream::OutputGuard::new(
+                self.detector.clone(),
+                placeholders,
+            ));
+        }
+        if !found {
             return Ok(false);
         }
-        let summary = placeholders.summary();
         match self.action {
             PiiAction::Redact => {
                 call.decided("pii", "redact", Some(&summary));

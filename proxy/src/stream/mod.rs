@@ -37,7 +37,7 @@ use warden_ingest::event::ResponseInfo;
 use crate::audit::{AuditTrail, CallAudit, ContentCapture};
 use crate::config::Target;
 use sse::SseParser;
-pub(crate) use writer::{ClientWriter, TextField};
+pub(crate) use writer::{ClientWriter, OutputGuard, TextField};
 
 pub(crate) mod sse;
 mod writer;
@@ -57,6 +57,9 @@ pub(crate) struct StreamTally {
     pub(crate) error_type: Option<&'static str>,
     /// The streamed text, as the target's capture policy keeps it.
     content: Option<ContentCapture>,
+    /// A guardrail rewrites the text: what is captured is what the writer sent
+    /// ([`StreamTally::capture`]), not what the translators saw.
+    captures_sent_text: bool,
 }
 
 impl StreamTally {
@@ -70,6 +73,7 @@ impl StreamTally {
             ttft_ms: None,
             error_type: None,
             content: None,
+            captures_sent_text: false,
         }
     }
 
@@ -81,6 +85,15 @@ impl StreamTally {
         if self.ttft_ms.is_none() {
             self.ttft_ms = Some(self.started.elapsed().as_secs_f64() * 1000.0);
         }
+        if !self.captures_sent_text
+            && let Some(content) = self.content.as_mut()
+        {
+            content.push(text);
+        }
+    }
+
+    /// Captures text as the client got it (redacted by a guardrail).
+    fn capture(&mut self, text: &str) {
         if let Some(content) = self.content.as_mut() {
             content.push(text);
         }
@@ -119,6 +132,8 @@ pub(crate) struct TranslatedStream<T> {
     /// `acked`: the stream's last bytes, held until the trail is durable.
     closing: Option<(TrailDurable, Bytes)>,
     done: bool,
+    /// What goes to the client (through the call's output guardrail, if it has one).
+    out: ClientWriter,
 }
 
 /// What bounds a stream: taken from its target.
@@ -140,10 +155,11 @@ impl StreamLimits {
 impl<T: StreamTranslator> TranslatedStream<T> {
     pub(crate) fn new(
         upstream: reqwest::Response,
-        call: CallAudit,
+        mut call: CallAudit,
         translator: T,
         limits: StreamLimits,
     ) -> Self {
+        let out = ClientWriter::guarded(call.output_guard.take());
         let first_token_timeout = limits.first_token_timeout;
         let remaining = first_token_timeout.saturating_sub(call.started.elapsed());
         Self {
@@ -158,6 +174,7 @@ impl<T: StreamTranslator> TranslatedStream<T> {
                 ttft_ms: None,
                 error_type: None,
                 content: call.content_capture(),
+                captures_sent_text: out.is_guarded(),
             },
             call: Some(call),
             first_token_deadline: Some((
@@ -166,6 +183,7 @@ impl<T: StreamTranslator> TranslatedStream<T> {
             )),
             closing: None,
             done: false,
+            out,
         }
     }
 
@@ -184,7 +202,14 @@ impl<T: StreamTranslator> TranslatedStream<T> {
 
     /// Emits the response event (once); returns what the last bytes must wait for.
     fn finish(&mut self, status: u16, error_type: Option<&str>) -> Option<AuditTrail> {
+        if let Some(sent) = self.out.take_sent_text() {
+            self.tally.capture(&sent);
+        }
+        let answer_redacted = self.out.answer_summary();
         self.call.take().map(|mut call| {
+            if let Some(summary) = answer_redacted {
+                call.decided("pii", "redact", Some(&format!("answer: {summary}")));
+            }
             call.request.input_tokens = self.tally.input_tokens;
             let content = self.tally.content.take().map(ContentCapture::finish);
             call.finish(ResponseInfo {
@@ -207,11 +232,13 @@ impl<T: StreamTranslator> TranslatedStream<T> {
         message: &str,
     ) -> Poll<Option<io::Result<Bytes>>> {
         self.tally.error_type = Some(error_type);
-        let mut out = ClientWriter::default();
-        self.translator.failed(message, &mut out);
+        // What a guard held is redacted text: it goes out before the error.
+        self.out.flush_guard();
+        self.translator.failed(message, &mut self.out);
         // The 200 and the stream's start already went out; the event says what happened.
         let trail = self.finish(200, Some(error_type));
-        self.close(cx, out.take(), trail)
+        let last = self.out.take();
+        self.close(cx, last, trail)
     }
 
     /// Ends the stream with `last`, once `trail` (if any) is durable.
@@ -244,12 +271,11 @@ impl<T: StreamTranslator> TranslatedStream<T> {
         match outcome {
             Ok(()) => Poll::Ready((!last.is_empty()).then_some(Ok(last))),
             Err(_) => {
-                let mut out = ClientWriter::default();
                 self.translator.failed(
                     "the audit trail is unavailable: the answer is withheld",
-                    &mut out,
+                    &mut self.out,
                 );
-                Poll::Ready(Some(Ok(out.take())))
+                Poll::Ready(Some(Ok(self.out.take())))
             }
         }
     }
@@ -289,15 +315,17 @@ impl<T: StreamTranslator> Stream for TranslatedStream<T> {
                             );
                         }
                     };
-                    let mut out = ClientWriter::default();
                     if this.translator.forwards_raw() {
-                        out.raw(&bytes);
+                        this.out.raw(&bytes);
                     }
                     for data in events {
-                        this.translator.event(&data, &mut this.tally, &mut out);
+                        this.translator.event(&data, &mut this.tally, &mut this.out);
                     }
-                    if !out.is_empty() {
-                        return Poll::Ready(Some(Ok(out.take())));
+                    if let Some(sent) = this.out.take_sent_text() {
+                        this.tally.capture(&sent);
+                    }
+                    if !this.out.is_empty() {
+                        return Poll::Ready(Some(Ok(this.out.take())));
                     }
                 }
                 Poll::Ready(Some(Err(err))) => {
@@ -319,14 +347,14 @@ impl<T: StreamTranslator> Stream for TranslatedStream<T> {
                             );
                         }
                     };
-                    let mut out = ClientWriter::default();
                     if let Some(data) = last {
-                        this.translator.event(&data, &mut this.tally, &mut out);
+                        this.translator.event(&data, &mut this.tally, &mut this.out);
                     }
-                    this.translator.end(&mut this.tally, &mut out);
+                    this.translator.end(&mut this.tally, &mut this.out);
                     let error_type = this.tally.error_type;
                     let trail = this.finish(200, error_type);
-                    return this.close(cx, out.take(), trail);
+                    let last = this.out.take();
+                    return this.close(cx, last, trail);
                 }
             }
         }

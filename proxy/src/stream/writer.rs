@@ -6,8 +6,13 @@
 //! untouched. Policies on the output (the guardrails that redact streamed text) take their
 //! place here, between the translators and the client, whatever the target kind.
 
+use std::collections::BTreeMap;
+
 use bytes::Bytes;
 use serde_json::Value;
+
+use crate::guard::pii::{Entity, PiiDetector};
+use crate::guard::redact::{Placeholders, StreamRedactor};
 
 /// Where an event's generated text is, in each of its `choices`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -18,16 +23,216 @@ pub(crate) enum TextField {
     CompletionText,
 }
 
-/// The client's side of a stream: collects what one upstream read produced, as SSE bytes.
+/// The output side of the `pii` guardrail: each choice's text through a
+/// [`StreamRedactor`], with the call's placeholders (the request's numbering goes on).
+#[derive(Debug)]
+pub(crate) struct OutputGuard {
+    detector: PiiDetector,
+    placeholders: Placeholders,
+    /// Per choice index.
+    redactors: BTreeMap<u64, StreamRedactor>,
+    /// The last text event, with its text emptied: the frame for what is flushed at the end.
+    template: Option<(Value, TextField)>,
+    /// Counts the request's redaction left, to tell the answer's own.
+    request_counts: BTreeMap<Entity, usize>,
+    /// The redacted text sent since the last take (what the audit captures).
+    sent: String,
+}
+
+impl OutputGuard {
+    pub(crate) fn new(detector: PiiDetector, placeholders: Placeholders) -> Self {
+        Self {
+            request_counts: placeholders.counts.clone(),
+            detector,
+            placeholders,
+            redactors: BTreeMap::new(),
+            template: None,
+            sent: String::new(),
+        }
+    }
+
+    /// What the answer's redaction replaced, `ENTITY:count,…`, if anything.
+    pub(crate) fn answer_summary(&self) -> Option<String> {
+        let parts: Vec<String> = self
+            .placeholders
+            .counts
+            .iter()
+            .filter_map(|(entity, count)| {
+                let before = self.request_counts.get(entity).copied().unwrap_or(0);
+                (*count > before).then(|| format!("{entity}:{}", count - before))
+            })
+            .collect();
+        (!parts.is_empty()).then(|| parts.join(","))
+    }
+
+    /// A whole (non-streamed) answer's body with each choice's text redacted; the redacted
+    /// texts, for the capture. `None` when the body is not a JSON answer with choices.
+    pub(crate) fn redact_answer(&mut self, body: &[u8]) -> Option<(Vec<u8>, String)> {
+        let mut answer: Value = serde_json::from_slice(body).ok()?;
+        let choices = answer.get_mut("choices")?.as_array_mut()?;
+        let mut texts = Vec::new();
+        for choice in choices.iter_mut() {
+            let slot = match choice.get_mut("message") {
+                Some(message) => message.get_mut("content"),
+                None => choice.get_mut("text"),
+            };
+            if let Some(Value::String(text)) = slot {
+                *text = self.placeholders.redact(&self.detector, text);
+                texts.push(text.clone());
+            }
+        }
+        Some((serde_json::to_vec(&answer).ok()?, texts.join("\n")))
+    }
+
+    /// `event` with each choice's text redacted as far as it may be sent; `None` when
+    /// nothing is left to send in it.
+    fn pass(&mut self, event: &Value, field: TextField) -> Option<Value> {
+        let mut event = event.clone();
+        let mut worth_sending = false;
+        if let Some(Value::Array(choices)) = event.get_mut("choices") {
+            for choice in choices.iter_mut() {
+                let index = choice.get("index").and_then(Value::as_u64).unwrap_or(0);
+                let finished = choice
+                    .get("finish_reason")
+                    .is_some_and(|reason| !reason.is_null());
+                let text = field
+                    .get_mut(choice)
+                    .map(std::mem::take)
+                    .unwrap_or_default();
+                let redactor = self
+                    .redactors
+                    .entry(index)
+                    .or_insert_with(|| StreamRedactor::new(self.detector.clone()));
+                let mut sent = redactor.push(&text, &mut self.placeholders);
+                if finished {
+                    sent.push_str(&redactor.finish(&mut self.placeholders));
+                }
+                worth_sending |= !sent.is_empty() || finished || has_more_than_text(choice, field);
+                self.sent.push_str(&sent);
+                if let Some(slot) = field.get_mut(choice) {
+                    *slot = sent;
+                }
+            }
+        } else {
+            worth_sending = true;
+        }
+        let mut template = event.clone();
+        if let Some(Value::Array(choices)) = template.get_mut("choices") {
+            for choice in choices.iter_mut() {
+                if let Some(slot) = field.get_mut(choice) {
+                    slot.clear();
+                }
+                if let Some(reason) = choice.get_mut("finish_reason") {
+                    *reason = Value::Null;
+                }
+            }
+        }
+        self.template = Some((template, field));
+        worth_sending.then_some(event)
+    }
+
+    /// What every choice still holds, as events in the last event's frame.
+    fn flush(&mut self) -> Vec<Value> {
+        let Some((template, field)) = self.template.clone() else {
+            return Vec::new();
+        };
+        let mut events = Vec::new();
+        for (index, redactor) in &mut self.redactors {
+            let rest = redactor.finish(&mut self.placeholders);
+            if rest.is_empty() {
+                continue;
+            }
+            self.sent.push_str(&rest);
+            let mut event = template.clone();
+            if let Some(Value::Array(choices)) = event.get_mut("choices") {
+                choices.retain(|choice| {
+                    choice.get("index").and_then(Value::as_u64).unwrap_or(0) == *index
+                });
+                if let Some(slot) = choices.first_mut().and_then(|choice| field.get_mut(choice)) {
+                    *slot = rest;
+                }
+            }
+            events.push(event);
+        }
+        events
+    }
+}
+
+impl TextField {
+    fn get_mut(self, choice: &mut Value) -> Option<&mut String> {
+        let slot = match self {
+            Self::ChatDelta => choice.get_mut("delta")?.get_mut("content")?,
+            Self::CompletionText => choice.get_mut("text")?,
+        };
+        match slot {
+            Value::String(text) => Some(text),
+            _ => None,
+        }
+    }
+}
+
+/// Whether a choice carries something besides its text (a role, tool calls, logprobs).
+fn has_more_than_text(choice: &Value, field: TextField) -> bool {
+    match field {
+        TextField::ChatDelta => {
+            choice
+                .get("delta")
+                .and_then(Value::as_object)
+                .is_some_and(|delta| {
+                    delta
+                        .iter()
+                        .any(|(key, value)| key != "content" && !value.is_null())
+                })
+        }
+        TextField::CompletionText => false,
+    }
+}
+
+/// The client's side of a stream: collects what the upstream's reads produced, as SSE bytes.
 #[derive(Debug, Default)]
 pub(crate) struct ClientWriter {
     out: Vec<u8>,
+    guard: Option<OutputGuard>,
 }
 
 impl ClientWriter {
+    /// A writer whose generated text goes through `guard`, if given.
+    pub(crate) fn guarded(guard: Option<OutputGuard>) -> Self {
+        Self {
+            out: Vec::new(),
+            guard,
+        }
+    }
+
+    /// Whether a guardrail rewrites the generated text (the audit then captures what the
+    /// writer sent, not what the upstream wrote).
+    pub(crate) fn is_guarded(&self) -> bool {
+        self.guard.is_some()
+    }
+
+    /// The redacted text sent since the last call.
+    pub(crate) fn take_sent_text(&mut self) -> Option<String> {
+        self.guard
+            .as_mut()
+            .map(|guard| std::mem::take(&mut guard.sent))
+            .filter(|text| !text.is_empty())
+    }
+
+    /// What the guard redacted in the answer, for the call's decision.
+    pub(crate) fn answer_summary(&self) -> Option<String> {
+        self.guard.as_ref().and_then(OutputGuard::answer_summary)
+    }
+
     /// An event carrying generated text in `field` of its choices.
-    pub(crate) fn generated(&mut self, event: &Value, _field: TextField) {
-        self.write_event(event);
+    pub(crate) fn generated(&mut self, event: &Value, field: TextField) {
+        match self.guard.as_mut() {
+            None => self.write_event(event),
+            Some(guard) => {
+                if let Some(event) = guard.pass(event, field) {
+                    self.write_event(&event);
+                }
+            }
+        }
     }
 
     /// An event without generated text: sent as it is.
@@ -35,9 +240,19 @@ impl ClientWriter {
         self.write_event(event);
     }
 
-    /// OpenAI's stream terminator, `data: [DONE]`.
+    /// OpenAI's stream terminator, `data: [DONE]` (after what a guard still held).
     pub(crate) fn done(&mut self) {
+        self.flush_guard();
         self.out.extend_from_slice(b"data: [DONE]\n\n");
+    }
+
+    /// What a guard still holds, sent now (the stream ends: nothing can complete it).
+    pub(crate) fn flush_guard(&mut self) {
+        if let Some(guard) = self.guard.as_mut() {
+            for event in guard.flush() {
+                self.write_event(&event);
+            }
+        }
     }
 
     /// Bytes sent as they are: a pass-through stream's, or an event already in the
