@@ -88,6 +88,14 @@ impl OutputGuard {
     /// nothing is left to send in it.
     fn pass(&mut self, event: &Value, field: TextField) -> Option<Value> {
         let mut event = event.clone();
+        let has_choices = event
+            .get("choices")
+            .and_then(Value::as_array)
+            .is_some_and(|choices| !choices.is_empty());
+        if !has_choices {
+            // A usage chunk (or another without text): as it is, and not a frame for text.
+            return Some(event);
+        }
         let mut worth_sending = false;
         if let Some(Value::Array(choices)) = event.get_mut("choices") {
             for choice in choices.iter_mut() {
@@ -113,8 +121,6 @@ impl OutputGuard {
                     *slot = sent;
                 }
             }
-        } else {
-            worth_sending = true;
         }
         let mut template = event.clone();
         if let Some(Value::Array(choices)) = template.get_mut("choices") {
@@ -289,6 +295,29 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    #[test]
+    fn a_guarded_writer_holds_a_split_value_and_passes_usage_chunks() {
+        let guard = OutputGuard::new(PiiDetector::default(), Placeholders::default());
+        let mut writer = ClientWriter::guarded(Some(guard));
+        let chunk = |text: &str| json!({"id": "c", "choices": [{"index": 0, "delta": {"content": text}, "finish_reason": null}]});
+        writer.generated(&chunk("Mail jane.doe@exa"), TextField::ChatDelta);
+        writer.generated(
+            &json!({"id": "c", "choices": [], "usage": {"total_tokens": 9}}),
+            TextField::ChatDelta,
+        );
+        writer.generated(&chunk("mple.com"), TextField::ChatDelta);
+        writer.done();
+        let sent = String::from_utf8(writer.take().to_vec()).expect("utf-8");
+        assert!(!sent.contains("jane"), "{sent}");
+        assert!(sent.contains("\"usage\":{\"total_tokens\":9}"), "{sent}");
+        assert!(sent.contains("[EMAIL_ADDRESS_1]"), "{sent}");
+        assert_eq!(
+            writer.take_sent_text().as_deref(),
+            Some("Mail [EMAIL_ADDRESS_1]")
+        );
+        assert!(sent.ends_with("data: [DONE]\n\n"), "{sent}");
+    }
 
     #[test]
     fn events_are_written_as_sse_and_taken_once() {
