@@ -20,6 +20,7 @@ mod detect_two_workers;
 mod durability;
 mod end_to_end;
 mod graceful_shutdown;
+mod guardrails;
 mod hostile_upstream;
 mod respond;
 mod runbooks;

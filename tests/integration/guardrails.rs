@@ -1,0 +1,101 @@
+//! The PII guardrail through the real `warden up`, driven by the official OpenAI Python SDK:
+//! the request reaches the upstream (the TGI emulator, which records it) with placeholders,
+//! the answer — whole and streamed, its values split across token events — reaches the SDK
+//! redacted with the request's numbering, and no value is in the archive.
+
+use crate::support;
+
+use warden_testkit::{EmulatorOptions, TgiEmulator};
+
+use support::{
+    WardenProcess, free_listen_address, fresh_client_key, run_python, sql_until, write_config,
+};
+
+const EMAIL: &str = "ops.lead@example.com";
+const PHONE: &str = "+44 20 7946 0958";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_openai_sdk_sees_redacted_answers_and_the_upstream_a_redacted_request() {
+    let emulator = TgiEmulator::start(EmulatorOptions {
+        reply: format!("Noted: I will call {PHONE} and write to {EMAIL} tonight."),
+        ..EmulatorOptions::default()
+    })
+    .await
+    .expect("emulator starts");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let listen = free_listen_address();
+    let (api_key, key_sha256) = fresh_client_key();
+    let config = write_config(
+        dir.path(),
+        &format!(
+            r#"
+            [proxy]
+            listen = "{listen}"
+            admin_listen = "127.0.0.1:0"
+            [proxy.policies]
+            chain = ["auth", "rate_limit", "pii", "router", "budget"]
+            [[proxy.targets]]
+            id = "llama"
+            kind = "tgi-messages"
+            base_url = "{upstream}"
+            capture = "full"
+            [[proxy.clients]]
+            name = "sdk-app"
+            key_sha256 = "{key_sha256}"
+            [kafka]
+            brokers = "embedded"
+            [archive]
+            url = "{archive}"
+            flush_interval_s = 1
+            "#,
+            upstream = emulator.base_url(),
+            archive = dir.path().join("archive").display(),
+        ),
+    );
+    let mut warden = WardenProcess::start("up", &config);
+    warden.wait_healthy(&listen).await;
+    let base_url = format!("http://{listen}/v1");
+    let message = format!("Please reach me at {EMAIL}.");
+    let outcome = run_python(
+        "openai_guardrails.py",
+        &[&base_url, &api_key, "llama", &message],
+    );
+    let expected = "Noted: I will call [PHONE_NUMBER_1] and write to [EMAIL_ADDRESS_1] tonight.";
+    assert_eq!(outcome["content"], expected, "{outcome}");
+    assert_eq!(outcome["stream"]["text"], expected, "{outcome}");
+    assert_eq!(outcome["stream"]["finish_reason"], "stop", "{outcome}");
+    assert!(outcome["stream"]["completion_tokens"].is_u64(), "{outcome}");
+    // Every request the upstream saw has the placeholder, never the address.
+    for request in emulator.requests() {
+        let body = request.body.to_string();
+        assert!(!body.contains(EMAIL), "{body}");
+        assert!(body.contains("[EMAIL_ADDRESS_1]"), "{body}");
+    }
+    // The archive holds the decisions, and no value anywhere.
+    let decisions = sql_until(
+        &config,
+        "SELECT decision.reason AS reason FROM events WHERE decision.policy = 'pii' ORDER BY reason",
+        4,
+    )
+    .await;
+    let reasons: Vec<&str> = decisions
+        .iter()
+        .filter_map(|row| row["reason"].as_str())
+        .collect();
+    assert!(reasons.contains(&"EMAIL_ADDRESS:1"), "{reasons:?}");
+    assert!(
+        reasons.contains(&"answer: EMAIL_ADDRESS:1,PHONE_NUMBER:1"),
+        "{reasons:?}"
+    );
+    let leaked = sql_until(
+        &config,
+        &format!(
+            "SELECT count(*) AS n FROM events WHERE request.content LIKE '%{EMAIL}%' \
+             OR response.content LIKE '%{EMAIL}%' OR response.content LIKE '%7946%'"
+        ),
+        1,
+    )
+    .await;
+    assert_eq!(leaked[0]["n"], 0, "{leaked:?}");
+    assert!(warden.interrupt().await.success(), "{}", warden.log());
+}
