@@ -6,6 +6,7 @@ use axum::response::{IntoResponse, Response};
 use warden_ingest::event::ResponseInfo;
 
 use crate::audit::{AuditTrail, CallAudit};
+use crate::error::ProxyError;
 
 /// A complete answer, ready for the client, with what the audit needs.
 #[derive(Debug)]
@@ -45,10 +46,21 @@ impl Answer {
             && self.status.is_success()
             && let Some((body, texts)) = guard.redact_answer(&self.body)
         {
+            let summary = guard
+                .answer_summary()
+                .map(|summary| format!("answer: {summary}"));
+            if guard.is_blocked() {
+                call.decided("pii", "deny", summary.as_deref());
+                call.upstream_seconds = Some(self.upstream_seconds);
+                return crate::call::fail(
+                    call,
+                    ProxyError::PiiDetected(summary.unwrap_or_default()),
+                );
+            }
             self.body = body;
             self.content = self.content.map(|_| texts);
-            if let Some(summary) = guard.answer_summary() {
-                call.decided("pii", "redact", Some(&format!("answer: {summary}")));
+            if let Some(summary) = summary {
+                call.decided("pii", "redact", Some(&summary));
             }
         }
         call.request.input_tokens = self.input_tokens;

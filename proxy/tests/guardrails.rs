@@ -307,6 +307,47 @@ async fn a_whole_answer_is_redacted_too() {
     assert_no_value_in(&events);
 }
 
+#[tokio::test]
+async fn under_block_an_answer_holding_a_value_ends_before_any_of_it_is_sent() {
+    let policies = r#"
+        [policies]
+        chain = ["auth", "pii", "router"]
+        [policies.pii]
+        action = "block"
+        "#;
+    let mut harness =
+        harness_replying(policies, format!("Sure. The card is {CARD} as requested.")).await;
+    let (status, text, chunks) = harness.streamed("which card?").await;
+    assert_eq!(status, StatusCode::OK, "the stream had begun");
+    assert_eq!(text, "Sure. The card is ");
+    let last = chunks.last().expect("chunks");
+    assert_eq!(last["error"]["code"], "pii_detected", "{chunks:?}");
+    assert!(
+        last["error"]["message"]
+            .as_str()
+            .is_some_and(|message| message.contains("CREDIT_CARD:1")),
+        "{last}"
+    );
+    let events = harness.events();
+    assert_eq!(
+        pii_decision(&events),
+        Some(("deny".to_owned(), Some("answer: CREDIT_CARD:1".to_owned())))
+    );
+    let response = events
+        .iter()
+        .find(|event| event.kind == EventKind::Response)
+        .and_then(|event| event.response.as_ref())
+        .expect("response");
+    assert_eq!(response.error_type.as_deref(), Some("pii_detected"));
+    assert_no_value_in(&events);
+    // A whole answer holding a value: a 400 in place of the answer.
+    let (status, body) = harness.chat("which card?").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(body["error"]["code"], "pii_detected");
+    assert!(!body.to_string().contains("4111"), "{body}");
+    assert_no_value_in(&harness.events());
+}
+
 #[test]
 fn a_pii_section_is_validated() {
     let config: ProxyConfig = toml::from_str(

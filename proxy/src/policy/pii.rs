@@ -6,12 +6,14 @@
 //! (`policy = "pii"`) records entity types and counts, never a value; and the captured
 //! request content is the redacted one.
 //!
-//! With `responses = true` (the default) and `action = "redact"`, the answer is redacted too,
-//! with the request's placeholders (the same value keeps its number): a whole answer's
-//! choices before it is sent, a streamed one through the stream writer's
+//! With `responses = true` (the default) the answer is guarded too: under `redact` with the
+//! request's placeholders (the same value keeps its number) — a whole answer's choices
+//! before it is sent, a streamed one through the stream writer's
 //! [`OutputGuard`](crate::stream::OutputGuard), which sends no part of a value before the
-//! whole of it has been seen. The answer's redaction is its own decision
-//! (`answer: ENTITY:count`), and what the audit captures of the answer is what the client got.
+//! whole of it has been seen; under `block` an answer holding a value ends — a whole one as
+//! a 400 `pii_detected`, a stream with an error chunk of that code, before any of the value
+//! is sent. The answer's outcome is its own decision (`answer: ENTITY:count`), and what the
+//! audit captures of the answer is what the client got.
 
 use serde_json::{Map, Value};
 
@@ -25,7 +27,7 @@ use crate::guard::redact::Placeholders;
 #[derive(Debug)]
 pub(crate) struct PiiPolicy {
     action: PiiAction,
-    /// Redact the answer too (`responses = true` with `action = "redact"`).
+    /// Guard the answer too (`responses = true`, `action` redact or block).
     answers: bool,
     detector: PiiDetector,
 }
@@ -34,7 +36,7 @@ impl PiiPolicy {
     pub(crate) fn new(settings: &PiiSettings) -> Self {
         Self {
             action: settings.action,
-            answers: settings.responses && settings.action == PiiAction::Redact,
+            answers: settings.responses && settings.action != PiiAction::Log,
             detector: PiiDetector::new(&settings.entities),
         }
     }
@@ -62,10 +64,12 @@ impl PiiPolicy {
         if self.answers {
             // The answer goes on with the request's numbering: `[EMAIL_ADDRESS_1]` is the same
             // address in both.
-            call.output_guard = Some(crate::stream::OutputGuard::new(
-                self.detector.clone(),
-                placeholders,
-            ));
+            let detector = self.detector.clone();
+            call.output_guard = Some(if self.action == PiiAction::Block {
+                crate::stream::OutputGuard::blocking(detector, placeholders)
+            } else {
+                crate::stream::OutputGuard::new(detector, placeholders)
+            });
         }
         if !found {
             return Ok(false);

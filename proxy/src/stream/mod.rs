@@ -206,9 +206,14 @@ impl<T: StreamTranslator> TranslatedStream<T> {
             self.tally.capture(&sent);
         }
         let answer_redacted = self.out.answer_summary();
+        let outcome = if self.out.is_blocked() {
+            "deny"
+        } else {
+            "redact"
+        };
         self.call.take().map(|mut call| {
             if let Some(summary) = answer_redacted {
-                call.decided("pii", "redact", Some(&format!("answer: {summary}")));
+                call.decided("pii", outcome, Some(&format!("answer: {summary}")));
             }
             call.request.input_tokens = self.tally.input_tokens;
             let content = self.tally.content.take().map(ContentCapture::finish);
@@ -323,6 +328,13 @@ impl<T: StreamTranslator> Stream for TranslatedStream<T> {
                     }
                     if let Some(sent) = this.out.take_sent_text() {
                         this.tally.capture(&sent);
+                    }
+                    if this.out.is_blocked() {
+                        // The guard wrote the error chunk: the answer ends here.
+                        this.tally.error_type = Some("pii_detected");
+                        let trail = this.finish(200, Some("pii_detected"));
+                        let last = this.out.take();
+                        return this.close(cx, last, trail);
                     }
                     if !this.out.is_empty() {
                         return Poll::Ready(Some(Ok(this.out.take())));

@@ -37,6 +37,10 @@ pub(crate) struct OutputGuard {
     request_counts: BTreeMap<Entity, usize>,
     /// The redacted text sent since the last take (what the audit captures).
     sent: String,
+    /// `action = "block"`: the first value found in the answer ends it instead.
+    block: bool,
+    /// A value was found and the answer is blocked: nothing more is sent.
+    blocked: bool,
 }
 
 impl OutputGuard {
@@ -48,7 +52,31 @@ impl OutputGuard {
             redactors: BTreeMap::new(),
             template: None,
             sent: String::new(),
+            block: false,
+            blocked: false,
         }
+    }
+
+    /// The guard of `action = "block"`: an answer that holds a value is ended (a stream
+    /// with an error chunk, a whole answer with a 400) before any of it is sent.
+    pub(crate) fn blocking(detector: PiiDetector, placeholders: Placeholders) -> Self {
+        Self {
+            block: true,
+            ..Self::new(detector, placeholders)
+        }
+    }
+
+    /// Whether the answer held a value and a blocking guard ended it.
+    pub(crate) fn is_blocked(&self) -> bool {
+        self.blocked
+    }
+
+    /// Whether the answer's redaction replaced anything (beyond the request's).
+    fn found_in_answer(&self) -> bool {
+        self.placeholders
+            .counts
+            .iter()
+            .any(|(entity, count)| *count > self.request_counts.get(entity).copied().unwrap_or(0))
     }
 
     /// What the answer's redaction replaced, `ENTITY:count,…`, if anything.
@@ -80,6 +108,9 @@ impl OutputGuard {
                 *text = self.placeholders.redact(&self.detector, text);
                 texts.push(text.clone());
             }
+        }
+        if self.block && self.found_in_answer() {
+            self.blocked = true;
         }
         Some((serde_json::to_vec(&answer).ok()?, texts.join("\n")))
     }
@@ -115,6 +146,10 @@ impl OutputGuard {
                 if finished {
                     sent.push_str(&redactor.finish(&mut self.placeholders));
                 }
+                if self.block && self.found_in_answer() {
+                    self.blocked = true;
+                    return None;
+                }
                 worth_sending |= !sent.is_empty() || finished || has_more_than_text(choice, field);
                 self.sent.push_str(&sent);
                 if let Some(slot) = field.get_mut(choice) {
@@ -142,17 +177,27 @@ impl OutputGuard {
         let Some((template, field)) = self.template.clone() else {
             return Vec::new();
         };
+        if self.blocked {
+            return Vec::new();
+        }
+        let placeholders = &mut self.placeholders;
+        let rests: Vec<(u64, String)> = self
+            .redactors
+            .iter_mut()
+            .map(|(index, redactor)| (*index, redactor.finish(placeholders)))
+            .filter(|(_, rest)| !rest.is_empty())
+            .collect();
+        if self.block && self.found_in_answer() {
+            self.blocked = true;
+            return Vec::new();
+        }
         let mut events = Vec::new();
-        for (index, redactor) in &mut self.redactors {
-            let rest = redactor.finish(&mut self.placeholders);
-            if rest.is_empty() {
-                continue;
-            }
+        for (index, rest) in rests {
             self.sent.push_str(&rest);
             let mut event = template.clone();
             if let Some(Value::Array(choices)) = event.get_mut("choices") {
                 choices.retain(|choice| {
-                    choice.get("index").and_then(Value::as_u64).unwrap_or(0) == *index
+                    choice.get("index").and_then(Value::as_u64).unwrap_or(0) == index
                 });
                 if let Some(slot) = choices.first_mut().and_then(|choice| field.get_mut(choice)) {
                     *slot = rest;
@@ -162,6 +207,17 @@ impl OutputGuard {
         }
         events
     }
+}
+
+/// The error chunk that ends a streamed answer a blocking guard stopped: OpenAI's error
+/// shape, the same `code` as a blocked request, the entity types and counts only.
+fn pii_error_chunk(summary: &str) -> Value {
+    serde_json::json!({"error": {
+        "message": format!("The answer holds personal or secret data this proxy does not forward ({summary})."),
+        "type": "invalid_request_error",
+        "param": null,
+        "code": "pii_detected",
+    }})
 }
 
 impl TextField {
@@ -224,6 +280,11 @@ impl ClientWriter {
             .filter(|text| !text.is_empty())
     }
 
+    /// Whether a blocking guard ended the answer (the stream must end now).
+    pub(crate) fn is_blocked(&self) -> bool {
+        self.guard.as_ref().is_some_and(OutputGuard::is_blocked)
+    }
+
     /// What the guard redacted in the answer, for the call's decision.
     pub(crate) fn answer_summary(&self) -> Option<String> {
         self.guard.as_ref().and_then(OutputGuard::answer_summary)
@@ -233,9 +294,13 @@ impl ClientWriter {
     pub(crate) fn generated(&mut self, event: &Value, field: TextField) {
         match self.guard.as_mut() {
             None => self.write_event(event),
+            Some(guard) if guard.blocked => {}
             Some(guard) => {
                 if let Some(event) = guard.pass(event, field) {
                     self.write_event(&event);
+                } else if guard.blocked {
+                    let summary = guard.answer_summary().unwrap_or_default();
+                    self.write_event(&pii_error_chunk(&summary));
                 }
             }
         }
@@ -254,10 +319,17 @@ impl ClientWriter {
 
     /// What a guard still holds, sent now (the stream ends: nothing can complete it).
     pub(crate) fn flush_guard(&mut self) {
-        if let Some(guard) = self.guard.as_mut() {
-            for event in guard.flush() {
-                self.write_event(&event);
-            }
+        let Some(guard) = self.guard.as_mut() else {
+            return;
+        };
+        let events = guard.flush();
+        if guard.blocked {
+            let summary = guard.answer_summary().unwrap_or_default();
+            self.write_event(&pii_error_chunk(&summary));
+            return;
+        }
+        for event in events {
+            self.write_event(&event);
         }
     }
 
