@@ -69,7 +69,8 @@ pub(crate) struct CallAudit {
     routing: Option<DecisionInfo>,
     /// The `pii` guardrail on the answer (with the request's placeholders), when the chain
     /// applies it to responses.
-    pub(crate) output_guard: Option<crate::stream::OutputGuard>,
+    /// Boxed: most calls have none, and the call record moves through every handler.
+    pub(crate) output_guard: Option<Box<crate::stream::OutputGuard>>,
 }
 
 /// What is left to wait for before a finished call's answer may be released: nothing under

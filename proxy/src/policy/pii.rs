@@ -65,11 +65,11 @@ impl PiiPolicy {
             // The answer goes on with the request's numbering: `[EMAIL_ADDRESS_1]` is the same
             // address in both.
             let detector = self.detector.clone();
-            call.output_guard = Some(if self.action == PiiAction::Block {
+            call.output_guard = Some(Box::new(if self.action == PiiAction::Block {
                 crate::stream::OutputGuard::blocking(detector, placeholders)
             } else {
                 crate::stream::OutputGuard::new(detector, placeholders)
-            });
+            }));
         }
         if !found {
             return Ok(false);

@@ -254,12 +254,12 @@ fn has_more_than_text(choice: &Value, field: TextField) -> bool {
 #[derive(Debug, Default)]
 pub(crate) struct ClientWriter {
     out: Vec<u8>,
-    guard: Option<OutputGuard>,
+    guard: Option<Box<OutputGuard>>,
 }
 
 impl ClientWriter {
     /// A writer whose generated text goes through `guard`, if given.
-    pub(crate) fn guarded(guard: Option<OutputGuard>) -> Self {
+    pub(crate) fn guarded(guard: Option<Box<OutputGuard>>) -> Self {
         Self {
             out: Vec::new(),
             guard,
@@ -282,12 +282,12 @@ impl ClientWriter {
 
     /// Whether a blocking guard ended the answer (the stream must end now).
     pub(crate) fn is_blocked(&self) -> bool {
-        self.guard.as_ref().is_some_and(OutputGuard::is_blocked)
+        self.guard.as_ref().is_some_and(|guard| guard.is_blocked())
     }
 
     /// What the guard redacted in the answer, for the call's decision.
     pub(crate) fn answer_summary(&self) -> Option<String> {
-        self.guard.as_ref().and_then(OutputGuard::answer_summary)
+        self.guard.as_ref().and_then(|guard| guard.answer_summary())
     }
 
     /// An event carrying generated text in `field` of its choices.
@@ -371,7 +371,7 @@ mod tests {
     #[test]
     fn a_guarded_writer_holds_a_split_value_and_passes_usage_chunks() {
         let guard = OutputGuard::new(PiiDetector::default(), Placeholders::default());
-        let mut writer = ClientWriter::guarded(Some(guard));
+        let mut writer = ClientWriter::guarded(Some(Box::new(guard)));
         let chunk = |text: &str| json!({"id": "c", "choices": [{"index": 0, "delta": {"content": text}, "finish_reason": null}]});
         writer.generated(&chunk("Mail jane.doe@exa"), TextField::ChatDelta);
         writer.generated(
