@@ -152,9 +152,7 @@ impl OutputGuard {
                 }
                 worth_sending |= !sent.is_empty() || finished || has_more_than_text(choice, field);
                 self.sent.push_str(&sent);
-                if let Some(slot) = field.get_mut(choice) {
-                    *slot = sent;
-                }
+                field.set(choice, sent);
             }
         }
         let mut template = event.clone();
@@ -221,6 +219,35 @@ fn pii_error_chunk(summary: &str) -> Value {
 }
 
 impl TextField {
+    /// Puts `text` in the choice's text slot, making the slot if the event had none (a
+    /// final chunk with an empty delta still carries what was held back).
+    fn set(self, choice: &mut Value, text: String) {
+        if let Some(slot) = self.get_mut(choice) {
+            *slot = text;
+            return;
+        }
+        if text.is_empty() {
+            return;
+        }
+        match self {
+            Self::ChatDelta => {
+                if let Some(choice) = choice.as_object_mut() {
+                    let delta = choice
+                        .entry("delta")
+                        .or_insert_with(|| Value::Object(serde_json::Map::new()));
+                    if let Some(delta) = delta.as_object_mut() {
+                        delta.insert("content".to_owned(), Value::String(text));
+                    }
+                }
+            }
+            Self::CompletionText => {
+                if let Some(choice) = choice.as_object_mut() {
+                    choice.insert("text".to_owned(), Value::String(text));
+                }
+            }
+        }
+    }
+
     fn get_mut(self, choice: &mut Value) -> Option<&mut String> {
         let slot = match self {
             Self::ChatDelta => choice.get_mut("delta")?.get_mut("content")?,
@@ -389,6 +416,24 @@ mod tests {
             Some("Mail [EMAIL_ADDRESS_1]")
         );
         assert!(sent.ends_with("data: [DONE]\n\n"), "{sent}");
+    }
+
+    #[test]
+    fn what_was_held_goes_out_with_a_final_chunk_that_has_no_content() {
+        let guard = OutputGuard::new(PiiDetector::default(), Placeholders::default());
+        let mut writer = ClientWriter::guarded(Some(Box::new(guard)));
+        writer.generated(
+            &json!({"choices": [{"index": 0, "delta": {"content": "See you tonight"}, "finish_reason": null}]}),
+            TextField::ChatDelta,
+        );
+        writer.generated(
+            &json!({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}),
+            TextField::ChatDelta,
+        );
+        let sent = String::from_utf8(writer.take().to_vec()).expect("utf-8");
+        assert_eq!(writer.take_sent_text().as_deref(), Some("See you tonight"));
+        assert!(sent.contains("\"content\":\"tonight\""), "{sent}");
+        assert!(sent.contains("\"finish_reason\":\"stop\""), "{sent}");
     }
 
     #[test]
