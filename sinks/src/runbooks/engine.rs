@@ -312,7 +312,12 @@ impl Loop {
             if incident.alert_ids.contains(&alert.alert_id.0.to_string()) {
                 return true;
             }
-            let entry = incident.alert_entry(&alert);
+            let mut entry = incident.alert_entry(&alert);
+            if incident.undo_requested_by.is_some() {
+                entry
+                    .detail
+                    .push_str(" — not acted on: the incident was undone");
+            }
             let id = incident.id.clone();
             if self.shared.writer.entry(&entry).await.is_err() {
                 return false;

@@ -261,10 +261,11 @@ impl Incident {
     /// incident per environment while it lasts (the detectors that see it — burn, spike, a
     /// single source — are its alerts, and two plans must not scale the same endpoint); a
     /// compromise is one per token (or client).
+    ///
+    /// An undone incident goes on taking its condition's alerts (recorded, not acted on)
+    /// until the condition has been quiet for [`REJOIN_WINDOW`]: an operator who undid a
+    /// runbook's changes is not overruled by the next alert about the same episode.
     pub fn takes(&self, alert: &Alert, now: DateTime<Utc>) -> bool {
-        if self.undo_requested_by.is_some() {
-            return false;
-        }
         let same_runbook = alert.runbook.as_deref() == Some(self.runbook.as_str());
         // An alert of no environment (a detector that sees them all) goes with any.
         let same_environment = alert.environment.is_none()
@@ -397,12 +398,12 @@ impl Incidents {
         }
     }
 
-    /// The open incident `alert` joins, if one does.
+    /// The incident `alert` joins, if one does (the newest, when several would).
     pub fn taking(&self, alert: &Alert, now: DateTime<Utc>) -> Option<&Incident> {
         self.by_id
             .values()
-            .filter(|incident| !incident.is_closed())
-            .find(|incident| incident.takes(alert, now))
+            .filter(|incident| incident.takes(alert, now))
+            .max_by_key(|incident| incident.opened_at)
     }
 
     /// Changes the runbooks made since `since` (each step started counts once).
@@ -535,7 +536,7 @@ mod tests {
     }
 
     #[test]
-    fn an_undone_incident_takes_no_more_alerts() {
+    fn an_undone_incident_holds_its_episode_and_lets_a_later_one_open() {
         let alert = alert();
         let mut incidents = Incidents::default();
         let id = incidents.apply(&opened(&alert)).expect("opened");
@@ -546,7 +547,16 @@ mod tests {
             "undo",
             "operator:alice",
         ));
-        assert!(incidents.taking(&alert, Utc::now()).is_none());
         assert_eq!(incidents.by_id[&id].status(), "undoing");
+        // The same episode's next alert joins it (recorded, not acted on): no new incident.
+        let taken = incidents.taking(&alert, Utc::now()).expect("taken");
+        assert_eq!(taken.id, id);
+        // Once the condition resolved and stayed quiet, a new episode opens a new incident.
+        let mut resolved = alert.clone();
+        resolved.status = AlertStatus::Resolved;
+        let entry = incidents.by_id[&id].alert_entry(&resolved);
+        incidents.apply(&entry);
+        let later = Utc::now() + REJOIN_WINDOW + TimeDelta::minutes(1);
+        assert!(incidents.taking(&alert, later).is_none());
     }
 }
