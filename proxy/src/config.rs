@@ -324,6 +324,9 @@ pub struct TargetConfig {
     /// The floor a runbook never scales the endpoint below (0 allows scale-to-zero).
     #[serde(default = "default_min_replicas")]
     pub min_replicas: u32,
+    /// This target's own settings for policies of the chain (applied once routing chose it).
+    #[serde(default)]
+    pub policies: PolicyOverrides,
 }
 
 fn default_min_replicas() -> u32 {
@@ -472,6 +475,9 @@ pub struct ClientConfig {
     /// Never revoked by a runbook without `warden incident approve`.
     #[serde(default)]
     pub critical: bool,
+    /// This client's own settings for policies of the chain.
+    #[serde(default)]
+    pub policies: PolicyOverrides,
 }
 
 /// One key of a client, as written.
@@ -532,6 +538,50 @@ impl Default for PiiPolicyConfig {
     }
 }
 
+/// `[proxy.targets.policies]` / `[proxy.clients.policies]`: a target's or a client's own
+/// settings for a policy of the chain, over `[proxy.policies]`'s.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyOverrides {
+    #[serde(default)]
+    pub pii: Option<PiiOverrideConfig>,
+}
+
+/// The keys of `[proxy.policies.pii]` a target or client sets for itself.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PiiOverrideConfig {
+    pub action: Option<String>,
+    pub entities: Option<Vec<String>>,
+    pub responses: Option<bool>,
+    pub on_error: Option<String>,
+}
+
+impl PiiOverrideConfig {
+    /// `base` with the keys this override sets.
+    fn over(&self, base: &PiiPolicyConfig) -> PiiPolicyConfig {
+        PiiPolicyConfig {
+            action: self.action.clone().unwrap_or_else(|| base.action.clone()),
+            entities: self
+                .entities
+                .clone()
+                .unwrap_or_else(|| base.entities.clone()),
+            responses: self.responses.unwrap_or(base.responses),
+            on_error: self
+                .on_error
+                .clone()
+                .unwrap_or_else(|| base.on_error.clone()),
+        }
+    }
+}
+
+/// The `pii` member's settings for particular targets and clients (a client's win).
+#[derive(Debug, Clone, Default)]
+pub struct PiiOverrides {
+    pub targets: std::collections::HashMap<String, PiiSettings>,
+    pub clients: std::collections::HashMap<String, PiiSettings>,
+}
+
 /// What the `pii` member does with what it finds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PiiAction {
@@ -551,8 +601,7 @@ pub struct PiiSettings {
 }
 
 impl PiiPolicyConfig {
-    fn validate(&self, errors: &mut Vec<String>) -> Option<PiiSettings> {
-        const KEY: &str = "proxy.policies.pii";
+    fn validate(&self, key: &str, errors: &mut Vec<String>) -> Option<PiiSettings> {
         let before = errors.len();
         let action = match self.action.as_str() {
             "redact" => PiiAction::Redact,
@@ -560,7 +609,7 @@ impl PiiPolicyConfig {
             "log" => PiiAction::Log,
             other => {
                 errors.push(format!(
-                    "{KEY}.action: {other:?} is not one of redact, block, log"
+                    "{key}.action: {other:?} is not one of redact, block, log"
                 ));
                 PiiAction::Block
             }
@@ -570,7 +619,7 @@ impl PiiPolicyConfig {
             match crate::guard::pii::Entity::parse(name) {
                 Some(entity) => entities.push(entity),
                 None => errors.push(format!(
-                    "{KEY}.entities[{index}]: unknown entity {name:?} (known: {})",
+                    "{key}.entities[{index}]: unknown entity {name:?} (known: {})",
                     crate::guard::pii::Entity::ALL
                         .iter()
                         .map(|entity| entity.as_str())
@@ -586,7 +635,7 @@ impl PiiPolicyConfig {
             "block" => true,
             "allow" => false,
             other => {
-                errors.push(format!("{KEY}.on_error: {other:?} is not block or allow"));
+                errors.push(format!("{key}.on_error: {other:?} is not block or allow"));
                 true
             }
         };
@@ -923,6 +972,8 @@ pub struct ProxySettings {
     pub chain: Vec<ChainMember>,
     /// The `pii` member's settings, when it is in the chain.
     pub pii: Option<PiiSettings>,
+    /// Targets' and clients' own `pii` settings.
+    pub pii_overrides: PiiOverrides,
     pub rate_limits: Vec<RateLimit>,
     pub router_rules: Vec<RouteRule>,
     pub budgets: Vec<Budget>,
@@ -1107,14 +1158,38 @@ impl ProxyConfig {
         validate_fallbacks(&self.targets, &mut errors);
         let budgets = validate_budgets(&self.budgets, &self.clients, &mut errors);
         let chain = validate_chain(&self.policies.chain, &rate_limits, &budgets, &mut errors);
-        let pii = if chain.contains(&ChainMember::Pii) {
-            self.policies
-                .pii
-                .clone()
-                .unwrap_or_default()
-                .validate(&mut errors)
+        let (pii, pii_overrides) = if chain.contains(&ChainMember::Pii) {
+            let base = self.policies.pii.clone().unwrap_or_default();
+            let pii = base.validate("proxy.policies.pii", &mut errors);
+            let mut overrides = PiiOverrides::default();
+            for (index, target) in self.targets.iter().enumerate() {
+                if let Some(own) = &target.policies.pii {
+                    let key = format!("proxy.targets[{index}].policies.pii");
+                    if let Some(settings) = own.over(&base).validate(&key, &mut errors) {
+                        overrides.targets.insert(target.id.clone(), settings);
+                    }
+                }
+            }
+            for (index, client) in self.clients.iter().enumerate() {
+                if let Some(own) = &client.policies.pii {
+                    let key = format!("proxy.clients[{index}].policies.pii");
+                    if let Some(settings) = own.over(&base).validate(&key, &mut errors) {
+                        overrides.clients.insert(client.name.clone(), settings);
+                    }
+                }
+            }
+            let pii_at = chain.iter().position(|m| *m == ChainMember::Pii);
+            let router_at = chain.iter().position(|m| *m == ChainMember::Router);
+            if !overrides.targets.is_empty() && pii_at < router_at {
+                errors.push(
+                    "proxy.policies.chain: a target's policies.pii applies once routing chose \
+                     the target: put \"router\" before \"pii\""
+                        .to_owned(),
+                );
+            }
+            (pii, overrides)
         } else {
-            None
+            (None, PiiOverrides::default())
         };
 
         let passthrough = self
@@ -1154,6 +1229,7 @@ impl ProxyConfig {
                 clients,
                 chain,
                 pii,
+                pii_overrides,
                 rate_limits,
                 router_rules,
                 budgets,

@@ -348,6 +348,88 @@ async fn under_block_an_answer_holding_a_value_ends_before_any_of_it_is_sent() {
     assert_no_value_in(&harness.events());
 }
 
+#[tokio::test]
+async fn a_client_and_a_target_override_the_chain_settings() {
+    // The chain redacts; client `app` blocks; a second client is not overridden.
+    let emulator = TgiEmulator::start(EmulatorOptions::default())
+        .await
+        .expect("emulator");
+    let (strict, other) = (client_key(), client_key());
+    let digest = |key: &str| hex::encode(Sha256::digest(key.as_bytes()));
+    let config: ProxyConfig = toml::from_str(&format!(
+        r#"
+        listen = "127.0.0.1:0"
+        [[targets]]
+        id = "llama"
+        kind = "tgi-messages"
+        base_url = "{upstream}"
+        [targets.policies.pii]
+        entities = ["CREDIT_CARD"]
+        [[clients]]
+        name = "app"
+        key_sha256 = "{strict}"
+        [clients.policies.pii]
+        action = "block"
+        [[clients]]
+        name = "other"
+        key_sha256 = "{other}"
+        [policies]
+        chain = ["auth", "router", "pii"]
+        "#,
+        upstream = emulator.base_url(),
+        strict = digest(&strict),
+        other = digest(&other),
+    ))
+    .expect("config");
+    let settings = config.validate(&HashMap::new()).expect("valid");
+    let (emitter, _events) = event_channel(65_536, OnSpoolFull::Block);
+    let app = router(ProxyState::new(settings, emitter).expect("state"));
+    let call = |key: String| {
+        let app = app.clone();
+        async move {
+            let body = json!({"model": "llama", "messages": [{"role": "user", "content": format!("{EMAIL} {CARD}")}]});
+            let request = Request::post("/v1/chat/completions")
+                .header("content-type", "application/json")
+                .header("authorization", format!("Bearer {key}"))
+                .body(Body::from(body.to_string()))
+                .expect("request");
+            app.oneshot(request).await.expect("response").status()
+        }
+    };
+    assert_eq!(
+        call(strict).await,
+        StatusCode::BAD_REQUEST,
+        "the client blocks"
+    );
+    assert_eq!(call(other).await, StatusCode::OK);
+    // The target's settings (cards only) applied to the other client: the email went as sent.
+    let sent = emulator.requests()[0].body["messages"][0]["content"].clone();
+    assert_eq!(sent, json!(format!("{EMAIL} [CREDIT_CARD_1]")));
+}
+
+#[test]
+fn a_target_override_needs_the_router_before_pii() {
+    let config: ProxyConfig = toml::from_str(
+        r#"
+        listen = "127.0.0.1:0"
+        [[targets]]
+        id = "llama"
+        kind = "tgi-messages"
+        base_url = "http://127.0.0.1:9"
+        [targets.policies.pii]
+        action = "block"
+        [policies]
+        chain = ["auth", "pii", "router"]
+        "#,
+    )
+    .expect("parses");
+    let errors = config
+        .validate(&HashMap::new())
+        .expect_err("invalid")
+        .join("\n");
+    assert!(errors.contains("put \"router\" before \"pii\""), "{errors}");
+}
+
 #[test]
 fn a_pii_section_is_validated() {
     let config: ProxyConfig = toml::from_str(

@@ -44,6 +44,15 @@ use breaker::Breakers;
 use budgets::{BudgetLabels, Budgets};
 use limits::{CallSubjects, Limiter, Quotas, TokenEstimate};
 
+fn own_policies(
+    settings: &std::collections::HashMap<String, crate::config::PiiSettings>,
+) -> std::collections::HashMap<String, pii::PiiPolicy> {
+    settings
+        .iter()
+        .map(|(name, settings)| (name.clone(), pii::PiiPolicy::new(settings)))
+        .collect()
+}
+
 /// What a call asks to be served by.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Requested<'a> {
@@ -99,8 +108,10 @@ pub(crate) struct Policies {
     budgets: Arc<Budgets>,
     /// What `warden.control` put in force.
     pub(crate) control: Arc<ControlPlane>,
-    /// Member `pii`, when it is in the chain.
+    /// Member `pii`, when it is in the chain; and targets' and clients' own settings of it.
     pii: Option<pii::PiiPolicy>,
+    pii_targets: std::collections::HashMap<String, pii::PiiPolicy>,
+    pii_clients: std::collections::HashMap<String, pii::PiiPolicy>,
 }
 
 /// An admitted call: the target that serves it, and what the limits granted.
@@ -136,6 +147,8 @@ impl Policies {
             breakers: Breakers::new(&settings.targets),
             budgets: Budgets::new(settings.budgets.clone()),
             pii: settings.pii.as_ref().map(pii::PiiPolicy::new),
+            pii_targets: own_policies(&settings.pii_overrides.targets),
+            pii_clients: own_policies(&settings.pii_overrides.clients),
         }
     }
 
@@ -223,7 +236,15 @@ impl Policies {
         for member in &self.chain {
             match member {
                 ChainMember::Pii => {
-                    if let (Some(policy), Some(request)) = (&self.pii, content.as_deref_mut()) {
+                    // A client's own settings, else its target's (once routed), else the chain's.
+                    let policy = caller
+                        .client_name()
+                        .and_then(|name| self.pii_clients.get(name))
+                        .or_else(|| {
+                            target.and_then(|target: &Target| self.pii_targets.get(&target.id))
+                        })
+                        .or(self.pii.as_ref());
+                    if let (Some(policy), Some(request)) = (policy, content.as_deref_mut()) {
                         redacted |= policy.guard_request(call, request)?;
                     }
                 }
