@@ -521,7 +521,7 @@ pub struct PiiPolicyConfig {
     pub action: String,
     /// The entities looked for (every one when empty).
     pub entities: Vec<String>,
-    /// Streamed and whole answers too (not yet applied: requests only).
+    /// Answers too, whole and streamed (redacted, or under `block` ended).
     pub responses: bool,
     /// `block` or `allow`: what a guardrail failure does to the call.
     pub on_error: String,

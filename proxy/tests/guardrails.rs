@@ -122,13 +122,35 @@ impl Harness {
     }
 }
 
-fn pii_decision(events: &[AuditEvent]) -> Option<(String, Option<String>)> {
+/// Every `pii` decision in `events`: outcome and reason.
+fn pii_decisions(events: &[AuditEvent]) -> Vec<(String, Option<String>)> {
     events
         .iter()
         .filter(|event| event.kind == EventKind::PolicyDecision)
         .filter_map(|event| event.decision.as_ref())
-        .find(|decision| decision.policy == "pii")
+        .filter(|decision| decision.policy == "pii")
         .map(|decision| (decision.outcome.clone(), decision.reason.clone()))
+        .collect()
+}
+
+fn pii_decision(events: &[AuditEvent]) -> Option<(String, Option<String>)> {
+    pii_decisions(events).into_iter().next()
+}
+
+/// The content the first event of `kind` captured (its request's, or its answer's).
+fn captured(events: &[AuditEvent], kind: EventKind) -> String {
+    let event = events
+        .iter()
+        .find(|event| event.kind == kind)
+        .expect("an event of that kind");
+    let content = match kind {
+        EventKind::Request => event.request.as_ref().and_then(|info| info.content.clone()),
+        _ => event
+            .response
+            .as_ref()
+            .and_then(|info| info.content.clone()),
+    };
+    content.expect("captured content")
 }
 
 fn assert_no_value_in(events: &[AuditEvent]) {
@@ -170,15 +192,7 @@ async fn a_redacted_request_reaches_the_upstream_with_placeholders_and_is_captur
             Some("EMAIL_ADDRESS:2,CREDIT_CARD:1".to_owned())
         ))
     );
-    let request = events
-        .iter()
-        .find(|event| event.kind == EventKind::Request)
-        .expect("request event");
-    let captured = request
-        .request
-        .as_ref()
-        .and_then(|info| info.content.as_deref())
-        .expect("captured");
+    let captured = captured(&events, EventKind::Request);
     assert!(captured.contains("[EMAIL_ADDRESS_1]"), "{captured}");
     assert_no_value_in(&events);
 }
@@ -251,12 +265,7 @@ async fn a_streamed_answer_is_redacted_before_any_of_a_value_is_sent() {
         "the stream still ends with its finish reason"
     );
     let events = harness.events();
-    let decisions: Vec<(String, Option<String>)> = events
-        .iter()
-        .filter_map(|event| event.decision.as_ref())
-        .filter(|decision| decision.policy == "pii")
-        .map(|decision| (decision.outcome.clone(), decision.reason.clone()))
-        .collect();
+    let decisions = pii_decisions(&events);
     assert_eq!(
         decisions,
         [
@@ -267,15 +276,7 @@ async fn a_streamed_answer_is_redacted_before_any_of_a_value_is_sent() {
             ),
         ]
     );
-    let response = events
-        .iter()
-        .find(|event| event.kind == EventKind::Response)
-        .expect("response event");
-    let captured = response
-        .response
-        .as_ref()
-        .and_then(|info| info.content.as_deref())
-        .expect("captured");
+    let captured = captured(&events, EventKind::Response);
     assert!(captured.contains("[CREDIT_CARD_1]"), "{captured}");
     assert_no_value_in(&events);
 }

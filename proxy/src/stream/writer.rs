@@ -31,8 +31,9 @@ pub(crate) struct OutputGuard {
     placeholders: Placeholders,
     /// Per choice index.
     redactors: BTreeMap<u64, StreamRedactor>,
-    /// The last text event, with its text emptied: the frame for what is flushed at the end.
-    template: Option<(Value, TextField)>,
+    /// The last text event as sent: the frame (its text emptied) for what is flushed at the
+    /// end.
+    frame: Option<(Value, TextField)>,
     /// Counts the request's redaction left, to tell the answer's own.
     request_counts: BTreeMap<Entity, usize>,
     /// The redacted text sent since the last take (what the audit captures).
@@ -50,7 +51,7 @@ impl OutputGuard {
             detector,
             placeholders,
             redactors: BTreeMap::new(),
-            template: None,
+            frame: None,
             sent: String::new(),
             block: false,
             blocked: false,
@@ -115,20 +116,20 @@ impl OutputGuard {
         Some((serde_json::to_vec(&answer).ok()?, texts.join("\n")))
     }
 
-    /// `event` with each choice's text redacted as far as it may be sent; `None` when
-    /// nothing is left to send in it.
-    fn pass(&mut self, event: &Value, field: TextField) -> Option<Value> {
-        let mut event = event.clone();
+    /// Passes `event` through the guard: each choice's text redacted as far as it may be
+    /// sent, into the guard's frame (one copy of the event per chunk).
+    fn pass(&mut self, event: &Value, field: TextField) -> Passed {
         let has_choices = event
             .get("choices")
             .and_then(Value::as_array)
             .is_some_and(|choices| !choices.is_empty());
         if !has_choices {
             // A usage chunk (or another without text): as it is, and not a frame for text.
-            return Some(event);
+            return Passed::AsItIs;
         }
+        let mut frame = event.clone();
         let mut worth_sending = false;
-        if let Some(Value::Array(choices)) = event.get_mut("choices") {
+        if let Some(Value::Array(choices)) = frame.get_mut("choices") {
             for choice in choices.iter_mut() {
                 let index = choice.get("index").and_then(Value::as_u64).unwrap_or(0);
                 let finished = choice
@@ -148,14 +149,26 @@ impl OutputGuard {
                 }
                 if self.block && self.found_in_answer() {
                     self.blocked = true;
-                    return None;
+                    return Passed::Blocked;
                 }
                 worth_sending |= !sent.is_empty() || finished || has_more_than_text(choice, field);
                 self.sent.push_str(&sent);
                 field.set(choice, sent);
             }
         }
-        let mut template = event.clone();
+        self.frame = Some((frame, field));
+        if worth_sending {
+            Passed::Frame
+        } else {
+            Passed::Nothing
+        }
+    }
+
+    /// What every choice still holds, as events in the last event's frame.
+    fn flush(&mut self) -> Vec<Value> {
+        let Some((mut template, field)) = self.frame.clone() else {
+            return Vec::new();
+        };
         if let Some(Value::Array(choices)) = template.get_mut("choices") {
             for choice in choices.iter_mut() {
                 if let Some(slot) = field.get_mut(choice) {
@@ -166,15 +179,6 @@ impl OutputGuard {
                 }
             }
         }
-        self.template = Some((template, field));
-        worth_sending.then_some(event)
-    }
-
-    /// What every choice still holds, as events in the last event's frame.
-    fn flush(&mut self) -> Vec<Value> {
-        let Some((template, field)) = self.template.clone() else {
-            return Vec::new();
-        };
         if self.blocked {
             return Vec::new();
         }
@@ -205,6 +209,26 @@ impl OutputGuard {
         }
         events
     }
+}
+
+/// What the guard made of an event.
+enum Passed {
+    /// No text in it: send the event as it came.
+    AsItIs,
+    /// Send the guard's frame (the event with its text redacted).
+    Frame,
+    /// Nothing to send yet (its text is held back).
+    Nothing,
+    /// A blocking guard found a value: the answer ends with an error chunk.
+    Blocked,
+}
+
+/// One SSE event, `data: <json>`.
+fn write_sse(out: &mut Vec<u8>, event: &Value) {
+    out.extend_from_slice(b"data: ");
+    // Writing a `Value` to a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, event);
+    out.extend_from_slice(b"\n\n");
 }
 
 /// The error chunk that ends a streamed answer a blocking guard stopped: OpenAI's error
@@ -322,14 +346,19 @@ impl ClientWriter {
         match self.guard.as_mut() {
             None => self.write_event(event),
             Some(guard) if guard.blocked => {}
-            Some(guard) => {
-                if let Some(event) = guard.pass(event, field) {
-                    self.write_event(&event);
-                } else if guard.blocked {
-                    let summary = guard.answer_summary().unwrap_or_default();
-                    self.write_event(&pii_error_chunk(&summary));
+            Some(guard) => match guard.pass(event, field) {
+                Passed::AsItIs => write_sse(&mut self.out, event),
+                Passed::Frame => {
+                    if let Some((frame, _)) = &guard.frame {
+                        write_sse(&mut self.out, frame);
+                    }
                 }
-            }
+                Passed::Nothing => {}
+                Passed::Blocked => {
+                    let summary = guard.answer_summary().unwrap_or_default();
+                    write_sse(&mut self.out, &pii_error_chunk(&summary));
+                }
+            },
         }
     }
 
@@ -382,10 +411,7 @@ impl ClientWriter {
     }
 
     fn write_event(&mut self, event: &Value) {
-        self.out.extend_from_slice(b"data: ");
-        // Writing a `Value` to a Vec cannot fail.
-        let _ = serde_json::to_writer(&mut self.out, event);
-        self.out.extend_from_slice(b"\n\n");
+        write_sse(&mut self.out, event);
     }
 }
 
