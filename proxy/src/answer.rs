@@ -6,7 +6,6 @@ use axum::response::{IntoResponse, Response};
 use warden_ingest::event::ResponseInfo;
 
 use crate::audit::{AuditTrail, CallAudit};
-use crate::error::ProxyError;
 
 /// A complete answer, ready for the client, with what the audit needs.
 #[derive(Debug)]
@@ -44,24 +43,17 @@ impl Answer {
     pub(crate) fn deliver(mut self, mut call: CallAudit) -> (Response, AuditTrail) {
         if let Some(mut guard) = call.output_guard.take()
             && self.status.is_success()
-            && let Some((body, texts)) = guard.redact_answer(&self.body)
+            && let Some((body, texts)) = guard.guard_answer(&self.body)
         {
-            let summary = guard
-                .answer_summary()
-                .map(|summary| format!("answer: {summary}"));
-            if guard.is_blocked() {
-                call.decided("pii", "deny", summary.as_deref());
+            for (policy, outcome, reason) in guard.decisions() {
+                call.decided(policy, outcome, Some(&reason));
+            }
+            if let Some(blocked) = guard.blocked() {
                 call.upstream_seconds = Some(self.upstream_seconds);
-                return crate::call::fail(
-                    call,
-                    ProxyError::PiiDetected(summary.unwrap_or_default()),
-                );
+                return crate::call::fail(call, blocked.error());
             }
             self.body = body;
             self.content = self.content.map(|_| texts);
-            if let Some(summary) = summary {
-                call.decided("pii", "redact", Some(&summary));
-            }
         }
         call.request.input_tokens = self.input_tokens;
         call.upstream_seconds = Some(self.upstream_seconds);

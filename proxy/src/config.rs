@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use url::Url;
 use warden_ingest::geo::GeoIp;
 
@@ -495,12 +495,19 @@ pub struct ClientKeyConfig {
 pub struct PoliciesConfig {
     /// The members, in order: `auth` first, then `rate_limit`, `router` and `budget` (after
     /// the router: it prices the call on its target) in any order that makes sense (a
-    /// per-target limit needs the router before `rate_limit`).
+    /// per-target limit needs the router before `rate_limit`), and the guardrails
+    /// `injection`, `pii` and `content`.
     #[serde(default = "default_chain")]
     pub chain: Vec<String>,
     /// `[proxy.policies.pii]`: used when `pii` is in the chain (its defaults otherwise).
     #[serde(default)]
     pub pii: Option<PiiPolicyConfig>,
+    /// `[proxy.policies.injection]`: used when `injection` is in the chain.
+    #[serde(default)]
+    pub injection: Option<InjectionPolicyConfig>,
+    /// `[proxy.policies.content]`: used when `content` is in the chain.
+    #[serde(default)]
+    pub content: Option<ContentPolicyConfig>,
 }
 
 impl Default for PoliciesConfig {
@@ -508,12 +515,14 @@ impl Default for PoliciesConfig {
         Self {
             chain: default_chain(),
             pii: None,
+            injection: None,
+            content: None,
         }
     }
 }
 
 /// `[proxy.policies.pii]` as written.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PiiPolicyConfig {
     /// `redact` (typed placeholders), `block` (400 `pii_detected`) or `log` (the decision
@@ -523,6 +532,11 @@ pub struct PiiPolicyConfig {
     pub entities: Vec<String>,
     /// Answers too, whole and streamed (redacted, or under `block` ended).
     pub responses: bool,
+    /// Under `redact`, put the caller's own values back where the answer repeats their
+    /// placeholders (`[EMAIL_ADDRESS_1]`): the upstream never sees them, the caller gets
+    /// an answer about its own data. Off by default: the audit then holds the placeholders,
+    /// the caller the values.
+    pub restore: bool,
     /// `block` or `allow`: what a guardrail failure does to the call.
     pub on_error: String,
 }
@@ -533,53 +547,209 @@ impl Default for PiiPolicyConfig {
             action: "redact".to_owned(),
             entities: Vec::new(),
             responses: true,
+            restore: false,
+            on_error: "block".to_owned(),
+        }
+    }
+}
+
+/// `[proxy.policies.injection]` as written.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct InjectionPolicyConfig {
+    /// `block` (400 `prompt_injection`) or `log` (the decision only).
+    pub action: String,
+    /// The score (0–1) from which a text is an injection.
+    pub threshold: f64,
+    /// Tool outputs fed back in messages are read too (indirect injection).
+    pub tool_outputs: bool,
+    /// `block` or `allow`: what a guardrail failure does to the call.
+    pub on_error: String,
+}
+
+impl Default for InjectionPolicyConfig {
+    fn default() -> Self {
+        Self {
+            action: "block".to_owned(),
+            threshold: 0.5,
+            tool_outputs: true,
+            on_error: "block".to_owned(),
+        }
+    }
+}
+
+/// `[proxy.policies.content]` as written.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ContentPolicyConfig {
+    /// The categories looked for (every one when empty).
+    pub categories: Vec<String>,
+    /// `block` (400 `content_policy_violation`; a stream ends with an error chunk) or `log`.
+    pub action: String,
+    /// A category's own action over `action` (`actions = { toxicity = "log" }`).
+    pub actions: std::collections::BTreeMap<String, String>,
+    /// Answers too, whole and streamed.
+    pub responses: bool,
+    /// `block` or `allow`: what a guardrail failure does to the call.
+    pub on_error: String,
+}
+
+impl Default for ContentPolicyConfig {
+    fn default() -> Self {
+        Self {
+            categories: Vec::new(),
+            action: "block".to_owned(),
+            actions: std::collections::BTreeMap::new(),
+            responses: true,
             on_error: "block".to_owned(),
         }
     }
 }
 
 /// `[proxy.targets.policies]` / `[proxy.clients.policies]`: a target's or a client's own
-/// settings for a policy of the chain, over `[proxy.policies]`'s.
+/// settings for a guardrail of the chain: any keys of its `[proxy.policies.<name>]` section,
+/// over those.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PolicyOverrides {
     #[serde(default)]
-    pub pii: Option<PiiOverrideConfig>,
+    pub pii: Option<serde_json::Map<String, serde_json::Value>>,
+    #[serde(default)]
+    pub injection: Option<serde_json::Map<String, serde_json::Value>>,
+    #[serde(default)]
+    pub content: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
-/// The keys of `[proxy.policies.pii]` a target or client sets for itself.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PiiOverrideConfig {
-    pub action: Option<String>,
-    pub entities: Option<Vec<String>>,
-    pub responses: Option<bool>,
-    pub on_error: Option<String>,
+/// A guardrail's validated settings for the chain, and targets' and clients' own (a
+/// client's win; a target's apply once routing chose it).
+#[derive(Debug, Clone)]
+pub struct Scoped<S> {
+    /// `None` when the guardrail is not in the chain.
+    pub chain: Option<S>,
+    pub targets: std::collections::HashMap<String, S>,
+    pub clients: std::collections::HashMap<String, S>,
 }
 
-impl PiiOverrideConfig {
-    /// `base` with the keys this override sets.
-    fn over(&self, base: &PiiPolicyConfig) -> PiiPolicyConfig {
-        PiiPolicyConfig {
-            action: self.action.clone().unwrap_or_else(|| base.action.clone()),
-            entities: self
-                .entities
-                .clone()
-                .unwrap_or_else(|| base.entities.clone()),
-            responses: self.responses.unwrap_or(base.responses),
-            on_error: self
-                .on_error
-                .clone()
-                .unwrap_or_else(|| base.on_error.clone()),
+impl<S> Default for Scoped<S> {
+    fn default() -> Self {
+        Self {
+            chain: None,
+            targets: std::collections::HashMap::new(),
+            clients: std::collections::HashMap::new(),
         }
     }
 }
 
-/// The `pii` member's settings for particular targets and clients (a client's win).
-#[derive(Debug, Clone, Default)]
-pub struct PiiOverrides {
-    pub targets: std::collections::HashMap<String, PiiSettings>,
-    pub clients: std::collections::HashMap<String, PiiSettings>,
+impl<S> Scoped<S> {
+    /// Each setting made into what uses it.
+    pub fn map<T>(&self, mut make: impl FnMut(&S) -> T) -> Scoped<T> {
+        Scoped {
+            chain: self.chain.as_ref().map(&mut make),
+            targets: self
+                .targets
+                .iter()
+                .map(|(id, settings)| (id.clone(), make(settings)))
+                .collect(),
+            clients: self
+                .clients
+                .iter()
+                .map(|(name, settings)| (name.clone(), make(settings)))
+                .collect(),
+        }
+    }
+
+    /// What applies to a call from `client` served (so far) by `target`.
+    pub fn for_call(&self, client: Option<&str>, target: Option<&str>) -> Option<&S> {
+        client
+            .and_then(|name| self.clients.get(name))
+            .or_else(|| target.and_then(|id| self.targets.get(id)))
+            .or(self.chain.as_ref())
+    }
+}
+
+/// A guardrail's `[proxy.policies.<name>]` section.
+trait GuardrailSection: Default + Clone + Serialize + serde::de::DeserializeOwned {
+    type Settings;
+    const NAME: &'static str;
+    const MEMBER: ChainMember;
+    fn validate(&self, key: &str, errors: &mut Vec<String>) -> Option<Self::Settings>;
+}
+
+/// `base` with the keys a target or client sets for itself.
+fn overridden<C: GuardrailSection>(
+    base: &C,
+    own: &serde_json::Map<String, serde_json::Value>,
+    key: &str,
+    errors: &mut Vec<String>,
+) -> Option<C> {
+    let mut merged = match serde_json::to_value(base) {
+        Ok(serde_json::Value::Object(merged)) => merged,
+        _ => unreachable!("a section serializes to a table"),
+    };
+    merged.extend(own.iter().map(|(k, v)| (k.clone(), v.clone())));
+    serde_json::from_value(serde_json::Value::Object(merged))
+        .map_err(|err| errors.push(format!("{key}: {err}")))
+        .ok()
+}
+
+/// Validates a guardrail's section and every target's and client's own settings of it.
+fn validate_scoped<C: GuardrailSection>(
+    section: Option<&C>,
+    own: impl Fn(&PolicyOverrides) -> Option<&serde_json::Map<String, serde_json::Value>>,
+    targets: &[TargetConfig],
+    clients: &[ClientConfig],
+    chain: &[ChainMember],
+    errors: &mut Vec<String>,
+) -> Scoped<C::Settings> {
+    let Some(at) = chain.iter().position(|member| *member == C::MEMBER) else {
+        return Scoped::default();
+    };
+    let name = C::NAME;
+    let base = section.cloned().unwrap_or_default();
+    let mut scoped = Scoped {
+        chain: base.validate(&format!("proxy.policies.{name}"), errors),
+        ..Scoped::default()
+    };
+    for (index, target) in targets.iter().enumerate() {
+        if let Some(own) = own(&target.policies) {
+            let key = format!("proxy.targets[{index}].policies.{name}");
+            if let Some(settings) =
+                overridden(&base, own, &key, errors).and_then(|c| c.validate(&key, errors))
+            {
+                scoped.targets.insert(target.id.clone(), settings);
+            }
+        }
+    }
+    for (index, client) in clients.iter().enumerate() {
+        if let Some(own) = own(&client.policies) {
+            let key = format!("proxy.clients[{index}].policies.{name}");
+            if let Some(settings) =
+                overridden(&base, own, &key, errors).and_then(|c| c.validate(&key, errors))
+            {
+                scoped.clients.insert(client.name.clone(), settings);
+            }
+        }
+    }
+    let router_at = chain.iter().position(|m| *m == ChainMember::Router);
+    if !scoped.targets.is_empty() && Some(at) < router_at {
+        errors.push(format!(
+            "proxy.policies.chain: a target's policies.{name} applies once routing chose the \
+             target: put \"router\" before \"{name}\""
+        ));
+    }
+    scoped
+}
+
+/// `block` → true, `allow` → false.
+fn fail_closed(on_error: &str, key: &str, errors: &mut Vec<String>) -> bool {
+    match on_error {
+        "block" => true,
+        "allow" => false,
+        other => {
+            errors.push(format!("{key}.on_error: {other:?} is not block or allow"));
+            true
+        }
+    }
 }
 
 /// What the `pii` member does with what it finds.
@@ -596,11 +766,16 @@ pub struct PiiSettings {
     pub action: PiiAction,
     pub entities: Vec<crate::guard::pii::Entity>,
     pub responses: bool,
+    pub restore: bool,
     /// `on_error = "block"`.
     pub fail_closed: bool,
 }
 
-impl PiiPolicyConfig {
+impl GuardrailSection for PiiPolicyConfig {
+    type Settings = PiiSettings;
+    const NAME: &'static str = "pii";
+    const MEMBER: ChainMember = ChainMember::Pii;
+
     fn validate(&self, key: &str, errors: &mut Vec<String>) -> Option<PiiSettings> {
         let before = errors.len();
         let action = match self.action.as_str() {
@@ -631,17 +806,138 @@ impl PiiPolicyConfig {
         if entities.is_empty() {
             entities = crate::guard::pii::Entity::ALL.to_vec();
         }
-        let fail_closed = match self.on_error.as_str() {
-            "block" => true,
-            "allow" => false,
-            other => {
-                errors.push(format!("{key}.on_error: {other:?} is not block or allow"));
-                true
-            }
-        };
+        let fail_closed = fail_closed(&self.on_error, key, errors);
+        if self.restore && (action != PiiAction::Redact || !self.responses) {
+            errors.push(format!(
+                "{key}.restore: placeholders are restored in answers, so it needs \
+                 action = \"redact\" and responses = true"
+            ));
+        }
         (errors.len() == before).then_some(PiiSettings {
             action,
             entities,
+            responses: self.responses,
+            restore: self.restore,
+            fail_closed,
+        })
+    }
+}
+
+/// What a guardrail that judges (and does not rewrite) does with what it finds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GuardAction {
+    /// A 400 (a stream: an error chunk).
+    Block,
+    /// The decision only.
+    Log,
+}
+
+fn guard_action(action: &str, key: &str, errors: &mut Vec<String>) -> GuardAction {
+    match action {
+        "block" => GuardAction::Block,
+        "log" => GuardAction::Log,
+        other => {
+            errors.push(format!("{key}: {other:?} is not block or log"));
+            GuardAction::Block
+        }
+    }
+}
+
+/// `[proxy.policies.injection]`, validated.
+#[derive(Debug, Clone)]
+pub struct InjectionSettings {
+    pub action: GuardAction,
+    pub threshold: f64,
+    pub tool_outputs: bool,
+    pub fail_closed: bool,
+}
+
+impl GuardrailSection for InjectionPolicyConfig {
+    type Settings = InjectionSettings;
+    const NAME: &'static str = "injection";
+    const MEMBER: ChainMember = ChainMember::Injection;
+
+    fn validate(&self, key: &str, errors: &mut Vec<String>) -> Option<InjectionSettings> {
+        let before = errors.len();
+        let action = guard_action(&self.action, &format!("{key}.action"), errors);
+        if !(self.threshold > 0.0 && self.threshold <= 1.0) {
+            errors.push(format!(
+                "{key}.threshold: {} is not in (0, 1]",
+                self.threshold
+            ));
+        }
+        let fail_closed = fail_closed(&self.on_error, key, errors);
+        (errors.len() == before).then_some(InjectionSettings {
+            action,
+            threshold: self.threshold,
+            tool_outputs: self.tool_outputs,
+            fail_closed,
+        })
+    }
+}
+
+/// `[proxy.policies.content]`, validated.
+#[derive(Debug, Clone)]
+pub struct ContentSettings {
+    /// The categories looked for, each with its action.
+    pub categories: Vec<(crate::guard::content::Category, GuardAction)>,
+    pub responses: bool,
+    pub fail_closed: bool,
+}
+
+impl GuardrailSection for ContentPolicyConfig {
+    type Settings = ContentSettings;
+    const NAME: &'static str = "content";
+    const MEMBER: ChainMember = ChainMember::Content;
+
+    fn validate(&self, key: &str, errors: &mut Vec<String>) -> Option<ContentSettings> {
+        use crate::guard::content::Category;
+        let before = errors.len();
+        let known = || {
+            Category::ALL
+                .iter()
+                .map(|category| category.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let action = guard_action(&self.action, &format!("{key}.action"), errors);
+        let mut categories = Vec::new();
+        for (index, name) in self.categories.iter().enumerate() {
+            match Category::parse(name) {
+                Some(category) => categories.push(category),
+                None => errors.push(format!(
+                    "{key}.categories[{index}]: unknown category {name:?} (known: {})",
+                    known()
+                )),
+            }
+        }
+        if categories.is_empty() {
+            categories = Category::ALL.to_vec();
+        }
+        let mut actions: Vec<(Category, GuardAction)> = categories
+            .iter()
+            .map(|category| (*category, action))
+            .collect();
+        for (name, own) in &self.actions {
+            let own = guard_action(own, &format!("{key}.actions.{name}"), errors);
+            match actions
+                .iter_mut()
+                .find(|(category, _)| category.as_str() == name)
+            {
+                Some((_, action)) => *action = own,
+                None => errors.push(format!(
+                    "{key}.actions.{name}: not one of the categories looked for ({})",
+                    categories
+                        .iter()
+                        .map(|category| category.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )),
+            }
+        }
+        let fail_closed = fail_closed(&self.on_error, key, errors);
+        (errors.len() == before).then_some(ContentSettings {
+            categories: actions,
             responses: self.responses,
             fail_closed,
         })
@@ -926,8 +1222,18 @@ pub enum ChainMember {
     RateLimit,
     Router,
     Budget,
-    /// The PII guardrail on what the caller sends.
+    /// The guardrails: prompt injection, PII, content.
+    Injection,
     Pii,
+    Content,
+}
+
+/// The guardrails' validated settings.
+#[derive(Debug, Clone, Default)]
+pub struct Guardrails {
+    pub pii: Scoped<PiiSettings>,
+    pub injection: Scoped<InjectionSettings>,
+    pub content: Scoped<ContentSettings>,
 }
 
 /// Validated pass-through settings.
@@ -970,10 +1276,8 @@ pub struct ProxySettings {
     pub clients: Vec<ClientKey>,
     /// The chain's members after `auth` (always first), in order.
     pub chain: Vec<ChainMember>,
-    /// The `pii` member's settings, when it is in the chain.
-    pub pii: Option<PiiSettings>,
-    /// Targets' and clients' own `pii` settings.
-    pub pii_overrides: PiiOverrides,
+    /// The guardrails' settings (each one's `chain` is `None` when it is not in the chain).
+    pub guardrails: Guardrails,
     pub rate_limits: Vec<RateLimit>,
     pub router_rules: Vec<RouteRule>,
     pub budgets: Vec<Budget>,
@@ -1158,38 +1462,31 @@ impl ProxyConfig {
         validate_fallbacks(&self.targets, &mut errors);
         let budgets = validate_budgets(&self.budgets, &self.clients, &mut errors);
         let chain = validate_chain(&self.policies.chain, &rate_limits, &budgets, &mut errors);
-        let (pii, pii_overrides) = if chain.contains(&ChainMember::Pii) {
-            let base = self.policies.pii.clone().unwrap_or_default();
-            let pii = base.validate("proxy.policies.pii", &mut errors);
-            let mut overrides = PiiOverrides::default();
-            for (index, target) in self.targets.iter().enumerate() {
-                if let Some(own) = &target.policies.pii {
-                    let key = format!("proxy.targets[{index}].policies.pii");
-                    if let Some(settings) = own.over(&base).validate(&key, &mut errors) {
-                        overrides.targets.insert(target.id.clone(), settings);
-                    }
-                }
-            }
-            for (index, client) in self.clients.iter().enumerate() {
-                if let Some(own) = &client.policies.pii {
-                    let key = format!("proxy.clients[{index}].policies.pii");
-                    if let Some(settings) = own.over(&base).validate(&key, &mut errors) {
-                        overrides.clients.insert(client.name.clone(), settings);
-                    }
-                }
-            }
-            let pii_at = chain.iter().position(|m| *m == ChainMember::Pii);
-            let router_at = chain.iter().position(|m| *m == ChainMember::Router);
-            if !overrides.targets.is_empty() && pii_at < router_at {
-                errors.push(
-                    "proxy.policies.chain: a target's policies.pii applies once routing chose \
-                     the target: put \"router\" before \"pii\""
-                        .to_owned(),
-                );
-            }
-            (pii, overrides)
-        } else {
-            (None, PiiOverrides::default())
+        let guardrails = Guardrails {
+            pii: validate_scoped(
+                self.policies.pii.as_ref(),
+                |own| own.pii.as_ref(),
+                &self.targets,
+                &self.clients,
+                &chain,
+                &mut errors,
+            ),
+            injection: validate_scoped(
+                self.policies.injection.as_ref(),
+                |own| own.injection.as_ref(),
+                &self.targets,
+                &self.clients,
+                &chain,
+                &mut errors,
+            ),
+            content: validate_scoped(
+                self.policies.content.as_ref(),
+                |own| own.content.as_ref(),
+                &self.targets,
+                &self.clients,
+                &chain,
+                &mut errors,
+            ),
         };
 
         let passthrough = self
@@ -1228,8 +1525,7 @@ impl ProxyConfig {
                 targets,
                 clients,
                 chain,
-                pii,
-                pii_overrides,
+                guardrails,
                 rate_limits,
                 router_rules,
                 budgets,
@@ -1508,13 +1804,15 @@ fn validate_chain(
             "router" => ChainMember::Router,
             "budget" => ChainMember::Budget,
             "pii" => ChainMember::Pii,
+            "injection" => ChainMember::Injection,
+            "content" => ChainMember::Content,
             "auth" => {
                 errors.push(format!("{KEY}[{position}]: \"auth\" comes once, first"));
                 continue;
             }
             other => {
                 errors.push(format!(
-                    "{KEY}[{position}]: unknown member {other:?} (known: auth, rate_limit, router, budget, pii)"
+                    "{KEY}[{position}]: unknown member {other:?} (known: auth, rate_limit, router, budget, injection, pii, content)"
                 ));
                 continue;
             }

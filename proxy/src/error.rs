@@ -54,6 +54,14 @@ pub enum ProxyError {
     InvalidRequest(String),
     #[error("The request holds personal or secret data this proxy does not forward ({0}).")]
     PiiDetected(String),
+    #[error("The request was refused: it reads as a prompt injection.")]
+    PromptInjection,
+    #[error("The content policy does not allow this ({0}).")]
+    ContentPolicy(String),
+    #[error(
+        "A guardrail ({0}) failed, and this proxy is configured not to let a call through unchecked. Retry later."
+    )]
+    GuardrailFailed(&'static str),
     #[error("The model '{0}' does not exist or you do not have access to it.")]
     UnknownModel(String),
     #[error("This API key may not use the model '{0}'.")]
@@ -116,10 +124,12 @@ impl ProxyError {
             | Self::InvalidJson(_)
             | Self::InvalidRequest(_)
             | Self::PiiDetected(_)
+            | Self::PromptInjection
+            | Self::ContentPolicy(_)
             | Self::InvalidPath(_) => StatusCode::BAD_REQUEST,
             Self::UnknownModel(_) | Self::UnknownEndpoint(_) => StatusCode::NOT_FOUND,
             Self::TargetNotAllowed(_) => StatusCode::FORBIDDEN,
-            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::Internal(_) | Self::GuardrailFailed(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Self::Unsupported(_) => StatusCode::BAD_REQUEST,
             Self::UpstreamUnreachable(_)
             | Self::UpstreamInvalid(_)
@@ -145,7 +155,10 @@ impl ProxyError {
             Self::RateLimited { .. } => "rate_limit_error",
             Self::InsufficientQuota(_) => "insufficient_quota",
             Self::TargetNotAllowed(_) => "permission_error",
-            Self::Internal(_) | Self::AuditUnavailable | Self::Overloaded => "server_error",
+            Self::Internal(_)
+            | Self::GuardrailFailed(_)
+            | Self::AuditUnavailable
+            | Self::Overloaded => "server_error",
             Self::Upstream { status, .. } if *status == StatusCode::TOO_MANY_REQUESTS => {
                 "rate_limit_error"
             }
@@ -181,6 +194,9 @@ impl ProxyError {
             Self::InvalidJson(_) => "invalid_json",
             Self::InvalidRequest(_) => "invalid_request",
             Self::PiiDetected(_) => "pii_detected",
+            Self::PromptInjection => "prompt_injection",
+            Self::ContentPolicy(_) => "content_policy_violation",
+            Self::GuardrailFailed(_) => "guardrail_error",
             Self::UnknownModel(_) => "model_not_found",
             Self::TargetNotAllowed(_) => "target_not_allowed",
             Self::Internal(_) => "internal_error",

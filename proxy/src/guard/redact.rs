@@ -24,7 +24,7 @@ const CONTEXT: usize = 64;
 const MAX_HELD: usize = 16 * 1024;
 
 /// One call's placeholders.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Placeholders {
     by_value: HashMap<(Entity, String), usize>,
     /// Per entity: the values in placeholder order (index 0 is `_1`).
@@ -118,6 +118,58 @@ impl Placeholders {
 
     pub fn is_empty(&self) -> bool {
         self.counts.is_empty()
+    }
+}
+
+/// The longest placeholder a restorer holds back while waiting for its `]`.
+const LONGEST_PLACEHOLDER: usize = 48;
+
+/// Puts a call's values back into a streamed answer where it repeats their placeholders,
+/// holding back only a `[` not yet closed (a placeholder split across chunks).
+#[derive(Debug)]
+pub struct PlaceholderRestorer {
+    /// The request's placeholders: only the caller's own values are put back (a value the
+    /// answer itself held stays redacted).
+    known: Placeholders,
+    held: String,
+}
+
+impl PlaceholderRestorer {
+    pub fn new(known: Placeholders) -> Self {
+        Self {
+            known,
+            held: String::new(),
+        }
+    }
+
+    /// `text` with the caller's values put back; a whole answer's.
+    pub fn restore(&self, text: &str) -> String {
+        self.known.restore(text)
+    }
+
+    /// The next piece of the answer; returns what may go to the caller now.
+    pub fn push(&mut self, text: &str) -> String {
+        self.held.push_str(text);
+        let cut = match self.held.rfind('[') {
+            Some(open)
+                if self.held.len() - open < LONGEST_PLACEHOLDER
+                    && self.held[open + 1..]
+                        .bytes()
+                        .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_') =>
+            {
+                open
+            }
+            _ => self.held.len(),
+        };
+        let ready = self.known.restore(&self.held[..cut]);
+        self.held.drain(..cut);
+        ready
+    }
+
+    /// The end of the answer: what was held.
+    pub fn finish(&mut self) -> String {
+        let held = std::mem::take(&mut self.held);
+        self.known.restore(&held)
     }
 }
 
@@ -483,6 +535,24 @@ mod tests {
             "[EMAIL_ADDRESS_1] "
         );
         assert_eq!(redactor.finish(&mut placeholders), "now");
+    }
+
+    #[test]
+    fn only_the_callers_values_are_restored_even_when_split() {
+        let detector = PiiDetector::default();
+        let mut placeholders = Placeholders::default();
+        let request = placeholders.redact(&detector, "mail jane.doe@example.com");
+        assert_eq!(request, "mail [EMAIL_ADDRESS_1]");
+        let mut restorer = PlaceholderRestorer::new(placeholders.clone());
+        // The answer's own address is a new value: it stays a placeholder.
+        let answer = placeholders.redact(&detector, "[EMAIL_ADDRESS_1] and bob@example.org");
+        assert_eq!(answer, "[EMAIL_ADDRESS_1] and [EMAIL_ADDRESS_2]");
+        let mut out = String::new();
+        for piece in ["Sent to [EMAIL_", "ADDRESS_1], cc [EMAIL_ADDRESS_2", "] [x"] {
+            out.push_str(&restorer.push(piece));
+        }
+        out.push_str(&restorer.finish());
+        assert_eq!(out, "Sent to jane.doe@example.com, cc [EMAIL_ADDRESS_2] [x");
     }
 
     #[test]

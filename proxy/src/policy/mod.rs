@@ -14,6 +14,10 @@
 //!      OpenAI's `x-ratelimit-*` headers;
 //!    - `budget` ([`budgets`]): spend caps per client, team or department; a call over a
 //!      `deny` budget gets a 429 `insufficient_quota`;
+//!    - `injection` ([`injection`]), `pii` ([`pii`]), `content` ([`content`]): the
+//!      guardrails on what the call sends (and `pii` and `content` on its answer); a refused
+//!      call gets a 400 `prompt_injection`, `pii_detected` or `content_policy_violation`,
+//!      and a guardrail that fails answers for its `on_error` (see [`guarded`]);
 //!    - `router`: which target serves it — the target an OpenAI call's `model` names, or
 //!      the one a pass-through path names — then `target_access`: whether this client may
 //!      use that target.
@@ -27,8 +31,11 @@
 pub(crate) mod auth;
 pub(crate) mod breaker;
 pub(crate) mod budgets;
+pub(crate) mod content;
+pub(crate) mod injection;
 pub(crate) mod limits;
 pub(crate) mod pii;
+pub(crate) mod texts;
 
 use axum::http::HeaderMap;
 use chrono::Utc;
@@ -36,22 +43,13 @@ use chrono::Utc;
 use std::sync::Arc;
 
 use crate::audit::CallAudit;
-use crate::config::{ChainMember, ProxySettings, RouteRule, Target};
+use crate::config::{ChainMember, ProxySettings, RouteRule, Scoped, Target};
 use crate::control::ControlPlane;
 use crate::error::ProxyError;
 use auth::{AuthOutcome, ClientRegistry, RejectReason};
 use breaker::Breakers;
 use budgets::{BudgetLabels, Budgets};
 use limits::{CallSubjects, Limiter, Quotas, TokenEstimate};
-
-fn own_policies(
-    settings: &std::collections::HashMap<String, crate::config::PiiSettings>,
-) -> std::collections::HashMap<String, pii::PiiPolicy> {
-    settings
-        .iter()
-        .map(|(name, settings)| (name.clone(), pii::PiiPolicy::new(settings)))
-        .collect()
-}
 
 /// What a call asks to be served by.
 #[derive(Debug, Clone, Copy)]
@@ -108,10 +106,11 @@ pub(crate) struct Policies {
     budgets: Arc<Budgets>,
     /// What `warden.control` put in force.
     pub(crate) control: Arc<ControlPlane>,
-    /// Member `pii`, when it is in the chain; and targets' and clients' own settings of it.
-    pii: Option<pii::PiiPolicy>,
-    pii_targets: std::collections::HashMap<String, pii::PiiPolicy>,
-    pii_clients: std::collections::HashMap<String, pii::PiiPolicy>,
+    /// The guardrails, each for the chain (when it is in it) and for targets and clients
+    /// with their own settings.
+    pii: Scoped<pii::PiiPolicy>,
+    injection: Scoped<injection::InjectionPolicy>,
+    content: Scoped<content::ContentPolicy>,
 }
 
 /// An admitted call: the target that serves it, and what the limits granted.
@@ -146,9 +145,12 @@ impl Policies {
                 .collect(),
             breakers: Breakers::new(&settings.targets),
             budgets: Budgets::new(settings.budgets.clone()),
-            pii: settings.pii.as_ref().map(pii::PiiPolicy::new),
-            pii_targets: own_policies(&settings.pii_overrides.targets),
-            pii_clients: own_policies(&settings.pii_overrides.clients),
+            pii: settings.guardrails.pii.map(pii::PiiPolicy::new),
+            injection: settings
+                .guardrails
+                .injection
+                .map(injection::InjectionPolicy::new),
+            content: settings.guardrails.content.map(content::ContentPolicy::new),
         }
     }
 
@@ -235,17 +237,36 @@ impl Policies {
         let mut redacted = false;
         for member in &self.chain {
             match member {
-                ChainMember::Pii => {
+                ChainMember::Injection | ChainMember::Pii | ChainMember::Content => {
+                    let Some(request) = content.as_deref_mut() else {
+                        continue;
+                    };
                     // A client's own settings, else its target's (once routed), else the chain's.
-                    let policy = caller
-                        .client_name()
-                        .and_then(|name| self.pii_clients.get(name))
-                        .or_else(|| {
-                            target.and_then(|target: &Target| self.pii_targets.get(&target.id))
-                        })
-                        .or(self.pii.as_ref());
-                    if let (Some(policy), Some(request)) = (policy, content.as_deref_mut()) {
-                        redacted |= policy.guard_request(call, request)?;
+                    let client = caller.client_name();
+                    let target_id = target.map(|target: &Target| target.id.as_str());
+                    match member {
+                        ChainMember::Injection => {
+                            if let Some(policy) = self.injection.for_call(client, target_id) {
+                                guarded(call, "injection", policy.fail_closed, (), |call| {
+                                    policy.guard_request(call, request)
+                                })?;
+                            }
+                        }
+                        ChainMember::Pii => {
+                            if let Some(policy) = self.pii.for_call(client, target_id) {
+                                redacted |=
+                                    guarded(call, "pii", policy.fail_closed, false, |call| {
+                                        policy.guard_request(call, request)
+                                    })?;
+                            }
+                        }
+                        _ => {
+                            if let Some(policy) = self.content.for_call(client, target_id) {
+                                guarded(call, "content", policy.fail_closed, (), |call| {
+                                    policy.guard_request(call, request)
+                                })?;
+                            }
+                        }
                     }
                 }
                 ChainMember::Router => {
@@ -422,6 +443,47 @@ fn route<'t>(
                 .ok_or_else(|| ProxyError::UnknownModel(id.to_owned()))?;
             call.route.model = Some(target.public_name().to_owned());
             Ok(target)
+        }
+    }
+}
+
+/// Runs guardrail `policy` on the call, honouring its `on_error`: when the guardrail itself
+/// fails (a bug: it panicked), the call gets a 500 `guardrail_error` under `block` (the
+/// default: a broken guardrail never silently lets data through), or goes on unchecked
+/// under `allow` (`unchecked` stands for what the guardrail would have said) — either way
+/// with an `error` decision.
+fn guarded<T>(
+    call: &mut CallAudit,
+    policy: &'static str,
+    fail_closed: bool,
+    unchecked: T,
+    run: impl FnOnce(&mut CallAudit) -> Result<T, ProxyError>,
+) -> Result<T, ProxyError> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(call))) {
+        Ok(outcome) => outcome,
+        Err(_) if fail_closed => {
+            tracing::error!(
+                policy,
+                "a guardrail failed: the call is refused (on_error = block)"
+            );
+            call.decided(
+                policy,
+                "error",
+                Some("the guardrail failed; on_error = block"),
+            );
+            Err(ProxyError::GuardrailFailed(policy))
+        }
+        Err(_) => {
+            tracing::error!(
+                policy,
+                "a guardrail failed: the call goes on unchecked (on_error = allow)"
+            );
+            call.decided(
+                policy,
+                "error",
+                Some("the guardrail failed; on_error = allow: the call went on unchecked"),
+            );
+            Ok(unchecked)
         }
     }
 }

@@ -13,7 +13,9 @@
 //! whole of it has been seen; under `block` an answer holding a value ends — a whole one as
 //! a 400 `pii_detected`, a stream with an error chunk of that code, before any of the value
 //! is sent. The answer's outcome is its own decision (`answer: ENTITY:count`), and what the
-//! audit captures of the answer is what the client got.
+//! audit captures of the answer is what the client got — except that with `restore = true`
+//! the caller's own values are put back where the answer repeats their placeholders (the
+//! audit keeps the placeholders).
 
 use serde_json::{Map, Value};
 
@@ -22,6 +24,7 @@ use crate::config::{PiiAction, PiiSettings};
 use crate::error::ProxyError;
 use crate::guard::pii::PiiDetector;
 use crate::guard::redact::Placeholders;
+use crate::policy::texts::{Texts, visit_texts};
 
 /// The configured `pii` member.
 #[derive(Debug)]
@@ -29,7 +32,9 @@ pub(crate) struct PiiPolicy {
     action: PiiAction,
     /// Guard the answer too (`responses = true`, `action` redact or block).
     answers: bool,
+    restore: bool,
     detector: PiiDetector,
+    pub(crate) fail_closed: bool,
 }
 
 impl PiiPolicy {
@@ -37,7 +42,9 @@ impl PiiPolicy {
         Self {
             action: settings.action,
             answers: settings.responses && settings.action != PiiAction::Log,
+            restore: settings.restore,
             detector: PiiDetector::new(&settings.entities),
+            fail_closed: settings.fail_closed,
         }
     }
 
@@ -49,7 +56,7 @@ impl PiiPolicy {
     ) -> Result<bool, ProxyError> {
         let mut placeholders = Placeholders::default();
         let redact = self.action == PiiAction::Redact;
-        visit_texts(request, &mut |text| {
+        visit_texts(request, Texts::All, &mut |text| {
             let findings = self.detector.find(text);
             if findings.is_empty() {
                 return;
@@ -64,12 +71,12 @@ impl PiiPolicy {
         if self.answers {
             // The answer goes on with the request's numbering: `[EMAIL_ADDRESS_1]` is the same
             // address in both.
-            let detector = self.detector.clone();
-            call.output_guard = Some(Box::new(if self.action == PiiAction::Block {
-                crate::stream::OutputGuard::blocking(detector, placeholders)
-            } else {
-                crate::stream::OutputGuard::new(detector, placeholders)
-            }));
+            call.output_guard.get_or_insert_default().with_pii(
+                self.detector.clone(),
+                placeholders,
+                self.action == PiiAction::Block,
+                self.restore,
+            );
         }
         if !found {
             return Ok(false);
@@ -88,97 +95,5 @@ impl PiiPolicy {
                 Err(ProxyError::PiiDetected(summary))
             }
         }
-    }
-}
-
-/// Calls `each` on every text of an OpenAI request a model reads.
-fn visit_texts(request: &mut Map<String, Value>, each: &mut dyn FnMut(&mut String)) {
-    if let Some(Value::Array(messages)) = request.get_mut("messages") {
-        for message in messages.iter_mut() {
-            let Value::Object(message) = message else {
-                continue;
-            };
-            match message.get_mut("content") {
-                Some(Value::String(text)) => each(text),
-                Some(Value::Array(parts)) => {
-                    for part in parts.iter_mut() {
-                        if let Some(Value::String(text)) = part.get_mut("text") {
-                            each(text);
-                        }
-                    }
-                }
-                _ => {}
-            }
-            if let Some(Value::Array(calls)) = message.get_mut("tool_calls") {
-                for tool_call in calls.iter_mut() {
-                    if let Some(Value::String(arguments)) = tool_call
-                        .get_mut("function")
-                        .and_then(|function| function.get_mut("arguments"))
-                    {
-                        each(arguments);
-                    }
-                }
-            }
-        }
-    }
-    for key in ["prompt", "input"] {
-        match request.get_mut(key) {
-            Some(Value::String(text)) => each(text),
-            Some(Value::Array(items)) => {
-                for item in items.iter_mut() {
-                    if let Value::String(text) = item {
-                        each(text);
-                    }
-                }
-            }
-            _ => {}
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use serde_json::json;
-
-    use super::*;
-
-    fn texts(request: &mut Map<String, Value>) -> Vec<String> {
-        let mut seen = Vec::new();
-        visit_texts(request, &mut |text| seen.push(text.clone()));
-        seen
-    }
-
-    #[test]
-    fn every_text_a_model_reads_is_visited() {
-        let Value::Object(mut request) = json!({
-            "model": "m",
-            "messages": [
-                {"role": "system", "content": "be brief"},
-                {"role": "user", "content": [
-                    {"type": "text", "text": "mail a@example.com"},
-                    {"type": "image_url", "image_url": {"url": "https://example.com/x.png"}}
-                ]},
-                {"role": "assistant", "tool_calls": [
-                    {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{\"to\":\"b@example.com\"}"}}
-                ]},
-                {"role": "tool", "tool_call_id": "c1", "content": "sent"}
-            ],
-            "prompt": ["p1", "p2"],
-            "input": "embed me"
-        }) else {
-            unreachable!("an object")
-        };
-        assert_eq!(
-            texts(&mut request),
-            [
-                "be brief",
-                "mail a@example.com",
-                "{\"to\":\"b@example.com\"}",
-                "sent",
-                "p1",
-                "p2",
-                "embed me"
-            ]
-        );
     }
 }

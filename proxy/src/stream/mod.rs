@@ -205,15 +205,10 @@ impl<T: StreamTranslator> TranslatedStream<T> {
         if let Some(sent) = self.out.take_sent_text() {
             self.tally.capture(&sent);
         }
-        let answer_redacted = self.out.answer_summary();
-        let outcome = if self.out.is_blocked() {
-            "deny"
-        } else {
-            "redact"
-        };
+        let decisions = self.out.decisions();
         self.call.take().map(|mut call| {
-            if let Some(summary) = answer_redacted {
-                call.decided("pii", outcome, Some(&format!("answer: {summary}")));
+            for (policy, outcome, reason) in &decisions {
+                call.decided(policy, outcome, Some(reason));
             }
             call.request.input_tokens = self.tally.input_tokens;
             let content = self.tally.content.take().map(ContentCapture::finish);
@@ -329,10 +324,11 @@ impl<T: StreamTranslator> Stream for TranslatedStream<T> {
                     if let Some(sent) = this.out.take_sent_text() {
                         this.tally.capture(&sent);
                     }
-                    if this.out.is_blocked() {
+                    if let Some(blocked) = this.out.blocked() {
                         // The guard wrote the error chunk: the answer ends here.
-                        this.tally.error_type = Some("pii_detected");
-                        let trail = this.finish(200, Some("pii_detected"));
+                        let code = blocked.error().code();
+                        this.tally.error_type = Some(code);
+                        let trail = this.finish(200, Some(code));
                         let last = this.out.take();
                         return this.close(cx, last, trail);
                     }

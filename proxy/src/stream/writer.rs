@@ -11,8 +11,11 @@ use std::collections::BTreeMap;
 use bytes::Bytes;
 use serde_json::Value;
 
+use crate::config::GuardAction;
+use crate::error::ProxyError;
+use crate::guard::content::{Category, ContentFilter, Finding};
 use crate::guard::pii::{Entity, PiiDetector};
-use crate::guard::redact::{Placeholders, StreamRedactor};
+use crate::guard::redact::{PlaceholderRestorer, Placeholders, StreamRedactor};
 
 /// Where an event's generated text is, in each of its `choices`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,65 +26,42 @@ pub(crate) enum TextField {
     CompletionText,
 }
 
-/// The output side of the `pii` guardrail: each choice's text through a
-/// [`StreamRedactor`], with the call's placeholders (the request's numbering goes on).
-#[derive(Debug)]
+/// The answer side of the guardrails. Each choice's generated text goes through, in order:
+/// the `pii` redactor ([`StreamRedactor`], with the call's placeholders: the request's
+/// numbering goes on), the `content` filter (which holds back the word being written, so a
+/// blocked term is seen whole before any of it is sent), and — for the caller only, after
+/// the audit captured the redacted text — the restorer of the caller's own values.
+#[derive(Debug, Default)]
 pub(crate) struct OutputGuard {
-    detector: PiiDetector,
-    placeholders: Placeholders,
+    pii: Option<PiiOutput>,
+    content: Option<ContentOutput>,
+    /// The request's placeholders, when the caller gets its own values back.
+    restore: Option<Placeholders>,
     /// Per choice index.
-    redactors: BTreeMap<u64, StreamRedactor>,
+    choices: BTreeMap<u64, ChoiceGuard>,
     /// The last text event as sent: the frame (its text emptied) for what is flushed at the
     /// end.
     frame: Option<(Value, TextField)>,
-    /// Counts the request's redaction left, to tell the answer's own.
-    request_counts: BTreeMap<Entity, usize>,
     /// The redacted text sent since the last take (what the audit captures).
     sent: String,
-    /// `action = "block"`: the first value found in the answer ends it instead.
-    block: bool,
-    /// A value was found and the answer is blocked: nothing more is sent.
-    blocked: bool,
+    /// A blocking guardrail ended the answer: nothing more is sent.
+    blocked: Option<Blocked>,
 }
 
-impl OutputGuard {
-    pub(crate) fn new(detector: PiiDetector, placeholders: Placeholders) -> Self {
-        Self {
-            request_counts: placeholders.counts.clone(),
-            detector,
-            placeholders,
-            redactors: BTreeMap::new(),
-            frame: None,
-            sent: String::new(),
-            block: false,
-            blocked: false,
-        }
-    }
+/// The `pii` stage.
+#[derive(Debug)]
+struct PiiOutput {
+    detector: PiiDetector,
+    placeholders: Placeholders,
+    /// Counts the request's redaction left, to tell the answer's own.
+    request_counts: BTreeMap<Entity, usize>,
+    /// `action = "block"`: the first value found in the answer ends it instead.
+    block: bool,
+}
 
-    /// The guard of `action = "block"`: an answer that holds a value is ended (a stream
-    /// with an error chunk, a whole answer with a 400) before any of it is sent.
-    pub(crate) fn blocking(detector: PiiDetector, placeholders: Placeholders) -> Self {
-        Self {
-            block: true,
-            ..Self::new(detector, placeholders)
-        }
-    }
-
-    /// Whether the answer held a value and a blocking guard ended it.
-    pub(crate) fn is_blocked(&self) -> bool {
-        self.blocked
-    }
-
-    /// Whether the answer's redaction replaced anything (beyond the request's).
-    fn found_in_answer(&self) -> bool {
-        self.placeholders
-            .counts
-            .iter()
-            .any(|(entity, count)| *count > self.request_counts.get(entity).copied().unwrap_or(0))
-    }
-
-    /// What the answer's redaction replaced, `ENTITY:count,…`, if anything.
-    pub(crate) fn answer_summary(&self) -> Option<String> {
+impl PiiOutput {
+    /// What the answer's redaction replaced (beyond the request's), `ENTITY:count,…`.
+    fn answer_summary(&self) -> Option<String> {
         let parts: Vec<String> = self
             .placeholders
             .counts
@@ -94,9 +74,251 @@ impl OutputGuard {
         (!parts.is_empty()).then(|| parts.join(","))
     }
 
-    /// A whole (non-streamed) answer's body with each choice's text redacted; the redacted
-    /// texts, for the capture. `None` when the body is not a JSON answer with choices.
-    pub(crate) fn redact_answer(&mut self, body: &[u8]) -> Option<(Vec<u8>, String)> {
+    /// Under `block`, whether the answer held a value: what blocks it.
+    fn blocks(&self) -> Option<Blocked> {
+        if !self.block {
+            return None;
+        }
+        self.answer_summary().map(Blocked::Pii)
+    }
+}
+
+/// The `content` stage.
+#[derive(Debug)]
+struct ContentOutput {
+    filter: ContentFilter,
+    actions: Vec<(Category, GuardAction)>,
+    /// Categories found under `log`, for the decision.
+    logged: BTreeMap<Category, Finding>,
+}
+
+impl ContentOutput {
+    /// Checks `text`: a category under `block` blocks the answer, one under `log` is noted.
+    fn check(&mut self, text: &str) -> Option<Blocked> {
+        for finding in self.filter.find(text) {
+            match self.action(finding.category) {
+                GuardAction::Block => return Some(Blocked::Content(finding)),
+                GuardAction::Log => {
+                    self.logged.entry(finding.category).or_insert(finding);
+                }
+            }
+        }
+        None
+    }
+
+    fn action(&self, category: Category) -> GuardAction {
+        self.actions
+            .iter()
+            .find(|(c, _)| *c == category)
+            .map_or(GuardAction::Block, |(_, action)| *action)
+    }
+}
+
+/// What ended an answer.
+#[derive(Debug, Clone)]
+pub(crate) enum Blocked {
+    /// `pii` under `block`: the entity types and counts.
+    Pii(String),
+    /// `content` under `block`: the category found.
+    Content(Finding),
+}
+
+impl Blocked {
+    /// The error the caller gets: a whole answer's status and body, a stream's error chunk.
+    pub(crate) fn error(&self) -> ProxyError {
+        match self {
+            Self::Pii(summary) => ProxyError::PiiDetected(summary.clone()),
+            Self::Content(finding) => ProxyError::ContentPolicy(finding.category.to_string()),
+        }
+    }
+}
+
+/// One choice's state in each stage.
+#[derive(Debug, Default)]
+struct ChoiceGuard {
+    redactor: Option<StreamRedactor>,
+    content: Option<ContentTail>,
+    restorer: Option<PlaceholderRestorer>,
+}
+
+/// How much already-checked text the content stage reads again with the next piece, so a
+/// phrase split across pieces is matched.
+const CONTENT_WINDOW: usize = 256;
+/// The longest word the content stage holds back waiting for its end.
+const CONTENT_HOLD: usize = 64;
+
+/// A choice's text in the content stage: the word being written is held until it ends.
+#[derive(Debug, Default)]
+struct ContentTail {
+    held: String,
+    /// The end of what was checked and sent, read again before the next piece.
+    window: String,
+}
+
+impl ContentTail {
+    /// Takes `text`; returns what passed the check and may be sent now.
+    fn push(
+        &mut self,
+        text: &str,
+        finished: bool,
+        content: &mut ContentOutput,
+    ) -> Result<String, Blocked> {
+        self.held.push_str(text);
+        let mut cut = if finished {
+            self.held.len()
+        } else {
+            self.held
+                .char_indices()
+                .rev()
+                .find(|(_, c)| !c.is_alphanumeric() && *c != '\'')
+                .map_or(0, |(at, c)| at + c.len_utf8())
+        };
+        if self.held.len() - cut > CONTENT_HOLD {
+            cut = self.held.len();
+        }
+        if cut == 0 {
+            return Ok(String::new());
+        }
+        let ready: String = self.held.drain(..cut).collect();
+        self.window.push_str(&ready);
+        if let Some(blocked) = content.check(&self.window) {
+            return Err(blocked);
+        }
+        if self.window.len() > CONTENT_WINDOW {
+            let mut from = self.window.len() - CONTENT_WINDOW;
+            while !self.window.is_char_boundary(from) {
+                from += 1;
+            }
+            self.window.drain(..from);
+        }
+        Ok(ready)
+    }
+}
+
+impl OutputGuard {
+    /// Adds the `pii` stage: the answer redacted with `placeholders` (the request's), or
+    /// under `block` ended at its first value; with `restore`, the caller's own values put
+    /// back for the caller.
+    pub(crate) fn with_pii(
+        &mut self,
+        detector: PiiDetector,
+        placeholders: Placeholders,
+        block: bool,
+        restore: bool,
+    ) {
+        if restore && !placeholders.is_empty() {
+            self.restore = Some(placeholders.clone());
+        }
+        self.pii = Some(PiiOutput {
+            request_counts: placeholders.counts.clone(),
+            detector,
+            placeholders,
+            block,
+        });
+    }
+
+    /// Adds the `content` stage.
+    pub(crate) fn with_content(
+        &mut self,
+        filter: ContentFilter,
+        actions: Vec<(Category, GuardAction)>,
+    ) {
+        self.content = Some(ContentOutput {
+            filter,
+            actions,
+            logged: BTreeMap::new(),
+        });
+    }
+
+    /// What ended the answer, if a blocking guardrail did.
+    pub(crate) fn blocked(&self) -> Option<&Blocked> {
+        self.blocked.as_ref()
+    }
+
+    /// The guardrails' decisions on the answer: `(policy, outcome, reason)`.
+    pub(crate) fn decisions(&self) -> Vec<(&'static str, &'static str, String)> {
+        let mut decisions = Vec::new();
+        if let Some(summary) = self.pii.as_ref().and_then(PiiOutput::answer_summary) {
+            let outcome = if matches!(self.blocked, Some(Blocked::Pii(_))) {
+                "deny"
+            } else {
+                "redact"
+            };
+            decisions.push(("pii", outcome, format!("answer: {summary}")));
+        }
+        if let Some(Blocked::Content(finding)) = &self.blocked {
+            decisions.push(("content", "deny", format!("answer: {}", finding.describe())));
+        }
+        if let Some(content) = &self.content {
+            for finding in content.logged.values() {
+                decisions.push(("content", "log", format!("answer: {}", finding.describe())));
+            }
+        }
+        decisions
+    }
+
+    /// One choice's next piece of text through every stage: what the caller gets now, or
+    /// `None` when a blocking guardrail ended the answer.
+    fn through(&mut self, index: u64, text: &str, finished: bool) -> Option<String> {
+        let Self {
+            pii,
+            content,
+            restore,
+            choices,
+            sent,
+            blocked,
+            ..
+        } = self;
+        if blocked.is_some() {
+            return None;
+        }
+        let choice = choices.entry(index).or_insert_with(|| ChoiceGuard {
+            redactor: pii
+                .as_ref()
+                .map(|pii| StreamRedactor::new(pii.detector.clone())),
+            content: content.as_ref().map(|_| ContentTail::default()),
+            restorer: restore.clone().map(PlaceholderRestorer::new),
+        });
+        let mut text = match (pii.as_mut(), choice.redactor.as_mut()) {
+            (Some(pii), Some(redactor)) => {
+                let mut redacted = redactor.push(text, &mut pii.placeholders);
+                if finished {
+                    redacted.push_str(&redactor.finish(&mut pii.placeholders));
+                }
+                if let Some(found) = pii.blocks() {
+                    *blocked = Some(found);
+                    return None;
+                }
+                redacted
+            }
+            _ => text.to_owned(),
+        };
+        if let (Some(content), Some(tail)) = (content.as_mut(), choice.content.as_mut()) {
+            match tail.push(&text, finished, content) {
+                Ok(checked) => text = checked,
+                Err(found) => {
+                    *blocked = Some(found);
+                    return None;
+                }
+            }
+        }
+        sent.push_str(&text);
+        Some(match choice.restorer.as_mut() {
+            Some(restorer) => {
+                let mut restored = restorer.push(&text);
+                if finished {
+                    restored.push_str(&restorer.finish());
+                }
+                restored
+            }
+            None => text,
+        })
+    }
+
+    /// A whole (non-streamed) answer's body with each choice's text through every stage;
+    /// the redacted texts, for the capture. `None` when the body is not a JSON answer with
+    /// choices; a blocking guardrail's finding is then [`blocked`](Self::blocked).
+    pub(crate) fn guard_answer(&mut self, body: &[u8]) -> Option<(Vec<u8>, String)> {
         let mut answer: Value = serde_json::from_slice(body).ok()?;
         let choices = answer.get_mut("choices")?.as_array_mut()?;
         let mut texts = Vec::new();
@@ -106,18 +328,29 @@ impl OutputGuard {
                 None => choice.get_mut("text"),
             };
             if let Some(Value::String(text)) = slot {
-                *text = self.placeholders.redact(&self.detector, text);
+                if let Some(pii) = self.pii.as_mut() {
+                    *text = pii.placeholders.redact(&pii.detector, text);
+                    if let Some(found) = pii.blocks() {
+                        self.blocked = Some(found);
+                    }
+                }
+                if let Some(content) = self.content.as_mut()
+                    && self.blocked.is_none()
+                    && let Some(found) = content.check(text)
+                {
+                    self.blocked = Some(found);
+                }
                 texts.push(text.clone());
+                if let Some(known) = &self.restore {
+                    *text = known.restore(text);
+                }
             }
-        }
-        if self.block && self.found_in_answer() {
-            self.blocked = true;
         }
         Some((serde_json::to_vec(&answer).ok()?, texts.join("\n")))
     }
 
-    /// Passes `event` through the guard: each choice's text redacted as far as it may be
-    /// sent, into the guard's frame (one copy of the event per chunk).
+    /// Passes `event` through the guard: each choice's text as far as it may be sent, into
+    /// the guard's frame (one copy of the event per chunk).
     fn pass(&mut self, event: &Value, field: TextField) -> Passed {
         let has_choices = event
             .get("choices")
@@ -139,21 +372,11 @@ impl OutputGuard {
                     .get_mut(choice)
                     .map(std::mem::take)
                     .unwrap_or_default();
-                let redactor = self
-                    .redactors
-                    .entry(index)
-                    .or_insert_with(|| StreamRedactor::new(self.detector.clone()));
-                let mut sent = redactor.push(&text, &mut self.placeholders);
-                if finished {
-                    sent.push_str(&redactor.finish(&mut self.placeholders));
-                }
-                if self.block && self.found_in_answer() {
-                    self.blocked = true;
+                let Some(out) = self.through(index, &text, finished) else {
                     return Passed::Blocked;
-                }
-                worth_sending |= !sent.is_empty() || finished || has_more_than_text(choice, field);
-                self.sent.push_str(&sent);
-                field.set(choice, sent);
+                };
+                worth_sending |= !out.is_empty() || finished || has_more_than_text(choice, field);
+                field.set(choice, out);
             }
         }
         self.frame = Some((frame, field));
@@ -179,23 +402,17 @@ impl OutputGuard {
                 }
             }
         }
-        if self.blocked {
-            return Vec::new();
-        }
-        let placeholders = &mut self.placeholders;
-        let rests: Vec<(u64, String)> = self
-            .redactors
-            .iter_mut()
-            .map(|(index, redactor)| (*index, redactor.finish(placeholders)))
-            .filter(|(_, rest)| !rest.is_empty())
-            .collect();
-        if self.block && self.found_in_answer() {
-            self.blocked = true;
-            return Vec::new();
+        let indexes: Vec<u64> = self.choices.keys().copied().collect();
+        let mut rests = Vec::new();
+        for index in indexes {
+            match self.through(index, "", true) {
+                Some(rest) if !rest.is_empty() => rests.push((index, rest)),
+                Some(_) => {}
+                None => return Vec::new(),
+            }
         }
         let mut events = Vec::new();
         for (index, rest) in rests {
-            self.sent.push_str(&rest);
             let mut event = template.clone();
             if let Some(Value::Array(choices)) = event.get_mut("choices") {
                 choices.retain(|choice| {
@@ -219,7 +436,7 @@ enum Passed {
     Frame,
     /// Nothing to send yet (its text is held back).
     Nothing,
-    /// A blocking guard found a value: the answer ends with an error chunk.
+    /// A blocking guardrail ended the answer: it ends with an error chunk.
     Blocked,
 }
 
@@ -231,14 +448,15 @@ fn write_sse(out: &mut Vec<u8>, event: &Value) {
     out.extend_from_slice(b"\n\n");
 }
 
-/// The error chunk that ends a streamed answer a blocking guard stopped: OpenAI's error
-/// shape, the same `code` as a blocked request, the entity types and counts only.
-fn pii_error_chunk(summary: &str) -> Value {
+/// The error chunk that ends a streamed answer a blocking guardrail stopped: OpenAI's error
+/// shape, the same `code` as a blocked request (what was found named by type, never shown).
+fn error_chunk(blocked: &Blocked) -> Value {
+    let error = blocked.error();
     serde_json::json!({"error": {
-        "message": format!("The answer holds personal or secret data this proxy does not forward ({summary})."),
+        "message": error.to_string(),
         "type": "invalid_request_error",
         "param": null,
-        "code": "pii_detected",
+        "code": error.code(),
     }})
 }
 
@@ -331,21 +549,24 @@ impl ClientWriter {
             .filter(|text| !text.is_empty())
     }
 
-    /// Whether a blocking guard ended the answer (the stream must end now).
-    pub(crate) fn is_blocked(&self) -> bool {
-        self.guard.as_ref().is_some_and(|guard| guard.is_blocked())
+    /// What ended the answer, if a blocking guardrail did (the stream must end now).
+    pub(crate) fn blocked(&self) -> Option<&Blocked> {
+        self.guard.as_ref().and_then(|guard| guard.blocked())
     }
 
-    /// What the guard redacted in the answer, for the call's decision.
-    pub(crate) fn answer_summary(&self) -> Option<String> {
-        self.guard.as_ref().and_then(|guard| guard.answer_summary())
+    /// The guardrails' decisions on the answer: `(policy, outcome, reason)`.
+    pub(crate) fn decisions(&self) -> Vec<(&'static str, &'static str, String)> {
+        self.guard
+            .as_ref()
+            .map(|guard| guard.decisions())
+            .unwrap_or_default()
     }
 
     /// An event carrying generated text in `field` of its choices.
     pub(crate) fn generated(&mut self, event: &Value, field: TextField) {
         match self.guard.as_mut() {
             None => self.write_event(event),
-            Some(guard) if guard.blocked => {}
+            Some(guard) if guard.blocked.is_some() => {}
             Some(guard) => match guard.pass(event, field) {
                 Passed::AsItIs => write_sse(&mut self.out, event),
                 Passed::Frame => {
@@ -355,8 +576,9 @@ impl ClientWriter {
                 }
                 Passed::Nothing => {}
                 Passed::Blocked => {
-                    let summary = guard.answer_summary().unwrap_or_default();
-                    write_sse(&mut self.out, &pii_error_chunk(&summary));
+                    if let Some(blocked) = &guard.blocked {
+                        write_sse(&mut self.out, &error_chunk(blocked));
+                    }
                 }
             },
         }
@@ -378,10 +600,13 @@ impl ClientWriter {
         let Some(guard) = self.guard.as_mut() else {
             return;
         };
+        if guard.blocked.is_some() {
+            return;
+        }
         let events = guard.flush();
-        if guard.blocked {
-            let summary = guard.answer_summary().unwrap_or_default();
-            self.write_event(&pii_error_chunk(&summary));
+        if let Some(blocked) = &guard.blocked {
+            let chunk = error_chunk(blocked);
+            self.write_event(&chunk);
             return;
         }
         for event in events {
@@ -423,7 +648,13 @@ mod tests {
 
     #[test]
     fn a_guarded_writer_holds_a_split_value_and_passes_usage_chunks() {
-        let guard = OutputGuard::new(PiiDetector::default(), Placeholders::default());
+        let mut guard = OutputGuard::default();
+        guard.with_pii(
+            PiiDetector::default(),
+            Placeholders::default(),
+            false,
+            false,
+        );
         let mut writer = ClientWriter::guarded(Some(Box::new(guard)));
         let chunk = |text: &str| json!({"id": "c", "choices": [{"index": 0, "delta": {"content": text}, "finish_reason": null}]});
         writer.generated(&chunk("Mail jane.doe@exa"), TextField::ChatDelta);
@@ -446,7 +677,13 @@ mod tests {
 
     #[test]
     fn what_was_held_goes_out_with_a_final_chunk_that_has_no_content() {
-        let guard = OutputGuard::new(PiiDetector::default(), Placeholders::default());
+        let mut guard = OutputGuard::default();
+        guard.with_pii(
+            PiiDetector::default(),
+            Placeholders::default(),
+            false,
+            false,
+        );
         let mut writer = ClientWriter::guarded(Some(Box::new(guard)));
         writer.generated(
             &json!({"choices": [{"index": 0, "delta": {"content": "See you tonight"}, "finish_reason": null}]}),
