@@ -509,3 +509,42 @@ fn check_access(
         _ => Ok(()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn call() -> CallAudit {
+        let (emitter, _events) =
+            warden_ingest::event_channel(16, warden_ingest::OnSpoolFull::Block);
+        CallAudit::start(
+            emitter.clone(),
+            Arc::new(crate::metrics::ProxyMetrics::new(emitter)),
+            "test",
+            None,
+            "/v1/chat/completions",
+            crate::client_address::ClientAddress {
+                ip: None,
+                country: None,
+            },
+            &HeaderMap::new(),
+        )
+    }
+
+    #[test]
+    fn a_failing_guardrail_blocks_under_block_and_lets_through_under_allow() {
+        let panicking = |_: &mut CallAudit| -> Result<bool, ProxyError> {
+            panic!("a guardrail bug");
+        };
+        let mut audit = call();
+        let refused = guarded(&mut audit, "pii", true, false, panicking);
+        assert!(matches!(refused, Err(ProxyError::GuardrailFailed("pii"))));
+        let mut audit = call();
+        let allowed = guarded(&mut audit, "pii", false, false, panicking);
+        assert!(matches!(allowed, Ok(false)));
+        // A guardrail that works answers for itself.
+        let mut audit = call();
+        let outcome = guarded(&mut audit, "pii", true, false, |_| Ok(true));
+        assert!(matches!(outcome, Ok(true)));
+    }
+}
