@@ -24,7 +24,7 @@
 use std::sync::LazyLock;
 
 use base64::Engine as _;
-use regex::{Regex, RegexSet};
+use regex::{Regex, RegexSet, RegexSetBuilder};
 
 use super::normalize::{Normalized, normalize};
 
@@ -574,12 +574,12 @@ const RAW: &[Rule] = &[
     rule(
         "role.line_label",
         0.35,
-        r"(?mi)^[\s>#*\[(]*(?:system|assistant|developer|admin)(?:\s+(?:message|prompt|note|instruction))?[\])*]*\s*:",
+        r"(?m)^[\s>#*\[(]*(?:[Ss][Yy][Ss][Tt][Ee][Mm]|[Aa][Ss][Ss][Ii][Ss][Tt][Aa][Nn][Tt]|[Dd][Ee][Vv][Ee][Ll][Oo][Pp][Ee][Rr]|[Aa][Dd][Mm][Ii][Nn])(?:\s+(?i:message|prompt|note|instruction))?[\])*]*\s*:",
     ),
     rule(
         "role.json",
         0.35,
-        r#"(?i)["']role["']\s*:\s*["'](?:system|developer)["']"#,
+        r#"["'](?i:role)["']\s*:\s*["'](?i:system|developer)["']"#,
     ),
 ];
 
@@ -600,9 +600,8 @@ const META_CHANGE_ADDRESSED: Rule = rule("meta.change_addressed", 0.4, "");
 
 struct Compiled {
     phrases: RegexSet,
-    raw: RegexSet,
-    base64: Regex,
-    hex: Regex,
+    /// [`RAW`], one regex each: each has literals to skip to, which a set does not use.
+    raw: Vec<Regex>,
     decode_and_follow: Regex,
     mentions_rot13: Regex,
     model_ref: Regex,
@@ -610,7 +609,12 @@ struct Compiled {
 
 static COMPILED: LazyLock<Compiled> = LazyLock::new(|| {
     let set = |rules: &[Rule]| {
-        RegexSet::new(rules.iter().map(|rule| ascii_boundaries(rule.pattern)))
+        // The default limits make the lazy DFA give up on a set this size and fall back to a
+        // 70x slower engine (9 ms on 4 KB): the larger cache keeps it on the fast one.
+        RegexSetBuilder::new(rules.iter().map(|rule| ascii_boundaries(rule.pattern)))
+            .size_limit(64 << 20)
+            .dfa_size_limit(64 << 20)
+            .build()
             .unwrap_or_else(|err| unreachable!("built-in injection rules compile: {err}"))
     };
     let regex = |pattern: &str| {
@@ -619,9 +623,10 @@ static COMPILED: LazyLock<Compiled> = LazyLock::new(|| {
     };
     Compiled {
         phrases: set(PHRASES),
-        raw: set(RAW),
-        base64: regex(r"[A-Za-z0-9+/_\-]{24,}={0,2}"),
-        hex: regex(r"(?i)(?:[0-9a-f]{2}[\s:]?){16,}"),
+        raw: RAW
+            .iter()
+            .map(|rule| regex(&ascii_boundaries(rule.pattern)))
+            .collect(),
         decode_and_follow: regex(&ascii_boundaries(
             r"\b(?:decode|base64|b64|rot-?13|hex|decipher|decrypt)\b[^.\n]{0,80}\b(?:follow|execute|obey|run|do what|carry out|act on|comply|perform)\b|\b(?:follow|execute|obey|carry out)\b[^.\n]{0,60}\b(?:decoded|base64|encoded|hidden)\b",
         )),
@@ -728,9 +733,15 @@ pub struct InjectionDetector;
 impl InjectionDetector {
     /// Scores `text`.
     pub fn score(&self, text: &str) -> Verdict {
+        self.score_normalized(text, &normalize(text))
+    }
+
+    /// Scores `text`, already [normalized](normalize) (the content filter of the same call
+    /// reads the same normalized text).
+    pub fn score_normalized(&self, text: &str, normalized: &Normalized) -> Verdict {
         let mut verdict = Verdict::default();
         let mut decoded_budget = MAX_DECODED;
-        self.score_into(text, 0, &mut decoded_budget, &mut verdict);
+        self.score_into(text, normalized, 0, &mut decoded_budget, &mut verdict);
         verdict
     }
 
@@ -739,17 +750,27 @@ impl InjectionDetector {
     fn score_into(
         &self,
         text: &str,
+        normalized: &Normalized,
         depth: usize,
         decoded_budget: &mut usize,
         verdict: &mut Verdict,
     ) {
         let compiled = &*COMPILED;
-        for index in compiled.raw.matches(text).iter() {
-            verdict.add(&RAW[index]);
+        // Each raw rule needs a character most prompts lack: looked for (memchr) first.
+        let bytes = text.as_bytes();
+        let has = |b: u8| bytes.contains(&b);
+        for (rule, pattern) in RAW.iter().zip(&compiled.raw) {
+            let could_match = match rule.id {
+                "role.template_system" | "role.template_token" => has(b'<') || has(b'['),
+                "role.json" => has(b':') && (has(b'"') || has(b'\'')),
+                _ => has(b':'),
+            };
+            if could_match && pattern.is_match(text) {
+                verdict.add(rule);
+            }
         }
-        let normalized = normalize(text);
         self.phrases(&normalized.text, verdict);
-        hidden(&normalized, verdict);
+        hidden(normalized, verdict);
         if !normalized.tag_payload.is_empty() {
             let before = verdict.rules.len();
             self.phrases(&normalized.tag_payload, verdict);
@@ -758,7 +779,7 @@ impl InjectionDetector {
             }
         }
         if depth < MAX_DEPTH {
-            self.encoded(text, &normalized, depth, decoded_budget, verdict);
+            self.encoded(text, normalized, depth, decoded_budget, verdict);
         }
     }
 
@@ -785,11 +806,11 @@ impl InjectionDetector {
     ) {
         let compiled = &*COMPILED;
         let mut found_payload = false;
-        for candidate in compiled.base64.find_iter(text) {
+        for candidate in base64_runs(text) {
             if *decoded_budget == 0 {
                 break;
             }
-            let bytes = candidate.as_str().as_bytes();
+            let bytes = candidate.as_bytes();
             let bytes = &bytes[..bytes.len().min(*decoded_budget * 4 / 3)];
             let Some(decoded) = decode_base64(bytes) else {
                 continue;
@@ -802,12 +823,11 @@ impl InjectionDetector {
                 }
             }
         }
-        for candidate in compiled.hex.find_iter(text) {
+        for candidate in hex_runs(text) {
             if *decoded_budget == 0 {
                 break;
             }
             let digits: Vec<u8> = candidate
-                .as_str()
                 .bytes()
                 .filter(u8::is_ascii_hexdigit)
                 .take(*decoded_budget * 2)
@@ -844,7 +864,7 @@ impl InjectionDetector {
         verdict: &mut Verdict,
     ) -> bool {
         let before = verdict.rules.len();
-        self.score_into(plain, depth + 1, decoded_budget, verdict);
+        self.score_into(plain, &normalize(plain), depth + 1, decoded_budget, verdict);
         verdict.rules.len() > before
     }
 }
@@ -871,6 +891,61 @@ fn hidden(normalized: &Normalized, verdict: &mut Verdict) {
     if normalized.spelled_out >= 8 {
         verdict.add(&HIDDEN_SPELLED_OUT);
     }
+}
+
+/// The runs of 24 or more base64 characters (either alphabet) in `text`, with their padding:
+/// what may be an encoded payload. A byte loop, where a regex tried a match at every letter.
+fn base64_runs(text: &str) -> impl Iterator<Item = &str> {
+    let bytes = text.as_bytes();
+    let is_base64 = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'_' | b'-');
+    let mut at = 0;
+    std::iter::from_fn(move || {
+        while at < bytes.len() {
+            let start = at;
+            while at < bytes.len() && is_base64(bytes[at]) {
+                at += 1;
+            }
+            if at - start >= 24 {
+                let mut end = at;
+                while end < bytes.len() && end - at < 2 && bytes[end] == b'=' {
+                    end += 1;
+                }
+                at = end;
+                return Some(&text[start..end]);
+            }
+            at += 1;
+        }
+        None
+    })
+}
+
+/// The runs of 16 or more hex byte pairs in `text`, each pair optionally followed by one
+/// space or colon (`48656c6c6f`, `48 65 6c 6c 6f`, `48:65:6c`).
+fn hex_runs(text: &str) -> impl Iterator<Item = &str> {
+    let bytes = text.as_bytes();
+    let hex_at = |at: usize| bytes.get(at).is_some_and(u8::is_ascii_hexdigit);
+    let mut at = 0;
+    std::iter::from_fn(move || {
+        while at < bytes.len() {
+            let start = at;
+            let mut end = at;
+            let mut pairs = 0;
+            while hex_at(end) && hex_at(end + 1) {
+                pairs += 1;
+                end += 2;
+                if matches!(bytes.get(end), Some(b' ' | b':')) && hex_at(end + 1) && hex_at(end + 2)
+                {
+                    end += 1;
+                }
+            }
+            if pairs >= 16 {
+                at = end;
+                return Some(&text[start..end]);
+            }
+            at += 1;
+        }
+        None
+    })
 }
 
 /// `bytes` as base64 (standard or URL-safe, padded or not), if they are.

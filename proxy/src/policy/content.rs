@@ -13,6 +13,7 @@ use crate::audit::CallAudit;
 use crate::config::{ContentSettings, GuardAction};
 use crate::error::ProxyError;
 use crate::guard::content::{Category, ContentFilter, Finding};
+use crate::guard::normalize::NormalizedTexts;
 use crate::policy::texts::{Texts, visit_texts};
 
 /// The configured `content` member.
@@ -47,10 +48,11 @@ impl ContentPolicy {
         &self,
         call: &mut CallAudit,
         request: &mut Map<String, Value>,
+        normalized: &mut NormalizedTexts,
     ) -> Result<(), ProxyError> {
         let mut found: Vec<Finding> = Vec::new();
         visit_texts(request, Texts::All, &mut |text| {
-            for finding in self.filter.find(text) {
+            for finding in self.filter.find_normalized(&normalized.get(text).text) {
                 match found.iter_mut().find(|f| f.category == finding.category) {
                     Some(known) if known.score >= finding.score => {}
                     Some(known) => *known = finding,

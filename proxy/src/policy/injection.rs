@@ -12,6 +12,7 @@ use crate::audit::CallAudit;
 use crate::config::{GuardAction, InjectionSettings};
 use crate::error::ProxyError;
 use crate::guard::injection::{InjectionDetector, Verdict};
+use crate::guard::normalize::NormalizedTexts;
 use crate::policy::texts::{Texts, visit_texts};
 
 /// The configured `injection` member.
@@ -38,10 +39,10 @@ impl InjectionPolicy {
     }
 
     /// The worst-scoring text of `request`.
-    fn worst(&self, request: &mut Map<String, Value>) -> Verdict {
+    fn worst(&self, request: &mut Map<String, Value>, normalized: &mut NormalizedTexts) -> Verdict {
         let mut worst = Verdict::default();
         visit_texts(request, self.texts, &mut |text| {
-            let verdict = self.detector.score(text);
+            let verdict = self.detector.score_normalized(text, normalized.get(text));
             if verdict.score > worst.score {
                 worst = verdict;
             }
@@ -54,8 +55,9 @@ impl InjectionPolicy {
         &self,
         call: &mut CallAudit,
         request: &mut Map<String, Value>,
+        normalized: &mut NormalizedTexts,
     ) -> Result<(), ProxyError> {
-        let verdict = self.worst(request);
+        let verdict = self.worst(request, normalized);
         if verdict.score < self.threshold {
             return Ok(());
         }

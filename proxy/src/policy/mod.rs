@@ -235,6 +235,8 @@ impl Policies {
         let mut target = None;
         let mut quotas = Quotas::default();
         let mut redacted = false;
+        // The injection and content members read the same texts: normalized once.
+        let mut normalized = crate::guard::normalize::NormalizedTexts::default();
         for member in &self.chain {
             match member {
                 ChainMember::Injection | ChainMember::Pii | ChainMember::Content => {
@@ -248,7 +250,7 @@ impl Policies {
                         ChainMember::Injection => {
                             if let Some(policy) = self.injection.for_call(client, target_id) {
                                 guarded(call, "injection", policy.fail_closed, (), |call| {
-                                    policy.guard_request(call, request)
+                                    policy.guard_request(call, request, &mut normalized)
                                 })?;
                             }
                         }
@@ -263,7 +265,7 @@ impl Policies {
                         _ => {
                             if let Some(policy) = self.content.for_call(client, target_id) {
                                 guarded(call, "content", policy.fail_closed, (), |call| {
-                                    policy.guard_request(call, request)
+                                    policy.guard_request(call, request, &mut normalized)
                                 })?;
                             }
                         }
