@@ -351,58 +351,21 @@ async fn under_block_an_answer_holding_a_value_ends_before_any_of_it_is_sent() {
 
 #[tokio::test]
 async fn a_client_and_a_target_override_the_chain_settings() {
-    // The chain redacts; client `app` blocks; a second client is not overridden.
-    let emulator = TgiEmulator::start(EmulatorOptions::default())
-        .await
-        .expect("emulator");
-    let (strict, other) = (client_key(), client_key());
-    let digest = |key: &str| hex::encode(Sha256::digest(key.as_bytes()));
-    let config: ProxyConfig = toml::from_str(&format!(
-        r#"
-        listen = "127.0.0.1:0"
-        [[targets]]
-        id = "llama"
-        kind = "tgi-messages"
-        base_url = "{upstream}"
-        [targets.policies.pii]
-        entities = ["CREDIT_CARD"]
-        [[clients]]
-        name = "app"
-        key_sha256 = "{strict}"
-        [clients.policies.pii]
-        action = "block"
-        [[clients]]
-        name = "other"
-        key_sha256 = "{other}"
-        [policies]
-        chain = ["auth", "router", "pii"]
-        "#,
-        upstream = emulator.base_url(),
-        strict = digest(&strict),
-        other = digest(&other),
-    ))
-    .expect("config");
-    let settings = config.validate(&HashMap::new()).expect("valid");
-    let (emitter, _events) = event_channel(65_536, OnSpoolFull::Block);
-    let app = router(ProxyState::new(settings, emitter).expect("state"));
-    let call = |key: String| {
-        let app = app.clone();
-        async move {
-            let body = json!({"model": "llama", "messages": [{"role": "user", "content": format!("{EMAIL} {CARD}")}]});
-            let request = Request::post("/v1/chat/completions")
-                .header("content-type", "application/json")
-                .header("authorization", format!("Bearer {key}"))
-                .body(Body::from(body.to_string()))
-                .expect("request");
-            app.oneshot(request).await.expect("response").status()
-        }
-    };
+    // The chain redacts; client `app` blocks; the other client is not overridden.
+    let (app, emulator, strict, other) = two_clients(
+        "[targets.policies.pii]\nentities = [\"CREDIT_CARD\"]",
+        "[clients.policies.pii]\naction = \"block\"",
+        "",
+        "[policies]\nchain = [\"auth\", \"router\", \"pii\"]",
+    )
+    .await;
+    let content = format!("{EMAIL} {CARD}");
     assert_eq!(
-        call(strict).await,
+        status_of(&app, &strict, &content).await,
         StatusCode::BAD_REQUEST,
         "the client blocks"
     );
-    assert_eq!(call(other).await, StatusCode::OK);
+    assert_eq!(status_of(&app, &other, &content).await, StatusCode::OK);
     // The target's settings (cards only) applied to the other client: the email went as sent.
     let sent = emulator.requests()[0].body["messages"][0]["content"].clone();
     assert_eq!(sent, json!(format!("{EMAIL} [CREDIT_CARD_1]")));
@@ -762,10 +725,33 @@ fn the_contract_chain_validates_and_guardrail_sections_are_checked() {
 
 #[tokio::test]
 async fn a_client_may_only_log_injections_while_others_are_blocked() {
+    let (app, _emulator, red_team, other) = two_clients(
+        "",
+        "[clients.policies.injection]\naction = \"log\"",
+        "",
+        "[policies]\nchain = [\"auth\", \"injection\", \"router\"]",
+    )
+    .await;
+    assert_eq!(status_of(&app, &red_team, ATTACK).await, StatusCode::OK);
+    assert_eq!(
+        status_of(&app, &other, ATTACK).await,
+        StatusCode::BAD_REQUEST
+    );
+}
+
+/// An app with two clients, `app` and `other` (their keys returned in that order), whose
+/// `[[clients]]` entries end with `app_extra` and `other_extra`, the target's with
+/// `target_extra`; `policies` is the `[policies]` section.
+async fn two_clients(
+    target_extra: &str,
+    app_extra: &str,
+    other_extra: &str,
+    policies: &str,
+) -> (axum::Router, TgiEmulator, String, String) {
     let emulator = TgiEmulator::start(EmulatorOptions::default())
         .await
         .expect("emulator");
-    let (red_team, other) = (client_key(), client_key());
+    let (app_key, other_key) = (client_key(), client_key());
     let digest = |key: &str| hex::encode(Sha256::digest(key.as_bytes()));
     let config: ProxyConfig = toml::from_str(&format!(
         r#"
@@ -774,37 +760,39 @@ async fn a_client_may_only_log_injections_while_others_are_blocked() {
         id = "llama"
         kind = "tgi-messages"
         base_url = "{upstream}"
+        {target_extra}
         [[clients]]
-        name = "red-team"
-        key_sha256 = "{red_team}"
-        [clients.policies.injection]
-        action = "log"
+        name = "app"
+        key_sha256 = "{app}"
+        {app_extra}
         [[clients]]
         name = "other"
         key_sha256 = "{other}"
-        [policies]
-        chain = ["auth", "injection", "router"]
+        {other_extra}
+        {policies}
         "#,
         upstream = emulator.base_url(),
-        red_team = digest(&red_team),
-        other = digest(&other),
+        app = digest(&app_key),
+        other = digest(&other_key),
     ))
     .expect("config");
     let settings = config.validate(&HashMap::new()).expect("valid");
     let (emitter, _events) = event_channel(65_536, OnSpoolFull::Block);
     let app = router(ProxyState::new(settings, emitter).expect("state"));
-    let call = |key: String| {
-        let app = app.clone();
-        async move {
-            let body = json!({"model": "llama", "messages": [{"role": "user", "content": ATTACK}]});
-            let request = Request::post("/v1/chat/completions")
-                .header("content-type", "application/json")
-                .header("authorization", format!("Bearer {key}"))
-                .body(Body::from(body.to_string()))
-                .expect("request");
-            app.oneshot(request).await.expect("response").status()
-        }
-    };
-    assert_eq!(call(red_team).await, StatusCode::OK);
-    assert_eq!(call(other).await, StatusCode::BAD_REQUEST);
+    (app, emulator, app_key, other_key)
+}
+
+/// The status of a chat call by `key` sending `content`.
+async fn status_of(app: &axum::Router, key: &str, content: &str) -> StatusCode {
+    let body = json!({"model": "llama", "messages": [{"role": "user", "content": content}]});
+    let request = Request::post("/v1/chat/completions")
+        .header("content-type", "application/json")
+        .header("authorization", format!("Bearer {key}"))
+        .body(Body::from(body.to_string()))
+        .expect("request");
+    app.clone()
+        .oneshot(request)
+        .await
+        .expect("response")
+        .status()
 }
