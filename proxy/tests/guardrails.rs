@@ -96,14 +96,19 @@ impl Harness {
     }
 
     async fn send(&self, content: &str, stream: bool) -> (StatusCode, Vec<u8>) {
-        let body = json!({
+        self.post(json!({
             "model": "llama",
             "stream": stream,
             "messages": [
                 {"role": "system", "content": "You are terse."},
                 {"role": "user", "content": content},
             ],
-        });
+        }))
+        .await
+    }
+
+    /// A chat call with this body: its status and bytes.
+    async fn post(&self, body: Value) -> (StatusCode, Vec<u8>) {
         let request = Request::post("/v1/chat/completions")
             .header("content-type", "application/json")
             .header("authorization", format!("Bearer {}", self.key))
@@ -428,17 +433,9 @@ fn a_pii_section_is_validated() {
 impl Harness {
     /// A call with these messages: its status and body.
     async fn chat_messages(&self, messages: Value) -> (StatusCode, Value) {
-        let body = json!({"model": "llama", "messages": messages});
-        let request = Request::post("/v1/chat/completions")
-            .header("content-type", "application/json")
-            .header("authorization", format!("Bearer {}", self.key))
-            .body(Body::from(body.to_string()))
-            .expect("request");
-        let response = self.app.clone().oneshot(request).await.expect("response");
-        let status = response.status();
-        let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
-            .await
-            .expect("body");
+        let (status, bytes) = self
+            .post(json!({"model": "llama", "messages": messages}))
+            .await;
         (
             status,
             serde_json::from_slice(&bytes).unwrap_or(Value::Null),
