@@ -876,6 +876,18 @@ impl GuardrailSection for InjectionPolicyConfig {
     }
 }
 
+/// The action of `category` among a content policy's `(category, action)` pairs (block for
+/// one not listed: it is not looked for anyway).
+pub fn content_action(
+    actions: &[(crate::guard::content::Category, GuardAction)],
+    category: crate::guard::content::Category,
+) -> GuardAction {
+    actions
+        .iter()
+        .find(|(listed, _)| *listed == category)
+        .map_or(GuardAction::Block, |(_, action)| *action)
+}
+
 /// `[proxy.policies.content]`, validated.
 #[derive(Debug, Clone)]
 pub struct ContentSettings {

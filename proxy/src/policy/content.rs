@@ -10,7 +10,7 @@
 use serde_json::{Map, Value};
 
 use crate::audit::CallAudit;
-use crate::config::{ContentSettings, GuardAction};
+use crate::config::{ContentSettings, GuardAction, content_action};
 use crate::error::ProxyError;
 use crate::guard::content::{Category, ContentFilter, Finding};
 use crate::guard::normalize::NormalizedTexts;
@@ -34,13 +34,6 @@ impl ContentPolicy {
             filter: ContentFilter::new(&categories),
             fail_closed: settings.fail_closed,
         }
-    }
-
-    fn action(&self, category: Category) -> GuardAction {
-        self.actions
-            .iter()
-            .find(|(c, _)| *c == category)
-            .map_or(GuardAction::Block, |(_, action)| *action)
     }
 
     /// Applies the member to `request`.
@@ -68,7 +61,7 @@ impl ContentPolicy {
         let mut blocked = None;
         for finding in &found {
             let reason = finding.describe();
-            match self.action(finding.category) {
+            match content_action(&self.actions, finding.category) {
                 GuardAction::Log => call.decided("content", "log", Some(&reason)),
                 GuardAction::Block => {
                     call.decided("content", "deny", Some(&reason));

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use bytes::Bytes;
 use serde_json::Value;
 
-use crate::config::GuardAction;
+use crate::config::{GuardAction, content_action};
 use crate::error::ProxyError;
 use crate::guard::content::{Category, ContentFilter, Finding};
 use crate::guard::pii::{Entity, PiiDetector};
@@ -96,7 +96,7 @@ impl ContentOutput {
     /// Checks `text`: a category under `block` blocks the answer, one under `log` is noted.
     fn check(&mut self, text: &str) -> Option<Blocked> {
         for finding in self.filter.find(text) {
-            match self.action(finding.category) {
+            match content_action(&self.actions, finding.category) {
                 GuardAction::Block => return Some(Blocked::Content(finding)),
                 GuardAction::Log => {
                     self.logged.entry(finding.category).or_insert(finding);
@@ -104,13 +104,6 @@ impl ContentOutput {
             }
         }
         None
-    }
-
-    fn action(&self, category: Category) -> GuardAction {
-        self.actions
-            .iter()
-            .find(|(c, _)| *c == category)
-            .map_or(GuardAction::Block, |(_, action)| *action)
     }
 }
 
